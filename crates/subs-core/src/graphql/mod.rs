@@ -1,0 +1,1 @@
+//! Schema, documents, validation, selection-set projection and introspection.
