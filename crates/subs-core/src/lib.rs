@@ -1,4 +1,6 @@
 //! subs-core: the GraphQL meaning and the engine of subs.
 #![deny(missing_docs)]
+mod error;
+pub use error::Error;
 
 pub mod graphql;
