@@ -98,6 +98,9 @@ impl PreparedOperation {
         };
         let mut facts = compute_facts(&document, &operation);
         facts.document_bytes = query.len();
+        if facts.cost > plan::MAX_PLANNED_FIELDS {
+            return Err(plan::too_large());
+        }
         let root_field = operation.root_fields(&document).next().cloned();
         let plan = plan::build(schema, implementers, &document, &operation)?;
         Ok(PreparedOperation {

@@ -106,6 +106,12 @@ pub(crate) struct Plan {
     root_type: Box<str>,
 }
 
+pub(crate) fn too_large() -> GraphQLErrors {
+    GraphQLErrors::single(format!(
+        "the operation is too large: more than {MAX_PLANNED_FIELDS} fields once fragments are expanded"
+    ))
+}
+
 pub(crate) fn build(
     schema: &Valid<apollo_compiler::Schema>,
     implementers: &ApolloHashMap<Name, Implementers>,
@@ -195,11 +201,7 @@ impl<'a> Builder<'a> {
     }
 
     fn spend(&mut self, n: usize) -> Result<(), GraphQLErrors> {
-        self.budget = self.budget.checked_sub(n).ok_or_else(|| {
-            GraphQLErrors::single(format!(
-                "the operation is too large: more than {MAX_PLANNED_FIELDS} fields once fragments are expanded"
-            ))
-        })?;
+        self.budget = self.budget.checked_sub(n).ok_or_else(too_large)?;
         Ok(())
     }
 

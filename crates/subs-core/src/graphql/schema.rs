@@ -129,6 +129,7 @@ impl Schema {
     pub fn cached_operations(&self) -> usize {
         self.inner.cache.lock().map.len()
     }
+}
 
 /// The process-stable hash of (document text, operation name).
 pub(crate) fn document_hash(query: &str, operation_name: Option<&str>) -> u64 {
