@@ -1,0 +1,541 @@
+//! The whole configuration, and the pipeline the engine calls.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::connections::{ConnectionLimiter, ConnectionPermit, SharedConnectionLimiter};
+use crate::{
+    AllowAll, Authorizer, ConnectionFacts, Error, EventFilter, OperationFacts, OperationLimits,
+    OriginPolicy, Principal, Quota, RateLimiter, RejectReason, Rejection, ScopeKey,
+    SecurityStats, SubscribeRequest, TenantRule, filter::AllOf, messages,
+};
+
+/// Resource limits per connection, per subscription and per peer.
+///
+/// | setting | default |
+/// |---|---|
+/// | `max_subscriptions_per_connection` | 100 |
+/// | `subscribe_rate` | 20 per second, burst 50 |
+/// | `message_rate` | 100 per second, burst 200 |
+/// | `delivery_rate` (per subscription) | off |
+/// | `max_connections_per_ip` | off: behind a proxy or NAT many clients share one address; turn it on when the adapter sees client addresses |
+/// | `max_connections_per_principal` | 100 (the anonymous principal is never counted) |
+/// | `ipv6_prefix_len` (addresses counted together) | 64 |
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Most subscriptions open at once on one connection; refusal is a
+    /// GraphQL error for the subscribe.
+    pub max_subscriptions_per_connection: Option<usize>,
+    /// Subscribe requests per connection; refusal is a GraphQL error.
+    pub subscribe_rate: Option<Quota>,
+    /// Inbound messages per connection; refusal closes with 4429.
+    pub message_rate: Option<Quota>,
+    /// Events delivered per subscription; the engine drops events over it.
+    pub delivery_rate: Option<Quota>,
+    /// Open connections per address; refusal closes with 4429.
+    pub max_connections_per_ip: Option<usize>,
+    /// Open connections per principal; refusal closes with 4429.
+    pub max_connections_per_principal: Option<usize>,
+    /// IPv6 prefix length by which addresses are counted together.
+    pub ipv6_prefix_len: u8,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_subscriptions_per_connection: Some(100),
+            subscribe_rate: Some(Quota::from_parts(Duration::from_millis(50), 50)),
+            message_rate: Some(Quota::from_parts(Duration::from_millis(10), 200)),
+            delivery_rate: None,
+            max_connections_per_ip: None,
+            max_connections_per_principal: Some(100),
+            ipv6_prefix_len: 64,
+        }
+    }
+}
+
+impl Limits {
+    /// Sets `max_subscriptions_per_connection` (`None` = off).
+    #[must_use]
+    pub fn max_subscriptions_per_connection(mut self, max: impl Into<Option<usize>>) -> Self {
+        self.max_subscriptions_per_connection = max.into();
+        self
+    }
+
+    /// Sets `subscribe_rate` (`None` = off).
+    #[must_use]
+    pub fn subscribe_rate(mut self, quota: impl Into<Option<Quota>>) -> Self {
+        self.subscribe_rate = quota.into();
+        self
+    }
+
+    /// Sets `message_rate` (`None` = off).
+    #[must_use]
+    pub fn message_rate(mut self, quota: impl Into<Option<Quota>>) -> Self {
+        self.message_rate = quota.into();
+        self
+    }
+
+    /// Sets `delivery_rate` (`None` = off).
+    #[must_use]
+    pub fn delivery_rate(mut self, quota: impl Into<Option<Quota>>) -> Self {
+        self.delivery_rate = quota.into();
+        self
+    }
+
+    /// Sets `max_connections_per_ip` (`None` = off).
+    #[must_use]
+    pub fn max_connections_per_ip(mut self, max: impl Into<Option<usize>>) -> Self {
+        self.max_connections_per_ip = max.into();
+        self
+    }
+
+    /// Sets `max_connections_per_principal` (`None` = off).
+    #[must_use]
+    pub fn max_connections_per_principal(mut self, max: impl Into<Option<usize>>) -> Self {
+        self.max_connections_per_principal = max.into();
+        self
+    }
+
+    /// Sets `ipv6_prefix_len` (above 128 means 128).
+    #[must_use]
+    pub fn ipv6_prefix_len(mut self, len: u8) -> Self {
+        self.ipv6_prefix_len = len.min(128);
+        self
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let zero = |setting| Err(Error::ZeroLimit { setting });
+        if self.max_subscriptions_per_connection == Some(0) {
+            return zero("max_subscriptions_per_connection");
+        }
+        if self.max_connections_per_ip == Some(0) {
+            return zero("max_connections_per_ip");
+        }
+        if self.max_connections_per_principal == Some(0) {
+            return zero("max_connections_per_principal");
+        }
+        Ok(())
+    }
+}
+
+/// Connection hygiene.
+///
+/// | setting | default |
+/// |---|---|
+/// | `init_timeout` (until `connection_init`) | 3 s |
+/// | `max_frame_bytes` | 64 KiB (65 536) |
+/// | `origin` | [`OriginPolicy::AllowAny`] (see there why) |
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Hygiene {
+    /// Time a client has to send `connection_init` (enforced by the protocol
+    /// machine, which closes with 4408).
+    pub init_timeout: Duration,
+    /// Largest inbound frame; a larger one closes with 1009.
+    pub max_frame_bytes: usize,
+    /// Which browser origins may connect.
+    pub origin: OriginPolicy,
+}
+
+impl Default for Hygiene {
+    fn default() -> Self {
+        Self {
+            init_timeout: Duration::from_secs(3),
+            max_frame_bytes: 64 * 1024,
+            origin: OriginPolicy::AllowAny,
+        }
+    }
+}
+
+impl Hygiene {
+    /// Sets `init_timeout`.
+    #[must_use]
+    pub fn init_timeout(mut self, timeout: Duration) -> Self {
+        self.init_timeout = timeout;
+        self
+    }
+
+    /// Sets `max_frame_bytes` (at least 1).
+    #[must_use]
+    pub fn max_frame_bytes(mut self, max: usize) -> Self {
+        self.max_frame_bytes = max;
+        self
+    }
+
+    /// Sets the origin policy.
+    #[must_use]
+    pub fn origin(mut self, origin: OriginPolicy) -> Self {
+        self.origin = origin;
+        self
+    }
+
+    /// Refuses a frame of `len` bytes over the maximum: close 1009 "Frame too large".
+    pub fn check_frame(&self, len: usize) -> Result<(), Rejection> {
+        if len > self.max_frame_bytes {
+            Err(Rejection::close(
+                messages::CLOSE_MESSAGE_TOO_BIG,
+                messages::FRAME_TOO_LARGE,
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A refusal with its reason: the engine sends `rejection` and logs `reason`.
+/// Already counted in [`SecurityConfig::stats`] when returned by the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// Why, for stats and logs.
+    pub reason: RejectReason,
+    /// What the client is told.
+    pub rejection: Rejection,
+}
+
+impl fmt::Display for Denied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "denied ({}): {}", self.reason.as_str(), self.rejection)
+    }
+}
+
+impl std::error::Error for Denied {}
+
+/// One connection's rate limiters and subscription count. Create one per
+/// connection with [`SecurityConfig::connection_budget`].
+#[derive(Debug, Clone)]
+pub struct ConnectionBudget {
+    subscribe: Option<RateLimiter>,
+    messages: Option<RateLimiter>,
+    max_subscriptions: Option<usize>,
+    active: usize,
+}
+
+impl ConnectionBudget {
+    /// Subscriptions counted as open.
+    pub fn active_subscriptions(&self) -> usize {
+        self.active
+    }
+
+    /// Uncounts one subscription. Call exactly once for every subscribe that
+    /// [`SecurityConfig::check_subscribe`] accepted, when it ends for any
+    /// reason (complete, error, stop, connection close).
+    pub fn release_subscription(&mut self) {
+        self.active = self.active.saturating_sub(1);
+    }
+}
+
+/// Everything subs-security checks, configured once and shared by every
+/// connection. Cloning is cheap and clones share the connection counts and
+/// the stats. [`Default`] is the safe defaults listed on each part.
+#[derive(Clone)]
+pub struct SecurityConfig {
+    operation_limits: OperationLimits,
+    authorizer: Arc<dyn Authorizer>,
+    event_filter: Option<Arc<dyn EventFilter>>,
+    limits: Limits,
+    hygiene: Hygiene,
+    connections: SharedConnectionLimiter,
+    stats: Arc<SecurityStats>,
+}
+
+impl fmt::Debug for SecurityConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecurityConfig")
+            .field("operation_limits", &self.operation_limits)
+            .field("event_filter", &self.event_filter.is_some())
+            .field("limits", &self.limits)
+            .field("hygiene", &self.hygiene)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfigBuilder::default().assemble()
+    }
+}
+
+/// Builds a [`SecurityConfig`]; every setting starts at its safe default.
+#[derive(Default)]
+pub struct SecurityConfigBuilder {
+    operation_limits: OperationLimits,
+    authorizer: Option<Arc<dyn Authorizer>>,
+    event_filter: Option<Arc<dyn EventFilter>>,
+    tenant_rule: Option<TenantRule>,
+    limits: Limits,
+    hygiene: Hygiene,
+}
+
+impl fmt::Debug for SecurityConfigBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecurityConfigBuilder")
+            .field("operation_limits", &self.operation_limits)
+            .field("tenant_rule", &self.tenant_rule)
+            .field("limits", &self.limits)
+            .field("hygiene", &self.hygiene)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SecurityConfigBuilder {
+    /// Operation limits (default [`OperationLimits::default`]).
+    #[must_use]
+    pub fn operation_limits(mut self, limits: OperationLimits) -> Self {
+        self.operation_limits = limits;
+        self
+    }
+
+    /// The authorizer (default [`AllowAll`]).
+    #[must_use]
+    pub fn authorizer(mut self, authorizer: impl Authorizer) -> Self {
+        self.authorizer = Some(Arc::new(authorizer));
+        self
+    }
+
+    /// A custom event filter (default none). Combined with the tenant rule
+    /// if one is set too: an event must pass both.
+    #[must_use]
+    pub fn event_filter(mut self, filter: impl EventFilter) -> Self {
+        self.event_filter = Some(Arc::new(filter));
+        self
+    }
+
+    /// The built-in tenant rule (default none). Combined with a custom
+    /// event filter if one is set too.
+    #[must_use]
+    pub fn tenant_rule(mut self, rule: TenantRule) -> Self {
+        self.tenant_rule = Some(rule);
+        self
+    }
+
+    /// Resource limits (default [`Limits::default`]).
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Connection hygiene (default [`Hygiene::default`]).
+    #[must_use]
+    pub fn hygiene(mut self, hygiene: Hygiene) -> Self {
+        self.hygiene = hygiene;
+        self
+    }
+
+    /// The origin policy (shorthand for the field of [`Hygiene`]).
+    #[must_use]
+    pub fn origin(mut self, origin: OriginPolicy) -> Self {
+        self.hygiene.origin = origin;
+        self
+    }
+
+    /// Validates and builds. Fails on a zero maximum (`Some(0)`) for
+    /// subscriptions or connections, or a zero frame size.
+    pub fn build(self) -> Result<SecurityConfig, Error> {
+        self.limits.validate()?;
+        if self.hygiene.max_frame_bytes == 0 {
+            return Err(Error::ZeroLimit {
+                setting: "max_frame_bytes",
+            });
+        }
+        Ok(self.assemble())
+    }
+
+    fn assemble(self) -> SecurityConfig {
+        let event_filter = match (self.tenant_rule, self.event_filter) {
+            (None, f) => f,
+            (Some(rule), None) => Some(Arc::new(rule) as Arc<dyn EventFilter>),
+            (Some(rule), Some(f)) => Some(Arc::new(AllOf(Arc::new(rule), f)) as Arc<dyn EventFilter>),
+        };
+        let limiter = ConnectionLimiter::unchecked(
+            self.limits.max_connections_per_ip,
+            self.limits.max_connections_per_principal,
+        )
+        .ipv6_prefix_len(self.limits.ipv6_prefix_len);
+        SecurityConfig {
+            operation_limits: self.operation_limits,
+            authorizer: self.authorizer.unwrap_or_else(|| Arc::new(AllowAll)),
+            event_filter,
+            limits: self.limits,
+            hygiene: self.hygiene,
+            connections: SharedConnectionLimiter::new(limiter),
+            stats: Arc::new(SecurityStats::new()),
+        }
+    }
+}
+
+impl SecurityConfig {
+    /// A builder starting from the safe defaults.
+    pub fn builder() -> SecurityConfigBuilder {
+        SecurityConfigBuilder::default()
+    }
+
+    fn deny(&self, reason: RejectReason, rejection: Rejection) -> Denied {
+        self.stats.record(reason);
+        Denied { reason, rejection }
+    }
+
+    /// At the HTTP upgrade: the origin check, then the per-address count.
+    /// Hold the permit for the connection's life.
+    pub fn accept_upgrade(&self, facts: &ConnectionFacts) -> Result<ConnectionPermit, Denied> {
+        self.hygiene
+            .origin
+            .check(facts.origin())
+            .map_err(|r| self.deny(RejectReason::Origin, r))?;
+        self.connections
+            .try_open(facts.peer.map(|p| p.ip()))
+            .map_err(|r| self.deny(RejectReason::ConnectionLimit, r))
+    }
+
+    /// After the authentication hook accepted `principal`: the per-principal
+    /// count. Counts the connection as accepted.
+    pub fn accept_principal(
+        &self,
+        permit: &mut ConnectionPermit,
+        principal: &Principal,
+    ) -> Result<(), Denied> {
+        permit
+            .bind_principal(principal)
+            .map_err(|r| self.deny(RejectReason::ConnectionLimit, r))?;
+        self.stats.record_connection_accepted();
+        Ok(())
+    }
+
+    /// The authentication hook refused: counts it and returns what to send.
+    pub fn authentication_failed(&self, rejection: Rejection) -> Denied {
+        self.deny(RejectReason::Authentication, rejection)
+    }
+
+    /// A fresh budget for a new connection.
+    pub fn connection_budget(&self) -> ConnectionBudget {
+        ConnectionBudget {
+            subscribe: self.limits.subscribe_rate.map(RateLimiter::new),
+            messages: self.limits.message_rate.map(RateLimiter::new),
+            max_subscriptions: self.limits.max_subscriptions_per_connection,
+            active: 0,
+        }
+    }
+
+    /// Every inbound frame of `frame_bytes` at `now`: the frame size (close
+    /// 1009), then the message rate (close 4429 "Too many messages").
+    pub fn check_message(
+        &self,
+        budget: &mut ConnectionBudget,
+        frame_bytes: usize,
+        now: Instant,
+    ) -> Result<(), Denied> {
+        self.hygiene
+            .check_frame(frame_bytes)
+            .map_err(|r| self.deny(RejectReason::FrameTooLarge, r))?;
+        if let Some(rl) = &mut budget.messages
+            && rl.check(now).is_err()
+        {
+            return Err(self.deny(
+                RejectReason::RateLimit,
+                Rejection::too_many_requests(messages::TOO_MANY_MESSAGES),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every subscribe, in this order: subscribe rate, operation limits,
+    /// authorization, subscriptions per connection. Each refusal is a GraphQL
+    /// error, unless the authorizer returns a close. On success the
+    /// subscription is counted in `budget`: release it with
+    /// [`ConnectionBudget::release_subscription`] when it ends.
+    pub fn check_subscribe(
+        &self,
+        req: &SubscribeRequest<'_>,
+        facts: &OperationFacts,
+        budget: &mut ConnectionBudget,
+        now: Instant,
+    ) -> Result<(), Denied> {
+        if let Some(rl) = &mut budget.subscribe
+            && let Err(retry) = rl.check(now)
+        {
+            return Err(self.deny(
+                RejectReason::RateLimit,
+                Rejection::graphql(messages::subscribe_rate_exceeded(retry.0)),
+            ));
+        }
+        self.operation_limits
+            .check(facts)
+            .map_err(|e| self.deny(RejectReason::OperationLimit, e.into()))?;
+        self.authorizer
+            .authorize(req)
+            .map_err(|r| self.deny(RejectReason::Authorization, r))?;
+        if let Some(max) = budget.max_subscriptions
+            && budget.active >= max
+        {
+            return Err(self.deny(
+                RejectReason::SubscriptionLimit,
+                Rejection::graphql(messages::too_many_subscriptions(max)),
+            ));
+        }
+        budget.active += 1;
+        self.stats.record_subscription_accepted();
+        Ok(())
+    }
+
+    /// The principal's scope for query grouping: [`ScopeKey::SHARED`] without
+    /// an event filter.
+    pub fn scope_key(&self, principal: &Principal) -> ScopeKey {
+        self.event_filter
+            .as_ref()
+            .map_or(ScopeKey::SHARED, |f| f.scope_key(principal))
+    }
+
+    /// Whether `principal` may receive `event` (`true` without an event filter).
+    /// Not counted (hot path): count withheld events with
+    /// [`SecurityStats::record_n`] and [`RejectReason::EventFiltered`].
+    pub fn allows(&self, principal: &Principal, event: &Value) -> bool {
+        self.event_filter
+            .as_ref()
+            .is_none_or(|f| f.allows(principal, event))
+    }
+
+    /// A delivery limiter for a new subscription, if `delivery_rate` is set.
+    pub fn delivery_limiter(&self) -> Option<RateLimiter> {
+        self.limits.delivery_rate.map(RateLimiter::new)
+    }
+
+    /// The operation limits.
+    pub fn operation_limits(&self) -> &OperationLimits {
+        &self.operation_limits
+    }
+
+    /// The authorizer.
+    pub fn authorizer(&self) -> &Arc<dyn Authorizer> {
+        &self.authorizer
+    }
+
+    /// The event filter (tenant rule and custom filter combined), if any.
+    pub fn event_filter(&self) -> Option<&Arc<dyn EventFilter>> {
+        self.event_filter.as_ref()
+    }
+
+    /// The resource limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The hygiene settings.
+    pub fn hygiene(&self) -> &Hygiene {
+        &self.hygiene
+    }
+
+    /// The shared connection counts.
+    pub fn connection_limiter(&self) -> &SharedConnectionLimiter {
+        &self.connections
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Arc<SecurityStats> {
+        &self.stats
+    }
+}

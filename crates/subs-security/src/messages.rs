@@ -1,0 +1,72 @@
+//! Every client-visible message and close code this crate produces, in one place.
+//!
+//! Close reasons follow the capitalised style of graphql-transport-ws
+//! (`Forbidden`); GraphQL error messages are lower-case sentences without a final
+//! period. WebSocket close reasons are limited to 123 bytes: every reason here is
+//! well under it, and [`crate::Rejection`]'s constructors truncate longer ones.
+
+use std::time::Duration;
+
+use crate::operation::Limit;
+
+/// Close code: the request was malformed.
+pub const CLOSE_BAD_REQUEST: u16 = 4400;
+/// Close code: authentication failed or the connection is not allowed.
+pub const CLOSE_FORBIDDEN: u16 = 4403;
+/// Close code: a connection-level limit or rate was exceeded.
+pub const CLOSE_TOO_MANY_REQUESTS: u16 = 4429;
+/// Close code (RFC 6455): a frame larger than the configured maximum.
+pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
+
+/// The longest close reason a WebSocket close frame can carry, in bytes.
+pub const MAX_CLOSE_REASON_BYTES: usize = 123;
+
+/// Close reason: authentication refused without a reason of its own.
+pub const FORBIDDEN: &str = "Forbidden";
+/// Close reason: the `Origin` header is not in the allow-list.
+pub const ORIGIN_NOT_ALLOWED: &str = "Origin not allowed";
+/// Close reason: too many open connections from one address.
+pub const TOO_MANY_CONNECTIONS_FROM_ADDRESS: &str = "Too many connections from this address";
+/// Close reason: too many open connections for one principal.
+pub const TOO_MANY_CONNECTIONS_FOR_PRINCIPAL: &str = "Too many connections for this principal";
+/// Close reason: the connection sent messages faster than its rate.
+pub const TOO_MANY_MESSAGES: &str = "Too many messages";
+/// Close reason: a frame larger than the maximum frame size.
+pub const FRAME_TOO_LARGE: &str = "Frame too large";
+
+/// GraphQL error: the principal may not subscribe to `field`.
+pub fn not_authorized(field: &str) -> String {
+    format!("not authorized to subscribe to `{field}`")
+}
+
+/// GraphQL error: the connection already holds `max` subscriptions.
+pub fn too_many_subscriptions(max: usize) -> String {
+    format!("too many subscriptions on this connection (maximum {max})")
+}
+
+/// GraphQL error: subscribe requests arrive faster than the subscribe rate.
+pub fn subscribe_rate_exceeded(retry_after: Duration) -> String {
+    format!(
+        "too many subscribe requests; retry after {} ms",
+        ceil_millis(retry_after)
+    )
+}
+
+/// GraphQL error: an operation exceeds one of the [`crate::OperationLimits`].
+pub fn limit_exceeded(limit: Limit, value: usize, max: usize) -> String {
+    match limit {
+        Limit::DocumentBytes => {
+            format!("document size of {value} bytes exceeds the maximum of {max} bytes")
+        }
+        Limit::Depth => format!("operation depth {value} exceeds the maximum of {max}"),
+        Limit::Aliases => format!("alias count {value} exceeds the maximum of {max}"),
+        Limit::RootFields => format!("root field count {value} exceeds the maximum of {max}"),
+        Limit::Directives => format!("directive count {value} exceeds the maximum of {max}"),
+        Limit::Cost => format!("operation cost {value} exceeds the maximum of {max}"),
+    }
+}
+
+/// Milliseconds, rounded up so that "retry after N ms" is never too early.
+pub(crate) fn ceil_millis(d: Duration) -> u128 {
+    d.as_nanos().div_ceil(1_000_000)
+}

@@ -1,0 +1,95 @@
+//! What a client is told when a check refuses it.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use crate::messages;
+
+/// A refusal, mapping onto exactly one protocol outcome.
+///
+/// `Close` ends the connection with a WebSocket close code and reason;
+/// `GraphQLError` answers the one operation with an `error` message and keeps
+/// the connection open. Prefer the constructors: they truncate close reasons to
+/// the 123 bytes a close frame can carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// Close the connection.
+    Close {
+        /// The close code (see [`crate::messages`] for the codes used here).
+        code: u16,
+        /// The close reason, at most 123 bytes.
+        reason: Cow<'static, str>,
+    },
+    /// Answer this operation with a GraphQL error; the connection stays open.
+    GraphQLError {
+        /// The error's `message`.
+        message: Cow<'static, str>,
+    },
+}
+
+impl Rejection {
+    /// Close with `code` and `reason` (truncated to 123 bytes on a char boundary).
+    pub fn close(code: u16, reason: impl Into<Cow<'static, str>>) -> Self {
+        let mut reason = reason.into();
+        if reason.len() > messages::MAX_CLOSE_REASON_BYTES {
+            let mut end = messages::MAX_CLOSE_REASON_BYTES;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason = Cow::Owned(reason[..end].to_owned());
+        }
+        Self::Close { code, reason }
+    }
+
+    /// Close with 4403 and `reason` (authentication failed, origin refused).
+    pub fn forbidden(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self::close(messages::CLOSE_FORBIDDEN, reason)
+    }
+
+    /// Close with 4429 and `reason` (a connection-level limit or rate).
+    pub fn too_many_requests(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self::close(messages::CLOSE_TOO_MANY_REQUESTS, reason)
+    }
+
+    /// Close with 4400 and `reason` (malformed input).
+    pub fn bad_request(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self::close(messages::CLOSE_BAD_REQUEST, reason)
+    }
+
+    /// Answer the operation with a GraphQL error carrying `message`.
+    pub fn graphql(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::GraphQLError {
+            message: message.into(),
+        }
+    }
+
+    /// The close code, or `None` for a GraphQL error.
+    pub fn close_code(&self) -> Option<u16> {
+        match self {
+            Self::Close { code, .. } => Some(*code),
+            Self::GraphQLError { .. } => None,
+        }
+    }
+
+    /// The close reason or the GraphQL error message.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Close { reason, .. } => reason,
+            Self::GraphQLError { message } => message,
+        }
+    }
+
+    /// Whether this rejection closes the connection.
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, Self::Close { .. })
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Close { code, reason } => write!(f, "close {code}: {reason}"),
+            Self::GraphQLError { message } => write!(f, "GraphQL error: {message}"),
+        }
+    }
+}
