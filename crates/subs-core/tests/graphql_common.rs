@@ -60,15 +60,21 @@ pub(crate) fn vars(v: Value) -> Map<String, Value> {
     }
 }
 
+#[allow(clippy::needless_pass_by_value)] // call sites read better with owned `json!` values
 /// Prepare, coerce `variables`, project `value`, parse the output.
 pub(crate) fn project(query: &str, variables: Value, value: Value) -> Value {
     let s = schema();
-    let op = s.prepare(query, None).unwrap_or_else(|e| panic!("prepare {query}: {e}"));
-    let v = op.coerce_variables(Some(&vars(variables))).expect("variables coerce");
+    let op = s
+        .prepare(query, None)
+        .unwrap_or_else(|e| panic!("prepare {query}: {e}"));
+    let v = op
+        .coerce_variables(Some(&vars(variables)))
+        .expect("variables coerce");
     let bytes = op.project(&v, Ok(&value));
     serde_json::from_slice(&bytes).expect("projection output is JSON")
 }
 
+#[allow(clippy::needless_pass_by_value)] // as above
 /// The same, keeping the raw text (to check key order).
 pub(crate) fn project_text(query: &str, value: Value) -> String {
     let s = schema();
@@ -85,7 +91,10 @@ pub(crate) fn no_errors(v: &Value) {
 }
 
 pub(crate) fn errors(v: &Value) -> Vec<Value> {
-    v.get("errors").and_then(Value::as_array).cloned().unwrap_or_default()
+    v.get("errors")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
 }
 
 pub(crate) fn empty() -> Value {

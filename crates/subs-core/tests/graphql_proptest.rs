@@ -30,17 +30,30 @@ fn check(shape: &Shape, v: &Value, list_depth: usize) -> Result<(), String> {
         if list_depth == 0 {
             return Err(format!("unexpected list {v}"));
         }
-        return items.iter().try_for_each(|i| check(shape, i, list_depth - 1));
+        return items
+            .iter()
+            .try_for_each(|i| check(shape, i, list_depth - 1));
     }
     let fields = match shape {
         Custom => return Ok(()),
         Scalar => {
-            return if v.is_object() { Err(format!("object in scalar position: {v}")) } else { Ok(()) };
+            return if v.is_object() {
+                Err(format!("object in scalar position: {v}"))
+            } else {
+                Ok(())
+            };
         }
         Obj(fields) => fields,
         ByType(types) => {
-            let tn = v.get("__typename").and_then(Value::as_str).ok_or(format!("no __typename in {v}"))?;
-            &types.iter().find(|(t, _)| *t == tn).ok_or(format!("unexpected type {tn}"))?.1
+            let tn = v
+                .get("__typename")
+                .and_then(Value::as_str)
+                .ok_or(format!("no __typename in {v}"))?;
+            &types
+                .iter()
+                .find(|(t, _)| *t == tn)
+                .ok_or(format!("unexpected type {tn}"))?
+                .1
         }
     };
     let obj = v.as_object().ok_or(format!("expected object, got {v}"))?;
@@ -67,8 +80,15 @@ fn cases() -> Vec<(&'static str, Value, &'static str, Shape)> {
             json!({}),
             "userUpdated",
             Obj(vec![
-                ("id", Scalar), ("n", Scalar), ("age", Scalar), ("friends", user_basic()), ("tags", Scalar),
-                ("color", Scalar), ("createdAt", Custom), ("score", Scalar), ("active", Scalar),
+                ("id", Scalar),
+                ("n", Scalar),
+                ("age", Scalar),
+                ("friends", user_basic()),
+                ("tags", Scalar),
+                ("color", Scalar),
+                ("createdAt", Custom),
+                ("score", Scalar),
+                ("active", Scalar),
             ]),
         ),
         (
@@ -76,8 +96,22 @@ fn cases() -> Vec<(&'static str, Value, &'static str, Shape)> {
             json!({}),
             "search",
             ByType(vec![
-                ("User", vec![("__typename", Scalar), ("name", Scalar), ("friends", user_basic())]),
-                ("Post", vec![("__typename", Scalar), ("title", Scalar), ("author", user_basic())]),
+                (
+                    "User",
+                    vec![
+                        ("__typename", Scalar),
+                        ("name", Scalar),
+                        ("friends", user_basic()),
+                    ],
+                ),
+                (
+                    "Post",
+                    vec![
+                        ("__typename", Scalar),
+                        ("title", Scalar),
+                        ("author", user_basic()),
+                    ],
+                ),
             ]),
         ),
         (
@@ -85,21 +119,37 @@ fn cases() -> Vec<(&'static str, Value, &'static str, Shape)> {
             json!({}),
             "nodes",
             ByType(vec![
-                ("User", vec![("__typename", Scalar), ("id", Scalar), ("tags", Scalar)]),
-                ("Post", vec![("__typename", Scalar), ("id", Scalar), ("matrix", Scalar)]),
+                (
+                    "User",
+                    vec![("__typename", Scalar), ("id", Scalar), ("tags", Scalar)],
+                ),
+                (
+                    "Post",
+                    vec![("__typename", Scalar), ("id", Scalar), ("matrix", Scalar)],
+                ),
             ]),
         ),
         (
             "subscription S($a: Boolean!, $b: Boolean = true) { messageAdded(room: \"r\") { id text @include(if: $a) author { name @skip(if: $b) id } reactions } }",
             json!({"a": false}),
             "messageAdded",
-            Obj(vec![("id", Scalar), ("author", Obj(vec![("id", Scalar)])), ("reactions", Scalar)]),
+            Obj(vec![
+                ("id", Scalar),
+                ("author", Obj(vec![("id", Scalar)])),
+                ("reactions", Scalar),
+            ]),
         ),
         (
             "subscription { strictList { id author { __typename name } } }",
             json!({}),
             "strictList",
-            Obj(vec![("id", Scalar), ("author", Obj(vec![("__typename", Scalar), ("name", Scalar)]))]),
+            Obj(vec![
+                ("id", Scalar),
+                (
+                    "author",
+                    Obj(vec![("__typename", Scalar), ("name", Scalar)]),
+                ),
+            ]),
         ),
         ("subscription { colors }", json!({}), "colors", Scalar),
     ]
@@ -107,23 +157,45 @@ fn cases() -> Vec<(&'static str, Value, &'static str, Shape)> {
 
 fn arb_json() -> impl Strategy<Value = Value> {
     let key = prop::sample::select(vec![
-        "id", "name", "age", "friends", "tags", "color", "createdAt", "score", "active", "title", "author",
-        "matrix", "text", "reactions", "n", "secret", "__typename",
+        "id",
+        "name",
+        "age",
+        "friends",
+        "tags",
+        "color",
+        "createdAt",
+        "score",
+        "active",
+        "title",
+        "author",
+        "matrix",
+        "text",
+        "reactions",
+        "n",
+        "secret",
+        "__typename",
     ]);
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
         (-100i32..100).prop_map(Value::from),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
-        prop::sample::select(vec!["RED", "GREEN", "User", "Post", "Message", "x\"\\\n", "é"]).prop_map(Value::from),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        prop::sample::select(vec![
+            "RED", "GREEN", "User", "Post", "Message", "x\"\\\n", "é"
+        ])
+        .prop_map(Value::from),
         ".{0,8}".prop_map(Value::String),
     ];
     leaf.prop_recursive(4, 48, 8, move |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::vec((key.clone(), inner), 0..8)
-                .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect::<Map<_, _>>())),
+            prop::collection::vec((key.clone(), inner), 0..8).prop_map(|kv| Value::Object(
+                kv.into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect::<Map<_, _>>()
+            )),
         ]
     })
 }

@@ -17,7 +17,9 @@ fn bad_sdl_names_the_line_and_column() {
     assert!(msg.starts_with("invalid schema: 3:"), "{msg}");
     assert!(msg.contains("Nope"), "{msg}");
 
-    let err = Schema::parse("type Query {\n  a: Int\n\n  b Int\n}").unwrap_err().to_string();
+    let err = Schema::parse("type Query {\n  a: Int\n\n  b Int\n}")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("4:"), "{err}");
 }
 
@@ -29,7 +31,11 @@ fn subscription_fields_and_arguments() {
     assert!(names.contains(&"counter".to_owned()));
     assert_eq!(
         s.subscription_field_arguments("messageAdded"),
-        Some(vec!["room".to_owned(), "limit".to_owned(), "filter".to_owned()])
+        Some(vec![
+            "room".to_owned(),
+            "limit".to_owned(),
+            "filter".to_owned()
+        ])
     );
     assert_eq!(s.subscription_field_arguments("counter"), Some(vec![]));
     assert_eq!(s.subscription_field_arguments("nope"), None);
@@ -38,7 +44,9 @@ fn subscription_fields_and_arguments() {
 }
 
 fn prepare_err(query: &str) -> GraphQLErrors {
-    schema().prepare(query, None).expect_err("should be invalid")
+    schema()
+        .prepare(query, None)
+        .expect_err("should be invalid")
 }
 
 fn assert_error(errs: &GraphQLErrors, needle: &str, line: usize) {
@@ -91,8 +99,10 @@ fn wrong_variable_type() {
 fn syntax_error_and_unknown_operation_name() {
     let e = prepare_err("subscription {\n  counter\n");
     assert!(!e.0.is_empty());
-    assert!(e.0[0].locations.first().is_some(), "{e:?}");
-    let e = schema().prepare("subscription A { counter }", Some("B")).unwrap_err();
+    assert!(!e.0[0].locations.is_empty(), "{e:?}");
+    let e = schema()
+        .prepare("subscription A { counter }", Some("B"))
+        .unwrap_err();
     assert!(e.0[0].message.contains('B'), "{e:?}");
 }
 
@@ -123,7 +133,10 @@ fn operation_selection_by_name_and_kind() {
     assert_eq!(sub.root_field_name(), "counter");
     assert_eq!(sub.root_response_key(), "c");
     assert_ne!(q.document_hash(), sub.document_hash());
-    assert!(s.prepare(doc, None).is_err(), "ambiguous anonymous selection");
+    assert!(
+        s.prepare(doc, None).is_err(),
+        "ambiguous anonymous selection"
+    );
 }
 
 #[test]
@@ -140,18 +153,29 @@ fn variable_coercion() {
         .prepare("subscription S($room: String!, $limit: Int = 5, $f: Filter) { messageAdded(room: $room, limit: $limit, filter: $f) { id } }", None)
         .unwrap();
     // Defaults applied, extra variables dropped.
-    let v = op.coerce_variables(Some(&vars(json!({"room": "r1", "extra": 1})))).unwrap();
-    assert_eq!(Value::Object((*v).clone()), json!({"room": "r1", "limit": 5}));
+    let v = op
+        .coerce_variables(Some(&vars(json!({"room": "r1", "extra": 1}))))
+        .unwrap();
+    assert_eq!(
+        Value::Object((*v).clone()),
+        json!({"room": "r1", "limit": 5})
+    );
     // Missing non-null.
     let e = op.coerce_variables(None).unwrap_err();
     assert!(e.0[0].message.contains("room"), "{e:?}");
     // Wrong type.
-    let e = op.coerce_variables(Some(&vars(json!({"room": 1})))).unwrap_err();
+    let e = op
+        .coerce_variables(Some(&vars(json!({"room": 1}))))
+        .unwrap_err();
     assert!(e.0[0].message.contains("room"), "{e:?}");
-    let e = op.coerce_variables(Some(&vars(json!({"room": "r", "limit": "ten"})))).unwrap_err();
+    let e = op
+        .coerce_variables(Some(&vars(json!({"room": "r", "limit": "ten"}))))
+        .unwrap_err();
     assert!(e.0[0].message.contains("limit"), "{e:?}");
     // Explicit null for a nullable variable with default is kept as null.
-    let v = op.coerce_variables(Some(&vars(json!({"room": "r", "limit": null})))).unwrap();
+    let v = op
+        .coerce_variables(Some(&vars(json!({"room": "r", "limit": null}))))
+        .unwrap();
     assert_eq!(v["limit"], Value::Null);
     // Input objects: unknown enum value rejected.
     let e = op
@@ -166,12 +190,28 @@ fn root_arguments_substitute_variables_and_defaults() {
     let op = s
         .prepare("subscription S($room: String!, $f: Filter) { messageAdded(room: $room, filter: $f) { id } }", None)
         .unwrap();
-    let v = op.coerce_variables(Some(&vars(json!({"room": "lobby"})))).unwrap();
-    assert_eq!(Value::Object(op.root_arguments(&v)), json!({"room": "lobby", "limit": 10}));
-    let op = s.prepare(r#"subscription { userUpdated(id: 7, color: RED) { id } }"#, None).unwrap();
-    assert_eq!(Value::Object(op.root_arguments(&vars(json!({})))), json!({"id": 7, "color": "RED"}));
+    let v = op
+        .coerce_variables(Some(&vars(json!({"room": "lobby"}))))
+        .unwrap();
+    assert_eq!(
+        Value::Object(op.root_arguments(&v)),
+        json!({"room": "lobby", "limit": 10})
+    );
     let op = s
-        .prepare(r#"subscription { messageAdded(room: "x", filter: {color: BLUE}) { id } }"#, None)
+        .prepare(
+            r#"subscription { userUpdated(id: 7, color: RED) { id } }"#,
+            None,
+        )
+        .unwrap();
+    assert_eq!(
+        Value::Object(op.root_arguments(&vars(json!({})))),
+        json!({"id": 7, "color": "RED"})
+    );
+    let op = s
+        .prepare(
+            r#"subscription { messageAdded(room: "x", filter: {color: BLUE}) { id } }"#,
+            None,
+        )
         .unwrap();
     assert_eq!(
         Value::Object(op.root_arguments(&vars(json!({})))),
@@ -189,13 +229,17 @@ fn prepare_is_cached_and_bounded() {
     let c = s.prepare("subscription  { counter }", None).unwrap();
     assert!(!Arc::ptr_eq(&a, &c));
     for i in 0..100 {
-        s.prepare(&format!("subscription {{ c{i}: counter }}"), None).unwrap();
+        s.prepare(&format!("subscription {{ c{i}: counter }}"), None)
+            .unwrap();
         assert!(s.cached_operations() <= 16);
     }
     // Clones share the cache.
     let s2 = s.clone();
     let d = s.prepare("subscription { c99: counter }", None).unwrap();
-    assert!(Arc::ptr_eq(&d, &s2.prepare("subscription { c99: counter }", None).unwrap()));
+    assert!(Arc::ptr_eq(
+        &d,
+        &s2.prepare("subscription { c99: counter }", None).unwrap()
+    ));
 }
 
 #[test]
@@ -224,7 +268,11 @@ fragment U on User { id n: name }"#;
 fn fragment_bomb_is_cheap_to_measure() {
     let mut q = String::from("subscription { userUpdated { ...F0 } }\n");
     for i in 0..40 {
-        q.push_str(&format!("fragment F{i} on User {{ friends {{ ...F{} }} f2: friends {{ ...F{} }} }}\n", i + 1, i + 1));
+        q.push_str(&format!(
+            "fragment F{i} on User {{ friends {{ ...F{} }} f2: friends {{ ...F{} }} }}\n",
+            i + 1,
+            i + 1
+        ));
     }
     q.push_str("fragment F40 on User { id }\n");
     let t = std::time::Instant::now();
@@ -237,14 +285,19 @@ fn intro(query: &str, variables: Value) -> Option<Value> {
     let s = schema();
     let op = s.prepare(query, None).unwrap();
     let v = op.coerce_variables(Some(&vars(variables))).unwrap();
-    op.execute_introspection(&s, &v).map(|b| serde_json::from_slice(&b).unwrap())
+    op.execute_introspection(&s, &v)
+        .map(|b| serde_json::from_slice(&b).unwrap())
 }
 
 #[test]
 fn introspection_schema_types() {
     let r = intro("{ __schema { types { name } } }", json!({})).unwrap();
-    let names: Vec<&str> =
-        r["data"]["__schema"]["types"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = r["data"]["__schema"]["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
     for n in ["User", "Post", "Color", "Subscription", "String", "__Type"] {
         assert!(names.contains(&n), "{n} missing from {names:?}");
     }
@@ -262,7 +315,11 @@ fn introspection_type_and_typename() {
     assert_eq!(r["data"]["t"]["kind"], "OBJECT");
     assert_eq!(r["data"]["t"]["fields"][0]["name"], "id");
     assert_eq!(r["data"]["none"], Value::Null);
-    let r = intro("{ __type(name: \"Color\") { enumValues { name } } }", json!({})).unwrap();
+    let r = intro(
+        "{ __type(name: \"Color\") { enumValues { name } } }",
+        json!({}),
+    )
+    .unwrap();
     assert_eq!(r["data"]["__type"]["enumValues"][2]["name"], "BLUE");
 }
 

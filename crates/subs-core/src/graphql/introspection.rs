@@ -14,7 +14,11 @@ impl PreparedOperation {
     /// `None` when the operation is not a query or selects any other field:
     /// the host's executor must answer those. `variables` should come from
     /// [`PreparedOperation::coerce_variables`].
-    pub fn execute_introspection(&self, schema: &Schema, variables: &Map<String, Value>) -> Option<bytes::Bytes> {
+    pub fn execute_introspection(
+        &self,
+        schema: &Schema,
+        variables: &Map<String, Value>,
+    ) -> Option<bytes::Bytes> {
         if self.kind() != OperationKind::Query {
             return None;
         }
@@ -36,7 +40,13 @@ impl PreparedOperation {
         }
         let vars = PreparedOperation::to_json_map(variables);
         let inner = &schema.inner;
-        match apollo_compiler::introspection::partial_execute(&inner.schema, &inner.implementers, doc, op, &vars) {
+        match apollo_compiler::introspection::partial_execute(
+            &inner.schema,
+            &inner.implementers,
+            doc,
+            op,
+            &vars,
+        ) {
             Ok(resp) => serde_json::to_vec(&resp).ok().map(bytes::Bytes::from),
             Err(e) => request_error(e),
         }

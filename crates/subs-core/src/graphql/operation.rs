@@ -145,7 +145,9 @@ impl PreparedOperation {
 
     /// The response key (alias or name) of the first root field.
     pub fn root_response_key(&self) -> &str {
-        self.root_field.as_ref().map_or("", |f| f.response_key().as_str())
+        self.root_field
+            .as_ref()
+            .map_or("", |f| f.response_key().as_str())
     }
 
     /// Hash of (document text, operation name), stable within the process;
@@ -201,17 +203,23 @@ impl PreparedOperation {
     /// default). Enum values become strings. For routing filters.
     pub fn root_arguments(&self, variables: &Map<String, Value>) -> Map<String, Value> {
         let mut out = Map::new();
-        let Some(field) = &self.root_field else { return out };
+        let Some(field) = &self.root_field else {
+            return out;
+        };
         for def in &field.definition.arguments {
             let given = field.specified_argument_by_name(&def.name);
             let value = match given {
                 Some(v) => match &**v {
-                    AstValue::Variable(var) if !variables.contains_key(var.as_str()) => {
-                        def.default_value.as_ref().map(|d| ast_to_json(d, variables))
-                    }
+                    AstValue::Variable(var) if !variables.contains_key(var.as_str()) => def
+                        .default_value
+                        .as_ref()
+                        .map(|d| ast_to_json(d, variables)),
                     _ => Some(ast_to_json(v, variables)),
                 },
-                None => def.default_value.as_ref().map(|d| ast_to_json(d, variables)),
+                None => def
+                    .default_value
+                    .as_ref()
+                    .map(|d| ast_to_json(d, variables)),
             };
             if let Some(v) = value {
                 out.insert(def.name.to_string(), v);
@@ -227,10 +235,17 @@ impl PreparedOperation {
     /// the root field is null (or `data` is null if the field is non-null) and
     /// an error with the message, the path `[responseKey]` and the field's
     /// location is added. Only selected fields are ever written.
-    pub fn project(&self, variables: &Map<String, Value>, root_value: Result<&Value, &str>) -> bytes::Bytes {
+    pub fn project(
+        &self,
+        variables: &Map<String, Value>,
+        root_value: Result<&Value, &str>,
+    ) -> bytes::Bytes {
         let mut out = Vec::with_capacity(self.size_hint.load(Ordering::Relaxed));
         self.plan.project(variables, root_value, &mut out);
-        self.size_hint.store(out.len().next_power_of_two().min(1 << 20), Ordering::Relaxed);
+        self.size_hint.store(
+            out.len().next_power_of_two().min(1 << 20),
+            Ordering::Relaxed,
+        );
         bytes::Bytes::from(out)
     }
 }
@@ -249,9 +264,14 @@ fn ast_to_json(v: &AstValue, variables: &Map<String, Value>) -> Value {
             .map(Value::from)
             .unwrap_or_else(|_| i.try_to_f64().map(Value::from).unwrap_or(Value::Null)),
         AstValue::Float(f) => f.try_to_f64().map(Value::from).unwrap_or(Value::Null),
-        AstValue::List(items) => Value::Array(items.iter().map(|i| ast_to_json(i, variables)).collect()),
+        AstValue::List(items) => {
+            Value::Array(items.iter().map(|i| ast_to_json(i, variables)).collect())
+        }
         AstValue::Object(fields) => Value::Object(
-            fields.iter().map(|(k, v)| (k.to_string(), ast_to_json(v, variables))).collect(),
+            fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), ast_to_json(v, variables)))
+                .collect(),
         ),
     }
 }
@@ -294,7 +314,10 @@ fn walk(doc: &ExecutableDocument, set: &SelectionSet, memo: &mut ApolloHashMap<N
             Selection::Field(f) => {
                 let child = walk(doc, &f.selection_set, memo);
                 acc.depth = acc.depth.max(child.depth.saturating_add(1));
-                acc.aliases = acc.aliases.saturating_add(usize::from(f.alias.is_some())).saturating_add(child.aliases);
+                acc.aliases = acc
+                    .aliases
+                    .saturating_add(usize::from(f.alias.is_some()))
+                    .saturating_add(child.aliases);
                 acc.directives = acc.directives.saturating_add(child.directives);
                 acc.cost = acc.cost.saturating_add(1).saturating_add(child.cost);
             }

@@ -118,10 +118,19 @@ pub(crate) fn build(
     doc: &ExecutableDocument,
     op: &Operation,
 ) -> Result<Plan, GraphQLErrors> {
-    let mut b = Builder { schema, implementers, doc, budget: MAX_PLANNED_FIELDS, enums: FxHashMap::default() };
+    let mut b = Builder {
+        schema,
+        implementers,
+        doc,
+        budget: MAX_PLANNED_FIELDS,
+        enums: FxHashMap::default(),
+    };
     let root_type = op.selection_set.ty.as_str();
     let fields = b.fields(&[(&op.selection_set, Vec::new())], root_type)?;
-    Ok(Plan { root: fields.into_vec().into_iter().next(), root_type: root_type.into() })
+    Ok(Plan {
+        root: fields.into_vec().into_iter().next(),
+        root_type: root_type.into(),
+    })
 }
 
 struct Occ<'a> {
@@ -149,13 +158,12 @@ fn directive_conds(directives: &DirectiveList, conj: &[Cond]) -> Option<Vec<Cond
             _ => continue,
         };
         match d.specified_argument_by_name("if").map(|v| &**v) {
-            Some(AstValue::Boolean(b)) => {
-                if *b != include_if {
-                    return None;
-                }
-            }
+            Some(AstValue::Boolean(b)) if *b != include_if => return None,
             Some(AstValue::Variable(v)) => {
-                let c = Cond { var: v.as_str().into(), include_if };
+                let c = Cond {
+                    var: v.as_str().into(),
+                    include_if,
+                };
                 if !out.contains(&c) {
                     out.push(c);
                 }
@@ -180,16 +188,27 @@ impl<'a> Builder<'a> {
         seen: &mut FxHashSet<(&'a str, Vec<Cond>)>,
     ) {
         for sel in &set.selections {
-            let Some(c) = directive_conds(sel.directives(), conj) else { continue };
+            let Some(c) = directive_conds(sel.directives(), conj) else {
+                continue;
+            };
             match sel {
-                Selection::Field(f) => out.push(Occ { field: f, parent: set.ty.as_str(), conj: c }),
+                Selection::Field(f) => out.push(Occ {
+                    field: f,
+                    parent: set.ty.as_str(),
+                    conj: c,
+                }),
                 Selection::InlineFragment(i) => {
-                    if i.type_condition.as_ref().is_none_or(|t| self.applies(t, concrete)) {
+                    if i.type_condition
+                        .as_ref()
+                        .is_none_or(|t| self.applies(t, concrete))
+                    {
                         self.collect(&i.selection_set, concrete, &c, out, seen);
                     }
                 }
                 Selection::FragmentSpread(s) => {
-                    let Some(def) = self.doc.fragments.get(&s.fragment_name) else { continue };
+                    let Some(def) = self.doc.fragments.get(&s.fragment_name) else {
+                        continue;
+                    };
                     if self.applies(def.type_condition(), concrete)
                         && seen.insert((s.fragment_name.as_str(), c.clone()))
                     {
@@ -234,14 +253,24 @@ impl<'a> Builder<'a> {
             let guard: Guard = if group.iter().any(|o| o.conj.is_empty()) {
                 None
             } else {
-                Some(group.iter().map(|o| o.conj.clone().into_boxed_slice()).collect())
+                Some(
+                    group
+                        .iter()
+                        .map(|o| o.conj.clone().into_boxed_slice())
+                        .collect(),
+                )
             };
             let typename = first.field.name == "__typename";
             let ty = if typename {
-                TypePlan { non_null: true, kind: Kind::Leaf(Leaf::String) }
+                TypePlan {
+                    non_null: true,
+                    kind: Kind::Leaf(Leaf::String),
+                }
             } else {
-                let child: Vec<(&'a SelectionSet, Vec<Cond>)> =
-                    group.iter().map(|o| (&o.field.selection_set, o.conj.clone())).collect();
+                let child: Vec<(&'a SelectionSet, Vec<Cond>)> = group
+                    .iter()
+                    .map(|o| (&o.field.selection_set, o.conj.clone()))
+                    .collect();
                 self.type_plan(&first.field.definition.ty, &child)?
             };
             out.push(FieldPlan {
@@ -252,7 +281,10 @@ impl<'a> Builder<'a> {
                 ty,
                 guard,
                 parent: first.parent.into(),
-                location: first.field.location().and_then(|l| l.line_column(&self.doc.sources)),
+                location: first
+                    .field
+                    .location()
+                    .and_then(|l| l.line_column(&self.doc.sources)),
             });
         }
         Ok(out.into_boxed_slice())
@@ -264,16 +296,30 @@ impl<'a> Builder<'a> {
         parts: &[(&'a SelectionSet, Vec<Cond>)],
     ) -> Result<TypePlan, GraphQLErrors> {
         Ok(match ty {
-            Type::Named(n) => TypePlan { non_null: false, kind: self.named(n, parts)? },
-            Type::NonNullNamed(n) => TypePlan { non_null: true, kind: self.named(n, parts)? },
-            Type::List(inner) => TypePlan { non_null: false, kind: Kind::List(Box::new(self.type_plan(inner, parts)?)) },
-            Type::NonNullList(inner) => {
-                TypePlan { non_null: true, kind: Kind::List(Box::new(self.type_plan(inner, parts)?)) }
-            }
+            Type::Named(n) => TypePlan {
+                non_null: false,
+                kind: self.named(n, parts)?,
+            },
+            Type::NonNullNamed(n) => TypePlan {
+                non_null: true,
+                kind: self.named(n, parts)?,
+            },
+            Type::List(inner) => TypePlan {
+                non_null: false,
+                kind: Kind::List(Box::new(self.type_plan(inner, parts)?)),
+            },
+            Type::NonNullList(inner) => TypePlan {
+                non_null: true,
+                kind: Kind::List(Box::new(self.type_plan(inner, parts)?)),
+            },
         })
     }
 
-    fn named(&mut self, name: &'a Name, parts: &[(&'a SelectionSet, Vec<Cond>)]) -> Result<Kind, GraphQLErrors> {
+    fn named(
+        &mut self,
+        name: &'a Name,
+        parts: &[(&'a SelectionSet, Vec<Cond>)],
+    ) -> Result<Kind, GraphQLErrors> {
         let schema = self.schema;
         let leaf = match schema.types.get(name) {
             Some(ExtendedType::Scalar(_)) => match name.as_str() {
@@ -309,7 +355,9 @@ impl<'a> Builder<'a> {
             }
             Some(ExtendedType::Interface(_)) | Some(ExtendedType::Union(_)) => {
                 let possible: Vec<&'a str> = match schema.types.get(name) {
-                    Some(ExtendedType::Union(u)) => u.members.iter().map(|m| m.name.as_str()).collect(),
+                    Some(ExtendedType::Union(u)) => {
+                        u.members.iter().map(|m| m.name.as_str()).collect()
+                    }
                     _ => self
                         .implementers
                         .get(name)
@@ -369,7 +417,10 @@ fn guard_ok(guard: &Guard, vars: &Map<String, Value>) -> bool {
         None => true,
         Some(clauses) => clauses.iter().any(|c| {
             c.iter().all(|cond| {
-                vars.get(&*cond.var).and_then(Value::as_bool).unwrap_or(false) == cond.include_if
+                vars.get(&*cond.var)
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+                    == cond.include_if
             })
         }),
     }
@@ -389,10 +440,20 @@ fn short(v: &Value) -> String {
 }
 
 impl Plan {
-    pub(crate) fn project(&self, vars: &Map<String, Value>, root_value: Result<&Value, &str>, out: &mut Vec<u8>) {
+    pub(crate) fn project(
+        &self,
+        vars: &Map<String, Value>,
+        root_value: Result<&Value, &str>,
+        out: &mut Vec<u8>,
+    ) {
         out.extend_from_slice(b"{\"data\":");
         let data_mark = out.len();
-        let mut run = Run { vars, out, errors: Vec::new(), path: Vec::new() };
+        let mut run = Run {
+            vars,
+            out,
+            errors: Vec::new(),
+            path: Vec::new(),
+        };
         match &self.root {
             Some(f) if guard_ok(&f.guard, vars) => {
                 run.out.push(b'{');
@@ -453,13 +514,21 @@ impl<'p> Run<'p, '_> {
         self.out.push(b'"');
     }
 
-    fn value(&mut self, ty: &'p TypePlan, field: &'p FieldPlan, v: Option<&Value>) -> Result<(), Bubble> {
+    fn value(
+        &mut self,
+        ty: &'p TypePlan,
+        field: &'p FieldPlan,
+        v: Option<&Value>,
+    ) -> Result<(), Bubble> {
         let v = match v {
             None | Some(Value::Null) => {
                 if ty.non_null {
                     self.error(
                         field,
-                        format!("Cannot return null for non-nullable field {}.{}.", field.parent, field.source),
+                        format!(
+                            "Cannot return null for non-nullable field {}.{}.",
+                            field.parent, field.source
+                        ),
                     );
                     return Err(Bubble);
                 }
@@ -484,7 +553,15 @@ impl<'p> Run<'p, '_> {
 
     fn list(&mut self, item: &'p TypePlan, field: &'p FieldPlan, v: &Value) -> Result<(), Bubble> {
         let Some(items) = v.as_array() else {
-            self.error(field, format!("Expected a list for field {}.{}, got {}.", field.parent, field.source, short(v)));
+            self.error(
+                field,
+                format!(
+                    "Expected a list for field {}.{}, got {}.",
+                    field.parent,
+                    field.source,
+                    short(v)
+                ),
+            );
             return Err(Bubble);
         };
         self.out.push(b'[');
@@ -509,8 +586,15 @@ impl<'p> Run<'p, '_> {
                     true
                 }
                 None => {
-                    let why = if v.is_number() { "non 32-bit signed integer" } else { "non-integer" };
-                    self.error(field, format!("Int cannot represent {why} value: {}", short(v)));
+                    let why = if v.is_number() {
+                        "non 32-bit signed integer"
+                    } else {
+                        "non-integer"
+                    };
+                    self.error(
+                        field,
+                        format!("Int cannot represent {why} value: {}", short(v)),
+                    );
                     false
                 }
             },
@@ -520,7 +604,10 @@ impl<'p> Run<'p, '_> {
                     true
                 }
                 _ => {
-                    self.error(field, format!("Float cannot represent non numeric value: {}", short(v)));
+                    self.error(
+                        field,
+                        format!("Float cannot represent non numeric value: {}", short(v)),
+                    );
                     false
                 }
             },
@@ -530,17 +617,24 @@ impl<'p> Run<'p, '_> {
                     true
                 }
                 _ => {
-                    self.error(field, format!("String cannot represent value: {}", short(v)));
+                    self.error(
+                        field,
+                        format!("String cannot represent value: {}", short(v)),
+                    );
                     false
                 }
             },
             Leaf::Boolean => match v {
                 Value::Bool(b) => {
-                    self.out.extend_from_slice(if *b { b"true" } else { b"false" });
+                    self.out
+                        .extend_from_slice(if *b { b"true" } else { b"false" });
                     true
                 }
                 _ => {
-                    self.error(field, format!("Boolean cannot represent a non boolean value: {}", short(v)));
+                    self.error(
+                        field,
+                        format!("Boolean cannot represent a non boolean value: {}", short(v)),
+                    );
                     false
                 }
             },
@@ -566,7 +660,10 @@ impl<'p> Run<'p, '_> {
                     true
                 }
                 _ => {
-                    self.error(field, format!("Enum \"{}\" cannot represent value: {}", e.name, short(v)));
+                    self.error(
+                        field,
+                        format!("Enum \"{}\" cannot represent value: {}", e.name, short(v)),
+                    );
                     false
                 }
             },
@@ -582,7 +679,12 @@ impl<'p> Run<'p, '_> {
         let Some(map) = v.as_object() else {
             self.error(
                 field,
-                format!("Expected an object for field {}.{}, got {}.", field.parent, field.source, short(v)),
+                format!(
+                    "Expected an object for field {}.{}, got {}.",
+                    field.parent,
+                    field.source,
+                    short(v)
+                ),
             );
             return Err(Bubble);
         };
@@ -596,8 +698,11 @@ impl<'p> Run<'p, '_> {
                 Some((name, i)) => (&sel.variants[i], name),
                 None => {
                     let why = match tn {
-                        Some(t) => format!("\"__typename\" is \"{t}\", which is not a possible type"),
-                        None => "the value has no \"__typename\" naming one of its possible types".to_owned(),
+                        Some(t) => {
+                            format!("\"__typename\" is \"{t}\", which is not a possible type")
+                        }
+                        None => "the value has no \"__typename\" naming one of its possible types"
+                            .to_owned(),
                     };
                     self.error(
                         field,

@@ -49,17 +49,18 @@ impl Schema {
     /// Like [`Schema::parse`], with the capacity of the prepared-operation
     /// cache (at least 1).
     pub fn parse_with_cache_capacity(sdl: &str, capacity: usize) -> Result<Schema, crate::Error> {
-        let schema = apollo_compiler::Schema::parse_and_validate(sdl, "schema.graphql").map_err(|e| {
-            let msgs: Vec<String> = e
-                .errors
-                .iter()
-                .map(|d| match d.line_column_range() {
-                    Some(r) => format!("{}:{}: {}", r.start.line, r.start.column, d.error),
-                    None => d.error.to_string(),
-                })
-                .collect();
-            crate::Error::InvalidSchema(msgs.join("; "))
-        })?;
+        let schema =
+            apollo_compiler::Schema::parse_and_validate(sdl, "schema.graphql").map_err(|e| {
+                let msgs: Vec<String> = e
+                    .errors
+                    .iter()
+                    .map(|d| match d.line_column_range() {
+                        Some(r) => format!("{}:{}: {}", r.start.line, r.start.column, d.error),
+                        None => d.error.to_string(),
+                    })
+                    .collect();
+                crate::Error::InvalidSchema(msgs.join("; "))
+            })?;
         let implementers = schema.implementers_map();
         Ok(Schema {
             inner: Arc::new(SchemaInner {
@@ -76,7 +77,10 @@ impl Schema {
     }
 
     fn subscription_type(&self) -> Option<&apollo_compiler::schema::ObjectType> {
-        let name = self.inner.schema.root_operation(OperationType::Subscription)?;
+        let name = self
+            .inner
+            .schema
+            .root_operation(OperationType::Subscription)?;
         self.inner.schema.get_object(name).map(|n| &**n)
     }
 
@@ -84,7 +88,7 @@ impl Schema {
     /// (empty if the schema has no subscription type).
     pub fn subscription_field_names(&self) -> Vec<String> {
         self.subscription_type()
-            .map(|t| t.fields.keys().map(|k| k.to_string()).collect())
+            .map(|t| t.fields.keys().map(ToString::to_string).collect())
             .unwrap_or_default()
     }
 
@@ -154,10 +158,19 @@ struct Cache {
 
 impl Cache {
     fn new(capacity: usize) -> Self {
-        Cache { map: FxHashMap::default(), capacity, tick: 0 }
+        Cache {
+            map: FxHashMap::default(),
+            capacity,
+            tick: 0,
+        }
     }
 
-    fn get(&mut self, hash: u64, query: &str, name: Option<&str>) -> Option<Arc<PreparedOperation>> {
+    fn get(
+        &mut self,
+        hash: u64,
+        query: &str,
+        name: Option<&str>,
+    ) -> Option<Arc<PreparedOperation>> {
         self.tick += 1;
         let e = self.map.get_mut(&hash)?;
         if e.op.source() != query || e.op.operation_name() != name {
@@ -175,8 +188,7 @@ impl Cache {
             return e.op.clone(); // lost a race: keep the first
         }
         if self.map.len() >= self.capacity {
-            let mut ticks: Vec<u64> =
-                self.map.values().map(|e| e.last_used).collect();
+            let mut ticks: Vec<u64> = self.map.values().map(|e| e.last_used).collect();
             let n = (self.capacity / 8).max(1);
             ticks.select_nth_unstable(n - 1);
             let cutoff = ticks[n - 1];
@@ -191,7 +203,13 @@ impl Cache {
             });
         }
         self.tick += 1;
-        self.map.insert(hash, Entry { op: op.clone(), last_used: self.tick });
+        self.map.insert(
+            hash,
+            Entry {
+                op: op.clone(),
+                last_used: self.tick,
+            },
+        );
         op
     }
 }
