@@ -9,8 +9,8 @@ use serde_json::Value;
 use crate::connections::{ConnectionLimiter, ConnectionPermit, SharedConnectionLimiter};
 use crate::{
     AllowAll, Authorizer, ConnectionFacts, Error, EventFilter, OperationFacts, OperationLimits,
-    OriginPolicy, Principal, Quota, RateLimiter, RejectReason, Rejection, ScopeKey,
-    SecurityStats, SubscribeRequest, TenantRule, filter::AllOf, messages,
+    OriginPolicy, Principal, Quota, RateLimiter, RejectReason, Rejection, ScopeKey, SecurityStats,
+    SubscribeRequest, TenantRule, filter::AllOf, messages,
 };
 
 /// Resource limits per connection, per subscription and per peer.
@@ -350,7 +350,9 @@ impl SecurityConfigBuilder {
         let event_filter = match (self.tenant_rule, self.event_filter) {
             (None, f) => f,
             (Some(rule), None) => Some(Arc::new(rule) as Arc<dyn EventFilter>),
-            (Some(rule), Some(f)) => Some(Arc::new(AllOf(Arc::new(rule), f)) as Arc<dyn EventFilter>),
+            (Some(rule), Some(f)) => {
+                Some(Arc::new(AllOf(Arc::new(rule), f)) as Arc<dyn EventFilter>)
+            }
         };
         let limiter = ConnectionLimiter::unchecked(
             self.limits.max_connections_per_ip,

@@ -133,7 +133,10 @@ where
 
 /// Two filters that must both allow; used when both a tenant rule and a
 /// custom filter are configured.
-pub(crate) struct AllOf(pub(crate) Arc<dyn EventFilter>, pub(crate) Arc<dyn EventFilter>);
+pub(crate) struct AllOf(
+    pub(crate) Arc<dyn EventFilter>,
+    pub(crate) Arc<dyn EventFilter>,
+);
 
 impl EventFilter for AllOf {
     fn allows(&self, principal: &Principal, event: &Value) -> bool {

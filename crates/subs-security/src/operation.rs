@@ -185,7 +185,11 @@ impl OperationLimits {
     /// A value equal to its maximum is allowed.
     pub fn check(&self, facts: &OperationFacts) -> Result<(), LimitExceeded> {
         let checks = [
-            (Limit::DocumentBytes, facts.document_bytes, self.max_document_bytes),
+            (
+                Limit::DocumentBytes,
+                facts.document_bytes,
+                self.max_document_bytes,
+            ),
             (Limit::Depth, facts.depth, self.max_depth),
             (Limit::Aliases, facts.aliases, self.max_aliases),
             (Limit::RootFields, facts.root_fields, self.max_root_fields),

@@ -53,7 +53,9 @@ impl Origin {
             return Err(invalid("missing host"));
         }
         if rest.contains(['/', '?', '#', '@']) {
-            return Err(invalid("an origin has no path, query, fragment or user info"));
+            return Err(invalid(
+                "an origin has no path, query, fragment or user info",
+            ));
         }
         let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
             let (addr, after) = v6.split_once(']').ok_or_else(|| invalid("unclosed ["))?;

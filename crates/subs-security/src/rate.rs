@@ -28,9 +28,13 @@ impl Quota {
     /// Both must be at least 1.
     pub fn per_second(per_second: u32, burst: u32) -> Result<Self, Error> {
         if per_second == 0 {
-            return Err(Error::InvalidQuota("the rate must be at least 1 per second"));
+            return Err(Error::InvalidQuota(
+                "the rate must be at least 1 per second",
+            ));
         }
-        Self::with_period(Duration::from_secs(1) / per_second, burst)
+        // Rates above 10^9 per second round to the 1 ns resolution.
+        let interval = (Duration::from_secs(1) / per_second).max(Duration::from_nanos(1));
+        Self::with_period(interval, burst)
     }
 
     /// One request every `interval` on average, up to `burst` at once.

@@ -4,7 +4,11 @@ use serde_json::{Map, Value, json};
 use subs_security::{AllowAll, Authorizer, FieldRoles, Principal, Rejection, SubscribeRequest};
 
 fn req<'a>(p: &'a Principal, field: &'a str, args: &'a Map<String, Value>) -> SubscribeRequest<'a> {
-    SubscribeRequest { principal: p, root_field: field, arguments: args }
+    SubscribeRequest {
+        principal: p,
+        root_field: field,
+        arguments: args,
+    }
 }
 
 #[test]
@@ -20,7 +24,9 @@ fn field_roles_allow_any_listed_role_and_refuse_others() {
     assert_eq!(rules.authorize(&req(&ops, "adminEvents", &args)), Ok(()));
     assert_eq!(
         rules.authorize(&req(&user, "adminEvents", &args)),
-        Err(Rejection::graphql("not authorized to subscribe to `adminEvents`"))
+        Err(Rejection::graphql(
+            "not authorized to subscribe to `adminEvents`"
+        ))
     );
     assert!(rules.authorize(&req(&admin, "nobody", &args)).is_err());
     // Unlisted fields are allowed by default...
@@ -29,7 +35,9 @@ fn field_roles_allow_any_listed_role_and_refuse_others() {
     let strict = rules.deny_unlisted();
     assert_eq!(
         strict.authorize(&req(&user, "orderUpdated", &args)),
-        Err(Rejection::graphql("not authorized to subscribe to `orderUpdated`"))
+        Err(Rejection::graphql(
+            "not authorized to subscribe to `orderUpdated`"
+        ))
     );
     assert_eq!(strict.authorize(&req(&admin, "adminEvents", &args)), Ok(()));
 }
@@ -47,7 +55,10 @@ fn closures_see_principal_field_and_arguments() {
     let alice = Principal::new("alice");
     let mine = json!({"userId": "alice"}).as_object().unwrap().clone();
     let theirs = json!({"userId": "bob"}).as_object().unwrap().clone();
-    assert_eq!(own_orders_only.authorize(&req(&alice, "orders", &mine)), Ok(()));
+    assert_eq!(
+        own_orders_only.authorize(&req(&alice, "orders", &mine)),
+        Ok(())
+    );
     assert_eq!(
         own_orders_only.authorize(&req(&alice, "orders", &theirs)),
         Err(Rejection::graphql("only your own orders"))
@@ -59,5 +70,8 @@ fn closures_see_principal_field_and_arguments() {
 #[test]
 fn allow_all_allows() {
     let args = Map::new();
-    assert_eq!(AllowAll.authorize(&req(&Principal::anonymous(), "x", &args)), Ok(()));
+    assert_eq!(
+        AllowAll.authorize(&req(&Principal::anonymous(), "x", &args)),
+        Ok(())
+    );
 }

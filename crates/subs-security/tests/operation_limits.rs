@@ -31,32 +31,50 @@ fn each_limit_has_its_exact_message() {
     let limits = OperationLimits::default();
     let cases: [(OperationFacts, Limit, &str); 6] = [
         (
-            OperationFacts { depth: 15, ..ok_facts() },
+            OperationFacts {
+                depth: 15,
+                ..ok_facts()
+            },
             Limit::Depth,
             "operation depth 15 exceeds the maximum of 12",
         ),
         (
-            OperationFacts { aliases: 31, ..ok_facts() },
+            OperationFacts {
+                aliases: 31,
+                ..ok_facts()
+            },
             Limit::Aliases,
             "alias count 31 exceeds the maximum of 30",
         ),
         (
-            OperationFacts { root_fields: 21, ..ok_facts() },
+            OperationFacts {
+                root_fields: 21,
+                ..ok_facts()
+            },
             Limit::RootFields,
             "root field count 21 exceeds the maximum of 20",
         ),
         (
-            OperationFacts { directives: 51, ..ok_facts() },
+            OperationFacts {
+                directives: 51,
+                ..ok_facts()
+            },
             Limit::Directives,
             "directive count 51 exceeds the maximum of 50",
         ),
         (
-            OperationFacts { cost: 1001, ..ok_facts() },
+            OperationFacts {
+                cost: 1001,
+                ..ok_facts()
+            },
             Limit::Cost,
             "operation cost 1001 exceeds the maximum of 1000",
         ),
         (
-            OperationFacts { document_bytes: 40000, ..ok_facts() },
+            OperationFacts {
+                document_bytes: 40000,
+                ..ok_facts()
+            },
             Limit::DocumentBytes,
             "document size of 40000 bytes exceeds the maximum of 32768 bytes",
         ),
@@ -80,7 +98,11 @@ fn document_size_is_reported_first_then_depth() {
     let err = OperationLimits::default().check(&facts).unwrap_err();
     assert_eq!(
         err,
-        LimitExceeded { limit: Limit::DocumentBytes, value: 1 << 20, max: 32768 }
+        LimitExceeded {
+            limit: Limit::DocumentBytes,
+            value: 1 << 20,
+            max: 32768
+        }
     );
     let err = OperationLimits::default()
         .max_document_bytes(None)
@@ -91,7 +113,11 @@ fn document_size_is_reported_first_then_depth() {
 
 #[test]
 fn limits_can_be_raised_or_turned_off() {
-    let facts = OperationFacts { depth: 15, cost: 5000, ..Default::default() };
+    let facts = OperationFacts {
+        depth: 15,
+        cost: 5000,
+        ..Default::default()
+    };
     let limits = OperationLimits::default().max_depth(20).max_cost(None);
     assert_eq!(limits.check(&facts), Ok(()));
     let huge = OperationFacts {
