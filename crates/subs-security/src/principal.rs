@@ -11,7 +11,9 @@ use serde_json::Value;
 /// Identities are strings, never integers. The anonymous principal has an empty
 /// id, no tenant, no roles and `null` claims; it is exempt from the
 /// per-principal connection limit (all anonymous clients would share one count).
+/// Deserializing fills missing fields from the anonymous principal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Principal {
     /// The identity; empty for the anonymous principal.
     pub id: String,

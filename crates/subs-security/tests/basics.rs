@@ -84,3 +84,9 @@ fn every_static_close_reason_fits_a_close_frame() {
         assert!(reason.len() <= messages::MAX_CLOSE_REASON_BYTES, "{reason}");
     }
 }
+
+#[test]
+fn principal_deserializes_with_missing_fields() {
+    let p: Principal = serde_json::from_str(r#"{"id": "u-2", "roles": ["a"]}"#).unwrap();
+    assert_eq!(p, Principal::new("u-2").with_roles(["a"]));
+}
