@@ -376,7 +376,8 @@ impl Connection {
     }
 
     /// Ping the client now (legacy `graphql-ws`: a `ka`, which needs no answer).
-    /// `payload` must be an object if given. Arms the keepalive timeout if none is pending.
+    /// `payload` must be an object if given. Arms the keepalive timeout if none
+    /// is pending, counted from the latest `now` the machine was given.
     pub fn send_ping(&mut self, payload: Option<Value>) -> Result<(), UsageError> {
         self.check_open()?;
         check_optional_object(payload.as_ref())?;

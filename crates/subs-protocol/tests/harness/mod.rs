@@ -58,6 +58,8 @@ impl Harness {
     }
 
     /// The client sends a JSON message now.
+    // Taken by value so tests can write `h.send(json!(..))`.
+    #[allow(clippy::needless_pass_by_value)]
     pub fn send(&mut self, message: Value) {
         self.text(&message.to_string());
     }
@@ -124,7 +126,7 @@ impl Harness {
             }
             self.jump();
         }
-        if self.now < until {
+        if self.now < until && self.close.is_none() {
             self.now = until;
         }
     }
