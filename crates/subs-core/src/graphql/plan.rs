@@ -23,6 +23,7 @@ use apollo_compiler::validation::Valid;
 use apollo_compiler::{Name, Node};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::{Map, Value};
+use smallvec::SmallVec;
 
 use super::errors::{GraphQLErrors, error};
 
@@ -409,7 +410,7 @@ struct Run<'p, 'o> {
     vars: &'o Map<String, Value>,
     out: &'o mut Vec<u8>,
     errors: Vec<GraphQLError>,
-    path: Vec<Seg<'p>>,
+    path: SmallVec<[Seg<'p>; 16]>,
 }
 
 fn guard_ok(guard: &Guard, vars: &Map<String, Value>) -> bool {
@@ -452,7 +453,7 @@ impl Plan {
             vars,
             out,
             errors: Vec::new(),
-            path: Vec::new(),
+            path: SmallVec::new(),
         };
         match &self.root {
             Some(f) if guard_ok(&f.guard, vars) => {
