@@ -1,6 +1,27 @@
-//! subs-core: the GraphQL meaning and the engine of subs.
+#![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
+
+mod binding;
+mod broker;
+mod engine;
 mod error;
-pub use error::Error;
+mod hooks;
+pub mod messages;
+mod outbound;
+mod registry;
+mod session;
+mod stats;
 
 pub mod graphql;
+
+pub use binding::{EventPredicate, FieldBinding, ResolveContext, Resolver, ResolverError, ResolverFuture, StreamSource};
+pub use broker::{Broker, Event, EventPayload, EventSink, InMemoryBroker};
+pub use engine::{Engine, EngineBuilder, EngineConfig};
+pub use error::Error;
+pub use hooks::{Accepted, AuthRequest, Authenticator, ExecuteRequest, Executor};
+pub use outbound::SlowConsumerPolicy;
+pub use session::Session;
+pub use stats::StatsSnapshot;
+
+pub use subs_protocol as protocol;
+pub use subs_security as security;

@@ -1,0 +1,31 @@
+use thiserror::Error;
+
+/// Everything that can go wrong in subs-core that is the host's business (not a
+/// client's: client mistakes become GraphQL errors or close codes).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The SDL is not a valid schema.
+    #[error("invalid schema: {0}")]
+    InvalidSchema(String),
+    /// A binding names a root field that `Subscription` does not have, or an
+    /// argument that the field does not take.
+    #[error("invalid binding: {0}")]
+    InvalidBinding(String),
+    /// The engine was built outside a tokio runtime, so it cannot start its
+    /// dispatchers.
+    #[error("the engine must be built inside a tokio runtime")]
+    NoRuntime,
+    /// The engine has shut down; nothing more can be published.
+    #[error("the engine has shut down")]
+    ShutDown,
+    /// The engine's inbound event queue is full (only from `try_publish`).
+    #[error("the event queue is full")]
+    QueueFull,
+    /// A payload given as bytes is not valid JSON.
+    #[error("event payload is not valid JSON: {0}")]
+    InvalidPayload(#[from] serde_json::Error),
+    /// The broker failed to carry an event.
+    #[error("broker error: {0}")]
+    Broker(String),
+}

@@ -1,0 +1,26 @@
+//! Every message and close reason a client can see from subs-core, in one place
+//! so they stay consistent and testable.
+
+/// Close code when a connection's outbound queue overflows under
+/// [`crate::SlowConsumerPolicy::Close`]: RFC 6455's registry code 1013, "Try
+/// Again Later", since the client may reconnect once it keeps up.
+pub const SLOW_CONSUMER_CLOSE_CODE: u16 = 1013;
+/// Close reason for a slow consumer.
+pub const SLOW_CONSUMER_CLOSE_REASON: &str = "Slow consumer: outbound queue full";
+
+/// Close code when the server shuts down (RFC 6455 "going away").
+pub const GOING_AWAY_CLOSE_CODE: u16 = 1001;
+/// Close reason when the server shuts down.
+pub const GOING_AWAY_CLOSE_REASON: &str = "Server shutting down";
+
+/// GraphQL error for a query or mutation when the host installed no executor.
+pub const NO_EXECUTOR: &str =
+    "This server executes only subscriptions and introspection over this connection";
+/// GraphQL error when the subscription's root field has no event binding or source.
+pub fn unbound_field(field: &str) -> String {
+    format!("Subscription field `{field}` is not bound to any event source")
+}
+/// GraphQL error when an executor hook fails.
+pub fn executor_failed(message: &str) -> String {
+    format!("Execution failed: {message}")
+}

@@ -1,0 +1,321 @@
+//! The subscription registry: query groups indexed by topic and filter value,
+//! so an event reaches only the groups that match it.
+//!
+//! Lock order: a shard's index lock, then a group's subscriber lock. The
+//! dispatcher holds the index lock only while routing, never while resolving
+//! or queueing.
+
+use std::collections::hash_map::Entry;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use indexmap::IndexMap;
+use parking_lot::Mutex;
+use rustc_hash::{FxBuildHasher, FxHashMap};
+use serde_json::{Map, Value};
+use smallvec::SmallVec;
+use subs_security::{Principal, ScopeKey};
+
+use crate::graphql::PreparedOperation;
+use crate::outbound::{ConnectionShared, Outbound, Push};
+use crate::stats::Stats;
+
+/// A root field of `Subscription` with its binding resolved against the schema.
+pub(crate) struct BoundField {
+    pub(crate) name: Arc<str>,
+    pub(crate) topic: Arc<str>,
+    /// Argument name and the event path it filters on.
+    pub(crate) filters: Vec<(String, Arc<[String]>)>,
+    pub(crate) predicate: Option<crate::binding::EventPredicate>,
+    pub(crate) resolver: Option<Arc<dyn crate::binding::Resolver>>,
+    pub(crate) stream: Option<Arc<dyn crate::binding::StreamSource>>,
+}
+
+/// Subscriptions with the same operation, variables and security scope: they
+/// receive byte-identical payloads, so the work is done once for all of them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct GroupKey {
+    /// Pointer identity of the cached operation: the group holds the `Arc`, so
+    /// the address cannot be reused while the group lives. Unlike a hash of the
+    /// text, it cannot collide and mix two documents.
+    operation: usize,
+    variables: Box<str>,
+    scope: ScopeKey,
+}
+
+pub(crate) struct Group {
+    pub(crate) id: u64,
+    pub(crate) topic: Arc<str>,
+    pub(crate) field: Arc<BoundField>,
+    pub(crate) operation: Arc<PreparedOperation>,
+    pub(crate) variables: Arc<Map<String, Value>>,
+    pub(crate) arguments: Arc<Map<String, Value>>,
+    /// Representative of the group's scope: every member sees the same events.
+    pub(crate) principal: Arc<Principal>,
+    pub(crate) init_payload: Option<Arc<Map<String, Value>>>,
+    key: GroupKey,
+    partition: Box<[Arc<[String]>]>,
+    filter_value: Box<str>,
+    subscribers: Mutex<IndexMap<(u64, Arc<str>), Arc<ConnectionShared>, FxBuildHasher>>,
+}
+
+impl Group {
+    /// Queues the shared bytes for every subscriber; returns how many got them.
+    pub(crate) fn deliver(&self, payload: &Bytes, stats: &Stats) -> usize {
+        let subscribers = self.subscribers.lock();
+        let mut delivered = 0;
+        for ((_, id), connection) in subscribers.iter() {
+            match connection.push(Outbound::Next(id.clone(), payload.clone())) {
+                Push::Queued => delivered += 1,
+                Push::DroppedOldest => {
+                    delivered += 1;
+                    stats.frame_dropped();
+                }
+                Push::Overflow => stats.frame_dropped(),
+                Push::Closed => {}
+            }
+        }
+        stats.frames_queued(delivered);
+        delivered
+    }
+
+    #[cfg(test)]
+    pub(crate) fn subscriber_count(&self) -> usize {
+        self.subscribers.lock().len()
+    }
+}
+
+/// Everything needed to register one subscription.
+pub(crate) struct Registration {
+    pub(crate) field: Arc<BoundField>,
+    pub(crate) operation: Arc<PreparedOperation>,
+    pub(crate) variables: Arc<Map<String, Value>>,
+    pub(crate) arguments: Arc<Map<String, Value>>,
+    pub(crate) scope: ScopeKey,
+    pub(crate) principal: Arc<Principal>,
+    pub(crate) init_payload: Option<Arc<Map<String, Value>>>,
+    pub(crate) connection: Arc<ConnectionShared>,
+    pub(crate) subscription_id: Arc<str>,
+}
+
+/// Where a registration lives, to remove it later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RegistrationHandle {
+    pub(crate) shard: usize,
+    pub(crate) group: u64,
+}
+
+#[derive(Default)]
+struct Partition {
+    paths: Box<[Arc<[String]>]>,
+    by_value: FxHashMap<Box<str>, SmallVec<[u64; 2]>>,
+}
+
+#[derive(Default)]
+struct TopicIndex {
+    /// One partition per set of filtered paths; typically one or two per topic.
+    partitions: Vec<Partition>,
+}
+
+/// One shard of the registry; topics are spread over shards by hash.
+#[derive(Default)]
+pub(crate) struct ShardIndex {
+    topics: FxHashMap<Arc<str>, TopicIndex>,
+    by_key: FxHashMap<GroupKey, u64>,
+    groups: FxHashMap<u64, Arc<Group>>,
+    next_group: u64,
+}
+
+impl ShardIndex {
+    pub(crate) fn register(&mut self, shard: usize, registration: Registration, stats: &Stats) -> RegistrationHandle {
+        let key = GroupKey {
+            operation: Arc::as_ptr(&registration.operation) as usize,
+            variables: canonical_json(&Value::Object((*registration.variables).clone())).into_boxed_str(),
+            scope: registration.scope.clone(),
+        };
+        let group = match self.by_key.entry(key.clone()) {
+            Entry::Occupied(entry) => self.groups[entry.get()].clone(),
+            Entry::Vacant(entry) => {
+                self.next_group += 1;
+                let id = self.next_group;
+                entry.insert(id);
+                let (partition, filter_value) = filter_of(&registration.field, &registration.arguments);
+                let group = Arc::new(Group {
+                    id,
+                    topic: registration.field.topic.clone(),
+                    field: registration.field.clone(),
+                    operation: registration.operation.clone(),
+                    variables: registration.variables.clone(),
+                    arguments: registration.arguments.clone(),
+                    principal: registration.principal.clone(),
+                    init_payload: registration.init_payload.clone(),
+                    key,
+                    partition,
+                    filter_value,
+                    subscribers: Mutex::new(IndexMap::default()),
+                });
+                self.index(&group);
+                self.groups.insert(id, group.clone());
+                stats.group_added();
+                group
+            }
+        };
+        group
+            .subscribers
+            .lock()
+            .insert((registration.connection.id, registration.subscription_id), registration.connection);
+        RegistrationHandle { shard, group: group.id }
+    }
+
+    /// Removes one subscription; drops its group when it was the last member.
+    pub(crate) fn unregister(&mut self, group_id: u64, connection: u64, subscription_id: &Arc<str>, stats: &Stats) {
+        let Some(group) = self.groups.get(&group_id).cloned() else { return };
+        let now_empty = {
+            let mut subscribers = group.subscribers.lock();
+            subscribers.swap_remove(&(connection, subscription_id.clone()));
+            subscribers.is_empty()
+        };
+        if now_empty {
+            self.groups.remove(&group_id);
+            self.by_key.remove(&group.key);
+            self.unindex(&group);
+            stats.group_removed();
+        }
+    }
+
+    fn index(&mut self, group: &Arc<Group>) {
+        let topic = self.topics.entry(group.topic.clone()).or_default();
+        let position = topic.partitions.iter().position(|p| p.paths == group.partition).unwrap_or_else(|| {
+            topic.partitions.push(Partition { paths: group.partition.clone(), by_value: FxHashMap::default() });
+            topic.partitions.len() - 1
+        });
+        topic.partitions[position].by_value.entry(group.filter_value.clone()).or_default().push(group.id);
+    }
+
+    fn unindex(&mut self, group: &Group) {
+        let Some(topic) = self.topics.get_mut(&group.topic) else { return };
+        if let Some(position) = topic.partitions.iter().position(|p| p.paths == group.partition) {
+            let partition = &mut topic.partitions[position];
+            if let Some(ids) = partition.by_value.get_mut(&group.filter_value) {
+                ids.retain(|id| *id != group.id);
+                if ids.is_empty() {
+                    partition.by_value.remove(&group.filter_value);
+                }
+            }
+            if partition.by_value.is_empty() {
+                topic.partitions.swap_remove(position);
+            }
+        }
+        if topic.partitions.is_empty() {
+            self.topics.remove(&group.topic);
+        }
+    }
+
+    /// Appends the groups that match `event` on `topic`: one hash lookup per
+    /// partition, so the cost follows the matches, not the registry's size.
+    pub(crate) fn route(&self, topic: &str, event: &Value, out: &mut Vec<Arc<Group>>) {
+        let Some(index) = self.topics.get(topic) else { return };
+        let mut key = String::new();
+        for partition in &index.partitions {
+            key.clear();
+            if !event_filter_value(&partition.paths, event, &mut key) {
+                continue;
+            }
+            if let Some(ids) = partition.by_value.get(key.as_str()) {
+                out.extend(ids.iter().filter_map(|id| self.groups.get(id).cloned()));
+            }
+        }
+    }
+
+    pub(crate) fn has_topic(&self, topic: &str) -> bool {
+        self.topics.contains_key(topic)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.groups.is_empty() && self.topics.is_empty() && self.by_key.is_empty()
+    }
+}
+
+/// The partition (paths filtered on) and the value key of a subscription: only
+/// non-null arguments filter; a null or absent argument matches every event.
+fn filter_of(field: &BoundField, arguments: &Map<String, Value>) -> (Box<[Arc<[String]>]>, Box<str>) {
+    let mut filters: Vec<(&Arc<[String]>, &Value)> = field
+        .filters
+        .iter()
+        .filter_map(|(name, path)| arguments.get(name).filter(|v| !v.is_null()).map(|v| (path, v)))
+        .collect();
+    filters.sort_by(|a, b| a.0.cmp(b.0));
+    let mut key = String::new();
+    for (_, value) in &filters {
+        push_key_part(value, &mut key);
+    }
+    (filters.into_iter().map(|(path, _)| path.clone()).collect(), key.into_boxed_str())
+}
+
+fn event_filter_value(paths: &[Arc<[String]>], event: &Value, key: &mut String) -> bool {
+    for path in paths {
+        let mut value = event;
+        for segment in path.iter() {
+            match value.get(segment.as_str()) {
+                Some(next) => value = next,
+                None => return false,
+            }
+        }
+        if value.is_null() {
+            return false;
+        }
+        push_key_part(value, key);
+    }
+    true
+}
+
+/// Length-prefixed so that no two value lists share a key. Strings and numbers
+/// compare by text, because an `ID` argument arrives as a string while the
+/// event may carry the same id as a number.
+fn push_key_part(value: &Value, key: &mut String) {
+    let text: std::borrow::Cow<'_, str> = match value {
+        Value::String(s) => s.as_str().into(),
+        Value::Number(n) => n.to_string().into(),
+        Value::Bool(b) => if *b { "true" } else { "false" }.into(),
+        other => canonical_json(other).into(),
+    };
+    let _ = write!(key, "{}:", text.len());
+    key.push_str(&text);
+}
+
+/// JSON with object keys sorted, so equal values give equal text.
+pub(crate) fn canonical_json(value: &Value) -> String {
+    fn write(value: &Value, out: &mut String) {
+        match value {
+            Value::Object(map) => {
+                let mut entries: Vec<_> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                out.push('{');
+                for (i, (k, v)) in entries.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    write(v, out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(v, out);
+                }
+                out.push(']');
+            }
+            scalar => out.push_str(&scalar.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(value, &mut out);
+    out
+}

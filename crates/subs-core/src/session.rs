@@ -1,0 +1,486 @@
+//! A transport-agnostic connection: text frames in, frames out. Adapters pump
+//! bytes between a socket and a `Session`; everything else happens here.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use rustc_hash::FxHashMap;
+use serde_json::{Map, Value};
+use subs_protocol::{Close, Connection, Event as ProtocolEvent, Protocol, SubscribePayload};
+use subs_security::{ConnectionBudget, ConnectionFacts, ConnectionPermit, Denied, Principal, Rejection, SubscribeRequest};
+
+use crate::binding::ResolveContext;
+use crate::engine::Engine;
+use crate::graphql::{GraphQLErrors, OperationKind, PreparedOperation};
+use crate::hooks::{AuthRequest, ExecuteRequest};
+use crate::messages;
+use crate::outbound::{ConnectionShared, Outbound, Push};
+use crate::registry::{Registration, RegistrationHandle};
+
+enum Active {
+    Topic { id: Arc<str>, handle: RegistrationHandle, topic: Arc<str> },
+    Stream { id: Arc<str>, task: tokio::task::JoinHandle<()> },
+}
+
+impl Active {
+    fn id(&self) -> &Arc<str> {
+        match self {
+            Self::Topic { id, .. } | Self::Stream { id, .. } => id,
+        }
+    }
+}
+
+/// One client connection bound to the engine.
+///
+/// Drive it with [`Session::handle_text`], [`Session::handle_binary`] and
+/// [`Session::handle_timeout`]; when [`Session::outbound_ready`] resolves, call
+/// [`Session::flush_outbound`]; after every step, send what
+/// [`Session::poll_transmit`] yields and stop once [`Session::poll_close`]
+/// answers. Dropping a session removes all its registrations.
+pub struct Session {
+    engine: Engine,
+    connection: Connection,
+    shared: Arc<ConnectionShared>,
+    facts: ConnectionFacts,
+    principal: Arc<Principal>,
+    init_payload: Option<Arc<Map<String, Value>>>,
+    subscriptions: FxHashMap<Arc<str>, Active>,
+    drained: VecDeque<Outbound>,
+    budget: ConnectionBudget,
+    permit: Option<ConnectionPermit>,
+    torn_down: bool,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.shared.id)
+            .field("protocol", &self.connection.protocol())
+            .field("subscriptions", &self.subscriptions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// A new session for a connection that negotiated `protocol`, without
+    /// connection counting (see [`Session::with_permit`]).
+    pub fn new(engine: &Engine, protocol: Protocol, facts: ConnectionFacts, now: Instant) -> Self {
+        Self::build(engine, protocol, facts, None, now)
+    }
+
+    /// A new session holding the permit that [`Engine::admit`] gave at the
+    /// upgrade; the permit counts the connection per address and, once
+    /// authenticated, per principal, until the session is dropped.
+    pub fn with_permit(engine: &Engine, protocol: Protocol, facts: ConnectionFacts, permit: ConnectionPermit, now: Instant) -> Self {
+        Self::build(engine, protocol, facts, Some(permit), now)
+    }
+
+    fn build(engine: &Engine, protocol: Protocol, facts: ConnectionFacts, permit: Option<ConnectionPermit>, now: Instant) -> Self {
+        let inner = &engine.inner;
+        let id = inner.next_connection.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let shared = Arc::new(ConnectionShared::new(
+            id,
+            inner.config.outbound_queue_capacity,
+            inner.config.slow_consumer_policy,
+        ));
+        inner.stats.connection_opened();
+        tracing::info!(connection = id, protocol = protocol.name(), peer = ?facts.peer, "connection opened");
+        Self {
+            engine: engine.clone(),
+            connection: Connection::new(protocol, inner.config.protocol.clone(), now),
+            shared,
+            facts,
+            principal: Arc::new(Principal::anonymous()),
+            init_payload: None,
+            subscriptions: FxHashMap::default(),
+            drained: VecDeque::new(),
+            budget: inner.security.connection_budget(),
+            permit,
+            torn_down: false,
+        }
+    }
+
+    /// This connection's number, unique within the engine.
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// The protocol spoken.
+    pub fn protocol(&self) -> Protocol {
+        self.connection.protocol()
+    }
+
+    /// The principal (anonymous until `connection_init` is accepted).
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    /// Active subscriptions on this connection.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.len()
+    }
+
+    /// Handles one text frame from the client; may await the authentication hook
+    /// or the executor.
+    pub async fn handle_text(&mut self, text: &str, now: Instant) {
+        if self.connection.is_closed() {
+            return;
+        }
+        let security = &self.engine.inner.security;
+        if let Err(denied) = security.check_message(&mut self.budget, text.len(), now) {
+            self.refuse_connection(denied);
+            return;
+        }
+        self.connection.handle_text(text, now);
+        self.process_events(now).await;
+    }
+
+    /// Handles a binary frame (the protocol refuses them).
+    pub fn handle_binary(&mut self, data: &[u8], now: Instant) {
+        self.connection.handle_binary(data, now);
+    }
+
+    /// Handles the passing of [`Session::poll_timeout`]'s deadline.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.connection.handle_timeout(now);
+    }
+
+    /// The next deadline (init timeout, keepalive).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.connection.poll_timeout()
+    }
+
+    /// Resolves when the dispatcher has queued something for this connection.
+    pub async fn outbound_ready(&self) {
+        self.shared.notified().await;
+    }
+
+    /// Turns everything the dispatcher queued into frames (one batch); returns
+    /// how many messages were taken.
+    pub fn flush_outbound(&mut self) -> usize {
+        let mut batch = std::mem::take(&mut self.drained);
+        let overflowed = self.shared.drain_into(&mut batch);
+        let taken = batch.len();
+        for item in batch.drain(..) {
+            match item {
+                Outbound::Next(id, payload) => {
+                    // Pointer identity, not the text: a queued payload of a
+                    // completed subscription must not reach a new one that
+                    // reuses its id.
+                    if self.subscriptions.get(&id).is_some_and(|active| Arc::ptr_eq(active.id(), &id)) {
+                        let _ = self.connection.send_next(&id, &payload);
+                    }
+                }
+                Outbound::Complete(id) => {
+                    if self.subscriptions.get(&id).is_some_and(|active| Arc::ptr_eq(active.id(), &id)) {
+                        self.remove_subscription(&id, "source completed");
+                        let _ = self.connection.send_complete(&id);
+                    }
+                }
+            }
+        }
+        self.drained = batch;
+        if overflowed && !self.connection.is_closed() {
+            self.engine.inner.stats.slow_consumer_closed();
+            tracing::warn!(connection = self.shared.id, "closing a slow consumer");
+            self.connection.close(messages::SLOW_CONSUMER_CLOSE_CODE, messages::SLOW_CONSUMER_CLOSE_REASON);
+        }
+        taken
+    }
+
+    /// The next frame to send.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<String> {
+        self.connection.poll_transmit()
+    }
+
+    /// The close to perform, once; after it the session sends nothing and holds
+    /// no registration.
+    #[must_use]
+    pub fn poll_close(&mut self) -> Option<Close> {
+        let close = self.connection.poll_close()?;
+        tracing::info!(connection = self.shared.id, code = close.code, reason = %close.reason, "connection closing");
+        self.teardown();
+        Some(close)
+    }
+
+    /// Closes the connection from the server side (e.g. 1001 on shutdown).
+    pub fn close(&mut self, code: u16, reason: &str) {
+        self.connection.close(code, reason);
+    }
+
+    /// Completes every subscription and closes with 1001 going away.
+    pub fn shutdown(&mut self) {
+        let ids: Vec<Arc<str>> = self.subscriptions.keys().cloned().collect();
+        for id in ids {
+            self.remove_subscription(&id, "server shutting down");
+            let _ = self.connection.send_complete(&id);
+        }
+        self.connection.close(messages::GOING_AWAY_CLOSE_CODE, messages::GOING_AWAY_CLOSE_REASON);
+    }
+
+    /// Whether the connection is closed.
+    pub fn is_closed(&self) -> bool {
+        self.connection.is_closed()
+    }
+
+    async fn process_events(&mut self, now: Instant) {
+        while let Some(event) = self.connection.poll_event() {
+            match event {
+                ProtocolEvent::ConnectionInit { payload } => self.connection_init(payload).await,
+                ProtocolEvent::Subscribe { id, payload } => self.subscribe(id, payload, now).await,
+                ProtocolEvent::Complete { id } => {
+                    self.remove_subscription(id.as_str(), "client completed");
+                }
+                ProtocolEvent::Ping { .. } | ProtocolEvent::Pong { .. } => {}
+            }
+        }
+    }
+
+    async fn connection_init(&mut self, payload: Option<Map<String, Value>>) {
+        let inner = self.engine.inner.clone();
+        let outcome = match &inner.authenticator {
+            Some(authenticator) => {
+                authenticator
+                    .authenticate(AuthRequest { init_payload: payload.clone(), connection: self.facts.clone() })
+                    .await
+            }
+            None => Ok(Principal::anonymous().into()),
+        };
+        let accepted = match outcome {
+            Ok(accepted) => accepted,
+            Err(rejection) => {
+                let denied = inner.security.authentication_failed(rejection);
+                self.refuse_connection(denied);
+                return;
+            }
+        };
+        if let Some(permit) = &mut self.permit {
+            if let Err(denied) = inner.security.accept_principal(permit, &accepted.principal) {
+                self.refuse_connection(denied);
+                return;
+            }
+        }
+        tracing::info!(connection = self.shared.id, principal = %accepted.principal.id, "connection acknowledged");
+        self.principal = Arc::new(accepted.principal);
+        self.init_payload = payload.map(Arc::new);
+        let _ = self.connection.accept(accepted.ack_payload);
+    }
+
+    async fn subscribe(&mut self, id: String, payload: SubscribePayload, now: Instant) {
+        let id: Arc<str> = Arc::from(id);
+        let inner = self.engine.inner.clone();
+        let operation = match inner.schema.prepare(&payload.query, payload.operation_name.as_deref()) {
+            Ok(operation) => operation,
+            Err(errors) => {
+                tracing::debug!(connection = self.shared.id, %id, "invalid operation");
+                self.send_errors(&id, &errors);
+                return;
+            }
+        };
+        let variables = match operation.coerce_variables(payload.variables.as_ref()) {
+            Ok(variables) => variables,
+            Err(errors) => {
+                self.send_errors(&id, &errors);
+                return;
+            }
+        };
+        let root_field = operation.root_field_name().to_owned();
+        let arguments = operation.root_arguments(&variables);
+        let request = SubscribeRequest { principal: &self.principal, root_field: &root_field, arguments: &arguments };
+        if let Err(denied) = inner.security.check_subscribe(&request, &security_facts(&operation), &mut self.budget, now) {
+            self.refuse_operation(&id, denied);
+            return;
+        }
+        match operation.kind() {
+            OperationKind::Subscription => self.start_subscription(id, operation, variables, arguments),
+            kind @ (OperationKind::Query | OperationKind::Mutation) => {
+                self.execute(id, kind, &payload, &operation, variables).await;
+                // One-shot operations end here: they no longer count against the budget.
+                self.budget.release_subscription();
+            }
+        }
+    }
+
+    fn start_subscription(
+        &mut self,
+        id: Arc<str>,
+        operation: Arc<PreparedOperation>,
+        variables: Arc<Map<String, Value>>,
+        arguments: Map<String, Value>,
+    ) {
+        let inner = self.engine.inner.clone();
+        let Some(field) = inner.fields.get(operation.root_field_name()).cloned() else {
+            self.budget.release_subscription();
+            self.send_errors(&id, &GraphQLErrors::single(messages::unbound_field(operation.root_field_name())));
+            return;
+        };
+        let arguments = Arc::new(arguments);
+        let active = if let Some(source) = field.stream.clone() {
+            let context = ResolveContext {
+                topic: Arc::from(""),
+                event: Arc::new(Value::Null),
+                variables: variables.clone(),
+                arguments,
+                principal: self.principal.clone(),
+                init_payload: self.init_payload.clone(),
+            };
+            let task = inner.runtime.spawn(run_stream(source, context, operation, variables, self.shared.clone(), id.clone()));
+            Active::Stream { id: id.clone(), task }
+        } else {
+            let scope = inner.security.scope_key(&self.principal);
+            let handle = inner.register(Registration {
+                field: field.clone(),
+                operation,
+                variables,
+                arguments,
+                scope,
+                principal: self.principal.clone(),
+                init_payload: self.init_payload.clone(),
+                connection: self.shared.clone(),
+                subscription_id: id.clone(),
+            });
+            Active::Topic { id: id.clone(), handle, topic: field.topic.clone() }
+        };
+        inner.stats.subscription_added();
+        tracing::info!(connection = self.shared.id, %id, field = %field.name, "subscription started");
+        self.subscriptions.insert(id, active);
+    }
+
+    async fn execute(
+        &mut self,
+        id: Arc<str>,
+        kind: OperationKind,
+        payload: &SubscribePayload,
+        operation: &PreparedOperation,
+        variables: Arc<Map<String, Value>>,
+    ) {
+        let inner = self.engine.inner.clone();
+        if kind == OperationKind::Query {
+            if let Some(response) = operation.execute_introspection(&inner.schema, &variables) {
+                let _ = self.connection.send_next(&id, &response);
+                let _ = self.connection.send_complete(&id);
+                return;
+            }
+        }
+        let Some(executor) = inner.executor.clone() else {
+            self.send_errors(&id, &GraphQLErrors::single(messages::NO_EXECUTOR));
+            return;
+        };
+        let request = ExecuteRequest {
+            kind,
+            query: payload.query.clone(),
+            operation_name: payload.operation_name.clone(),
+            variables,
+            principal: self.principal.clone(),
+        };
+        match executor.execute(request).await {
+            Ok(response) => {
+                let bytes = serde_json::to_vec(&response).unwrap_or_else(|_| b"{\"data\":null}".to_vec());
+                let _ = self.connection.send_next(&id, &bytes);
+                let _ = self.connection.send_complete(&id);
+            }
+            Err(message) => self.send_errors(&id, &GraphQLErrors::single(messages::executor_failed(&message))),
+        }
+    }
+
+    fn send_errors(&mut self, id: &str, errors: &GraphQLErrors) {
+        let _ = self.connection.send_error(id, &errors.to_json_bytes());
+    }
+
+    /// A refusal that closes the connection (already counted by the pipeline).
+    fn refuse_connection(&mut self, denied: Denied) {
+        tracing::info!(connection = self.shared.id, reason = denied.reason.as_str(), rejection = %denied.rejection, "connection refused");
+        match denied.rejection {
+            Rejection::Close { code, reason } if code != subs_protocol::close::FORBIDDEN => self.connection.close(code, &reason),
+            Rejection::Close { reason, .. } | Rejection::GraphQLError { message: reason } => {
+                // Before the ack, `reject` speaks each protocol's own refusal
+                // (legacy clients expect `connection_error`); after it, a 4403 close.
+                if self.connection.reject(&reason).is_err() {
+                    self.connection.close(subs_protocol::close::FORBIDDEN, &reason);
+                }
+            }
+        }
+    }
+
+    /// A refusal of one operation: a GraphQL error for its id, unless the
+    /// rejection closes the connection.
+    fn refuse_operation(&mut self, id: &str, denied: Denied) {
+        tracing::info!(connection = self.shared.id, id, reason = denied.reason.as_str(), rejection = %denied.rejection, "operation refused");
+        match denied.rejection {
+            Rejection::GraphQLError { message } => self.send_errors(id, &GraphQLErrors::single(message.into_owned())),
+            Rejection::Close { code, reason } => self.connection.close(code, &reason),
+        }
+    }
+
+    fn remove_subscription(&mut self, id: &str, why: &'static str) {
+        let Some(active) = self.subscriptions.remove(id) else { return };
+        let inner = &self.engine.inner;
+        match active {
+            Active::Topic { id, handle, topic } => inner.unregister(handle, &topic, self.shared.id, &id),
+            Active::Stream { task, .. } => task.abort(),
+        }
+        self.budget.release_subscription();
+        inner.stats.subscription_removed();
+        tracing::info!(connection = self.shared.id, id, why, "subscription stopped");
+    }
+
+    fn teardown(&mut self) {
+        if self.torn_down {
+            return;
+        }
+        self.torn_down = true;
+        self.shared.mark_closed();
+        let ids: Vec<Arc<str>> = self.subscriptions.keys().cloned().collect();
+        for id in ids {
+            self.remove_subscription(&id, "connection closed");
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.teardown();
+        self.engine.inner.stats.connection_closed();
+        tracing::info!(connection = self.shared.id, "connection closed");
+    }
+}
+
+fn security_facts(operation: &PreparedOperation) -> subs_security::OperationFacts {
+    let facts = operation.facts();
+    subs_security::OperationFacts {
+        depth: facts.depth,
+        aliases: facts.aliases,
+        root_fields: facts.root_fields,
+        directives: facts.directives,
+        cost: facts.cost,
+        document_bytes: facts.document_bytes,
+    }
+}
+
+/// Drives one stream-bound subscription: projects each value and queues it;
+/// waits for the writer when the queue is half full, so a fast finite source
+/// is paced by the client instead of tripping the slow-consumer policy.
+async fn run_stream(
+    source: Arc<dyn crate::binding::StreamSource>,
+    context: ResolveContext,
+    operation: Arc<PreparedOperation>,
+    variables: Arc<Map<String, Value>>,
+    connection: Arc<ConnectionShared>,
+    id: Arc<str>,
+) {
+    let mut stream = source.open(context);
+    while let Some(item) = stream.next().await {
+        connection.wait_for_room().await;
+        let payload = match &item {
+            Ok(value) => operation.project(&variables, Ok(value)),
+            Err(error) => operation.project(&variables, Err(&error.message)),
+        };
+        if matches!(connection.push(Outbound::Next(id.clone(), payload)), Push::Closed | Push::Overflow) {
+            return;
+        }
+    }
+    let _ = connection.push(Outbound::Complete(id));
+}

@@ -1,0 +1,117 @@
+//! Engine counters: cheap atomics on the hot path, read as one snapshot.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+/// A point-in-time view of the engine's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StatsSnapshot {
+    /// Open sessions.
+    pub connections: u64,
+    /// Active subscriptions (topic-bound and stream-bound).
+    pub subscriptions: u64,
+    /// Query groups in the registry.
+    pub groups: u64,
+    /// Events handed to the engine by `publish` (before the broker).
+    pub events_published: u64,
+    /// Events dispatched to the registry (after the broker).
+    pub events_dispatched: u64,
+    /// `next` payloads queued for subscribers.
+    pub frames_queued: u64,
+    /// Payloads dropped by the slow-consumer policy.
+    pub frames_dropped: u64,
+    /// Connections closed because their outbound queue overflowed.
+    pub slow_consumer_closes: u64,
+    /// Resolver invocations (one per group per event).
+    pub resolver_calls: u64,
+    /// Resolver invocations that failed.
+    pub resolver_errors: u64,
+    /// Group deliveries skipped by the event filter (row or tenant rule).
+    pub events_filtered: u64,
+    /// Events whose payload bytes were not valid JSON.
+    pub invalid_events: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    connections: AtomicI64,
+    subscriptions: AtomicI64,
+    groups: AtomicI64,
+    events_published: AtomicU64,
+    events_dispatched: AtomicU64,
+    frames_queued: AtomicU64,
+    frames_dropped: AtomicU64,
+    slow_consumer_closes: AtomicU64,
+    resolver_calls: AtomicU64,
+    resolver_errors: AtomicU64,
+    events_filtered: AtomicU64,
+    invalid_events: AtomicU64,
+}
+
+fn positive(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+impl Stats {
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            connections: positive(self.connections.load(Relaxed)),
+            subscriptions: positive(self.subscriptions.load(Relaxed)),
+            groups: positive(self.groups.load(Relaxed)),
+            events_published: self.events_published.load(Relaxed),
+            events_dispatched: self.events_dispatched.load(Relaxed),
+            frames_queued: self.frames_queued.load(Relaxed),
+            frames_dropped: self.frames_dropped.load(Relaxed),
+            slow_consumer_closes: self.slow_consumer_closes.load(Relaxed),
+            resolver_calls: self.resolver_calls.load(Relaxed),
+            resolver_errors: self.resolver_errors.load(Relaxed),
+            events_filtered: self.events_filtered.load(Relaxed),
+            invalid_events: self.invalid_events.load(Relaxed),
+        }
+    }
+
+    pub(crate) fn connection_opened(&self) {
+        self.connections.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn connection_closed(&self) {
+        self.connections.fetch_sub(1, Relaxed);
+    }
+    pub(crate) fn subscription_added(&self) {
+        self.subscriptions.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn subscription_removed(&self) {
+        self.subscriptions.fetch_sub(1, Relaxed);
+    }
+    pub(crate) fn group_added(&self) {
+        self.groups.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn group_removed(&self) {
+        self.groups.fetch_sub(1, Relaxed);
+    }
+    pub(crate) fn event_published(&self) {
+        self.events_published.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn event_dispatched(&self) {
+        self.events_dispatched.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn frames_queued(&self, count: usize) {
+        self.frames_queued.fetch_add(count as u64, Relaxed);
+    }
+    pub(crate) fn frame_dropped(&self) {
+        self.frames_dropped.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn slow_consumer_closed(&self) {
+        self.slow_consumer_closes.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn resolver_called(&self, failed: bool) {
+        self.resolver_calls.fetch_add(1, Relaxed);
+        if failed {
+            self.resolver_errors.fetch_add(1, Relaxed);
+        }
+    }
+    pub(crate) fn event_filtered(&self) {
+        self.events_filtered.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn invalid_event(&self) {
+        self.invalid_events.fetch_add(1, Relaxed);
+    }
+}
