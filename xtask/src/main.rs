@@ -13,8 +13,9 @@ fn main() -> Result<()> {
         .map_or(("help", &[][..]), |(t, r)| (t.as_str(), r));
     match task {
         "ci" => ci(),
+        "fuzz" => fuzz(rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <ci>");
+            println!("usage: cargo xtask <ci | fuzz [seconds]>");
             Ok(())
         }
         other => bail!("unknown task {other:?} (args {rest:?}); try `cargo xtask help`"),
@@ -58,4 +59,81 @@ fn ci() -> Result<()> {
     )?;
     run("cargo", &["test", "--workspace", "--locked"])?;
     Ok(())
+}
+
+/// Sanitizer-coverage flags that let libFuzzer guide a stable-toolchain build
+/// (what cargo-fuzz passes, without needing cargo-fuzz or nightly).
+const FUZZ_RUSTFLAGS: &str = "-Cpasses=sancov-module \
+    -Cllvm-args=-sanitizer-coverage-level=4 \
+    -Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
+    -Cllvm-args=-sanitizer-coverage-pc-table \
+    -Cllvm-args=-sanitizer-coverage-trace-compares \
+    --cfg fuzzing -Cdebug-assertions -Coverflow-checks";
+
+/// `cargo xtask fuzz [seconds]`: build `fuzz/` (its own workspace) in release
+/// with coverage instrumentation and run the `frames` target for `seconds`
+/// (default 60), starting from the committed `fuzz/seeds/frames/`. Findings land
+/// in `fuzz/artifacts/`, the growing corpus in `fuzz/corpus/` (both ignored by git).
+fn fuzz(rest: &[String]) -> Result<()> {
+    let seconds: u64 = match rest.first() {
+        Some(s) => s
+            .parse()
+            .with_context(|| format!("seconds must be a number, not {s:?}"))?,
+        None => 60,
+    };
+    let root = workspace_root();
+    let dir = root.join("fuzz");
+    // An explicit --target keeps the instrumentation off build scripts and proc macros.
+    let host = host_triple()?;
+    eprintln!("$ RUSTFLAGS=<sancov> cargo build --release --target {host} (in fuzz/)");
+    let status = Command::new("cargo")
+        .args(["build", "--release", "--bin", "frames", "--target", &host])
+        .arg("--target-dir")
+        .arg(dir.join("target"))
+        .current_dir(&dir)
+        .env("RUSTFLAGS", FUZZ_RUSTFLAGS)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .context("cannot start cargo")?;
+    if !status.success() {
+        bail!("building the fuzz target failed with {status}");
+    }
+    let corpus = dir.join("corpus").join("frames");
+    let artifacts = dir.join("artifacts").join("frames");
+    std::fs::create_dir_all(&corpus)?;
+    std::fs::create_dir_all(&artifacts)?;
+    let binary = dir
+        .join("target")
+        .join(&host)
+        .join("release")
+        .join("frames");
+    let status = Command::new(&binary)
+        .arg(&corpus)
+        .arg(dir.join("seeds").join("frames"))
+        .arg(format!("-max_total_time={seconds}"))
+        .arg(format!("-dict={}", dir.join("frames.dict").display()))
+        .arg(format!("-artifact_prefix={}/", artifacts.display()))
+        .arg("-print_final_stats=1")
+        .current_dir(&dir)
+        .status()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    if !status.success() {
+        bail!(
+            "the fuzzer found a failure ({status}); see {}",
+            artifacts.display()
+        );
+    }
+    Ok(())
+}
+
+fn host_triple() -> Result<String> {
+    let out = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .context("cannot start rustc")?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(str::to_owned)
+        .context("rustc -vV printed no host")
 }
