@@ -1,2 +1,14 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
+
+mod error;
+pub mod messages;
+pub mod server;
+pub mod websocket;
+
+#[cfg(feature = "axum")]
+pub mod axum;
+
+pub use error::Error;
+pub use server::{Server, ServerConfig};
+pub use tokio_util::sync::CancellationToken;

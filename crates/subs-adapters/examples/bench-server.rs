@@ -1,0 +1,181 @@
+//! The benchmark server of `shared/bench-contract.md`, on subs.
+//!
+//! `cargo run --release -p subs-adapters --example bench-server`
+//! Environment: `PORT` (default 4000), `INIT_TIMEOUT_MS` (default 3000),
+//! `BROKER` (`memory` or unset), `RUST_LOG` (default `warn`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use subs_adapters::server::{self, Body};
+use subs_adapters::{Server, ServerConfig};
+use subs_core::graphql::Schema;
+use subs_core::security::{Hygiene, Rejection, SecurityConfig};
+use subs_core::{Accepted, AuthRequest, Engine, EngineConfig, ExecuteRequest, FieldBinding, ResolveContext, ResolverError};
+
+const SCHEMA: &str = r#"
+type Query { hello: String! }
+
+type Subscription {
+  ticks(topic: String!): Tick!
+  countdown(from: Int!): Int!
+}
+
+type Tick {
+  topic: String!
+  seq: Int!
+  sentAtNs: String!
+  payload: String!
+}
+"#;
+
+/// Every tick is published on one engine topic and routed by its `topic` field
+/// through the registry's index, so a publish costs the same whatever the
+/// number of other topics.
+const TICKS: &str = "ticks";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let port: u16 = env_or("PORT", 4000)?;
+    let init_timeout_ms: u64 = env_or("INIT_TIMEOUT_MS", 3000)?;
+    match std::env::var("BROKER").as_deref() {
+        Err(_) | Ok("" | "memory") => {}
+        Ok(other) => anyhow::bail!("BROKER={other}: only the in-memory broker is available in this build"),
+    }
+
+    let security = SecurityConfig::builder()
+        .hygiene(Hygiene::default().init_timeout(Duration::from_millis(init_timeout_ms)))
+        .build()?;
+    let engine = Engine::builder(Schema::parse(SCHEMA)?)
+        .bind(TICKS, FieldBinding::topic(TICKS).argument("topic", "topic"))
+        .bind("countdown", FieldBinding::stream(countdown))
+        .security(security)
+        .authenticator(authenticate)
+        .executor(execute)
+        .config(EngineConfig {
+            // A burst of K events may queue K payloads per connection before its
+            // writer catches up: keep room for the contract's bursts.
+            outbound_queue_capacity: 1 << 16,
+            ..EngineConfig::default()
+        })
+        .build()?;
+
+    let http_engine = engine.clone();
+    let config = ServerConfig::default().path("/graphql").http_handler(move |request| {
+        let engine = http_engine.clone();
+        async move { http(engine, request).await }
+    });
+    let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], port)), engine, config).await?;
+    println!("READY {}", server.local_addr().port());
+    let shutdown = server.shutdown_token();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        shutdown.cancel();
+    });
+    server.wait().await;
+    Ok(())
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(value) => value.parse().map_err(|e| anyhow::anyhow!("{name}={value}: {e}")),
+        Err(_) => Ok(default),
+    }
+}
+
+async fn authenticate(request: AuthRequest) -> Result<Accepted, Rejection> {
+    let reject = request.init_payload.as_ref().and_then(|p| p.get("reject")).and_then(Value::as_bool).unwrap_or(false);
+    if reject {
+        return Err(Rejection::forbidden("Forbidden"));
+    }
+    Ok(subs_core::security::Principal::anonymous().into())
+}
+
+async fn execute(_request: ExecuteRequest) -> Result<Value, String> {
+    Ok(json!({ "data": { "hello": "world" } }))
+}
+
+fn countdown(context: ResolveContext) -> futures_util::stream::BoxStream<'static, Result<Value, ResolverError>> {
+    let from = context.arguments.get("from").and_then(Value::as_i64).unwrap_or(0);
+    futures_util::stream::iter((0..=from.max(0)).rev().map(|n| Ok(json!(n)))).boxed()
+}
+
+async fn http(engine: Engine, request: http::Request<hyper::body::Incoming>) -> http::Response<Body> {
+    match (request.method(), request.uri().path()) {
+        (&Method::POST, "/publish") => {
+            let body = match request.into_body().collect().await {
+                Ok(body) => body.to_bytes(),
+                Err(_) => return server::text(StatusCode::BAD_REQUEST, "unreadable body\n"),
+            };
+            let order: PublishOrder = match serde_json::from_slice(&body) {
+                Ok(order) => order,
+                Err(error) => return server::text(StatusCode::BAD_REQUEST, &format!("{error}\n")),
+            };
+            tokio::spawn(publish(engine, order));
+            server::json(StatusCode::ACCEPTED, &json!({ "accepted": true }))
+        }
+        (&Method::GET, "/stats") => {
+            let stats = engine.stats();
+            server::json(
+                StatusCode::OK,
+                &json!({
+                    "connections": stats.connections,
+                    "subscriptions": stats.subscriptions,
+                    "groups": stats.groups,
+                    "eventsPublished": stats.events_published,
+                    "framesQueued": stats.frames_queued,
+                    "framesDropped": stats.frames_dropped,
+                    "slowConsumerCloses": stats.slow_consumer_closes,
+                }),
+            )
+        }
+        _ => server::text(StatusCode::NOT_FOUND, subs_adapters::messages::NOT_FOUND),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PublishOrder {
+    topic: String,
+    count: u64,
+    #[serde(default)]
+    payload_bytes: usize,
+    #[serde(default)]
+    interval_us: u64,
+}
+
+async fn publish(engine: Engine, order: PublishOrder) {
+    let filler: Arc<str> = Arc::from("x".repeat(order.payload_bytes));
+    let topic = Value::String(order.topic);
+    let start = tokio::time::Instant::now();
+    for seq in 0..order.count {
+        if order.interval_us > 0 {
+            tokio::time::sleep_until(start + Duration::from_micros(order.interval_us * seq)).await;
+        }
+        let sent_at_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let event = json!({
+            "topic": topic,
+            "seq": seq,
+            "sentAtNs": sent_at_ns.to_string(),
+            "payload": &*filler,
+        });
+        if let Err(error) = engine.publish(TICKS, event).await {
+            tracing::error!(%error, "publish failed");
+            return;
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! A hyper 1.x server: WebSocket upgrades on one path, plain HTTP elsewhere.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use subs_core::{Engine, Session};
+use subs_protocol::Protocol;
+use subs_security::ConnectionFacts;
+use tokio::net::TcpListener;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::messages;
+use crate::websocket::{drive, websocket_config};
+
+/// The body type of responses.
+pub type Body = Full<Bytes>;
+/// A handler for plain HTTP requests (everything but the WebSocket upgrade).
+pub type HttpHandler =
+    Arc<dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync>;
+
+/// Where and how to serve.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// The path that accepts WebSocket upgrades (default `/graphql`).
+    pub path: String,
+    /// Answers every other request (default: 404, or 426 on the WebSocket path).
+    pub http_handler: Option<HttpHandler>,
+    /// How long graceful shutdown waits for connections to finish (default 10 s).
+    pub shutdown_grace: Duration,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig").field("path", &self.path).field("shutdown_grace", &self.shutdown_grace).finish_non_exhaustive()
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { path: "/graphql".into(), http_handler: None, shutdown_grace: Duration::from_secs(10) }
+    }
+}
+
+impl ServerConfig {
+    /// Serve WebSockets on `path`.
+    #[must_use]
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+
+    /// Answer plain HTTP requests with `handler`.
+    #[must_use]
+    pub fn http_handler<F, Fut>(mut self, handler: F) -> Self
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        self.http_handler = Some(Arc::new(move |request| Box::pin(handler(request))));
+        self
+    }
+}
+
+/// A running server's handle: its address, and graceful shutdown.
+#[derive(Debug)]
+pub struct Server {
+    local_addr: SocketAddr,
+    shutdown: CancellationToken,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Binds `addr` and starts serving `engine` in the background.
+    pub async fn bind(addr: SocketAddr, engine: Engine, config: ServerConfig) -> Result<Server, crate::Error> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Self::from_listener(listener, engine, config)?)
+    }
+
+    /// Serves on an already bound listener.
+    pub fn from_listener(listener: TcpListener, engine: Engine, config: ServerConfig) -> Result<Server, crate::Error> {
+        let local_addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let done = tokio::spawn(accept_loop(listener, engine, config, shutdown.clone()));
+        Ok(Server { local_addr, shutdown, done })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, completes every subscription, closes every connection
+    /// with 1001 and returns when all are gone or the grace period ran out.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.done.await;
+    }
+
+    /// Waits until the server stops (after [`Server::shutdown`] from elsewhere,
+    /// or a fatal listener error).
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+
+    /// A token that triggers graceful shutdown when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+async fn accept_loop(listener: TcpListener, engine: Engine, config: ServerConfig, shutdown: CancellationToken) {
+    let tracker = TaskTracker::new();
+    let config = Arc::new(config);
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Running out of file descriptors is transient: back off, keep serving.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let engine = engine.clone();
+        let config = config.clone();
+        let shutdown = shutdown.clone();
+        let connection_tracker = tracker.clone();
+        tracker.spawn(async move {
+            let service = service_fn(move |request| {
+                let engine = engine.clone();
+                let config = config.clone();
+                let shutdown = shutdown.clone();
+                let tracker = connection_tracker.clone();
+                async move { Ok::<_, Infallible>(handle(request, peer, engine, config, shutdown, tracker).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "http connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracker.close();
+    let grace = config.shutdown_grace;
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(remaining = tracker.len(), "shutdown grace period elapsed with connections still open");
+    }
+}
+
+async fn handle(
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    engine: Engine,
+    config: Arc<ServerConfig>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) -> Response<Body> {
+    if request.uri().path() != config.path {
+        return match &config.http_handler {
+            Some(handler) => handler(request).await,
+            None => text(StatusCode::NOT_FOUND, messages::NOT_FOUND),
+        };
+    }
+    if !is_upgrade(&request) {
+        return match &config.http_handler {
+            Some(handler) => handler(request).await,
+            None => text(StatusCode::UPGRADE_REQUIRED, messages::UPGRADE_REQUIRED),
+        };
+    }
+    upgrade(request, peer, engine, shutdown, tracker)
+}
+
+fn is_upgrade(request: &Request<Incoming>) -> bool {
+    let has_token = |name: header::HeaderName, token: &str| {
+        request.headers().get_all(name).iter().any(|value| {
+            value.to_str().is_ok_and(|v| v.split(',').any(|part| part.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
+}
+
+/// Checks the upgrade (key, version, origin, limits), negotiates the
+/// sub-protocol and answers 101; the connection then runs on its own task.
+pub(crate) fn upgrade(
+    mut request: Request<Incoming>,
+    peer: SocketAddr,
+    engine: Engine,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) -> Response<Body> {
+    let headers = request.headers();
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return text(StatusCode::BAD_REQUEST, messages::BAD_UPGRADE);
+    };
+    if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v.as_bytes() != b"13") {
+        return text(StatusCode::BAD_REQUEST, messages::BAD_UPGRADE);
+    }
+    let facts = connection_facts(headers, peer);
+    let permit = match engine.admit(&facts) {
+        Ok(permit) => permit,
+        Err(rejection) => {
+            tracing::info!(%peer, %rejection, "upgrade refused");
+            let status = if rejection.close_code() == Some(subs_security::messages::CLOSE_TOO_MANY_REQUESTS) {
+                StatusCode::TOO_MANY_REQUESTS
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            return text(status, &format!("{rejection}\n"));
+        }
+    };
+    let offered: Vec<String> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_owned()))
+        .collect();
+    let protocol = subs_protocol::negotiate(offered.iter().map(String::as_str));
+    let accept = derive_accept_key(key.as_bytes());
+    let max_frame_bytes = engine.max_frame_bytes();
+
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    tracker.spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(%error, "upgrade failed");
+                return;
+            }
+        };
+        let socket =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(websocket_config(max_frame_bytes))).await;
+        serve_socket(engine, socket, protocol, facts, permit, shutdown).await;
+    });
+
+    let mut response = Response::new(Body::default());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    if let Some(protocol) = protocol {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(protocol.name()));
+    }
+    response
+}
+
+/// Runs one upgraded socket; refuses it with 4406 when no sub-protocol matched.
+pub async fn serve_socket<S>(
+    engine: Engine,
+    mut socket: WebSocketStream<S>,
+    protocol: Option<Protocol>,
+    facts: ConnectionFacts,
+    permit: subs_security::ConnectionPermit,
+    shutdown: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let Some(protocol) = protocol else {
+        tracing::info!(peer = ?facts.peer, "refused: no acceptable sub-protocol");
+        let frame = CloseFrame {
+            code: messages::SUBPROTOCOL_NOT_ACCEPTABLE_CODE.into(),
+            reason: messages::SUBPROTOCOL_NOT_ACCEPTABLE.into(),
+        };
+        let _ = socket.send(Message::Close(Some(frame))).await;
+        return;
+    };
+    let session = Session::with_permit(&engine, protocol, facts, permit, Instant::now());
+    drive(session, socket, shutdown).await;
+}
+
+/// The facts of an upgrade request that the authentication hook may use.
+pub fn connection_facts(headers: &http::HeaderMap, peer: SocketAddr) -> ConnectionFacts {
+    ConnectionFacts {
+        headers: headers
+            .iter()
+            .filter_map(|(name, value)| value.to_str().ok().map(|v| (name.as_str().to_owned(), v.to_owned())))
+            .collect(),
+        peer: Some(peer),
+    }
+}
+
+/// A plain-text response.
+pub fn text(status: StatusCode, body: &str) -> Response<Body> {
+    let mut response = Response::new(Body::new(Bytes::copy_from_slice(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(Body::new(Bytes::from(serde_json::to_vec(body).unwrap_or_default())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
