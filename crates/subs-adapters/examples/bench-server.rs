@@ -16,7 +16,10 @@ use subs_adapters::server::{self, Body};
 use subs_adapters::{Server, ServerConfig};
 use subs_core::graphql::Schema;
 use subs_core::security::{Hygiene, Rejection, SecurityConfig};
-use subs_core::{Accepted, AuthRequest, Engine, EngineConfig, ExecuteRequest, FieldBinding, ResolveContext, ResolverError};
+use subs_core::{
+    Accepted, AuthRequest, Engine, EngineConfig, ExecuteRequest, FieldBinding, ResolveContext,
+    ResolverError,
+};
 
 const SCHEMA: &str = r#"
 type Query { hello: String! }
@@ -43,7 +46,8 @@ const TICKS: &str = "ticks";
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -51,7 +55,9 @@ async fn main() -> anyhow::Result<()> {
     let init_timeout_ms: u64 = env_or("INIT_TIMEOUT_MS", 3000)?;
     match std::env::var("BROKER").as_deref() {
         Err(_) | Ok("" | "memory") => {}
-        Ok(other) => anyhow::bail!("BROKER={other}: only the in-memory broker is available in this build"),
+        Ok(other) => {
+            anyhow::bail!("BROKER={other}: only the in-memory broker is available in this build")
+        }
     }
 
     let security = SecurityConfig::builder()
@@ -72,10 +78,12 @@ async fn main() -> anyhow::Result<()> {
         .build()?;
 
     let http_engine = engine.clone();
-    let config = ServerConfig::default().path("/graphql").http_handler(move |request| {
-        let engine = http_engine.clone();
-        async move { http(engine, request).await }
-    });
+    let config = ServerConfig::default()
+        .path("/graphql")
+        .http_handler(move |request| {
+            let engine = http_engine.clone();
+            async move { http(engine, request).await }
+        });
     let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], port)), engine, config).await?;
     println!("READY {}", server.local_addr().port());
     let shutdown = server.shutdown_token();
@@ -92,13 +100,20 @@ where
     T::Err: std::fmt::Display,
 {
     match std::env::var(name) {
-        Ok(value) => value.parse().map_err(|e| anyhow::anyhow!("{name}={value}: {e}")),
+        Ok(value) => value
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{name}={value}: {e}")),
         Err(_) => Ok(default),
     }
 }
 
 async fn authenticate(request: AuthRequest) -> Result<Accepted, Rejection> {
-    let reject = request.init_payload.as_ref().and_then(|p| p.get("reject")).and_then(Value::as_bool).unwrap_or(false);
+    let reject = request
+        .init_payload
+        .as_ref()
+        .and_then(|p| p.get("reject"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     if reject {
         return Err(Rejection::forbidden("Forbidden"));
     }
@@ -109,12 +124,21 @@ async fn execute(_request: ExecuteRequest) -> Result<Value, String> {
     Ok(json!({ "data": { "hello": "world" } }))
 }
 
-fn countdown(context: ResolveContext) -> futures_util::stream::BoxStream<'static, Result<Value, ResolverError>> {
-    let from = context.arguments.get("from").and_then(Value::as_i64).unwrap_or(0);
+fn countdown(
+    context: ResolveContext,
+) -> futures_util::stream::BoxStream<'static, Result<Value, ResolverError>> {
+    let from = context
+        .arguments
+        .get("from")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
     futures_util::stream::iter((0..=from.max(0)).rev().map(|n| Ok(json!(n)))).boxed()
 }
 
-async fn http(engine: Engine, request: http::Request<hyper::body::Incoming>) -> http::Response<Body> {
+async fn http(
+    engine: Engine,
+    request: http::Request<hyper::body::Incoming>,
+) -> http::Response<Body> {
     match (request.method(), request.uri().path()) {
         (&Method::POST, "/publish") => {
             let body = match request.into_body().collect().await {
@@ -166,7 +190,9 @@ async fn publish(engine: Engine, order: PublishOrder) {
         if order.interval_us > 0 {
             tokio::time::sleep_until(start + Duration::from_micros(order.interval_us * seq)).await;
         }
-        let sent_at_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let sent_at_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         let event = json!({
             "topic": topic,
             "seq": seq,

@@ -10,7 +10,8 @@ pub const ORIGIN_REFUSED: &str = "Origin not allowed\n";
 /// HTTP body for too many connections from one address.
 pub const TOO_MANY_CONNECTIONS: &str = "Too many connections\n";
 /// HTTP body for a plain (non-upgrade) request on the WebSocket path.
-pub const UPGRADE_REQUIRED: &str = "This endpoint speaks GraphQL over WebSocket (graphql-transport-ws)\n";
+pub const UPGRADE_REQUIRED: &str =
+    "This endpoint speaks GraphQL over WebSocket (graphql-transport-ws)\n";
 /// HTTP body for an unknown path.
 pub const NOT_FOUND: &str = "Not found\n";
 /// HTTP body for a malformed upgrade request.

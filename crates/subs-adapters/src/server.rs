@@ -29,8 +29,9 @@ use crate::websocket::{drive, websocket_config};
 /// The body type of responses.
 pub type Body = Full<Bytes>;
 /// A handler for plain HTTP requests (everything but the WebSocket upgrade).
-pub type HttpHandler =
-    Arc<dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync>;
+pub type HttpHandler = Arc<
+    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync,
+>;
 
 /// Where and how to serve.
 #[derive(Clone)]
@@ -45,13 +46,20 @@ pub struct ServerConfig {
 
 impl std::fmt::Debug for ServerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerConfig").field("path", &self.path).field("shutdown_grace", &self.shutdown_grace).finish_non_exhaustive()
+        f.debug_struct("ServerConfig")
+            .field("path", &self.path)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .finish_non_exhaustive()
     }
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { path: "/graphql".into(), http_handler: None, shutdown_grace: Duration::from_secs(10) }
+        Self {
+            path: "/graphql".into(),
+            http_handler: None,
+            shutdown_grace: Duration::from_secs(10),
+        }
     }
 }
 
@@ -85,17 +93,29 @@ pub struct Server {
 
 impl Server {
     /// Binds `addr` and starts serving `engine` in the background.
-    pub async fn bind(addr: SocketAddr, engine: Engine, config: ServerConfig) -> Result<Server, crate::Error> {
+    pub async fn bind(
+        addr: SocketAddr,
+        engine: Engine,
+        config: ServerConfig,
+    ) -> Result<Server, crate::Error> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(Self::from_listener(listener, engine, config)?)
+        Self::from_listener(listener, engine, config)
     }
 
     /// Serves on an already bound listener.
-    pub fn from_listener(listener: TcpListener, engine: Engine, config: ServerConfig) -> Result<Server, crate::Error> {
+    pub fn from_listener(
+        listener: TcpListener,
+        engine: Engine,
+        config: ServerConfig,
+    ) -> Result<Server, crate::Error> {
         let local_addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let done = tokio::spawn(accept_loop(listener, engine, config, shutdown.clone()));
-        Ok(Server { local_addr, shutdown, done })
+        Ok(Server {
+            local_addr,
+            shutdown,
+            done,
+        })
     }
 
     /// The bound address (useful with port 0).
@@ -122,7 +142,12 @@ impl Server {
     }
 }
 
-async fn accept_loop(listener: TcpListener, engine: Engine, config: ServerConfig, shutdown: CancellationToken) {
+async fn accept_loop(
+    listener: TcpListener,
+    engine: Engine,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) {
     let tracker = TaskTracker::new();
     let config = Arc::new(config);
     loop {
@@ -150,7 +175,11 @@ async fn accept_loop(listener: TcpListener, engine: Engine, config: ServerConfig
                 let config = config.clone();
                 let shutdown = shutdown.clone();
                 let tracker = connection_tracker.clone();
-                async move { Ok::<_, Infallible>(handle(request, peer, engine, config, shutdown, tracker).await) }
+                async move {
+                    Ok::<_, Infallible>(
+                        handle(request, peer, engine, config, shutdown, tracker).await,
+                    )
+                }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -164,7 +193,10 @@ async fn accept_loop(listener: TcpListener, engine: Engine, config: ServerConfig
     tracker.close();
     let grace = config.shutdown_grace;
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        tracing::warn!(remaining = tracker.len(), "shutdown grace period elapsed with connections still open");
+        tracing::warn!(
+            remaining = tracker.len(),
+            "shutdown grace period elapsed with connections still open"
+        );
     }
 }
 
@@ -188,13 +220,16 @@ async fn handle(
             None => text(StatusCode::UPGRADE_REQUIRED, messages::UPGRADE_REQUIRED),
         };
     }
-    upgrade(request, peer, engine, shutdown, tracker)
+    upgrade(request, Some(peer), engine, shutdown, &tracker)
 }
 
-fn is_upgrade(request: &Request<Incoming>) -> bool {
+pub(crate) fn is_upgrade<B>(request: &Request<B>) -> bool {
     let has_token = |name: header::HeaderName, token: &str| {
         request.headers().get_all(name).iter().any(|value| {
-            value.to_str().is_ok_and(|v| v.split(',').any(|part| part.trim().eq_ignore_ascii_case(token)))
+            value.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|part| part.trim().eq_ignore_ascii_case(token))
+            })
         })
     };
     has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
@@ -202,26 +237,31 @@ fn is_upgrade(request: &Request<Incoming>) -> bool {
 
 /// Checks the upgrade (key, version, origin, limits), negotiates the
 /// sub-protocol and answers 101; the connection then runs on its own task.
-pub(crate) fn upgrade(
-    mut request: Request<Incoming>,
-    peer: SocketAddr,
+pub(crate) fn upgrade<B>(
+    mut request: Request<B>,
+    peer: Option<SocketAddr>,
     engine: Engine,
     shutdown: CancellationToken,
-    tracker: TaskTracker,
+    tracker: &TaskTracker,
 ) -> Response<Body> {
     let headers = request.headers();
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
         return text(StatusCode::BAD_REQUEST, messages::BAD_UPGRADE);
     };
-    if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v.as_bytes() != b"13") {
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
         return text(StatusCode::BAD_REQUEST, messages::BAD_UPGRADE);
     }
     let facts = connection_facts(headers, peer);
     let permit = match engine.admit(&facts) {
         Ok(permit) => permit,
         Err(rejection) => {
-            tracing::info!(%peer, %rejection, "upgrade refused");
-            let status = if rejection.close_code() == Some(subs_security::messages::CLOSE_TOO_MANY_REQUESTS) {
+            tracing::info!(?peer, %rejection, "upgrade refused");
+            let status = if rejection.close_code()
+                == Some(subs_security::messages::CLOSE_TOO_MANY_REQUESTS)
+            {
                 StatusCode::TOO_MANY_REQUESTS
             } else {
                 StatusCode::FORBIDDEN
@@ -248,8 +288,12 @@ pub(crate) fn upgrade(
                 return;
             }
         };
-        let socket =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(websocket_config(max_frame_bytes))).await;
+        let socket = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(websocket_config(max_frame_bytes)),
+        )
+        .await;
         serve_socket(engine, socket, protocol, facts, permit, shutdown).await;
     });
 
@@ -262,7 +306,10 @@ pub(crate) fn upgrade(
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
     if let Some(protocol) = protocol {
-        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(protocol.name()));
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(protocol.name()),
+        );
     }
     response
 }
@@ -295,13 +342,18 @@ pub async fn serve_socket<S>(
 }
 
 /// The facts of an upgrade request that the authentication hook may use.
-pub fn connection_facts(headers: &http::HeaderMap, peer: SocketAddr) -> ConnectionFacts {
+pub fn connection_facts(headers: &http::HeaderMap, peer: Option<SocketAddr>) -> ConnectionFacts {
     ConnectionFacts {
         headers: headers
             .iter()
-            .filter_map(|(name, value)| value.to_str().ok().map(|v| (name.as_str().to_owned(), v.to_owned())))
+            .filter_map(|(name, value)| {
+                value
+                    .to_str()
+                    .ok()
+                    .map(|v| (name.as_str().to_owned(), v.to_owned()))
+            })
             .collect(),
-        peer: Some(peer),
+        peer,
     }
 }
 
@@ -309,14 +361,22 @@ pub fn connection_facts(headers: &http::HeaderMap, peer: SocketAddr) -> Connecti
 pub fn text(status: StatusCode, body: &str) -> Response<Body> {
     let mut response = Response::new(Body::new(Bytes::copy_from_slice(body.as_bytes())));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
 /// A JSON response.
 pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(Body::new(Bytes::from(serde_json::to_vec(body).unwrap_or_default())));
+    let mut response = Response::new(Body::new(Bytes::from(
+        serde_json::to_vec(body).unwrap_or_default(),
+    )));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }

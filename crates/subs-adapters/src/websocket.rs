@@ -26,8 +26,11 @@ pub fn websocket_config(max_frame_bytes: usize) -> WebSocketConfig {
 /// `shutdown` fires (then every subscription is completed and the connection
 /// closed with 1001). Writes are coalesced: everything ready is fed, then
 /// flushed once.
-pub async fn drive<S>(mut session: Session, mut socket: WebSocketStream<S>, shutdown: CancellationToken)
-where
+pub async fn drive<S>(
+    mut session: Session,
+    mut socket: WebSocketStream<S>,
+    shutdown: CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
@@ -35,7 +38,10 @@ where
             break;
         }
         if let Some(close) = session.poll_close() {
-            let frame = CloseFrame { code: CloseCode::from(close.code), reason: Utf8Bytes::from(close.reason.into_owned()) };
+            let frame = CloseFrame {
+                code: CloseCode::from(close.code),
+                reason: Utf8Bytes::from(close.reason.into_owned()),
+            };
             let _ = socket.send(Message::Close(Some(frame))).await;
             // Wait briefly for the client's close reply so the TCP teardown is clean.
             let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
@@ -76,7 +82,10 @@ where
     drop(session);
 }
 
-async fn write_pending<S>(session: &mut Session, socket: &mut WebSocketStream<S>) -> Result<(), tokio_tungstenite::tungstenite::Error>
+async fn write_pending<S>(
+    session: &mut Session,
+    socket: &mut WebSocketStream<S>,
+) -> Result<(), tokio_tungstenite::tungstenite::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {

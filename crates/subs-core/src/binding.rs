@@ -37,7 +37,9 @@ impl From<String> for ResolverError {
 
 impl From<&str> for ResolverError {
     fn from(message: &str) -> Self {
-        Self { message: message.to_owned() }
+        Self {
+            message: message.to_owned(),
+        }
     }
 }
 
@@ -86,7 +88,10 @@ pub trait StreamSource: Send + Sync + 'static {
 
 impl<F> StreamSource for F
 where
-    F: Fn(ResolveContext) -> BoxStream<'static, Result<Value, ResolverError>> + Send + Sync + 'static,
+    F: Fn(ResolveContext) -> BoxStream<'static, Result<Value, ResolverError>>
+        + Send
+        + Sync
+        + 'static,
 {
     fn open(&self, context: ResolveContext) -> BoxStream<'static, Result<Value, ResolverError>> {
         self(context)
@@ -105,7 +110,7 @@ pub type EventPredicate = Arc<dyn Fn(&Value, &Map<String, Value>) -> bool + Send
 /// let binding = FieldBinding::topic("services").argument("serviceId", "service.id");
 /// # let _ = binding;
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct FieldBinding {
     pub(crate) topic: Option<Arc<str>>,
     pub(crate) argument_paths: Vec<(String, Vec<String>)>,
@@ -126,16 +131,13 @@ impl fmt::Debug for FieldBinding {
     }
 }
 
-impl Default for FieldBinding {
-    fn default() -> Self {
-        Self { topic: None, argument_paths: Vec::new(), predicate: None, resolver: None, stream: None }
-    }
-}
-
 impl FieldBinding {
     /// Events of `topic` (by default a field listens on the topic of its own name).
     pub fn topic(topic: impl Into<Arc<str>>) -> Self {
-        Self { topic: Some(topic.into()), ..Self::default() }
+        Self {
+            topic: Some(topic.into()),
+            ..Self::default()
+        }
     }
 
     /// The field's own name is its topic (the default binding).
@@ -145,7 +147,10 @@ impl FieldBinding {
 
     /// A per-subscription stream instead of a topic.
     pub fn stream(source: impl StreamSource) -> Self {
-        Self { stream: Some(Arc::new(source)), ..Self::default() }
+        Self {
+            stream: Some(Arc::new(source)),
+            ..Self::default()
+        }
     }
 
     /// Filters on event field `path` (dot-separated) when the client gives
@@ -154,7 +159,11 @@ impl FieldBinding {
     #[must_use]
     pub fn argument(mut self, argument: &str, path: &str) -> Self {
         let path: Vec<String> = path.split('.').map(str::to_owned).collect();
-        if let Some(existing) = self.argument_paths.iter_mut().find(|(name, _)| name == argument) {
+        if let Some(existing) = self
+            .argument_paths
+            .iter_mut()
+            .find(|(name, _)| name == argument)
+        {
             existing.1 = path;
         } else {
             self.argument_paths.push((argument.to_owned(), path));
@@ -164,7 +173,10 @@ impl FieldBinding {
 
     /// An extra predicate evaluated after the index, once per group and event.
     #[must_use]
-    pub fn predicate(mut self, predicate: impl Fn(&Value, &Map<String, Value>) -> bool + Send + Sync + 'static) -> Self {
+    pub fn predicate(
+        mut self,
+        predicate: impl Fn(&Value, &Map<String, Value>) -> bool + Send + Sync + 'static,
+    ) -> Self {
         self.predicate = Some(Arc::new(predicate));
         self
     }

@@ -1,7 +1,7 @@
 //! The engine: bindings, registry shards, dispatchers, publishing.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -12,6 +12,7 @@ use serde_json::Value;
 use subs_security::SecurityConfig;
 use tokio::sync::mpsc;
 
+use crate::Error;
 use crate::binding::{FieldBinding, ResolveContext, Resolver};
 use crate::broker::{Broker, Event, EventSink, InMemoryBroker};
 use crate::graphql::Schema;
@@ -19,7 +20,6 @@ use crate::hooks::{Authenticator, Executor};
 use crate::outbound::SlowConsumerPolicy;
 use crate::registry::{BoundField, Group, Registration, RegistrationHandle, ShardIndex};
 use crate::stats::{Stats, StatsSnapshot};
-use crate::Error;
 
 /// Tunables of the engine, with defaults suited to thousands of connections.
 #[derive(Debug, Clone)]
@@ -65,7 +65,10 @@ pub struct EngineBuilder {
 
 impl std::fmt::Debug for EngineBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EngineBuilder").field("bindings", &self.bindings).field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("EngineBuilder")
+            .field("bindings", &self.bindings)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -82,7 +85,11 @@ impl EngineBuilder {
     #[must_use]
     pub fn resolver(mut self, field: impl Into<String>, resolver: impl Resolver) -> Self {
         let field = field.into();
-        let binding = self.bindings.remove(&field).unwrap_or_default().resolver(resolver);
+        let binding = self
+            .bindings
+            .remove(&field)
+            .unwrap_or_default()
+            .resolver(resolver);
         self.bindings.insert(field, binding);
         self
     }
@@ -128,27 +135,40 @@ impl EngineBuilder {
     pub fn build(self) -> Result<Engine, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let mut fields = HashMap::new();
-        for (name, _) in &self.bindings {
+        for name in self.bindings.keys() {
             if self.schema.subscription_field_arguments(name).is_none() {
-                return Err(Error::InvalidBinding(format!("`Subscription` has no field `{name}`")));
+                return Err(Error::InvalidBinding(format!(
+                    "`Subscription` has no field `{name}`"
+                )));
             }
         }
         for name in self.schema.subscription_field_names() {
             let binding = self.bindings.get(&name).cloned().unwrap_or_default();
-            let arguments = self.schema.subscription_field_arguments(&name).unwrap_or_default();
+            let arguments = self
+                .schema
+                .subscription_field_arguments(&name)
+                .unwrap_or_default();
             for (argument, _) in &binding.argument_paths {
                 if !arguments.contains(argument) {
-                    return Err(Error::InvalidBinding(format!("`Subscription.{name}` has no argument `{argument}`")));
+                    return Err(Error::InvalidBinding(format!(
+                        "`Subscription.{name}` has no argument `{argument}`"
+                    )));
                 }
             }
             let filters = if binding.stream.is_some() {
                 Vec::new()
             } else {
-                arguments.iter().map(|a| (a.clone(), Arc::from(binding.path_for(a)))).collect()
+                arguments
+                    .iter()
+                    .map(|a| (a.clone(), Arc::from(binding.path_for(a))))
+                    .collect()
             };
             let field = BoundField {
                 name: Arc::from(name.as_str()),
-                topic: binding.topic.clone().unwrap_or_else(|| Arc::from(name.as_str())),
+                topic: binding
+                    .topic
+                    .clone()
+                    .unwrap_or_else(|| Arc::from(name.as_str())),
                 filters,
                 predicate: binding.predicate.clone(),
                 resolver: binding.resolver.clone(),
@@ -164,14 +184,19 @@ impl EngineBuilder {
             .map(|_| {
                 let (sender, receiver) = mpsc::channel(event_queue_capacity);
                 receivers.push(receiver);
-                Shard { index: Mutex::new(ShardIndex::default()), sender }
+                Shard {
+                    index: Mutex::new(ShardIndex::default()),
+                    sender,
+                }
             })
             .collect();
         // One source of truth for connection hygiene: the security config.
         let mut config = self.config;
         config.protocol.connection_init_timeout = Some(self.security.hygiene().init_timeout);
         config.protocol.max_frame_bytes = self.security.hygiene().max_frame_bytes;
-        let broker = self.broker.unwrap_or_else(|| Arc::new(InMemoryBroker::new()));
+        let broker = self
+            .broker
+            .unwrap_or_else(|| Arc::new(InMemoryBroker::new()));
         let inner = Arc::new(EngineInner {
             schema: self.schema,
             fields,
@@ -189,7 +214,9 @@ impl EngineBuilder {
         for receiver in receivers {
             runtime.spawn(run_dispatcher(Arc::downgrade(&inner), receiver));
         }
-        broker.attach(EventSink { engine: Arc::downgrade(&inner) });
+        broker.attach(EventSink {
+            engine: Arc::downgrade(&inner),
+        });
         Ok(Engine { inner })
     }
 }
@@ -202,7 +229,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("stats", &self.stats()).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
     }
 }
 
@@ -252,7 +281,11 @@ impl Engine {
     }
 
     /// Publishes already-serialized JSON; it is parsed once, at dispatch.
-    pub async fn publish_bytes(&self, topic: &str, payload: impl Into<bytes::Bytes>) -> Result<(), Error> {
+    pub async fn publish_bytes(
+        &self,
+        topic: &str,
+        payload: impl Into<bytes::Bytes>,
+    ) -> Result<(), Error> {
         self.publish_event(Event::bytes(topic, payload)).await
     }
 
@@ -268,7 +301,9 @@ impl Engine {
     /// [`Engine::publish`] there (it returns an error instead of deadlocking).
     pub fn publish_blocking(&self, topic: &str, payload: Value) -> Result<(), Error> {
         if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(Error::Broker("publish_blocking called from inside the async runtime; use publish().await".into()));
+            return Err(Error::Broker(
+                "publish_blocking called from inside the async runtime; use publish().await".into(),
+            ));
         }
         self.inner.runtime.block_on(self.publish(topic, payload))
     }
@@ -283,7 +318,10 @@ impl Engine {
     /// The security checks of the HTTP upgrade (origin, connections per
     /// address); hold the permit for the connection's life (give it to
     /// [`crate::Session::with_permit`]).
-    pub fn admit(&self, facts: &subs_security::ConnectionFacts) -> Result<subs_security::ConnectionPermit, subs_security::Rejection> {
+    pub fn admit(
+        &self,
+        facts: &subs_security::ConnectionFacts,
+    ) -> Result<subs_security::ConnectionPermit, subs_security::Rejection> {
         self.inner.security.accept_upgrade(facts).map_err(|denied| {
             tracing::info!(peer = ?facts.peer, reason = denied.reason.as_str(), rejection = %denied.rejection, "upgrade refused");
             denied.rejection
@@ -314,15 +352,16 @@ impl Engine {
     /// Whether the registry holds nothing (no group, no topic): after every
     /// session is gone it must be, or something leaked.
     pub fn registry_is_empty(&self) -> bool {
-        self.inner.shards.iter().all(|shard| shard.index.lock().is_empty())
+        self.inner
+            .shards
+            .iter()
+            .all(|shard| shard.index.lock().is_empty())
     }
 }
 
 impl EngineInner {
     pub(crate) fn shard_of(&self, topic: &str) -> usize {
-        let mut hasher = self.hasher.build_hasher();
-        topic.hash(&mut hasher);
-        (hasher.finish() % self.shards.len() as u64) as usize
+        (self.hasher.hash_one(topic) % self.shards.len() as u64) as usize
     }
 
     pub(crate) async fn enqueue(&self, event: Event) -> Result<(), Error> {
@@ -343,7 +382,13 @@ impl EngineInner {
         handle
     }
 
-    pub(crate) fn unregister(&self, handle: RegistrationHandle, topic: &str, connection: u64, subscription: &Arc<str>) {
+    pub(crate) fn unregister(
+        &self,
+        handle: RegistrationHandle,
+        topic: &str,
+        connection: u64,
+        subscription: &Arc<str>,
+    ) {
         let mut index = self.shards[handle.shard].index.lock();
         index.unregister(handle.group, connection, subscription, &self.stats);
         let last = !index.has_topic(topic);
@@ -364,7 +409,11 @@ impl EngineInner {
             }
         };
         let mut groups = Vec::new();
-        self.shards[self.shard_of(&event.topic)].index.lock().route(&event.topic, &payload, &mut groups);
+        self.shards[self.shard_of(&event.topic)].index.lock().route(
+            &event.topic,
+            &payload,
+            &mut groups,
+        );
         let mut delivered = 0;
         let mut pending = Vec::new();
         for group in groups {
@@ -407,7 +456,9 @@ impl EngineInner {
                     Ok(value) => group.operation.project(&group.variables, Ok(value)),
                     Err(error) => {
                         tracing::debug!(field = %group.field.name, %error, "resolver failed");
-                        group.operation.project(&group.variables, Err(&error.message))
+                        group
+                            .operation
+                            .project(&group.variables, Err(&error.message))
                     }
                 };
                 delivered += group.deliver(&bytes, &self.stats);
@@ -419,16 +470,16 @@ impl EngineInner {
     /// The field's extra predicate and the security event filter, once per group:
     /// every member of a group shares a scope, so one answer holds for all.
     fn admits(&self, group: &Group, payload: &Value) -> bool {
-        if let Some(predicate) = &group.field.predicate {
-            if !predicate(payload, &group.arguments) {
-                return false;
-            }
+        if let Some(predicate) = &group.field.predicate
+            && !predicate(payload, &group.arguments)
+        {
+            return false;
         }
-        if let Some(filter) = self.security.event_filter() {
-            if !filter.allows(&group.principal, payload) {
-                self.stats.event_filtered();
-                return false;
-            }
+        if let Some(filter) = self.security.event_filter()
+            && !filter.allows(&group.principal, payload)
+        {
+            self.stats.event_filtered();
+            return false;
         }
         true
     }
@@ -436,7 +487,9 @@ impl EngineInner {
 
 async fn run_dispatcher(engine: std::sync::Weak<EngineInner>, mut events: mpsc::Receiver<Event>) {
     while let Some(event) = events.recv().await {
-        let Some(engine) = engine.upgrade() else { break };
+        let Some(engine) = engine.upgrade() else {
+            break;
+        };
         engine.dispatch(event).await;
     }
 }

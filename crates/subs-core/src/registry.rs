@@ -55,10 +55,14 @@ pub(crate) struct Group {
     pub(crate) principal: Arc<Principal>,
     pub(crate) init_payload: Option<Arc<Map<String, Value>>>,
     key: GroupKey,
-    partition: Box<[Arc<[String]>]>,
+    partition: PartitionPaths,
     filter_value: Box<str>,
-    subscribers: Mutex<IndexMap<(u64, Arc<str>), Arc<ConnectionShared>, FxBuildHasher>>,
+    subscribers: Mutex<Subscribers>,
 }
+
+/// A group's members by (connection, subscription id): swap-remove is O(1) and
+/// iteration is over a dense array.
+type Subscribers = IndexMap<(u64, Arc<str>), Arc<ConnectionShared>, FxBuildHasher>;
 
 impl Group {
     /// Queues the shared bytes for every subscriber; returns how many got them.
@@ -106,9 +110,12 @@ pub(crate) struct RegistrationHandle {
     pub(crate) group: u64,
 }
 
+/// The event paths a partition filters on, sorted.
+type PartitionPaths = Box<[Arc<[String]>]>;
+
 #[derive(Default)]
 struct Partition {
-    paths: Box<[Arc<[String]>]>,
+    paths: PartitionPaths,
     by_value: FxHashMap<Box<str>, SmallVec<[u64; 2]>>,
 }
 
@@ -128,10 +135,16 @@ pub(crate) struct ShardIndex {
 }
 
 impl ShardIndex {
-    pub(crate) fn register(&mut self, shard: usize, registration: Registration, stats: &Stats) -> RegistrationHandle {
+    pub(crate) fn register(
+        &mut self,
+        shard: usize,
+        registration: Registration,
+        stats: &Stats,
+    ) -> RegistrationHandle {
         let key = GroupKey {
             operation: Arc::as_ptr(&registration.operation) as usize,
-            variables: canonical_json(&Value::Object((*registration.variables).clone())).into_boxed_str(),
+            variables: canonical_json(&Value::Object((*registration.variables).clone()))
+                .into_boxed_str(),
             scope: registration.scope.clone(),
         };
         let group = match self.by_key.entry(key.clone()) {
@@ -140,7 +153,8 @@ impl ShardIndex {
                 self.next_group += 1;
                 let id = self.next_group;
                 entry.insert(id);
-                let (partition, filter_value) = filter_of(&registration.field, &registration.arguments);
+                let (partition, filter_value) =
+                    filter_of(&registration.field, &registration.arguments);
                 let group = Arc::new(Group {
                     id,
                     topic: registration.field.topic.clone(),
@@ -161,16 +175,27 @@ impl ShardIndex {
                 group
             }
         };
-        group
-            .subscribers
-            .lock()
-            .insert((registration.connection.id, registration.subscription_id), registration.connection);
-        RegistrationHandle { shard, group: group.id }
+        group.subscribers.lock().insert(
+            (registration.connection.id, registration.subscription_id),
+            registration.connection,
+        );
+        RegistrationHandle {
+            shard,
+            group: group.id,
+        }
     }
 
     /// Removes one subscription; drops its group when it was the last member.
-    pub(crate) fn unregister(&mut self, group_id: u64, connection: u64, subscription_id: &Arc<str>, stats: &Stats) {
-        let Some(group) = self.groups.get(&group_id).cloned() else { return };
+    pub(crate) fn unregister(
+        &mut self,
+        group_id: u64,
+        connection: u64,
+        subscription_id: &Arc<str>,
+        stats: &Stats,
+    ) {
+        let Some(group) = self.groups.get(&group_id).cloned() else {
+            return;
+        };
         let now_empty = {
             let mut subscribers = group.subscribers.lock();
             subscribers.swap_remove(&(connection, subscription_id.clone()));
@@ -186,16 +211,33 @@ impl ShardIndex {
 
     fn index(&mut self, group: &Arc<Group>) {
         let topic = self.topics.entry(group.topic.clone()).or_default();
-        let position = topic.partitions.iter().position(|p| p.paths == group.partition).unwrap_or_else(|| {
-            topic.partitions.push(Partition { paths: group.partition.clone(), by_value: FxHashMap::default() });
-            topic.partitions.len() - 1
-        });
-        topic.partitions[position].by_value.entry(group.filter_value.clone()).or_default().push(group.id);
+        let position = topic
+            .partitions
+            .iter()
+            .position(|p| p.paths == group.partition)
+            .unwrap_or_else(|| {
+                topic.partitions.push(Partition {
+                    paths: group.partition.clone(),
+                    by_value: FxHashMap::default(),
+                });
+                topic.partitions.len() - 1
+            });
+        topic.partitions[position]
+            .by_value
+            .entry(group.filter_value.clone())
+            .or_default()
+            .push(group.id);
     }
 
     fn unindex(&mut self, group: &Group) {
-        let Some(topic) = self.topics.get_mut(&group.topic) else { return };
-        if let Some(position) = topic.partitions.iter().position(|p| p.paths == group.partition) {
+        let Some(topic) = self.topics.get_mut(&group.topic) else {
+            return;
+        };
+        if let Some(position) = topic
+            .partitions
+            .iter()
+            .position(|p| p.paths == group.partition)
+        {
             let partition = &mut topic.partitions[position];
             if let Some(ids) = partition.by_value.get_mut(&group.filter_value) {
                 ids.retain(|id| *id != group.id);
@@ -215,7 +257,9 @@ impl ShardIndex {
     /// Appends the groups that match `event` on `topic`: one hash lookup per
     /// partition, so the cost follows the matches, not the registry's size.
     pub(crate) fn route(&self, topic: &str, event: &Value, out: &mut Vec<Arc<Group>>) {
-        let Some(index) = self.topics.get(topic) else { return };
+        let Some(index) = self.topics.get(topic) else {
+            return;
+        };
         let mut key = String::new();
         for partition in &index.partitions {
             key.clear();
@@ -239,18 +283,26 @@ impl ShardIndex {
 
 /// The partition (paths filtered on) and the value key of a subscription: only
 /// non-null arguments filter; a null or absent argument matches every event.
-fn filter_of(field: &BoundField, arguments: &Map<String, Value>) -> (Box<[Arc<[String]>]>, Box<str>) {
+fn filter_of(field: &BoundField, arguments: &Map<String, Value>) -> (PartitionPaths, Box<str>) {
     let mut filters: Vec<(&Arc<[String]>, &Value)> = field
         .filters
         .iter()
-        .filter_map(|(name, path)| arguments.get(name).filter(|v| !v.is_null()).map(|v| (path, v)))
+        .filter_map(|(name, path)| {
+            arguments
+                .get(name)
+                .filter(|v| !v.is_null())
+                .map(|v| (path, v))
+        })
         .collect();
     filters.sort_by(|a, b| a.0.cmp(b.0));
     let mut key = String::new();
     for (_, value) in &filters {
         push_key_part(value, &mut key);
     }
-    (filters.into_iter().map(|(path, _)| path.clone()).collect(), key.into_boxed_str())
+    (
+        filters.into_iter().map(|(path, _)| path.clone()).collect(),
+        key.into_boxed_str(),
+    )
 }
 
 fn event_filter_value(paths: &[Arc<[String]>], event: &Value, key: &mut String) -> bool {

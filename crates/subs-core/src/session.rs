@@ -9,7 +9,10 @@ use futures_util::StreamExt;
 use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
 use subs_protocol::{Close, Connection, Event as ProtocolEvent, Protocol, SubscribePayload};
-use subs_security::{ConnectionBudget, ConnectionFacts, ConnectionPermit, Denied, Principal, Rejection, SubscribeRequest};
+use subs_security::{
+    ConnectionBudget, ConnectionFacts, ConnectionPermit, Denied, Principal, Rejection,
+    SubscribeRequest,
+};
 
 use crate::binding::ResolveContext;
 use crate::engine::Engine;
@@ -20,8 +23,15 @@ use crate::outbound::{ConnectionShared, Outbound, Push};
 use crate::registry::{Registration, RegistrationHandle};
 
 enum Active {
-    Topic { id: Arc<str>, handle: RegistrationHandle, topic: Arc<str> },
-    Stream { id: Arc<str>, task: tokio::task::JoinHandle<()> },
+    Topic {
+        id: Arc<str>,
+        handle: RegistrationHandle,
+        topic: Arc<str>,
+    },
+    Stream {
+        id: Arc<str>,
+        task: tokio::task::JoinHandle<()>,
+    },
 }
 
 impl Active {
@@ -73,13 +83,28 @@ impl Session {
     /// A new session holding the permit that [`Engine::admit`] gave at the
     /// upgrade; the permit counts the connection per address and, once
     /// authenticated, per principal, until the session is dropped.
-    pub fn with_permit(engine: &Engine, protocol: Protocol, facts: ConnectionFacts, permit: ConnectionPermit, now: Instant) -> Self {
+    pub fn with_permit(
+        engine: &Engine,
+        protocol: Protocol,
+        facts: ConnectionFacts,
+        permit: ConnectionPermit,
+        now: Instant,
+    ) -> Self {
         Self::build(engine, protocol, facts, Some(permit), now)
     }
 
-    fn build(engine: &Engine, protocol: Protocol, facts: ConnectionFacts, permit: Option<ConnectionPermit>, now: Instant) -> Self {
+    fn build(
+        engine: &Engine,
+        protocol: Protocol,
+        facts: ConnectionFacts,
+        permit: Option<ConnectionPermit>,
+        now: Instant,
+    ) -> Self {
         let inner = &engine.inner;
-        let id = inner.next_connection.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let id = inner
+            .next_connection
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         let shared = Arc::new(ConnectionShared::new(
             id,
             inner.config.outbound_queue_capacity,
@@ -169,12 +194,20 @@ impl Session {
                     // Pointer identity, not the text: a queued payload of a
                     // completed subscription must not reach a new one that
                     // reuses its id.
-                    if self.subscriptions.get(&id).is_some_and(|active| Arc::ptr_eq(active.id(), &id)) {
+                    if self
+                        .subscriptions
+                        .get(&id)
+                        .is_some_and(|active| Arc::ptr_eq(active.id(), &id))
+                    {
                         let _ = self.connection.send_next(&id, &payload);
                     }
                 }
                 Outbound::Complete(id) => {
-                    if self.subscriptions.get(&id).is_some_and(|active| Arc::ptr_eq(active.id(), &id)) {
+                    if self
+                        .subscriptions
+                        .get(&id)
+                        .is_some_and(|active| Arc::ptr_eq(active.id(), &id))
+                    {
                         self.remove_subscription(&id, "source completed");
                         let _ = self.connection.send_complete(&id);
                     }
@@ -185,7 +218,10 @@ impl Session {
         if overflowed && !self.connection.is_closed() {
             self.engine.inner.stats.slow_consumer_closed();
             tracing::warn!(connection = self.shared.id, "closing a slow consumer");
-            self.connection.close(messages::SLOW_CONSUMER_CLOSE_CODE, messages::SLOW_CONSUMER_CLOSE_REASON);
+            self.connection.close(
+                messages::SLOW_CONSUMER_CLOSE_CODE,
+                messages::SLOW_CONSUMER_CLOSE_REASON,
+            );
         }
         taken
     }
@@ -218,7 +254,10 @@ impl Session {
             self.remove_subscription(&id, "server shutting down");
             let _ = self.connection.send_complete(&id);
         }
-        self.connection.close(messages::GOING_AWAY_CLOSE_CODE, messages::GOING_AWAY_CLOSE_REASON);
+        self.connection.close(
+            messages::GOING_AWAY_CLOSE_CODE,
+            messages::GOING_AWAY_CLOSE_REASON,
+        );
     }
 
     /// Whether the connection is closed.
@@ -244,7 +283,10 @@ impl Session {
         let outcome = match &inner.authenticator {
             Some(authenticator) => {
                 authenticator
-                    .authenticate(AuthRequest { init_payload: payload.clone(), connection: self.facts.clone() })
+                    .authenticate(AuthRequest {
+                        init_payload: payload.clone(),
+                        connection: self.facts.clone(),
+                    })
                     .await
             }
             None => Ok(Principal::anonymous().into()),
@@ -257,11 +299,11 @@ impl Session {
                 return;
             }
         };
-        if let Some(permit) = &mut self.permit {
-            if let Err(denied) = inner.security.accept_principal(permit, &accepted.principal) {
-                self.refuse_connection(denied);
-                return;
-            }
+        if let Some(permit) = &mut self.permit
+            && let Err(denied) = inner.security.accept_principal(permit, &accepted.principal)
+        {
+            self.refuse_connection(denied);
+            return;
         }
         tracing::info!(connection = self.shared.id, principal = %accepted.principal.id, "connection acknowledged");
         self.principal = Arc::new(accepted.principal);
@@ -272,7 +314,10 @@ impl Session {
     async fn subscribe(&mut self, id: String, payload: SubscribePayload, now: Instant) {
         let id: Arc<str> = Arc::from(id);
         let inner = self.engine.inner.clone();
-        let operation = match inner.schema.prepare(&payload.query, payload.operation_name.as_deref()) {
+        let operation = match inner
+            .schema
+            .prepare(&payload.query, payload.operation_name.as_deref())
+        {
             Ok(operation) => operation,
             Err(errors) => {
                 tracing::debug!(connection = self.shared.id, %id, "invalid operation");
@@ -289,15 +334,27 @@ impl Session {
         };
         let root_field = operation.root_field_name().to_owned();
         let arguments = operation.root_arguments(&variables);
-        let request = SubscribeRequest { principal: &self.principal, root_field: &root_field, arguments: &arguments };
-        if let Err(denied) = inner.security.check_subscribe(&request, &security_facts(&operation), &mut self.budget, now) {
+        let request = SubscribeRequest {
+            principal: &self.principal,
+            root_field: &root_field,
+            arguments: &arguments,
+        };
+        if let Err(denied) = inner.security.check_subscribe(
+            &request,
+            &security_facts(&operation),
+            &mut self.budget,
+            now,
+        ) {
             self.refuse_operation(&id, denied);
             return;
         }
         match operation.kind() {
-            OperationKind::Subscription => self.start_subscription(id, operation, variables, arguments),
+            OperationKind::Subscription => {
+                self.start_subscription(id, operation, variables, arguments)
+            }
             kind @ (OperationKind::Query | OperationKind::Mutation) => {
-                self.execute(id, kind, &payload, &operation, variables).await;
+                self.execute(id, kind, &payload, &operation, variables)
+                    .await;
                 // One-shot operations end here: they no longer count against the budget.
                 self.budget.release_subscription();
             }
@@ -314,7 +371,10 @@ impl Session {
         let inner = self.engine.inner.clone();
         let Some(field) = inner.fields.get(operation.root_field_name()).cloned() else {
             self.budget.release_subscription();
-            self.send_errors(&id, &GraphQLErrors::single(messages::unbound_field(operation.root_field_name())));
+            self.send_errors(
+                &id,
+                &GraphQLErrors::single(messages::unbound_field(operation.root_field_name())),
+            );
             return;
         };
         let arguments = Arc::new(arguments);
@@ -327,8 +387,18 @@ impl Session {
                 principal: self.principal.clone(),
                 init_payload: self.init_payload.clone(),
             };
-            let task = inner.runtime.spawn(run_stream(source, context, operation, variables, self.shared.clone(), id.clone()));
-            Active::Stream { id: id.clone(), task }
+            let task = inner.runtime.spawn(run_stream(
+                source,
+                context,
+                operation,
+                variables,
+                self.shared.clone(),
+                id.clone(),
+            ));
+            Active::Stream {
+                id: id.clone(),
+                task,
+            }
         } else {
             let scope = inner.security.scope_key(&self.principal);
             let handle = inner.register(Registration {
@@ -342,7 +412,11 @@ impl Session {
                 connection: self.shared.clone(),
                 subscription_id: id.clone(),
             });
-            Active::Topic { id: id.clone(), handle, topic: field.topic.clone() }
+            Active::Topic {
+                id: id.clone(),
+                handle,
+                topic: field.topic.clone(),
+            }
         };
         inner.stats.subscription_added();
         tracing::info!(connection = self.shared.id, %id, field = %field.name, "subscription started");
@@ -358,12 +432,12 @@ impl Session {
         variables: Arc<Map<String, Value>>,
     ) {
         let inner = self.engine.inner.clone();
-        if kind == OperationKind::Query {
-            if let Some(response) = operation.execute_introspection(&inner.schema, &variables) {
-                let _ = self.connection.send_next(&id, &response);
-                let _ = self.connection.send_complete(&id);
-                return;
-            }
+        if kind == OperationKind::Query
+            && let Some(response) = operation.execute_introspection(&inner.schema, &variables)
+        {
+            let _ = self.connection.send_next(&id, &response);
+            let _ = self.connection.send_complete(&id);
+            return;
         }
         let Some(executor) = inner.executor.clone() else {
             self.send_errors(&id, &GraphQLErrors::single(messages::NO_EXECUTOR));
@@ -378,11 +452,15 @@ impl Session {
         };
         match executor.execute(request).await {
             Ok(response) => {
-                let bytes = serde_json::to_vec(&response).unwrap_or_else(|_| b"{\"data\":null}".to_vec());
+                let bytes =
+                    serde_json::to_vec(&response).unwrap_or_else(|_| b"{\"data\":null}".to_vec());
                 let _ = self.connection.send_next(&id, &bytes);
                 let _ = self.connection.send_complete(&id);
             }
-            Err(message) => self.send_errors(&id, &GraphQLErrors::single(messages::executor_failed(&message))),
+            Err(message) => self.send_errors(
+                &id,
+                &GraphQLErrors::single(messages::executor_failed(&message)),
+            ),
         }
     }
 
@@ -394,12 +472,15 @@ impl Session {
     fn refuse_connection(&mut self, denied: Denied) {
         tracing::info!(connection = self.shared.id, reason = denied.reason.as_str(), rejection = %denied.rejection, "connection refused");
         match denied.rejection {
-            Rejection::Close { code, reason } if code != subs_protocol::close::FORBIDDEN => self.connection.close(code, &reason),
+            Rejection::Close { code, reason } if code != subs_protocol::close::FORBIDDEN => {
+                self.connection.close(code, &reason)
+            }
             Rejection::Close { reason, .. } | Rejection::GraphQLError { message: reason } => {
                 // Before the ack, `reject` speaks each protocol's own refusal
                 // (legacy clients expect `connection_error`); after it, a 4403 close.
                 if self.connection.reject(&reason).is_err() {
-                    self.connection.close(subs_protocol::close::FORBIDDEN, &reason);
+                    self.connection
+                        .close(subs_protocol::close::FORBIDDEN, &reason);
                 }
             }
         }
@@ -410,16 +491,22 @@ impl Session {
     fn refuse_operation(&mut self, id: &str, denied: Denied) {
         tracing::info!(connection = self.shared.id, id, reason = denied.reason.as_str(), rejection = %denied.rejection, "operation refused");
         match denied.rejection {
-            Rejection::GraphQLError { message } => self.send_errors(id, &GraphQLErrors::single(message.into_owned())),
+            Rejection::GraphQLError { message } => {
+                self.send_errors(id, &GraphQLErrors::single(message.into_owned()))
+            }
             Rejection::Close { code, reason } => self.connection.close(code, &reason),
         }
     }
 
     fn remove_subscription(&mut self, id: &str, why: &'static str) {
-        let Some(active) = self.subscriptions.remove(id) else { return };
+        let Some(active) = self.subscriptions.remove(id) else {
+            return;
+        };
         let inner = &self.engine.inner;
         match active {
-            Active::Topic { id, handle, topic } => inner.unregister(handle, &topic, self.shared.id, &id),
+            Active::Topic { id, handle, topic } => {
+                inner.unregister(handle, &topic, self.shared.id, &id)
+            }
             Active::Stream { task, .. } => task.abort(),
         }
         self.budget.release_subscription();
@@ -478,7 +565,10 @@ async fn run_stream(
             Ok(value) => operation.project(&variables, Ok(value)),
             Err(error) => operation.project(&variables, Err(&error.message)),
         };
-        if matches!(connection.push(Outbound::Next(id.clone(), payload)), Push::Closed | Push::Overflow) {
+        if matches!(
+            connection.push(Outbound::Next(id.clone(), payload)),
+            Push::Closed | Push::Overflow
+        ) {
             return;
         }
     }
