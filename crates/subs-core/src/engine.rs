@@ -5,7 +5,7 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use parking_lot::Mutex;
 use rustc_hash::FxBuildHasher;
 use serde_json::Value;
@@ -443,7 +443,12 @@ impl EngineInner {
                     let resolver = group.field.resolver.clone();
                     async move {
                         let outcome = match resolver {
-                            Some(resolver) => resolver.resolve(context).await,
+                            // A panicking resolver is a failed resolution for its
+                            // group, not the end of this shard's dispatcher.
+                            Some(resolver) => std::panic::AssertUnwindSafe(resolver.resolve(context))
+                                .catch_unwind()
+                                .await
+                                .unwrap_or_else(|_| Err(crate::messages::RESOLVER_PANICKED.into())),
                             None => Ok(Value::Null),
                         };
                         (group, outcome)
@@ -490,6 +495,11 @@ async fn run_dispatcher(engine: std::sync::Weak<EngineInner>, mut events: mpsc::
         let Some(engine) = engine.upgrade() else {
             break;
         };
-        engine.dispatch(event).await;
+        // A panic in host code (a predicate, an event filter) loses this event,
+        // never the dispatcher and every topic it serves.
+        let topic = event.topic.clone();
+        if std::panic::AssertUnwindSafe(engine.dispatch(event)).catch_unwind().await.is_err() {
+            tracing::error!(%topic, "dispatching an event panicked; the event was dropped");
+        }
     }
 }

@@ -16,6 +16,9 @@ pub const GOING_AWAY_CLOSE_REASON: &str = "Server shutting down";
 /// GraphQL error for a query or mutation when the host installed no executor.
 pub const NO_EXECUTOR: &str =
     "This server executes only subscriptions and introspection over this connection";
+/// GraphQL error in a `next` payload when a resolver panicked (the panic's
+/// message may hold internals, so the client gets this instead).
+pub const RESOLVER_PANICKED: &str = "Internal error while resolving the event";
 /// GraphQL error when the subscription's root field has no event binding or source.
 pub fn unbound_field(field: &str) -> String {
     format!("Subscription field `{field}` is not bound to any event source")
