@@ -1,0 +1,203 @@
+//! End-to-end tests against the `service-desk` example, run as a process.
+
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use serde_json::json;
+use subs_e2e::{
+    Client, Frame, LEGACY_WS, ServerProcess, TRANSPORT_WS, Upgrade, patch, post, wait_stats,
+};
+use tokio_tungstenite::tungstenite::Error as WsError;
+
+fn service_desk(env: &[(&str, &str)]) -> Result<ServerProcess> {
+    ServerProcess::spawn("service-desk", env)
+}
+
+#[tokio::test]
+async fn transport_ws_happy_path() -> Result<()> {
+    let server = service_desk(&[])?;
+    let mut client = Client::connect(server.addr(), TRANSPORT_WS).await?;
+    assert_eq!(client.protocol.as_deref(), Some(TRANSPORT_WS));
+    client.init(None).await?;
+    client
+        .subscribe("1", "subscription { serviceUpdated { id name } }")
+        .await?;
+    wait_stats(server.addr(), 1, 1, Duration::from_secs(5)).await?;
+
+    let created = post(
+        server.addr(),
+        "/services",
+        &json!({ "name": "mail", "description": "SMTP relay" }),
+    )
+    .await?;
+    assert_eq!(created["id"], "1");
+    // Exactly the selected fields, nothing of the event's other fields.
+    assert_eq!(
+        client.next_data("1").await?,
+        json!({ "serviceUpdated": { "id": "1", "name": "mail" } })
+    );
+
+    client.complete("1").await?;
+    wait_stats(server.addr(), 1, 0, Duration::from_secs(5)).await?;
+    post(server.addr(), "/services", &json!({ "name": "web" })).await?;
+    assert_eq!(
+        client.recv_within(Duration::from_millis(300)).await?,
+        None,
+        "nothing after complete"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn legacy_graphql_ws_happy_path() -> Result<()> {
+    let server = service_desk(&[])?;
+    let mut client = Client::connect(server.addr(), LEGACY_WS).await?;
+    assert_eq!(client.protocol.as_deref(), Some(LEGACY_WS));
+    client
+        .send(json!({ "type": "connection_init", "payload": {} }))
+        .await?;
+    assert_eq!(
+        client.frame().await?,
+        Frame::Json(json!({ "type": "connection_ack" }))
+    );
+    // The legacy protocol sends a first keepalive right after the ack.
+    assert_eq!(client.frame().await?, Frame::Json(json!({ "type": "ka" })));
+
+    client
+        .subscribe("a", "subscription { serviceUpdated { name status } }")
+        .await?;
+    wait_stats(server.addr(), 1, 1, Duration::from_secs(5)).await?;
+    post(server.addr(), "/services", &json!({ "name": "mail" })).await?;
+    let data = client.recv().await?;
+    assert_eq!(
+        data,
+        json!({ "type": "data", "id": "a", "payload": { "data": { "serviceUpdated": { "name": "mail", "status": "OPERATIONAL" } } } })
+    );
+
+    client.complete("a").await?; // `stop`
+    wait_stats(server.addr(), 1, 0, Duration::from_secs(5)).await?;
+    post(server.addr(), "/services", &json!({ "name": "web" })).await?;
+    // The server may confirm the stop with `complete`; no more `data` either way.
+    while let Some(message) = client.recv_within(Duration::from_millis(300)).await? {
+        assert_eq!(
+            message,
+            json!({ "type": "complete", "id": "a" }),
+            "nothing but complete after stop"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn filtering_by_service_id() -> Result<()> {
+    let server = service_desk(&[])?;
+    let query = |filter: &str| {
+        format!("subscription {{ serviceUpdated{filter} {{ id name description status }} }}")
+    };
+    let mut one = Client::connect(server.addr(), TRANSPORT_WS).await?;
+    let mut two = Client::connect(server.addr(), TRANSPORT_WS).await?;
+    let mut all = Client::connect(server.addr(), LEGACY_WS).await?;
+    for (client, filter) in [
+        (&mut one, "(serviceId: \"1\")"),
+        (&mut two, "(serviceId: 2)"),
+        (&mut all, ""),
+    ] {
+        client.init(None).await?;
+        client.subscribe("s", &query(filter)).await?;
+    }
+    wait_stats(server.addr(), 3, 3, Duration::from_secs(5)).await?;
+
+    let addr = server.addr();
+    post(addr, "/services", &json!({ "name": "mail" })).await?; // id 1
+    post(addr, "/services", &json!({ "name": "web" })).await?; // id 2
+    patch(addr, "/services/1", &json!({ "description": "SMTP" })).await?;
+    post(addr, "/services/2/status", &json!({ "status": "OUTAGE" })).await?;
+    patch(addr, "/services/2", &json!({ "name": "www" })).await?;
+    post(addr, "/services/1/status", &json!({ "status": "DEGRADED" })).await?;
+
+    let event = |id: &str, name: &str, description: Option<&str>, status: &str| json!({ "serviceUpdated": { "id": id, "name": name, "description": description, "status": status } });
+    let expected_one = vec![
+        event("1", "mail", None, "OPERATIONAL"),
+        event("1", "mail", Some("SMTP"), "OPERATIONAL"),
+        event("1", "mail", Some("SMTP"), "DEGRADED"),
+    ];
+    let expected_two = vec![
+        event("2", "web", None, "OPERATIONAL"),
+        event("2", "web", None, "OUTAGE"),
+        event("2", "www", None, "OUTAGE"),
+    ];
+    let expected_all = vec![
+        expected_one[0].clone(),
+        expected_two[0].clone(),
+        expected_one[1].clone(),
+        expected_two[1].clone(),
+        expected_two[2].clone(),
+        expected_one[2].clone(),
+    ];
+    for (client, expected) in [
+        (&mut one, expected_one),
+        (&mut two, expected_two),
+        (&mut all, expected_all),
+    ] {
+        let mut got = Vec::new();
+        for _ in 0..expected.len() {
+            got.push(client.next_data("s").await?);
+        }
+        assert_eq!(got, expected);
+        assert_eq!(
+            client.recv_within(Duration::from_millis(200)).await?,
+            None,
+            "no extra event"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn origin_allow_list() -> Result<()> {
+    let server = service_desk(&[("ALLOWED_ORIGINS", "https://good.example")])?;
+    let evil = Upgrade {
+        protocols: &[TRANSPORT_WS],
+        origin: Some("https://evil.example"),
+        ..Upgrade::default()
+    };
+    match Client::upgrade(server.addr(), &evil).await {
+        Err(WsError::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!("evil origin must get HTTP 403, got {other:?}"),
+    }
+    let good = Upgrade {
+        origin: Some("https://good.example"),
+        ..evil
+    };
+    let mut client = Client::upgrade(server.addr(), &good).await?;
+    client.init(None).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn graceful_shutdown_on_sigterm_and_sigint() -> Result<()> {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let mut server = service_desk(&[])?;
+        let mut client = Client::connect(server.addr(), TRANSPORT_WS).await?;
+        client.init(None).await?;
+        client
+            .subscribe("live", "subscription { serviceUpdated { id } }")
+            .await?;
+        wait_stats(server.addr(), 1, 1, Duration::from_secs(5)).await?;
+
+        server.signal(signal)?;
+        assert_eq!(
+            client.recv().await?,
+            json!({ "type": "complete", "id": "live" }),
+            "signal {signal}"
+        );
+        let (code, _) = client.expect_close().await?;
+        assert_eq!(code, subs_protocol::close::GOING_AWAY);
+        let status = server.wait_exit(Duration::from_secs(5)).await?;
+        ensure!(
+            status.success(),
+            "service-desk exited with {status} after signal {signal}"
+        );
+    }
+    Ok(())
+}
