@@ -1,0 +1,74 @@
+//! `subs-loadgen`: the loopback load generator for any server that follows
+//! the benchmark contract. Prints the run's report as JSON on stdout.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use subs_bench::loadgen::{self, Options};
+
+const USAGE: &str = "usage: subs-loadgen (--target CMD | --addr HOST:PORT [--pid PID]) [options]
+  --scenario fanout|paced|filtered|memory   (default fanout)
+  --connections N        connections, one subscription each (default 1000)
+  --events K             events per topic (default 1000)
+  --interval-us U        microseconds between events, 0 = as fast as possible (default 0)
+  --payload-bytes P      filler characters per event (default 64)
+  --concurrency C        connections being opened at once (default 256)
+  --idle-timeout-ms T    stop waiting after T ms without a delivery (default 3000)
+  --threads T            client runtime threads (default 2)
+  --label NAME           name of the target in the report
+  --server-log PATH      where the started server's stderr goes (default: discarded)
+  --out PATH             also write the JSON report to PATH";
+
+fn main() -> Result<()> {
+    let mut options = Options::default();
+    let mut out = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "-h" || arg == "--help" {
+            println!("{USAGE}");
+            return Ok(());
+        }
+        let value = args.next().with_context(|| format!("{arg} needs a value\n{USAGE}"))?;
+        let number = || value.parse::<u64>().with_context(|| format!("{arg} takes a number, not {value:?}"));
+        match arg.as_str() {
+            "--target" => options.target = Some(value.clone()),
+            "--addr" => options.addr = Some(value.parse().with_context(|| format!("bad address {value:?}"))?),
+            "--pid" => options.pid = Some(u32::try_from(number()?)?),
+            "--scenario" => options.scenario = value.parse()?,
+            "--connections" => options.connections = usize::try_from(number()?)?,
+            "--events" => options.events = number()?,
+            "--interval-us" => options.interval_us = number()?,
+            "--payload-bytes" => options.payload_bytes = usize::try_from(number()?)?,
+            "--concurrency" => options.concurrency = usize::try_from(number()?)?,
+            "--idle-timeout-ms" => options.idle_timeout = Duration::from_millis(number()?),
+            "--threads" => options.threads = usize::try_from(number()?)?,
+            "--label" => options.label = value.clone(),
+            "--server-log" => options.server_log = Some(value.clone().into()),
+            "--out" => out = Some(value.clone()),
+            other => bail!("unknown option {other:?}\n{USAGE}"),
+        }
+    }
+    let report = loadgen::run(&options)?;
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(path) = out {
+        std::fs::write(&path, &json).with_context(|| format!("cannot write {path}"))?;
+    }
+    println!("{json}");
+    eprintln!(
+        "{} {} n={} delivered={}/{} lost={} ooo={} {:.0}/s p50={:.2}ms p99={:.2}ms max={:.2}ms cpu/delivery={:.3}us rss/conn={:.1}KiB",
+        report.label,
+        report.scenario,
+        report.connections,
+        report.delivered,
+        report.expected,
+        report.lost,
+        report.out_of_order,
+        report.deliveries_per_sec,
+        report.latency.p50_us / 1e3,
+        report.latency.p99_us / 1e3,
+        report.latency.max_us / 1e3,
+        report.server_cpu_per_delivery_us,
+        report.rss_per_connection_bytes / 1024.0
+    );
+    Ok(())
+}

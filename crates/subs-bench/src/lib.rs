@@ -1,0 +1,22 @@
+//! Benchmarks of subs.
+//!
+//! - [`loadgen`]: the loopback load generator behind the `subs-loadgen`
+//!   binary. It speaks `graphql-transport-ws` to any server that follows the
+//!   benchmark contract (`shared/bench-contract.md`) and measures deliveries
+//!   per second, latency from `sentAtNs` to receipt, lost and reordered
+//!   events, and the server's resident memory and CPU time from `/proc`.
+//! - [`rawserver`]: the floor for this machine, a hand-written server for the
+//!   same contract with no GraphQL engine (binary `subs-rawserver`).
+//! - [`inproc`]: the in-process benchmarks of the engine (binary
+//!   `subs-inproc`), timed by the small harness in [`harness`].
+//!
+//! `cargo xtask bench` builds and runs all of them, compares each figure with
+//! `bench/gates.toml` and writes the report.
+
+pub mod harness;
+pub mod http;
+pub mod inproc;
+pub mod loadgen;
+pub mod rawserver;
+pub mod scan;
+pub mod sys;

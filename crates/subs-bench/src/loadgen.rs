@@ -1,0 +1,615 @@
+//! The loopback load generator: N `graphql-transport-ws` clients against a
+//! server that follows the benchmark contract.
+//!
+//! One run is one scenario against a fresh server: start it (or attach to an
+//! address), read its resident memory, open the connections with bounded
+//! concurrency, subscribe, wait until `GET /stats` counts every
+//! subscription, read the memory again (idle subscribed connections), read
+//! its CPU time, trigger `POST /publish`, wait for every expected event (or
+//! until deliveries stop), read the CPU time again, and report.
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+use crate::http::HttpClient;
+use crate::scan::{Frame, Scanner};
+use crate::sys;
+
+/// What is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// N connections on one topic, K events as fast as the bus takes them.
+    Fanout,
+    /// N connections on one topic, one event every `interval_us`.
+    Paced,
+    /// N connections on N topics, K events on each topic.
+    Filtered,
+    /// N idle subscribed connections; nothing is published.
+    Memory,
+}
+
+impl std::str::FromStr for Scenario {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "fanout" => Self::Fanout,
+            "paced" => Self::Paced,
+            "filtered" => Self::Filtered,
+            "memory" => Self::Memory,
+            other => bail!("unknown scenario {other:?} (fanout, paced, filtered, memory)"),
+        })
+    }
+}
+
+/// Options of one run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A shell command that starts the server; it gets `PORT` and must print `READY <port>`.
+    pub target: Option<String>,
+    /// The address of a server already running (instead of `target`).
+    pub addr: Option<SocketAddr>,
+    /// The server's pid, when attaching to an address (else found by port).
+    pub pid: Option<u32>,
+    /// A name for the report.
+    pub label: String,
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Connections (one subscription each).
+    pub connections: usize,
+    /// Events per topic.
+    pub events: u64,
+    /// Microseconds between events (0: as fast as possible).
+    pub interval_us: u64,
+    /// Filler characters in each event.
+    pub payload_bytes: usize,
+    /// Connections being opened at once.
+    pub concurrency: usize,
+    /// A run ends when no delivery arrived for this long.
+    pub idle_timeout: Duration,
+    /// Where the server's stderr goes (default: discarded).
+    pub server_log: Option<std::path::PathBuf>,
+    /// Client runtime threads.
+    pub threads: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            target: None,
+            addr: None,
+            pid: None,
+            label: "server".into(),
+            scenario: Scenario::Fanout,
+            connections: 1000,
+            events: 1000,
+            interval_us: 0,
+            payload_bytes: 64,
+            concurrency: 256,
+            idle_timeout: Duration::from_secs(3),
+            server_log: None,
+            threads: 2,
+        }
+    }
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50_us: f64,
+    /// 90th percentile.
+    pub p90_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// 99.9th percentile.
+    pub p999_us: f64,
+    /// Largest.
+    pub max_us: f64,
+    /// Mean.
+    pub mean_us: f64,
+    /// `(percentile, microseconds)` points of the distribution, for plots.
+    pub distribution: Vec<(f64, f64)>,
+}
+
+/// The result of one run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// The target's label.
+    pub label: String,
+    /// The scenario.
+    pub scenario: String,
+    /// Connections asked for.
+    pub connections: usize,
+    /// Connections that subscribed.
+    pub connected: usize,
+    /// Connections that failed to open or subscribe.
+    pub connect_errors: usize,
+    /// Subscriptions the server counted before publishing.
+    pub server_subscriptions: u64,
+    /// Events per topic.
+    pub events: u64,
+    /// Microseconds between events.
+    pub interval_us: u64,
+    /// Filler characters per event.
+    pub payload_bytes: usize,
+    /// Deliveries expected.
+    pub expected: u64,
+    /// Deliveries received (distinct events per connection).
+    pub delivered: u64,
+    /// Expected events never received.
+    pub lost: u64,
+    /// Events received after a later one on the same connection.
+    pub out_of_order: u64,
+    /// Events received twice.
+    pub duplicates: u64,
+    /// Subscriptions ended by the server (`error`, `complete`, close).
+    pub ended_early: u64,
+    /// Seconds from the first publish to the last delivery.
+    pub duration_s: f64,
+    /// Deliveries per second over that time.
+    pub deliveries_per_sec: f64,
+    /// Latency from `sentAtNs` to receipt.
+    pub latency: Latency,
+    /// Server resident memory before any connection.
+    pub rss_before_bytes: u64,
+    /// Server resident memory with every connection subscribed and idle.
+    pub rss_idle_bytes: u64,
+    /// `(idle - before) / connections`.
+    pub rss_per_connection_bytes: f64,
+    /// Server CPU time (user + system) from just before publishing to the last delivery.
+    pub server_cpu_ms: f64,
+    /// That CPU time per delivery, in microseconds.
+    pub server_cpu_per_delivery_us: f64,
+    /// Clock tick of the CPU reading, in milliseconds (its resolution).
+    pub cpu_tick_ms: f64,
+}
+
+/// What one client connection saw.
+#[derive(Debug, Default)]
+struct ConnResult {
+    latencies_ns: Vec<u64>,
+    seen: Vec<u64>,
+    distinct: u64,
+    out_of_order: u64,
+    duplicates: u64,
+    ended_early: bool,
+    first_sent_ns: u64,
+    last_receipt_ns: u64,
+}
+
+struct Shared {
+    delivered: AtomicU64,
+    subscribed: AtomicUsize,
+    failed: AtomicUsize,
+    last_progress_ns: AtomicU64,
+}
+
+fn now_ns() -> u64 {
+    u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())).unwrap_or(u64::MAX)
+}
+
+/// A server started for one run; stopped (its whole process group) on drop.
+struct Server {
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let pgid = self.child.id();
+        sys::signal_group(pgid, false);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sys::signal_group(pgid, true);
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Starts `command` with `PORT` set and waits for its `READY <port>` line.
+fn start_server(command: &str, log: Option<&std::path::Path>) -> Result<(Server, u16)> {
+    use std::os::unix::process::CommandExt;
+    let port = free_port()?;
+    let stderr = match log {
+        Some(path) => Stdio::from(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?),
+        None => Stdio::null(),
+    };
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec {command}"))
+        .env("PORT", port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let server = Server { child };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut announced = false;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if !announced {
+                if let Some(rest) = line.trim().strip_prefix("READY ") {
+                    announced = true;
+                    let _ = tx.send(rest.trim().parse::<u16>().ok());
+                }
+            }
+            // Keep draining, so the server never blocks on a full pipe.
+        }
+        let _ = tx.send(None);
+    });
+    match rx.recv_timeout(Duration::from_secs(300)) {
+        Ok(Some(ready)) => Ok((server, ready)),
+        Ok(None) => bail!("{command:?} exited or printed a bad READY line"),
+        Err(_) => bail!("{command:?} printed no READY line within 300 s"),
+    }
+}
+
+/// Source address of connection `i`: past about 28,000 connections one
+/// address runs out of ephemeral ports, so every 20,000 get the next 127.0.0.x.
+fn source_ip(i: usize, total: usize) -> Option<IpAddr> {
+    if total <= 20_000 {
+        return None;
+    }
+    let block = u8::try_from(1 + i / 20_000).unwrap_or(u8::MAX);
+    Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, block)))
+}
+
+async fn open(addr: SocketAddr, source: Option<IpAddr>) -> Result<WebSocketStream<TcpStream>> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let mut request = format!("ws://{addr}/graphql").into_client_request()?;
+    request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("graphql-transport-ws"));
+    let (ws, _) = tokio_tungstenite::client_async(request, stream).await?;
+    Ok(ws)
+}
+
+fn subscribe_frame(topic: &str) -> String {
+    let query = format!("subscription {{ ticks(topic: \"{topic}\") {{ seq sentAtNs payload }} }}");
+    serde_json::json!({"id": "1", "type": "subscribe", "payload": {"query": query}}).to_string()
+}
+
+/// Opens, acknowledges and subscribes one connection.
+async fn handshake(addr: SocketAddr, source: Option<IpAddr>, topic: &str) -> Result<WebSocketStream<TcpStream>> {
+    let mut ws = open(addr, source).await?;
+    ws.send(Message::text(r#"{"type":"connection_init","payload":{}}"#)).await?;
+    let scanner = Scanner::default();
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => match scanner.scan(text.as_bytes()) {
+                Frame::Ack => break,
+                Frame::Ping => ws.send(Message::text(r#"{"type":"pong"}"#)).await?,
+                _ => {}
+            },
+            Some(Ok(Message::Close(close))) => bail!("closed before ack: {close:?}"),
+            Some(Ok(_)) => {}
+            Some(Err(error)) => return Err(error.into()),
+            None => bail!("closed before ack"),
+        }
+    }
+    ws.send(Message::text(subscribe_frame(topic))).await?;
+    Ok(ws)
+}
+
+#[allow(clippy::too_many_arguments)] // one task's whole context; a struct would only rename it
+async fn client(
+    index: usize,
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    topic: String,
+    expected: u64,
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) -> ConnResult {
+    let permit = permits.acquire_owned().await;
+    let ws = handshake(addr, source, &topic).await;
+    drop(permit);
+    let mut ws = match ws {
+        Ok(ws) => ws,
+        Err(error) => {
+            if shared.failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                eprintln!("connection {index}: {error:#}");
+            }
+            return ConnResult::default();
+        }
+    };
+    shared.subscribed.fetch_add(1, Ordering::Relaxed);
+    let scanner = Scanner::default();
+    let words = usize::try_from(expected.div_ceil(64)).unwrap_or(0);
+    let mut result = ConnResult {
+        latencies_ns: Vec::with_capacity(usize::try_from(expected).unwrap_or(0)),
+        seen: vec![0; words],
+        first_sent_ns: u64::MAX,
+        ..ConnResult::default()
+    };
+    let mut highest: Option<u64> = None;
+    loop {
+        let message = tokio::select! {
+            biased;
+            message = ws.next() => message,
+            _ = stop.changed() => break,
+        };
+        match message {
+            Some(Ok(Message::Text(text))) => match scanner.scan(text.as_bytes()) {
+                Frame::Next { seq, sent_at_ns } => {
+                    let receipt = now_ns();
+                    result.latencies_ns.push(receipt.saturating_sub(sent_at_ns));
+                    result.first_sent_ns = result.first_sent_ns.min(sent_at_ns);
+                    result.last_receipt_ns = receipt;
+                    if highest.is_some_and(|h| seq < h) {
+                        result.out_of_order += 1;
+                    }
+                    highest = highest.max(Some(seq));
+                    let word = usize::try_from(seq / 64).unwrap_or(usize::MAX);
+                    if let Some(bits) = result.seen.get_mut(word) {
+                        let bit = 1u64 << (seq % 64);
+                        if *bits & bit == 0 {
+                            *bits |= bit;
+                            result.distinct += 1;
+                            shared.delivered.fetch_add(1, Ordering::Relaxed);
+                            shared.last_progress_ns.fetch_max(receipt, Ordering::Relaxed);
+                        } else {
+                            result.duplicates += 1;
+                        }
+                    }
+                }
+                Frame::Ping => {
+                    if ws.send(Message::text(r#"{"type":"pong"}"#)).await.is_err() {
+                        result.ended_early = true;
+                        break;
+                    }
+                }
+                Frame::ErrorOrComplete => {
+                    if result.distinct < expected {
+                        result.ended_early = true;
+                    }
+                }
+                Frame::NextWithoutTick | Frame::Ack | Frame::Other => {}
+            },
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                result.ended_early = true;
+                break;
+            }
+            Some(Ok(_)) => {}
+        }
+    }
+    // A clean close, so the server sees the connections go.
+    let _ = tokio::time::timeout(Duration::from_millis(200), ws.close(None)).await;
+    result
+}
+
+/// Runs one scenario and returns its report.
+pub fn run(options: &Options) -> Result<Report> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.threads.max(1))
+        .enable_all()
+        .build()?;
+    runtime.block_on(run_async(options))
+}
+
+async fn run_async(options: &Options) -> Result<Report> {
+    let _ = sys::raise_nofile_limit();
+    let (server, addr) = match (&options.target, options.addr) {
+        (Some(command), _) => {
+            let (server, port) = start_server(command, options.server_log.as_deref())?;
+            (Some(server), SocketAddr::from(([127, 0, 0, 1], port)))
+        }
+        (None, Some(addr)) => (None, addr),
+        (None, None) => bail!("give --target CMD or --addr HOST:PORT"),
+    };
+    let pid = match options.pid {
+        Some(pid) => pid,
+        None => {
+            let mut found = None;
+            for _ in 0..50 {
+                found = sys::listener_pid(addr.port());
+                if found.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            found.or_else(|| server.as_ref().map(|s| s.child.id())).context("cannot find the server's pid")?
+        }
+    };
+    let mut http = HttpClient::new(addr);
+    let (_, base_subscriptions) = http.stats().await.context("the server does not answer GET /stats")?;
+    // Let the server settle after start before the memory baseline.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_before = sys::rss_bytes(pid).unwrap_or(0);
+
+    let n = options.connections;
+    let per_connection = if options.scenario == Scenario::Memory { 0 } else { options.events };
+    let shared = Arc::new(Shared {
+        delivered: AtomicU64::new(0),
+        subscribed: AtomicUsize::new(0),
+        failed: AtomicUsize::new(0),
+        last_progress_ns: AtomicU64::new(0),
+    });
+    let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let topic_of = |i: usize| if options.scenario == Scenario::Filtered { format!("t{i}") } else { "a".to_owned() };
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        tasks.push(tokio::spawn(client(
+            i,
+            addr,
+            source_ip(i, n),
+            topic_of(i),
+            per_connection,
+            shared.clone(),
+            permits.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    let opened = Instant::now();
+    while shared.subscribed.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed) < n {
+        if opened.elapsed() > Duration::from_secs(300) {
+            bail!("connections still opening after 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let connected = shared.subscribed.load(Ordering::Relaxed);
+    let want = base_subscriptions + connected as u64;
+    let mut server_subscriptions;
+    let waited = Instant::now();
+    loop {
+        server_subscriptions = http.stats().await?.1;
+        if server_subscriptions >= want || waited.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server_subscriptions = server_subscriptions.saturating_sub(base_subscriptions);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_idle = sys::rss_bytes(pid).unwrap_or(0);
+
+    let expected = per_connection * connected as u64;
+    let cpu_before = sys::cpu_ns(pid).unwrap_or(0);
+    let mut cpu_after = cpu_before;
+    if options.scenario != Scenario::Memory {
+        shared.last_progress_ns.store(now_ns(), Ordering::Relaxed);
+        if options.scenario == Scenario::Filtered {
+            for i in 0..n {
+                http.publish(&topic_of(i), options.events, options.payload_bytes, options.interval_us).await?;
+            }
+        } else {
+            http.publish("a", options.events, options.payload_bytes, options.interval_us).await?;
+        }
+        let idle = options.idle_timeout + Duration::from_micros(options.interval_us);
+        loop {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if shared.delivered.load(Ordering::Relaxed) >= expected {
+                break;
+            }
+            let quiet = now_ns().saturating_sub(shared.last_progress_ns.load(Ordering::Relaxed));
+            if quiet > u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX) {
+                break;
+            }
+        }
+        cpu_after = sys::cpu_ns(pid).unwrap_or(cpu_before);
+    }
+    let _ = stop_tx.send(true);
+    let mut results = Vec::with_capacity(n);
+    for task in tasks {
+        results.push(task.await.unwrap_or_default());
+    }
+    drop(server);
+
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
+    let mut report = Report {
+        label: options.label.clone(),
+        scenario: format!("{:?}", options.scenario).to_lowercase(),
+        connections: n,
+        connected,
+        connect_errors: shared.failed.load(Ordering::Relaxed),
+        server_subscriptions,
+        events: options.events,
+        interval_us: options.interval_us,
+        payload_bytes: options.payload_bytes,
+        expected,
+        rss_before_bytes: rss_before,
+        rss_idle_bytes: rss_idle,
+        rss_per_connection_bytes: if connected > 0 { rss_idle.saturating_sub(rss_before) as f64 / connected as f64 } else { 0.0 },
+        cpu_tick_ms: 1000.0 / sys::clock_ticks_per_second() as f64,
+        ..Report::default()
+    };
+    let mut first_sent = u64::MAX;
+    let mut last_receipt = 0;
+    for result in &results {
+        report.delivered += result.distinct;
+        report.out_of_order += result.out_of_order;
+        report.duplicates += result.duplicates;
+        report.ended_early += u64::from(result.ended_early);
+        first_sent = first_sent.min(result.first_sent_ns);
+        last_receipt = last_receipt.max(result.last_receipt_ns);
+        for latency in &result.latencies_ns {
+            histogram.saturating_record((latency / 1000).max(1));
+        }
+    }
+    report.lost = expected.saturating_sub(report.delivered);
+    if report.delivered > 0 && last_receipt > first_sent {
+        report.duration_s = (last_receipt - first_sent) as f64 / 1e9;
+        report.deliveries_per_sec = report.delivered as f64 / report.duration_s;
+    }
+    if !histogram.is_empty() {
+        report.latency = Latency {
+            p50_us: histogram.value_at_quantile(0.5) as f64,
+            p90_us: histogram.value_at_quantile(0.9) as f64,
+            p99_us: histogram.value_at_quantile(0.99) as f64,
+            p999_us: histogram.value_at_quantile(0.999) as f64,
+            max_us: histogram.max() as f64,
+            mean_us: histogram.mean(),
+            distribution: distribution(&histogram),
+        };
+    }
+    report.server_cpu_ms = cpu_after.saturating_sub(cpu_before) as f64 / 1e6;
+    if report.delivered > 0 {
+        report.server_cpu_per_delivery_us = report.server_cpu_ms * 1000.0 / report.delivered as f64;
+    }
+    Ok(report)
+}
+
+/// Percentile points spaced evenly on the "nines" scale (50, 90, 99, 99.9, ...).
+fn distribution(histogram: &Histogram<u64>) -> Vec<(f64, f64)> {
+    let mut points = Vec::new();
+    let mut nines = 0.0_f64;
+    while nines <= 4.0 + 1e-9 {
+        let quantile = 1.0 - 10f64.powf(-nines);
+        points.push((quantile * 100.0, histogram.value_at_quantile(quantile) as f64));
+        nines += 0.125;
+    }
+    points.push((100.0, histogram.max() as f64));
+    points
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spreads_source_addresses_past_the_port_range() {
+        assert_eq!(source_ip(5, 10_000), None);
+        assert_eq!(source_ip(0, 50_000), Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1))));
+        assert_eq!(source_ip(20_000, 50_000), Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))));
+        assert_eq!(source_ip(49_999, 50_000), Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3))));
+    }
+
+    #[test]
+    fn subscribes_to_the_contract_field() {
+        let frame: serde_json::Value = serde_json::from_str(&subscribe_frame("t7")).unwrap();
+        assert_eq!(frame["type"], "subscribe");
+        assert_eq!(frame["payload"]["query"], "subscription { ticks(topic: \"t7\") { seq sentAtNs payload } }");
+    }
+}
