@@ -83,11 +83,6 @@ impl Group {
         stats.frames_queued(delivered);
         delivered
     }
-
-    #[cfg(test)]
-    pub(crate) fn subscriber_count(&self) -> usize {
-        self.subscribers.lock().len()
-    }
 }
 
 /// Everything needed to register one subscription.

@@ -11,7 +11,11 @@ use subs_core::{Engine, EngineConfig, SlowConsumerPolicy, messages};
 
 fn engine_with(policy: SlowConsumerPolicy) -> Engine {
     builder()
-        .config(EngineConfig { outbound_queue_capacity: 8, slow_consumer_policy: policy, ..EngineConfig::default() })
+        .config(EngineConfig {
+            outbound_queue_capacity: 8,
+            slow_consumer_policy: policy,
+            ..EngineConfig::default()
+        })
         .build()
         .unwrap()
 }
@@ -19,26 +23,46 @@ fn engine_with(policy: SlowConsumerPolicy) -> Engine {
 async fn subscribed(engine: &Engine) -> Client {
     let mut client = Client::new(engine);
     client.init().await;
-    client.subscribe("s", "subscription { serviceUpdated { name } }", json!({})).await;
+    client
+        .subscribe("s", "subscription { serviceUpdated { name } }", json!({}))
+        .await;
     client
 }
 
 fn names(frames: &[Value]) -> Vec<String> {
-    nexts(frames, "s").iter().map(|p| p["data"]["serviceUpdated"]["name"].as_str().unwrap().to_owned()).collect()
+    nexts(frames, "s")
+        .iter()
+        .map(|p| {
+            p["data"]["serviceUpdated"]["name"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
 }
 
 /// Publishes 100 events; `fast` reads each one before the next is published.
 async fn publish_100(engine: &Engine, fast: &mut Client) {
     for i in 0..100 {
-        engine.publish("serviceUpdated", service("1", &i.to_string())).await.unwrap();
+        engine
+            .publish("serviceUpdated", service("1", &i.to_string()))
+            .await
+            .unwrap();
         let frames = fast.recv_n(1).await;
-        assert_eq!(names(&frames), vec![i.to_string()], "the fast session gets every event at once");
+        assert_eq!(
+            names(&frames),
+            vec![i.to_string()],
+            "the fast session gets every event at once"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_policy_is_close() {
-    assert_eq!(EngineConfig::default().slow_consumer_policy, SlowConsumerPolicy::Close);
+    assert_eq!(
+        EngineConfig::default().slow_consumer_policy,
+        SlowConsumerPolicy::Close
+    );
     assert_eq!(SlowConsumerPolicy::default(), SlowConsumerPolicy::Close);
 }
 
@@ -52,7 +76,11 @@ async fn slow_consumer_is_closed_and_others_are_unaffected() {
     // The slow session's writer finally runs: what was queued, then the close.
     let frames = slow.recv_for(Duration::from_millis(20)).await;
     assert!(slow.is_closed());
-    assert!(frames.len() <= 8, "never more than the queue's capacity: {}", frames.len());
+    assert!(
+        frames.len() <= 8,
+        "never more than the queue's capacity: {}",
+        frames.len()
+    );
     let (code, reason) = slow.expect_close();
     assert_eq!(code, messages::SLOW_CONSUMER_CLOSE_CODE);
     assert_eq!(reason, messages::SLOW_CONSUMER_CLOSE_REASON);
@@ -61,7 +89,10 @@ async fn slow_consumer_is_closed_and_others_are_unaffected() {
     assert!(stats.frames_dropped >= 92, "{stats:?}");
     // The closed session holds no registration; the fast one goes on.
     assert_eq!(stats.subscriptions, 1);
-    engine.publish("serviceUpdated", service("1", "after")).await.unwrap();
+    engine
+        .publish("serviceUpdated", service("1", "after"))
+        .await
+        .unwrap();
     assert_eq!(names(&fast.recv_n(1).await), vec!["after".to_owned()]);
     drop((slow, fast));
     assert!(engine.registry_is_empty());
@@ -83,7 +114,10 @@ async fn drop_oldest_keeps_the_newest_and_counts_drops() {
     assert_eq!(stats.frames_dropped, 92, "{stats:?}");
     assert_eq!(stats.slow_consumer_closes, 0);
     // Still subscribed and delivering.
-    engine.publish("serviceUpdated", service("1", "next")).await.unwrap();
+    engine
+        .publish("serviceUpdated", service("1", "next"))
+        .await
+        .unwrap();
     assert_eq!(names(&slow.recv_n(1).await), vec!["next".to_owned()]);
 }
 
@@ -96,17 +130,27 @@ async fn stream_sources_are_paced_by_the_reader_not_closed() {
             "countdown",
             subs_core::FieldBinding::stream(|context: subs_core::ResolveContext| {
                 let from = context.arguments["from"].as_i64().unwrap();
-                Box::pin(futures_util::stream::iter((0..=from).rev().map(|n| Ok(json!(n))))) as _
+                Box::pin(futures_util::stream::iter(
+                    (0..=from).rev().map(|n| Ok(json!(n))),
+                )) as _
             }),
         )
-        .config(EngineConfig { outbound_queue_capacity: 8, ..EngineConfig::default() })
+        .config(EngineConfig {
+            outbound_queue_capacity: 8,
+            ..EngineConfig::default()
+        })
         .build()
         .unwrap();
     let mut client = Client::new(&engine);
     client.init().await;
-    client.subscribe("c", "subscription { countdown(from: 99) }", json!({})).await;
+    client
+        .subscribe("c", "subscription { countdown(from: 99) }", json!({}))
+        .await;
     let frames = client.recv_n(101).await;
     assert_eq!(nexts(&frames, "c").len(), 100);
-    assert_eq!(frames.last().unwrap(), &json!({"type": "complete", "id": "c"}));
+    assert_eq!(
+        frames.last().unwrap(),
+        &json!({"type": "complete", "id": "c"})
+    );
     assert!(!client.is_closed());
 }

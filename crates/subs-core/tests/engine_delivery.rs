@@ -286,7 +286,7 @@ async fn a_thousand_events_arrive_in_publish_order_to_every_subscriber() {
     let engine = builder()
         .resolver("newServiceRequest", |context: ResolveContext| async move {
             // Resolvers that yield must not reorder a group's events.
-            if context.event["id"].as_u64().unwrap_or(0) % 7 == 0 {
+            if context.event["id"].as_u64().unwrap_or(0).is_multiple_of(7) {
                 tokio::task::yield_now().await;
             }
             Ok::<_, ResolverError>((*context.event).clone())
@@ -515,27 +515,40 @@ async fn extra_predicate_filters_after_the_index() {
     let engine = builder()
         .bind(
             "serviceUpdated",
-            FieldBinding::default_topic().argument("serviceId", "id").predicate(|event, _arguments| event["status"] == "DOWN"),
+            FieldBinding::default_topic()
+                .argument("serviceId", "id")
+                .predicate(|event, _arguments| event["status"] == "DOWN"),
         )
         .build()
         .unwrap();
     let mut client = Client::new(&engine);
     client.init().await;
-    client.subscribe("s", SERVICE_QUERY, json!({"id": "1"})).await;
+    client
+        .subscribe("s", SERVICE_QUERY, json!({"id": "1"}))
+        .await;
     let mut down = service("1", "down");
     down["status"] = json!("DOWN");
-    engine.publish("serviceUpdated", service("1", "up")).await.unwrap();
+    engine
+        .publish("serviceUpdated", service("1", "up"))
+        .await
+        .unwrap();
     engine.publish("serviceUpdated", down).await.unwrap();
     let mut frames = client.recv_n(1).await;
     frames.extend(client.recv_for(std::time::Duration::from_millis(30)).await);
-    let got: Vec<Value> = nexts(&frames, "s").iter().map(|p| p["data"]["serviceUpdated"]["name"].clone()).collect();
+    let got: Vec<Value> = nexts(&frames, "s")
+        .iter()
+        .map(|p| p["data"]["serviceUpdated"]["name"].clone())
+        .collect();
     assert_eq!(got, vec![json!("down")]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_resolver_does_not_stop_delivery() {
     let engine = builder()
-        .config(subs_core::EngineConfig { dispatch_shards: 1, ..subs_core::EngineConfig::default() })
+        .config(subs_core::EngineConfig {
+            dispatch_shards: 1,
+            ..subs_core::EngineConfig::default()
+        })
         .bind(
             "serviceUpdated",
             FieldBinding::default_topic().predicate(|event, _| {
@@ -551,21 +564,40 @@ async fn a_panicking_resolver_does_not_stop_delivery() {
         .unwrap();
     let mut client = Client::new(&engine);
     client.init().await;
-    client.subscribe("r", "subscription { newServiceRequest { id } }", json!({})).await;
-    client.subscribe("s", "subscription { serviceUpdated { name } }", json!({})).await;
-    engine.publish("newServiceRequest", json!({"id": 1, "boom": true})).await.unwrap();
-    engine.publish("newServiceRequest", json!({"id": 2})).await.unwrap();
+    client
+        .subscribe("r", "subscription { newServiceRequest { id } }", json!({}))
+        .await;
+    client
+        .subscribe("s", "subscription { serviceUpdated { name } }", json!({}))
+        .await;
+    engine
+        .publish("newServiceRequest", json!({"id": 1, "boom": true}))
+        .await
+        .unwrap();
+    engine
+        .publish("newServiceRequest", json!({"id": 2}))
+        .await
+        .unwrap();
     let mut bad = service("1", "lost");
     bad["boom"] = json!(true);
     engine.publish("serviceUpdated", bad).await.unwrap(); // a panicking predicate loses only this event
-    engine.publish("serviceUpdated", service("1", "other topic")).await.unwrap();
+    engine
+        .publish("serviceUpdated", service("1", "other topic"))
+        .await
+        .unwrap();
     let frames = client.recv_n(3).await;
     let r = nexts(&frames, "r");
     assert_eq!(r.len(), 2, "{frames:?}");
     assert_eq!(r[0]["data"], Value::Null);
-    assert_eq!(r[0]["errors"][0]["message"], subs_core::messages::RESOLVER_PANICKED);
+    assert_eq!(
+        r[0]["errors"][0]["message"],
+        subs_core::messages::RESOLVER_PANICKED
+    );
     assert!(!r[0].to_string().contains("boom"));
     assert_eq!(r[1], json!({"data": {"newServiceRequest": {"id": "2"}}}));
-    assert_eq!(nexts(&frames, "s"), vec![json!({"data": {"serviceUpdated": {"name": "other topic"}}})]);
+    assert_eq!(
+        nexts(&frames, "s"),
+        vec![json!({"data": {"serviceUpdated": {"name": "other topic"}}})]
+    );
     assert_eq!(engine.stats().resolver_errors, 1);
 }

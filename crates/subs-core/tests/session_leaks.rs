@@ -18,7 +18,9 @@ fn engine_with_streams() -> Engine {
             "countdown",
             FieldBinding::stream(|context: ResolveContext| {
                 let from = context.arguments["from"].as_i64().unwrap();
-                Box::pin(futures_util::stream::iter((0..=from).rev().map(|n| Ok(json!(n))))) as _
+                Box::pin(futures_util::stream::iter(
+                    (0..=from).rev().map(|n| Ok(json!(n))),
+                )) as _
             }),
         )
         .bind(
@@ -39,7 +41,11 @@ async fn two_hundred_sessions_in_every_state_leave_nothing_behind() {
     let engine = engine_with_streams();
     let mut clients = Vec::new();
     for i in 0..200usize {
-        let protocol = if i % 2 == 0 { Protocol::GraphqlTransportWs } else { Protocol::GraphqlWs };
+        let protocol = if i % 2 == 0 {
+            Protocol::GraphqlTransportWs
+        } else {
+            Protocol::GraphqlWs
+        };
         let mut client = Client::with_protocol(&engine, protocol);
         let state = i % 7;
         if state > 0 {
@@ -47,12 +53,24 @@ async fn two_hundred_sessions_in_every_state_leave_nothing_behind() {
         }
         if state >= 2 {
             let id = (i % 4).to_string();
-            client.subscribe("a", SERVICE_QUERY, json!({"id": if i % 5 == 0 { Value::Null } else { json!(id) }})).await;
-            client.subscribe("b", "subscription { newServiceRequest { id } }", json!({})).await;
+            client
+                .subscribe(
+                    "a",
+                    SERVICE_QUERY,
+                    json!({"id": if i % 5 == 0 { Value::Null } else { json!(id) }}),
+                )
+                .await;
+            client
+                .subscribe("b", "subscription { newServiceRequest { id } }", json!({}))
+                .await;
         }
         if state == 3 {
-            client.subscribe("c", "subscription { ticks }", json!({})).await;
-            client.subscribe("d", "subscription { countdown(from: 2) }", json!({})).await;
+            client
+                .subscribe("c", "subscription { ticks }", json!({}))
+                .await;
+            client
+                .subscribe("d", "subscription { countdown(from: 2) }", json!({}))
+                .await;
         }
         if state == 4 {
             client.complete("a").await;
@@ -65,7 +83,9 @@ async fn two_hundred_sessions_in_every_state_leave_nothing_behind() {
             }
         }
         if state == 6 {
-            client.subscribe("b", "subscription { newServiceRequest { id } }", json!({})).await; // duplicate id: 4409 on the modern protocol
+            client
+                .subscribe("b", "subscription { newServiceRequest { id } }", json!({}))
+                .await; // duplicate id: 4409 on the modern protocol
         }
         clients.push(client);
     }
@@ -73,8 +93,14 @@ async fn two_hundred_sessions_in_every_state_leave_nothing_behind() {
     assert_eq!(stats.connections, 200);
     assert!(stats.subscriptions > 100 && stats.groups > 3, "{stats:?}");
     for i in 0..20 {
-        engine.publish("serviceUpdated", service((i % 4).to_string(), "x")).await.unwrap();
-        engine.publish("newServiceRequest", json!({"id": i})).await.unwrap();
+        engine
+            .publish("serviceUpdated", service((i % 4).to_string(), "x"))
+            .await
+            .unwrap();
+        engine
+            .publish("newServiceRequest", json!({"id": i}))
+            .await
+            .unwrap();
     }
     // Some sessions read, others leave their queues full.
     for client in clients.iter_mut().step_by(3) {
@@ -82,23 +108,46 @@ async fn two_hundred_sessions_in_every_state_leave_nothing_behind() {
     }
     drop(clients);
     let stats = engine.stats();
-    assert_eq!((stats.connections, stats.subscriptions, stats.groups), (0, 0, 0), "{stats:?}");
+    assert_eq!(
+        (stats.connections, stats.subscriptions, stats.groups),
+        (0, 0, 0),
+        "{stats:?}"
+    );
     assert!(engine.registry_is_empty());
     // The engine still works afterwards.
     let mut client = Client::new(&engine);
     client.init().await;
-    client.subscribe("a", SERVICE_QUERY, json!({"id": "1"})).await;
-    engine.publish("serviceUpdated", service("1", "alive")).await.unwrap();
+    client
+        .subscribe("a", SERVICE_QUERY, json!({"id": "1"}))
+        .await;
+    engine
+        .publish("serviceUpdated", service("1", "alive"))
+        .await
+        .unwrap();
     assert_eq!(nexts(&client.recv_n(1).await, "a").len(), 1);
 }
 
 #[derive(Debug, Clone)]
 enum Op {
-    Subscribe { session: usize, id: u8, filter: Option<u8> },
-    Complete { session: usize, id: u8 },
-    Publish { service: u8, numeric: bool },
-    Flush { session: usize },
-    Drop { session: usize },
+    Subscribe {
+        session: usize,
+        id: u8,
+        filter: Option<u8>,
+    },
+    Complete {
+        session: usize,
+        id: u8,
+    },
+    Publish {
+        service: u8,
+        numeric: bool,
+    },
+    Flush {
+        session: usize,
+    },
+    Drop {
+        session: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -121,16 +170,25 @@ struct Model {
 async fn check(client: &mut Client, model: &mut Model) -> Result<(), TestCaseError> {
     let frames = client.flush();
     for frame in &frames {
-        prop_assert!(frame["type"] == "next" || frame["type"] == "data", "unexpected {frame}");
+        prop_assert!(
+            frame["type"] == "next" || frame["type"] == "data",
+            "unexpected {frame}"
+        );
         let id: u8 = frame["id"].as_str().unwrap().parse().unwrap();
         let Some((filter, expected)) = model.active.get_mut(&id) else {
-            return Err(TestCaseError::fail(format!("delivery to inactive subscription {id}: {frame}")));
+            return Err(TestCaseError::fail(format!(
+                "delivery to inactive subscription {id}: {frame}"
+            )));
         };
         let service = &frame["payload"]["data"]["serviceUpdated"];
         if let Some(filter) = filter {
             prop_assert_eq!(service["id"].as_str().unwrap(), filter.to_string());
         }
-        prop_assert!(!expected.is_empty(), "more deliveries than matching events: {}", frame);
+        prop_assert!(
+            !expected.is_empty(),
+            "more deliveries than matching events: {}",
+            frame
+        );
         let want = expected.remove(0);
         prop_assert_eq!(service, &want);
     }
@@ -142,7 +200,14 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut clients: Vec<Client> = Vec::new();
     let mut models: Vec<Model> = Vec::new();
     for i in 0..3 {
-        let mut client = Client::with_protocol(&engine, if i == 2 { Protocol::GraphqlWs } else { Protocol::GraphqlTransportWs });
+        let mut client = Client::with_protocol(
+            &engine,
+            if i == 2 {
+                Protocol::GraphqlWs
+            } else {
+                Protocol::GraphqlTransportWs
+            },
+        );
         client.init().await;
         let _ = client.ready();
         clients.push(client);
@@ -150,12 +215,22 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     }
     for (n, op) in ops.into_iter().enumerate() {
         match op {
-            Op::Subscribe { session, id, filter } => {
+            Op::Subscribe {
+                session,
+                id,
+                filter,
+            } => {
                 if models[session].active.contains_key(&id) {
                     continue;
                 }
                 let variables = json!({"id": filter.map(|f| f.to_string())});
-                clients[session].subscribe(&id.to_string(), "subscription($id: ID) { serviceUpdated(serviceId: $id) { id name } }", variables).await;
+                clients[session]
+                    .subscribe(
+                        &id.to_string(),
+                        "subscription($id: ID) { serviceUpdated(serviceId: $id) { id name } }",
+                        variables,
+                    )
+                    .await;
                 prop_assert!(clients[session].ready().is_empty());
                 models[session].active.insert(id, (filter, Vec::new()));
             }
@@ -166,10 +241,16 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let _ = clients[session].ready();
             }
             Op::Publish { service, numeric } => {
-                let id = if numeric { json!(service) } else { json!(service.to_string()) };
+                let id = if numeric {
+                    json!(service)
+                } else {
+                    json!(service.to_string())
+                };
                 let name = format!("e{n}");
                 // Direct dispatch: deterministic, and returns how many subscribers got it.
-                let queued = engine.dispatch(Event::json("serviceUpdated", common::service(id, &name))).await;
+                let queued = engine
+                    .dispatch(Event::json("serviceUpdated", common::service(id, &name)))
+                    .await;
                 let mut matching = 0;
                 for model in &mut models {
                     for (filter, expected) in model.active.values_mut() {
@@ -200,7 +281,10 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     drop(clients);
     prop_assert!(engine.registry_is_empty());
     let stats = engine.stats();
-    prop_assert_eq!((stats.connections, stats.subscriptions, stats.groups), (0, 0, 0));
+    prop_assert_eq!(
+        (stats.connections, stats.subscriptions, stats.groups),
+        (0, 0, 0)
+    );
     Ok(())
 }
 

@@ -36,7 +36,10 @@ pub(crate) fn schema() -> Schema {
 
 /// A builder with `serviceUpdated` filtering on the event's `id`.
 pub(crate) fn builder() -> EngineBuilder {
-    Engine::builder(schema()).bind("serviceUpdated", FieldBinding::default_topic().argument("serviceId", "id"))
+    Engine::builder(schema()).bind(
+        "serviceUpdated",
+        FieldBinding::default_topic().argument("serviceId", "id"),
+    )
 }
 
 pub(crate) fn engine() -> Engine {
@@ -59,7 +62,10 @@ impl Client {
     }
 
     pub(crate) fn with_protocol(engine: &Engine, protocol: Protocol) -> Self {
-        Self { session: Session::new(engine, protocol, ConnectionFacts::default(), Instant::now()), raw: VecDeque::new() }
+        Self {
+            session: Session::new(engine, protocol, ConnectionFacts::default(), Instant::now()),
+            raw: VecDeque::new(),
+        }
     }
 
     fn collect(&mut self) {
@@ -84,14 +90,13 @@ impl Client {
     }
 
     pub(crate) async fn init_with(&mut self, payload: Value) -> Value {
-        let init = match self.session.protocol() {
-            Protocol::GraphqlTransportWs => "connection_init",
-            Protocol::GraphqlWs => "connection_init",
-        };
-        self.send(json!({"type": init, "payload": payload})).await;
-        let frames = self.ready();
-        let ack = frames.into_iter().find(|f| f["type"] == "connection_ack").expect("connection_ack");
-        ack
+        // Both protocols open with `connection_init`.
+        self.send(json!({"type": "connection_init", "payload": payload}))
+            .await;
+        self.ready()
+            .into_iter()
+            .find(|f| f["type"] == "connection_ack")
+            .expect("connection_ack")
     }
 
     pub(crate) async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
@@ -99,7 +104,10 @@ impl Client {
             Protocol::GraphqlTransportWs => "subscribe",
             Protocol::GraphqlWs => "start",
         };
-        self.send(json!({"type": kind, "id": id, "payload": {"query": query, "variables": variables}})).await;
+        self.send(
+            json!({"type": kind, "id": id, "payload": {"query": query, "variables": variables}}),
+        )
+        .await;
     }
 
     pub(crate) async fn complete(&mut self, id: &str) {
@@ -128,17 +136,29 @@ impl Client {
 
     /// Waits (up to `WAIT`) for at least one frame, then returns all frames available.
     pub(crate) async fn recv_frames(&mut self) -> Vec<Value> {
-        self.recv_raw(1, WAIT).await.iter().map(|f| parse(f)).collect()
+        self.recv_raw(1, WAIT)
+            .await
+            .iter()
+            .map(|f| parse(f))
+            .collect()
     }
 
     /// Waits until `n` frames arrived or the deadline passed; returns what came.
     pub(crate) async fn recv_n(&mut self, n: usize) -> Vec<Value> {
-        self.recv_raw(n, WAIT).await.iter().map(|f| parse(f)).collect()
+        self.recv_raw(n, WAIT)
+            .await
+            .iter()
+            .map(|f| parse(f))
+            .collect()
     }
 
     /// Everything that arrives within `window` (for asserting that nothing comes).
     pub(crate) async fn recv_for(&mut self, window: Duration) -> Vec<Value> {
-        self.recv_raw(usize::MAX, window).await.iter().map(|f| parse(f)).collect()
+        self.recv_raw(usize::MAX, window)
+            .await
+            .iter()
+            .map(|f| parse(f))
+            .collect()
     }
 
     pub(crate) async fn recv_raw(&mut self, n: usize, within: Duration) -> Vec<String> {
@@ -205,4 +225,5 @@ pub(crate) async fn eventually(mut condition: impl FnMut() -> bool) -> bool {
     }
 }
 
-pub(crate) const SERVICE_QUERY: &str = "subscription($id: ID) { serviceUpdated(serviceId: $id) { id name status owner { name } } }";
+pub(crate) const SERVICE_QUERY: &str =
+    "subscription($id: ID) { serviceUpdated(serviceId: $id) { id name status owner { name } } }";
