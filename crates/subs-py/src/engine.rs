@@ -1,0 +1,327 @@
+//! `subs._native.Engine`: the subs-core engine, built inside the extension's
+//! runtime, with Python hooks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use pyo3_async_runtimes::TaskLocals;
+use subs_core::graphql::Schema;
+use subs_core::{Engine, EngineConfig, FieldBinding};
+use subs_security::{Hygiene, SecurityConfig, TenantRule};
+
+use crate::convert::to_value;
+use crate::errors::{SubsError, engine_error};
+use crate::hooks::{PyAuthenticator, PyAuthorizer, PyEventFilter, PyResolver, PyStream};
+use crate::runtime::{block_on, runtime};
+use crate::session::NativeSession;
+use crate::types::Stats;
+
+/// The engine. Build it through `subs.Engine`, which collects the decorators.
+#[pyclass(frozen, module = "subs._native", name = "Engine")]
+#[derive(Debug)]
+pub(crate) struct NativeEngine {
+    pub(crate) engine: Engine,
+    pub(crate) locals: TaskLocals,
+}
+
+fn field_binding(
+    binding: &Bound<'_, PyDict>,
+    locals: &TaskLocals,
+) -> PyResult<(String, FieldBinding)> {
+    let field: String = binding
+        .get_item("field")?
+        .ok_or_else(|| PyValueError::new_err("binding without `field`"))?
+        .extract()?;
+    let topic: Option<String> = match binding.get_item("topic")? {
+        Some(t) if !t.is_none() => Some(t.extract()?),
+        _ => None,
+    };
+    let stream = binding.get_item("stream")?.filter(|s| !s.is_none());
+    let mut result = match (&stream, topic) {
+        (Some(open), _) => FieldBinding::stream(PyStream {
+            field: field.clone(),
+            open: open.clone().unbind(),
+            locals: locals.clone(),
+        }),
+        (None, Some(topic)) => FieldBinding::topic(topic),
+        (None, None) => FieldBinding::default_topic(),
+    };
+    if let Some(filters) = binding.get_item("filters")?.filter(|f| !f.is_none()) {
+        let filters = filters.cast::<PyDict>().map_err(PyErr::from)?;
+        for (argument, path) in filters.iter() {
+            let argument: String = argument.extract()?;
+            let path: String = path.extract()?;
+            result = result.argument(&argument, &path);
+        }
+    }
+    if let Some(resolver) = binding.get_item("resolver")?.filter(|r| !r.is_none()) {
+        if stream.is_some() {
+            return Err(PyValueError::new_err(format!(
+                "`{field}`: a stream field takes no resolver"
+            )));
+        }
+        let with_context: bool = binding
+            .get_item("with_context")?
+            .map_or(Ok(true), |w| w.extract())?;
+        result = result.resolver(PyResolver {
+            field: field.clone(),
+            function: resolver.unbind(),
+            with_context,
+            locals: locals.clone(),
+        });
+    }
+    Ok((field, result))
+}
+
+#[pymethods]
+impl NativeEngine {
+    /// See `subs.Engine` for the meaning of each argument.
+    #[new]
+    #[pyo3(signature = (
+        schema, bindings, event_loop, *, on_connect = None, authorize = None,
+        event_filter = None, event_filter_scope = None, tenant_field = None,
+        deliver_untagged_to_tenants = false, init_timeout_ms = None,
+        max_frame_bytes = None, outbound_queue_capacity = None, keepalive_ms = None
+    ))]
+    #[allow(clippy::too_many_arguments)] // a Python constructor with keyword arguments
+    fn new(
+        py: Python<'_>,
+        schema: &str,
+        bindings: Vec<Bound<'_, PyDict>>,
+        event_loop: Bound<'_, PyAny>,
+        on_connect: Option<Bound<'_, PyAny>>,
+        authorize: Option<Bound<'_, PyAny>>,
+        event_filter: Option<Bound<'_, PyAny>>,
+        event_filter_scope: Option<Bound<'_, PyAny>>,
+        tenant_field: Option<String>,
+        deliver_untagged_to_tenants: bool,
+        init_timeout_ms: Option<u64>,
+        max_frame_bytes: Option<usize>,
+        outbound_queue_capacity: Option<usize>,
+        keepalive_ms: Option<u64>,
+    ) -> PyResult<Self> {
+        crate::logging::install();
+        let locals = TaskLocals::new(event_loop).copy_context(py)?;
+        let schema = Schema::parse(schema).map_err(|e| engine_error(&e))?;
+        let mut builder = Engine::builder(schema);
+        for binding in &bindings {
+            let (field, binding) = field_binding(binding, &locals)?;
+            builder = builder.bind(field, binding);
+        }
+        let mut security = SecurityConfig::builder();
+        let mut hygiene = Hygiene::default();
+        if let Some(ms) = init_timeout_ms {
+            hygiene = hygiene.init_timeout(Duration::from_millis(ms));
+        }
+        if let Some(max) = max_frame_bytes {
+            hygiene = hygiene.max_frame_bytes(max);
+        }
+        security = security.hygiene(hygiene);
+        if let Some(authorize) = authorize {
+            security = security.authorizer(PyAuthorizer {
+                function: authorize.unbind(),
+            });
+        }
+        if let Some(allows) = event_filter {
+            security = security.event_filter(PyEventFilter {
+                allows: allows.unbind(),
+                scope: event_filter_scope.map(Bound::unbind),
+            });
+        } else if event_filter_scope.is_some() {
+            return Err(PyTypeError::new_err(
+                "event_filter_scope needs an event_filter",
+            ));
+        }
+        if let Some(field) = tenant_field {
+            let rule = TenantRule::new()
+                .event_field(&field)
+                .map_err(|e| PyValueError::new_err(e.to_string()))?
+                .deliver_untagged_to_tenants(deliver_untagged_to_tenants);
+            security = security.tenant_rule(rule);
+        }
+        let security = security
+            .build()
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        builder = builder.security(security);
+        if let Some(on_connect) = on_connect {
+            builder = builder.authenticator(PyAuthenticator {
+                function: on_connect.unbind(),
+                locals: locals.clone(),
+            });
+        }
+        let mut config = EngineConfig::default();
+        if let Some(capacity) = outbound_queue_capacity {
+            config.outbound_queue_capacity = capacity.max(1);
+        }
+        if let Some(ms) = keepalive_ms {
+            config.protocol.keepalive_interval = (ms > 0).then(|| Duration::from_millis(ms));
+        }
+        builder = builder.config(config);
+        let engine = {
+            let _entered = runtime().enter();
+            builder.build().map_err(|e| engine_error(&e))?
+        };
+        Ok(Self { engine, locals })
+    }
+
+    /// `await engine.publish(topic, payload)`: converts now, queues without the GIL.
+    fn publish<'py>(
+        &self,
+        py: Python<'py>,
+        topic: String,
+        payload: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let value = to_value(payload, "payload")?;
+        let engine = self.engine.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            engine
+                .publish(&topic, value)
+                .await
+                .map_err(|e| engine_error(&e))
+        })
+    }
+
+    /// Publishes from synchronous code (any thread); blocks, without the GIL,
+    /// only while the dispatcher's queue is full.
+    fn publish_sync(
+        &self,
+        py: Python<'_>,
+        topic: &str,
+        payload: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let value = to_value(payload, "payload")?;
+        let engine = self.engine.clone();
+        block_on(py, async move { engine.publish(topic, value).await })
+            .map_err(|e| engine_error(&e))
+    }
+
+    /// Publishes already-serialized JSON (`str` or `bytes`); parsed once, at dispatch.
+    fn publish_json_sync(
+        &self,
+        py: Python<'_>,
+        topic: &str,
+        payload: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let bytes: Vec<u8> = if let Ok(text) = payload.extract::<String>() {
+            text.into_bytes()
+        } else {
+            payload.extract()?
+        };
+        let engine = self.engine.clone();
+        block_on(py, async move { engine.publish_bytes(topic, bytes).await })
+            .map_err(|e| engine_error(&e))
+    }
+
+    /// Opens a session for a connection that offered `subprotocols`.
+    /// Raises `Reject(reason, code)` when the upgrade is refused (origin,
+    /// connections per address); a session without an acceptable
+    /// sub-protocol closes with 4406 at once.
+    #[pyo3(signature = (subprotocols, headers = None, peer = None))]
+    fn session(
+        &self,
+        subprotocols: Vec<String>,
+        headers: Option<Vec<(String, String)>>,
+        peer: Option<&str>,
+    ) -> PyResult<NativeSession> {
+        NativeSession::open(
+            &self.engine,
+            &subprotocols,
+            headers.unwrap_or_default(),
+            peer,
+        )
+    }
+
+    /// Starts the native WebSocket server (subs-adapters) on the extension's
+    /// threads and returns its handle once it accepts connections.
+    #[pyo3(signature = (host, port, path = "/graphql".to_owned(), http_handler = None))]
+    fn serve(
+        &self,
+        py: Python<'_>,
+        host: &str,
+        port: u16,
+        path: String,
+        http_handler: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<crate::server::NativeServer> {
+        let handler = http_handler.map(|f| crate::hooks::PyHttpHandler {
+            function: f.unbind(),
+            locals: self.locals.clone(),
+        });
+        crate::server::NativeServer::start(py, &self.engine, host, port, path, handler)
+    }
+
+    /// A snapshot of the counters.
+    fn stats(&self) -> Stats {
+        Stats::new(
+            self.engine.stats(),
+            self.engine.security_stats().total_rejected(),
+        )
+    }
+
+    /// Whether the registry is empty (no subscription left anywhere).
+    fn registry_is_empty(&self) -> bool {
+        self.engine.registry_is_empty()
+    }
+
+    /// The names of the root fields of `Subscription`.
+    fn subscription_fields(&self) -> Vec<String> {
+        self.engine.schema().subscription_field_names()
+    }
+
+    /// The arguments of a root field of `Subscription` (`None` if no such field).
+    fn subscription_arguments(&self, field: &str) -> Option<Vec<String>> {
+        self.engine.schema().subscription_field_arguments(field)
+    }
+}
+
+/// Checks an SDL and returns `(field, arguments)` for each root field of
+/// `Subscription`, so decorators can be checked before the engine starts.
+#[pyfunction]
+pub(crate) fn inspect_schema<'py>(
+    py: Python<'py>,
+    sdl: &str,
+) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+    let schema = Schema::parse(sdl).map_err(|e| SubsError::new_err(e.to_string()))?;
+    schema
+        .subscription_field_names()
+        .into_iter()
+        .map(|name| {
+            let arguments = schema
+                .subscription_field_arguments(&name)
+                .unwrap_or_default();
+            PyTuple::new(
+                py,
+                [
+                    name.into_pyobject(py)?.into_any(),
+                    arguments.into_pyobject(py)?,
+                ],
+            )
+        })
+        .collect()
+}
+
+/// Converts a Python value to JSON text with the engine's mapping (errors
+/// name the path under `root`).
+#[pyfunction]
+#[pyo3(signature = (value, root = "value"))]
+pub(crate) fn to_json(value: &Bound<'_, PyAny>, root: &str) -> PyResult<String> {
+    let value = to_value(value, root)?;
+    serde_json::to_string(&value).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// Parses JSON text into Python values with the engine's mapping.
+#[pyfunction]
+pub(crate) fn from_json<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    crate::convert::to_python(py, &value)
+}
+
+#[allow(dead_code)] // asserted at compile time only
+fn assert_send_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<NativeEngine>();
+    check::<Arc<NativeEngine>>();
+}

@@ -1,0 +1,256 @@
+//! `subs._native.Session`: one connection driven by Python (ASGI or a custom
+//! server). A tokio task owns the subs-core `Session`; Python hands it frames
+//! with `receive` and awaits batches of frames to send with `outgoing`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use subs_core::{Engine, Session};
+use tokio::sync::mpsc;
+
+use crate::errors::{Reject, SubsError};
+use crate::runtime::runtime;
+
+/// Client frames waiting for the session task (a client that floods faster
+/// than the engine answers waits in `receive`).
+const INBOUND: usize = 64;
+/// Batches waiting for Python's sender; when Python lags, the session's own
+/// bounded outbound queue fills and its slow-consumer policy applies.
+const OUTBOUND: usize = 2;
+
+enum Inbound {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+enum Outbound {
+    Frames(Vec<String>),
+    Close(u16, String),
+}
+
+/// What `outgoing()` returns: frames to send in order, then an optional
+/// close `(code, reason)`; `None` once the session is over.
+type Batch = Option<(Vec<String>, Option<(u16, String)>)>;
+
+/// One connection. Drive it with `receive`/`receive_bytes` for each client
+/// frame and a loop over `outgoing()`; `close()` (or dropping it) ends the
+/// session and removes every registration.
+#[pyclass(frozen, module = "subs._native", name = "Session")]
+#[derive(Debug)]
+pub(crate) struct NativeSession {
+    inbound: Mutex<Option<mpsc::Sender<Inbound>>>,
+    outbound: Arc<tokio::sync::Mutex<mpsc::Receiver<Outbound>>>,
+    subprotocol: Option<&'static str>,
+    id: u64,
+}
+
+impl std::fmt::Debug for Inbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Inbound")
+    }
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Outbound")
+    }
+}
+
+fn parse_peer(peer: Option<&str>) -> Option<std::net::SocketAddr> {
+    peer.and_then(|p| p.parse().ok())
+}
+
+impl NativeSession {
+    pub(crate) fn open(
+        engine: &Engine,
+        subprotocols: &[String],
+        headers: Vec<(String, String)>,
+        peer: Option<&str>,
+    ) -> PyResult<Self> {
+        let facts = subs_security::ConnectionFacts {
+            headers: headers
+                .into_iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v))
+                .collect(),
+            peer: parse_peer(peer),
+        };
+        let permit = engine.admit(&facts).map_err(|rejection| {
+            let code = rejection
+                .close_code()
+                .unwrap_or(subs_security::messages::CLOSE_FORBIDDEN);
+            Reject::new_err((rejection.message().to_owned(), code))
+        })?;
+        let protocol = subs_protocol::negotiate(subprotocols.iter().map(String::as_str));
+        let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND);
+        let (outbound_tx, outbound_rx) = mpsc::channel(OUTBOUND);
+        let (id, subprotocol) = match protocol {
+            Some(protocol) => {
+                let session = {
+                    let _entered = runtime().enter();
+                    Session::with_permit(engine, protocol, facts, permit, Instant::now())
+                };
+                let id = session.id();
+                runtime().spawn(run(session, inbound_rx, outbound_tx));
+                (id, Some(protocol.name()))
+            }
+            None => {
+                tracing::info!(peer = ?facts.peer, "refused: no acceptable sub-protocol");
+                let close = Outbound::Close(
+                    subs_adapters::messages::SUBPROTOCOL_NOT_ACCEPTABLE_CODE,
+                    subs_adapters::messages::SUBPROTOCOL_NOT_ACCEPTABLE.to_owned(),
+                );
+                outbound_tx
+                    .try_send(close)
+                    .map_err(|_| SubsError::new_err("session channel full"))?;
+                drop(permit);
+                (0, None)
+            }
+        };
+        Ok(Self {
+            inbound: Mutex::new(Some(inbound_tx)),
+            outbound: Arc::new(tokio::sync::Mutex::new(outbound_rx)),
+            subprotocol,
+            id,
+        })
+    }
+
+    fn sender(&self) -> Option<mpsc::Sender<Inbound>> {
+        self.inbound.lock().clone()
+    }
+}
+
+#[pymethods]
+impl NativeSession {
+    /// The negotiated sub-protocol to accept the WebSocket with, or `None`
+    /// (accept without one: the session then closes with 4406).
+    #[getter]
+    fn subprotocol(&self) -> Option<&'static str> {
+        self.subprotocol
+    }
+
+    /// The connection's number within the engine (0 for a refused one).
+    #[getter]
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Hands a text frame to the session (awaits only while 64 frames wait).
+    fn receive<'py>(&self, py: Python<'py>, text: String) -> PyResult<Bound<'py, PyAny>> {
+        self.push(py, Inbound::Text(text))
+    }
+
+    /// Hands a binary frame to the session (the protocol refuses them: 4400).
+    fn receive_bytes<'py>(&self, py: Python<'py>, data: Vec<u8>) -> PyResult<Bound<'py, PyAny>> {
+        self.push(py, Inbound::Binary(data))
+    }
+
+    /// Waits (without the GIL) for frames to send: `(frames, close)`, where
+    /// `close` is `None` or `(code, reason)` to close with after the frames;
+    /// `None` once the session has ended.
+    fn outgoing<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let outbound = self.outbound.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let mut receiver = outbound.lock().await;
+            let batch: Batch = match receiver.recv().await {
+                None => None,
+                Some(Outbound::Close(code, reason)) => Some((Vec::new(), Some((code, reason)))),
+                Some(Outbound::Frames(mut frames)) => {
+                    let mut close = None;
+                    while let Ok(more) = receiver.try_recv() {
+                        match more {
+                            Outbound::Frames(more) => frames.extend(more),
+                            Outbound::Close(code, reason) => {
+                                close = Some((code, reason));
+                                break;
+                            }
+                        }
+                    }
+                    Some((frames, close))
+                }
+            };
+            Ok(batch)
+        })
+    }
+
+    /// Ends the session (the client went away): every registration is removed.
+    fn close(&self) {
+        self.inbound.lock().take();
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inbound.lock().is_none()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Session(id={}, subprotocol={:?})",
+            self.id, self.subprotocol
+        )
+    }
+}
+
+impl NativeSession {
+    fn push<'py>(&self, py: Python<'py>, frame: Inbound) -> PyResult<Bound<'py, PyAny>> {
+        let sender = self.sender();
+        let frame = match sender.as_ref().map(|s| s.try_send(frame)) {
+            // Queued at once: the common case costs no task.
+            Some(Ok(())) | None => None,
+            Some(Err(mpsc::error::TrySendError::Closed(_))) => None,
+            Some(Err(mpsc::error::TrySendError::Full(frame))) => Some(frame),
+        };
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            if let (Some(sender), Some(frame)) = (sender, frame) {
+                let _ = sender.send(frame).await;
+            }
+            Ok(())
+        })
+    }
+}
+
+async fn run(
+    mut session: Session,
+    mut inbound: mpsc::Receiver<Inbound>,
+    outbound: mpsc::Sender<Outbound>,
+) {
+    loop {
+        let mut frames = Vec::new();
+        while let Some(frame) = session.poll_transmit() {
+            frames.push(frame);
+        }
+        if !frames.is_empty() && outbound.send(Outbound::Frames(frames)).await.is_err() {
+            break;
+        }
+        if let Some(close) = session.poll_close() {
+            let _ = outbound
+                .send(Outbound::Close(close.code, close.reason.into_owned()))
+                .await;
+            break;
+        }
+        let deadline = session.poll_timeout();
+        tokio::select! {
+            biased;
+            () = session.outbound_ready() => {
+                session.flush_outbound();
+            }
+            frame = inbound.recv() => match frame {
+                Some(Inbound::Text(text)) => session.handle_text(&text, Instant::now()).await,
+                Some(Inbound::Binary(data)) => session.handle_binary(&data, Instant::now()),
+                None => break,
+            },
+            () = sleep_until(deadline) => session.handle_timeout(Instant::now()),
+        }
+    }
+    // Dropping the session removes its registrations.
+    drop(session);
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
