@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
 use subs_protocol::{Close, Connection, Event as ProtocolEvent, Protocol, SubscribePayload};
@@ -558,8 +558,29 @@ async fn run_stream(
     connection: Arc<ConnectionShared>,
     id: Arc<str>,
 ) {
-    let mut stream = source.open(context);
-    while let Some(item) = stream.next().await {
+    // A panicking source (on open or on a poll) is a bug in host code: the
+    // client gets one error payload and `complete`, instead of a subscription
+    // that silently never ends.
+    let panicked = || {
+        Err(crate::binding::ResolverError::from(
+            messages::RESOLVER_PANICKED,
+        ))
+    };
+    let mut stream =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| source.open(context)))
+            .unwrap_or_else(|_| futures_util::stream::once(std::future::ready(panicked())).boxed());
+    loop {
+        let (item, failed) = match std::panic::AssertUnwindSafe(stream.next())
+            .catch_unwind()
+            .await
+        {
+            Ok(Some(item)) => (item, false),
+            Ok(None) => break,
+            Err(_) => {
+                tracing::error!(connection = connection.id, %id, "stream source panicked");
+                (panicked(), true)
+            }
+        };
         connection.wait_for_room().await;
         let payload = match &item {
             Ok(value) => operation.project(&variables, Ok(value)),
@@ -570,6 +591,9 @@ async fn run_stream(
             Push::Closed | Push::Overflow
         ) {
             return;
+        }
+        if failed {
+            break;
         }
     }
     let _ = connection.push(Outbound::Complete(id));

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::*;
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use subs_core::protocol::Protocol;
 use subs_core::security::{Limits, OperationLimits, Principal, Rejection, SecurityConfig};
@@ -606,4 +607,38 @@ fn public_types_are_send_and_sync() {
     send_sync::<subs_core::Error>();
     send::<subs_core::Session>();
     send::<subs_core::EngineBuilder>();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_stream_source_ends_with_an_error_and_complete() {
+    let binding = FieldBinding::stream(|context: ResolveContext| {
+        let from = context.arguments["from"].as_i64().unwrap();
+        assert!(from >= 0, "source bug on open");
+        Box::pin(futures_util::stream::iter((0..=from).rev()).map(|n| {
+            assert!(n != 1, "source bug");
+            Ok(json!(n))
+        })) as _
+    });
+    let engine = builder().bind("countdown", binding).build().unwrap();
+    let mut client = Client::new(&engine);
+    client.init().await;
+    client
+        .subscribe("c", "subscription { countdown(from: 2) }", json!({}))
+        .await;
+    client
+        .subscribe("o", "subscription { countdown(from: -1) }", json!({}))
+        .await;
+    let frames = client.recv_n(5).await;
+    let c = nexts(&frames, "c");
+    assert_eq!(c.len(), 2, "{frames:?}");
+    assert_eq!(c[0], json!({"data": {"countdown": 2}}));
+    assert_eq!(c[1]["data"], Value::Null);
+    assert_eq!(c[1]["errors"][0]["message"], messages::RESOLVER_PANICKED);
+    let o = nexts(&frames, "o");
+    assert_eq!(o.len(), 1, "{frames:?}");
+    assert_eq!(o[0]["errors"][0]["message"], messages::RESOLVER_PANICKED);
+    assert!(frames.contains(&json!({"type": "complete", "id": "c"})));
+    assert!(frames.contains(&json!({"type": "complete", "id": "o"})));
+    assert_eq!(engine.stats().subscriptions, 0);
+    assert!(!client.is_closed());
 }
