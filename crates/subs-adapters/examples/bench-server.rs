@@ -2,7 +2,8 @@
 //!
 //! `cargo run --release -p subs-adapters --example bench-server`
 //! Environment: `PORT` (default 4000), `INIT_TIMEOUT_MS` (default 3000),
-//! `BROKER` (`memory` or unset), `RUST_LOG` (default `warn`).
+//! `BROKER` (`memory` or unset, `redis://HOST:PORT`, `nats://HOST:PORT`),
+//! `RUST_LOG` (default `warn`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,12 +54,10 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let port: u16 = env_or("PORT", 4000)?;
     let init_timeout_ms: u64 = env_or("INIT_TIMEOUT_MS", 3000)?;
-    match std::env::var("BROKER").as_deref() {
-        Err(_) | Ok("" | "memory") => {}
-        Ok(other) => {
-            anyhow::bail!("BROKER={other}: only the in-memory broker is available in this build")
-        }
-    }
+    let broker_url = std::env::var("BROKER").unwrap_or_else(|_| "memory".into());
+    let broker =
+        subs_adapters::broker::from_url(&broker_url, subs_adapters::broker::StartupPolicy::Fail)
+            .await?;
 
     let security = SecurityConfig::builder()
         .hygiene(Hygiene::default().init_timeout(Duration::from_millis(init_timeout_ms)))
@@ -67,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
         .bind(TICKS, FieldBinding::topic(TICKS).argument("topic", "topic"))
         .bind("countdown", FieldBinding::stream(countdown))
         .security(security)
+        .broker(broker)
         .authenticator(authenticate)
         .executor(execute)
         .config(EngineConfig {
@@ -199,9 +199,16 @@ async fn publish(engine: Engine, order: PublishOrder) {
             "sentAtNs": sent_at_ns.to_string(),
             "payload": &*filler,
         });
-        if let Err(error) = engine.publish(TICKS, event).await {
-            tracing::error!(%error, "publish failed");
-            return;
+        match engine.publish(TICKS, event).await {
+            Ok(()) => {}
+            // Local subscribers got it; the broker is down and reconnecting.
+            Err(subs_core::Error::Broker(error)) => {
+                tracing::warn!(%error, seq, "event not relayed to other instances")
+            }
+            Err(error) => {
+                tracing::error!(%error, "publish failed");
+                return;
+            }
         }
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! `cargo run -p subs-adapters --example service-desk`
 //! Environment: `PORT` (default 4000), `ALLOWED_ORIGINS` (comma-separated
-//! allow-list; unset allows any), `RUST_LOG` (default `info`).
+//! allow-list; unset allows any), `BROKER` (`memory` by default,
+//! `redis://HOST:PORT` or `nats://HOST:PORT` to share events with other
+//! instances), `RUST_LOG` (default `info`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -85,7 +87,12 @@ async fn main() -> anyhow::Result<()> {
             origins.split(',').map(str::trim).filter(|o| !o.is_empty()),
         )?);
     }
+    let broker_url = std::env::var("BROKER").unwrap_or_else(|_| "memory".into());
+    let broker =
+        subs_adapters::broker::from_url(&broker_url, subs_adapters::broker::StartupPolicy::Fail)
+            .await?;
     let engine = Engine::builder(Schema::parse(SCHEMA)?)
+        .broker(broker)
         // The event of `serviceUpdated` is the service itself: filter on its `id`.
         .bind(
             "serviceUpdated",

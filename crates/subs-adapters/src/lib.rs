@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+pub mod broker;
 mod error;
 pub mod messages;
 pub mod server;

@@ -24,13 +24,19 @@ pub struct Event {
 impl Event {
     /// An event with a JSON value payload.
     pub fn json(topic: impl Into<Arc<str>>, payload: Value) -> Self {
-        Self { topic: topic.into(), payload: EventPayload::Json(Arc::new(payload)) }
+        Self {
+            topic: topic.into(),
+            payload: EventPayload::Json(Arc::new(payload)),
+        }
     }
 
     /// An event whose payload is already-serialized JSON (from a broker, or a
     /// publisher that has bytes at hand); it is parsed once, at dispatch.
     pub fn bytes(topic: impl Into<Arc<str>>, payload: impl Into<Bytes>) -> Self {
-        Self { topic: topic.into(), payload: EventPayload::Bytes(payload.into()) }
+        Self {
+            topic: topic.into(),
+            payload: EventPayload::Bytes(payload.into()),
+        }
     }
 }
 
@@ -55,7 +61,9 @@ impl EventPayload {
     /// The payload as JSON bytes, serializing a value if needed.
     pub fn to_bytes(&self) -> Bytes {
         match self {
-            Self::Json(value) => Bytes::from(serde_json::to_vec(value.as_ref()).unwrap_or_else(|_| b"null".to_vec())),
+            Self::Json(value) => {
+                Bytes::from(serde_json::to_vec(value.as_ref()).unwrap_or_else(|_| b"null".to_vec()))
+            }
             Self::Bytes(bytes) => bytes.clone(),
         }
     }
@@ -80,20 +88,59 @@ impl EventSink {
         let engine = self.engine.upgrade().ok_or(Error::ShutDown)?;
         engine.enqueue(event).await
     }
+
+    /// This engine's instance id: brokers stamp it on outgoing envelopes and
+    /// drop incoming envelopes that carry it (the engine already dispatched
+    /// its own events locally).
+    pub fn instance_id(&self) -> Option<Arc<str>> {
+        self.engine
+            .upgrade()
+            .map(|engine| engine.instance_id.clone())
+    }
+
+    /// Whether the local registry has a subscriber on `topic` now. Brokers
+    /// consult it when an interest change arrives, so that racing changes
+    /// settle on the registry's actual state.
+    pub fn is_interested(&self, topic: &str) -> bool {
+        self.engine
+            .upgrade()
+            .is_some_and(|engine| engine.has_topic(topic))
+    }
+
+    /// Every topic with a local subscriber (to resubscribe after a reconnect).
+    pub fn interested_topics(&self) -> Vec<Arc<str>> {
+        self.engine
+            .upgrade()
+            .map(|engine| engine.topics())
+            .unwrap_or_default()
+    }
+
+    /// Whether the engine is gone (a broker's background task may stop).
+    pub fn is_closed(&self) -> bool {
+        self.engine.strong_count() == 0
+    }
 }
 
-/// Carries events from publishers to the dispatchers of every instance.
+/// Carries events between instances.
 ///
-/// Contract: every event given to [`Broker::publish`] reaches the
-/// [`EventSink`] of each attached instance, this one included, exactly once
-/// while the broker is connected; events of one topic from one publisher
-/// arrive in publish order.
+/// The engine dispatches every event published on this instance to its local
+/// subscribers itself (so local delivery keeps working while a broker is
+/// down); a broker carries it to the *other* instances. Contract: every event
+/// given to [`Broker::publish`] reaches the [`EventSink`] of every other
+/// attached instance once while the broker is connected, and events of one
+/// topic from one publisher arrive in publish order. Brokers across a network
+/// carry [`Envelope`]s, so instances in any language interoperate.
 pub trait Broker: Send + Sync + 'static {
     /// Called once, when the engine is built, with the engine's sink.
     fn attach(&self, sink: EventSink);
 
-    /// Publishes an event to every instance.
+    /// Carries an event to the other instances.
     fn publish(&self, event: Event) -> BoxFuture<'static, Result<(), Error>>;
+
+    /// Counters of the broker connection.
+    fn stats(&self) -> BrokerStats {
+        BrokerStats::default()
+    }
 
     /// The registry gained its first (`true`) or lost its last (`false`)
     /// subscriber on `topic`; a networked broker subscribes accordingly.
@@ -105,7 +152,8 @@ pub trait Broker: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 }
 
-/// The default broker: events stay in this process.
+/// The default broker: one process, no other instance to reach. The engine's
+/// own local dispatch is the whole delivery.
 #[derive(Debug, Default)]
 pub struct InMemoryBroker {
     sink: OnceLock<EventSink>,
@@ -123,17 +171,139 @@ impl Broker for InMemoryBroker {
         let _ = self.sink.set(sink);
     }
 
-    fn publish(&self, event: Event) -> BoxFuture<'static, Result<(), Error>> {
-        let sink = self.sink.get().cloned();
-        Box::pin(async move {
-            match sink {
-                Some(sink) => sink.deliver(event).await,
-                None => Err(Error::ShutDown),
-            }
-        })
+    fn publish(&self, _event: Event) -> BoxFuture<'static, Result<(), Error>> {
+        Box::pin(std::future::ready(Ok(())))
     }
 
     fn name(&self) -> &'static str {
         "memory"
+    }
+}
+
+/// Counters of a broker connection, for stats and logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BrokerStats {
+    /// Envelopes sent to the broker.
+    pub published: u64,
+    /// Envelopes received from other instances and dispatched.
+    pub received: u64,
+    /// Envelopes that could not be published (broker down).
+    pub publish_failures: u64,
+    /// Reconnections after the broker connection dropped.
+    pub reconnects: u64,
+    /// Events known to be missed: gaps in another instance's sequence numbers,
+    /// seen after a reconnect (pub/sub is at-most-once).
+    pub missed: u64,
+    /// Envelopes that could not be decoded.
+    pub invalid: u64,
+}
+
+/// The wire format of an event between instances: one JSON object.
+///
+/// ```json
+/// {"v":1,"topic":"services","origin":"5f1c...","seq":42,"publishedAtNs":"1700000000000000000","payload":{"id":"1"}}
+/// ```
+///
+/// `origin` is the publishing instance, `seq` counts its envelopes from 1 (a
+/// receiver that sees a jump knows how many it missed), `publishedAtNs` is the
+/// publish time in nanoseconds since the Unix epoch as a decimal string, and
+/// `payload` is the event's JSON, embedded as is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The event's topic.
+    pub topic: Arc<str>,
+    /// The publishing instance.
+    pub origin: Arc<str>,
+    /// The origin's sequence number.
+    pub seq: u64,
+    /// Publish time, nanoseconds since the Unix epoch.
+    pub published_at_ns: u128,
+    /// The payload, serialized JSON.
+    pub payload: Bytes,
+}
+
+/// The envelope version this build writes and reads.
+pub const ENVELOPE_VERSION: u32 = 1;
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireEnvelope<'a> {
+    v: u32,
+    #[serde(borrow)]
+    topic: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    origin: std::borrow::Cow<'a, str>,
+    seq: u64,
+    #[serde(borrow)]
+    published_at_ns: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    payload: &'a serde_json::value::RawValue,
+}
+
+impl Envelope {
+    /// Wraps an event published now by `origin`.
+    pub fn new(event: &Event, origin: Arc<str>, seq: u64) -> Self {
+        let published_at_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Self {
+            topic: event.topic.clone(),
+            origin,
+            seq,
+            published_at_ns,
+            payload: event.payload.to_bytes(),
+        }
+    }
+
+    /// The bytes to send.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out =
+            Vec::with_capacity(self.payload.len() + self.topic.len() + self.origin.len() + 96);
+        out.extend_from_slice(b"{\"v\":");
+        out.extend_from_slice(ENVELOPE_VERSION.to_string().as_bytes());
+        out.extend_from_slice(b",\"topic\":");
+        out.extend_from_slice(Value::String(self.topic.to_string()).to_string().as_bytes());
+        out.extend_from_slice(b",\"origin\":");
+        out.extend_from_slice(
+            Value::String(self.origin.to_string())
+                .to_string()
+                .as_bytes(),
+        );
+        out.extend_from_slice(
+            format!(
+                ",\"seq\":{},\"publishedAtNs\":\"{}\",\"payload\":",
+                self.seq, self.published_at_ns
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(&self.payload);
+        out.push(b'}');
+        out
+    }
+
+    /// Reads an envelope; the payload is checked to be JSON, not parsed into values.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        let wire: WireEnvelope<'_> = serde_json::from_slice(bytes)?;
+        if wire.v != ENVELOPE_VERSION {
+            return Err(Error::Broker(format!(
+                "unsupported envelope version {}",
+                wire.v
+            )));
+        }
+        Ok(Self {
+            topic: Arc::from(wire.topic.as_ref()),
+            origin: Arc::from(wire.origin.as_ref()),
+            seq: wire.seq,
+            published_at_ns: wire
+                .published_at_ns
+                .parse()
+                .map_err(|_| Error::Broker("invalid publishedAtNs".into()))?,
+            payload: Bytes::copy_from_slice(wire.payload.get().as_bytes()),
+        })
+    }
+
+    /// The event it carries.
+    pub fn into_event(self) -> Event {
+        Event::bytes(self.topic, self.payload)
     }
 }

@@ -209,6 +209,7 @@ impl EngineBuilder {
             config,
             next_connection: AtomicU64::new(0),
             runtime: runtime.clone(),
+            instance_id: new_instance_id(),
             hasher: FxBuildHasher,
         });
         for receiver in receivers {
@@ -252,6 +253,7 @@ pub(crate) struct EngineInner {
     pub(crate) config: EngineConfig,
     pub(crate) next_connection: AtomicU64,
     pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) instance_id: Arc<str>,
     hasher: FxBuildHasher,
 }
 
@@ -289,10 +291,30 @@ impl Engine {
         self.publish_event(Event::bytes(topic, payload)).await
     }
 
-    /// Publishes an event through the broker.
+    /// Publishes an event: dispatched to this instance's subscribers, and
+    /// handed to the broker for the other instances. Local delivery does not
+    /// depend on the broker being up.
     pub async fn publish_event(&self, event: Event) -> Result<(), Error> {
         self.inner.stats.event_published();
+        self.inner.enqueue(event.clone()).await?;
         self.inner.broker.publish(event).await
+    }
+
+    /// Publishes to this instance's subscribers only, not through the broker:
+    /// for sources every instance runs itself (the PostgreSQL outbox).
+    pub async fn publish_local(&self, event: Event) -> Result<(), Error> {
+        self.inner.stats.event_published();
+        self.inner.enqueue(event).await
+    }
+
+    /// This instance's id, stamped on the envelopes it sends through a broker.
+    pub fn instance_id(&self) -> &str {
+        &self.inner.instance_id
+    }
+
+    /// The broker's counters.
+    pub fn broker_stats(&self) -> crate::BrokerStats {
+        self.inner.broker.stats()
     }
 
     /// Publishes from synchronous code outside the async runtime (another
@@ -362,6 +384,20 @@ impl Engine {
 impl EngineInner {
     pub(crate) fn shard_of(&self, topic: &str) -> usize {
         (self.hasher.hash_one(topic) % self.shards.len() as u64) as usize
+    }
+
+    pub(crate) fn has_topic(&self, topic: &str) -> bool {
+        self.shards[self.shard_of(topic)]
+            .index
+            .lock()
+            .has_topic(topic)
+    }
+
+    pub(crate) fn topics(&self) -> Vec<Arc<str>> {
+        self.shards
+            .iter()
+            .flat_map(|shard| shard.index.lock().topic_names())
+            .collect()
     }
 
     pub(crate) async fn enqueue(&self, event: Event) -> Result<(), Error> {
@@ -445,10 +481,14 @@ impl EngineInner {
                         let outcome = match resolver {
                             // A panicking resolver is a failed resolution for its
                             // group, not the end of this shard's dispatcher.
-                            Some(resolver) => std::panic::AssertUnwindSafe(resolver.resolve(context))
-                                .catch_unwind()
-                                .await
-                                .unwrap_or_else(|_| Err(crate::messages::RESOLVER_PANICKED.into())),
+                            Some(resolver) => {
+                                std::panic::AssertUnwindSafe(resolver.resolve(context))
+                                    .catch_unwind()
+                                    .await
+                                    .unwrap_or_else(|_| {
+                                        Err(crate::messages::RESOLVER_PANICKED.into())
+                                    })
+                            }
                             None => Ok(Value::Null),
                         };
                         (group, outcome)
@@ -498,8 +538,31 @@ async fn run_dispatcher(engine: std::sync::Weak<EngineInner>, mut events: mpsc::
         // A panic in host code (a predicate, an event filter) loses this event,
         // never the dispatcher and every topic it serves.
         let topic = event.topic.clone();
-        if std::panic::AssertUnwindSafe(engine.dispatch(event)).catch_unwind().await.is_err() {
+        if std::panic::AssertUnwindSafe(engine.dispatch(event))
+            .catch_unwind()
+            .await
+            .is_err()
+        {
             tracing::error!(%topic, "dispatching an event panicked; the event was dropped");
         }
     }
+}
+
+/// A process-unique id without a random-number dependency: the std hasher's
+/// per-process random keys over the time, the pid and a counter.
+fn new_instance_id() -> Arc<str> {
+    use std::hash::{BuildHasher as _, RandomState};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let state = RandomState::new();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let seed = (
+        nanos,
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    );
+    let high = state.hash_one(seed);
+    let low = state.hash_one((seed, high));
+    Arc::from(format!("{high:016x}{low:016x}"))
 }

@@ -30,7 +30,10 @@ pub struct Accepted {
 
 impl From<Principal> for Accepted {
     fn from(principal: Principal) -> Self {
-        Self { principal, ack_payload: None }
+        Self {
+            principal,
+            ack_payload: None,
+        }
     }
 }
 
@@ -38,7 +41,8 @@ impl From<Principal> for Accepted {
 /// (4403 for the protocol's forbidden).
 pub trait Authenticator: Send + Sync + 'static {
     /// Decides on one connection.
-    fn authenticate(&self, request: AuthRequest) -> BoxFuture<'static, Result<Accepted, Rejection>>;
+    fn authenticate(&self, request: AuthRequest)
+    -> BoxFuture<'static, Result<Accepted, Rejection>>;
 }
 
 impl<F, Fut> Authenticator for F
@@ -46,7 +50,10 @@ where
     F: Fn(AuthRequest) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Accepted, Rejection>> + Send + 'static,
 {
-    fn authenticate(&self, request: AuthRequest) -> BoxFuture<'static, Result<Accepted, Rejection>> {
+    fn authenticate(
+        &self,
+        request: AuthRequest,
+    ) -> BoxFuture<'static, Result<Accepted, Rejection>> {
         Box::pin(self(request))
     }
 }

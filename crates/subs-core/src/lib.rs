@@ -14,8 +14,13 @@ mod stats;
 
 pub mod graphql;
 
-pub use binding::{EventPredicate, FieldBinding, ResolveContext, Resolver, ResolverError, ResolverFuture, StreamSource};
-pub use broker::{Broker, Event, EventPayload, EventSink, InMemoryBroker};
+pub use binding::{
+    EventPredicate, FieldBinding, ResolveContext, Resolver, ResolverError, ResolverFuture,
+    StreamSource,
+};
+pub use broker::{
+    Broker, BrokerStats, ENVELOPE_VERSION, Envelope, Event, EventPayload, EventSink, InMemoryBroker,
+};
 pub use engine::{Engine, EngineBuilder, EngineConfig};
 pub use error::Error;
 pub use hooks::{Accepted, AuthRequest, Authenticator, ExecuteRequest, Executor};

@@ -130,7 +130,9 @@ impl ConnectionShared {
             // Created before the check: `notify_waiters` reaches a `Notified`
             // from its creation on, so no wake-up is lost in between.
             let drained = self.drained.notified();
-            if self.closed.load(Ordering::Relaxed) || self.queue.lock().items.len() < self.capacity.div_ceil(2) {
+            if self.closed.load(Ordering::Relaxed)
+                || self.queue.lock().items.len() < self.capacity.div_ceil(2)
+            {
                 return;
             }
             drained.await;

@@ -267,6 +267,10 @@ impl ShardIndex {
         }
     }
 
+    pub(crate) fn topic_names(&self) -> Vec<Arc<str>> {
+        self.topics.keys().cloned().collect()
+    }
+
     pub(crate) fn has_topic(&self, topic: &str) -> bool {
         self.topics.contains_key(topic)
     }

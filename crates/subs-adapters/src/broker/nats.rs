@@ -1,0 +1,196 @@
+//! NATS broker: one subject per topic (`subs.<topic>`), subscribed only while
+//! this instance has a local subscriber on the topic. The NATS client
+//! reconnects and resubscribes by itself; this broker counts reconnections and
+//! the events it can tell were missed (core NATS is at-most-once).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, OnceLock};
+
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use subs_core::{Broker, BrokerStats, Event, EventSink};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{Relay, StartupPolicy, deliver};
+
+/// Subject prefix: keeps subs' subjects apart from the application's.
+pub const SUBJECT_PREFIX: &str = "subs.";
+
+/// The NATS subject of a topic. NATS subjects are dot-separated tokens without
+/// whitespace or wildcards; a topic that is not a plain token is hex-encoded
+/// (prefixed `x-`) so every topic maps to exactly one literal subject.
+pub fn subject_for(topic: &str) -> String {
+    let plain = !topic.is_empty()
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if plain && !topic.starts_with("x-") {
+        return format!("{SUBJECT_PREFIX}{topic}");
+    }
+    let mut subject = format!("{SUBJECT_PREFIX}x-");
+    for byte in topic.bytes() {
+        let _ = write!(subject, "{byte:02x}");
+    }
+    subject
+}
+
+/// The NATS broker.
+pub struct NatsBroker {
+    client: async_nats::Client,
+    relay: Arc<Relay>,
+    commands: mpsc::UnboundedSender<Arc<str>>,
+    pending: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Arc<str>>>>,
+    sink: OnceLock<EventSink>,
+}
+
+impl std::fmt::Debug for NatsBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsBroker")
+            .field("stats", &self.relay.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsBroker {
+    /// Connects to `url` (`nats://host:port`).
+    pub async fn connect(url: &str, startup: StartupPolicy) -> Result<Arc<Self>, crate::Error> {
+        let relay = Arc::new(Relay::default());
+        let events_relay = relay.clone();
+        // `Connected` also follows the first connection: count it as a
+        // reconnection only after a `Disconnected`.
+        let was_disconnected = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut options = async_nats::ConnectOptions::new().event_callback(move |event| {
+            let relay = events_relay.clone();
+            let was_disconnected = was_disconnected.clone();
+            async move {
+                use std::sync::atomic::Ordering::Relaxed;
+                match event {
+                    async_nats::Event::Connected => {
+                        if was_disconnected.swap(false, Relaxed) {
+                            relay.reconnected();
+                            tracing::warn!("reconnected to NATS");
+                        }
+                    }
+                    async_nats::Event::Disconnected => {
+                        was_disconnected.store(true, Relaxed);
+                        tracing::warn!("NATS connection lost; reconnecting");
+                    }
+                    other => tracing::debug!(event = %other, "NATS event"),
+                }
+            }
+        });
+        if startup == StartupPolicy::Retry {
+            options = options.retry_on_initial_connect();
+        }
+        let client = options
+            .connect(url)
+            .await
+            .map_err(|e| crate::Error::Broker(format!("cannot reach NATS at {url}: {e}")))?;
+        let (commands, receiver) = mpsc::unbounded_channel();
+        Ok(Arc::new(Self {
+            client,
+            relay,
+            commands,
+            pending: std::sync::Mutex::new(Some(receiver)),
+            sink: OnceLock::new(),
+        }))
+    }
+}
+
+impl Broker for NatsBroker {
+    fn attach(&self, sink: EventSink) {
+        let receiver = self
+            .pending
+            .lock()
+            .ok()
+            .and_then(|mut pending| pending.take());
+        if let Some(receiver) = receiver {
+            let _ = self.sink.set(sink.clone());
+            tokio::spawn(manage_subscriptions(
+                self.client.clone(),
+                sink,
+                self.relay.clone(),
+                receiver,
+            ));
+        }
+    }
+
+    fn publish(&self, event: Event) -> BoxFuture<'static, Result<(), subs_core::Error>> {
+        let origin = self
+            .sink
+            .get()
+            .and_then(EventSink::instance_id)
+            .unwrap_or_else(|| Arc::from(""));
+        let envelope = self.relay.envelope(&event, origin);
+        let subject = subject_for(&event.topic);
+        let client = self.client.clone();
+        let relay = self.relay.clone();
+        Box::pin(async move {
+            let result = client.publish(subject, envelope.encode().into()).await;
+            relay.published(result.is_ok());
+            result.map_err(|e| subs_core::Error::Broker(e.to_string()))
+        })
+    }
+
+    fn interest(&self, topic: &str, _interested: bool) {
+        let _ = self.commands.send(Arc::from(topic));
+    }
+
+    fn stats(&self) -> BrokerStats {
+        self.relay.stats()
+    }
+
+    fn name(&self) -> &'static str {
+        "nats"
+    }
+}
+
+/// Keeps one NATS subscription per topic with local subscribers; each forwards
+/// its messages in order to the engine.
+async fn manage_subscriptions(
+    client: async_nats::Client,
+    sink: EventSink,
+    relay: Arc<Relay>,
+    mut commands: mpsc::UnboundedReceiver<Arc<str>>,
+) {
+    let Some(own_origin) = sink.instance_id() else {
+        return;
+    };
+    let own_origin: Arc<str> = own_origin;
+    let mut forwarders: HashMap<Arc<str>, JoinHandle<()>> = HashMap::new();
+    while let Some(topic) = commands.recv().await {
+        forwarders.retain(|_, task| !task.is_finished());
+        let wanted = sink.is_interested(&topic);
+        if wanted && !forwarders.contains_key(&topic) {
+            let mut subscriber = match client.subscribe(subject_for(&topic)).await {
+                Ok(subscriber) => subscriber,
+                Err(error) => {
+                    tracing::error!(%topic, %error, "NATS subscribe failed");
+                    continue;
+                }
+            };
+            relay.forget_topic(&topic);
+            let (sink, relay, origin) = (sink.clone(), relay.clone(), own_origin.clone());
+            forwarders.insert(
+                topic,
+                tokio::spawn(async move {
+                    while let Some(message) = subscriber.next().await {
+                        if let Some(event) = relay.accept(&message.payload, &origin)
+                            && !deliver(&sink, event).await
+                        {
+                            return;
+                        }
+                    }
+                }),
+            );
+        } else if !wanted && let Some(task) = forwarders.remove(&topic) {
+            // Dropping the subscriber inside the task unsubscribes.
+            task.abort();
+        }
+    }
+    for task in forwarders.into_values() {
+        task.abort();
+    }
+}

@@ -1,0 +1,228 @@
+//! Redis pub/sub broker: one channel per topic (`subs:<topic>`), subscribed
+//! only while this instance has a local subscriber on the topic.
+//!
+//! Pub/sub is at-most-once: events published while an instance's connection
+//! is down do not reach it. The instance reconnects with backoff,
+//! resubscribes, and counts the events it can tell it missed (gaps in the
+//! publishers' sequence numbers) in `BrokerStats::missed`.
+
+use std::sync::{Arc, OnceLock};
+
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use subs_core::{Broker, BrokerStats, Event, EventSink};
+use tokio::sync::mpsc;
+
+use super::{Backoff, Relay, StartupPolicy, deliver};
+
+/// Channel prefix: keeps subs' channels apart from the application's.
+pub const CHANNEL_PREFIX: &str = "subs:";
+
+enum Command {
+    Interest(Arc<str>),
+}
+
+/// The Redis broker.
+pub struct RedisBroker {
+    client: redis::Client,
+    publisher: Arc<tokio::sync::Mutex<Option<ConnectionManager>>>,
+    relay: Arc<Relay>,
+    commands: mpsc::UnboundedSender<Command>,
+    pending: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
+    sink: OnceLock<EventSink>,
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("stats", &self.relay.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBroker {
+    /// Connects to `url` (`redis://host:port`). With [`StartupPolicy::Fail`] an
+    /// unreachable server is an error now; with `Retry` the broker starts and
+    /// keeps trying.
+    pub async fn connect(url: &str, startup: StartupPolicy) -> Result<Arc<Self>, crate::Error> {
+        let client = redis::Client::open(url)
+            .map_err(|e| crate::Error::Broker(format!("invalid Redis URL {url:?}: {e}")))?;
+        let publisher = match ConnectionManager::new(client.clone()).await {
+            Ok(connection) => Some(connection),
+            Err(error) if startup == StartupPolicy::Fail => {
+                return Err(crate::Error::Broker(format!(
+                    "cannot reach Redis at {url}: {error}"
+                )));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "Redis unreachable at start-up; retrying in the background");
+                None
+            }
+        };
+        let (commands, receiver) = mpsc::unbounded_channel();
+        Ok(Arc::new(Self {
+            client,
+            publisher: Arc::new(tokio::sync::Mutex::new(publisher)),
+            relay: Arc::new(Relay::default()),
+            commands,
+            pending: std::sync::Mutex::new(Some(receiver)),
+            sink: OnceLock::new(),
+        }))
+    }
+}
+
+impl Broker for RedisBroker {
+    fn attach(&self, sink: EventSink) {
+        let receiver = self
+            .pending
+            .lock()
+            .ok()
+            .and_then(|mut pending| pending.take());
+        if let Some(receiver) = receiver {
+            let _ = self.sink.set(sink.clone());
+            tokio::spawn(subscriber(
+                self.client.clone(),
+                sink,
+                self.relay.clone(),
+                receiver,
+            ));
+        }
+    }
+
+    fn publish(&self, event: Event) -> BoxFuture<'static, Result<(), subs_core::Error>> {
+        let origin = self
+            .sink
+            .get()
+            .and_then(EventSink::instance_id)
+            .unwrap_or_else(|| Arc::from(""));
+        let envelope = self.relay.envelope(&event, origin);
+        let channel = format!("{CHANNEL_PREFIX}{}", event.topic);
+        let bytes = envelope.encode();
+        let relay = self.relay.clone();
+        // The connection manager reconnects by itself; the lock only guards the
+        // lazy first connection when Redis was down at start-up.
+        let publisher = self.publisher.clone();
+        let client = self.client.clone();
+        Box::pin(async move {
+            let connection = {
+                let mut guard = publisher.lock().await;
+                if guard.is_none() {
+                    *guard = ConnectionManager::new(client).await.ok();
+                }
+                guard.clone()
+            };
+            let Some(mut connection) = connection else {
+                relay.published(false);
+                return Err(subs_core::Error::Broker("Redis is unreachable".into()));
+            };
+            let result: redis::RedisResult<i64> = connection.publish(channel, bytes).await;
+            relay.published(result.is_ok());
+            result
+                .map(drop)
+                .map_err(|e| subs_core::Error::Broker(e.to_string()))
+        })
+    }
+
+    fn interest(&self, topic: &str, _interested: bool) {
+        let _ = self.commands.send(Command::Interest(Arc::from(topic)));
+    }
+
+    fn stats(&self) -> BrokerStats {
+        self.relay.stats()
+    }
+
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+}
+
+/// Owns the pub/sub connection: (re)connects with backoff, keeps the channel
+/// set equal to the registry's topics, and forwards envelopes to the engine.
+async fn subscriber(
+    client: redis::Client,
+    sink: EventSink,
+    relay: Arc<Relay>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let Some(own_origin) = sink.instance_id() else {
+        return;
+    };
+    let mut backoff = Backoff::new();
+    let mut connected_before = false;
+    loop {
+        if sink.is_closed() {
+            return;
+        }
+        let pubsub = match client.get_async_pubsub().await {
+            Ok(pubsub) => pubsub,
+            Err(error) => {
+                tracing::warn!(%error, "Redis pub/sub connection failed; retrying");
+                backoff.wait().await;
+                continue;
+            }
+        };
+        let (mut control, mut messages) = pubsub.split();
+        let mut subscribed = std::collections::HashSet::new();
+        let mut healthy = true;
+        for topic in sink.interested_topics() {
+            relay.forget_topic(&topic);
+            if control
+                .subscribe(format!("{CHANNEL_PREFIX}{topic}"))
+                .await
+                .is_err()
+            {
+                healthy = false;
+                break;
+            }
+            subscribed.insert(topic);
+        }
+        if !healthy {
+            backoff.wait().await;
+            continue;
+        }
+        if connected_before {
+            relay.reconnected();
+            tracing::warn!(
+                topics = subscribed.len(),
+                "reconnected to Redis and resubscribed"
+            );
+        }
+        connected_before = true;
+        backoff.reset();
+        loop {
+            tokio::select! {
+                message = messages.next() => {
+                    let Some(message) = message else { break };
+                    if let Some(event) = relay.accept(message.get_payload_bytes(), &own_origin)
+                        && !deliver(&sink, event).await
+                    {
+                        return;
+                    }
+                }
+                command = commands.recv() => {
+                    let Some(Command::Interest(topic)) = command else { return };
+                    // Decide on the registry's state now, not on the order in
+                    // which racing notifications arrived.
+                    let wanted = sink.is_interested(&topic);
+                    let channel = format!("{CHANNEL_PREFIX}{topic}");
+                    let result = if wanted && !subscribed.contains(&topic) {
+                        relay.forget_topic(&topic);
+                        subscribed.insert(topic);
+                        control.subscribe(channel).await
+                    } else if !wanted && subscribed.remove(&topic) {
+                        control.unsubscribe(channel).await
+                    } else {
+                        Ok(())
+                    };
+                    if result.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        tracing::warn!("Redis pub/sub connection lost; reconnecting");
+        backoff.wait().await;
+    }
+}
