@@ -6,6 +6,12 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+mod bench;
+mod bench_gates;
+mod bench_report;
+mod python;
+mod services;
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (task, rest) = args
@@ -13,7 +19,9 @@ fn main() -> Result<()> {
         .map_or(("help", &[][..]), |(t, r)| (t.as_str(), r));
     match task {
         "ci" => ci(),
+        "bench" => bench::run(rest),
         "fuzz" => fuzz(rest),
+        "wheel" => python::task(rest),
         "help" | "--help" | "-h" => {
             println!("usage: cargo xtask <ci | fuzz [seconds]>");
             Ok(())
@@ -57,6 +65,7 @@ fn ci() -> Result<()> {
             "warnings",
         ],
     )?;
+    services::ensure()?;
     run("cargo", &["test", "--workspace", "--locked"])?;
     Ok(())
 }

@@ -1,0 +1,34 @@
+"""subs: GraphQL subscriptions for FastAPI, Starlette and any ASGI server, on
+a Rust engine. See the README for the quick start."""
+
+from ._asgi import SubsASGI
+from ._engine import Engine
+from ._native import (
+    ConnectionInfo,
+    Context,
+    ConversionError,
+    Principal,
+    Reject,
+    Server,
+    Session,
+    Stats,
+    SubsError,
+    from_json,
+    to_json,
+)
+
+__all__ = [
+    "ConnectionInfo",
+    "Context",
+    "ConversionError",
+    "Engine",
+    "Principal",
+    "Reject",
+    "Server",
+    "Session",
+    "Stats",
+    "SubsASGI",
+    "SubsError",
+    "from_json",
+    "to_json",
+]

@@ -1,0 +1,394 @@
+"""The `Engine`: schema, bindings and hooks, then sessions, publishing and serving."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+
+from . import _logging, _native
+from ._native import Principal, Stats, SubsError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_BROKERS_LATER = ("redis://", "rediss://", "nats://", "tls://")
+
+
+def _positional_count(function: Callable[..., Any]) -> Tuple[int, bool]:
+    """How many positional parameters `function` takes, and whether it has *args."""
+    signature = inspect.signature(function)
+    count = 0
+    variadic = False
+    for parameter in signature.parameters.values():
+        if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+            count += 1
+        elif parameter.kind == parameter.VAR_POSITIONAL:
+            variadic = True
+    return count, variadic
+
+
+class _StreamRunner:
+    """Pulls one async generator on the engine's loop, for a stream field.
+
+    `next()` runs on the loop; `cancel()` may be called from any thread and
+    stops the generator (its `finally` blocks run), whether it is suspended
+    at a `yield` or running.
+    """
+
+    __slots__ = ("_generator", "_loop", "_task", "_done")
+
+    def __init__(self, generator: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._generator = generator
+        self._loop = loop
+        self._task: Optional[asyncio.Task[Any]] = None
+        self._done = False
+
+    async def next(self) -> Tuple[bool, Any]:
+        self._task = asyncio.current_task()
+        try:
+            return True, await self._generator.__anext__()
+        except StopAsyncIteration:
+            self._done = True
+            return False, None
+        finally:
+            self._task = None
+
+    def cancel(self) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._cancel)
+        except RuntimeError:  # the loop is closed: nothing left to clean up
+            pass
+
+    def _cancel(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self._task is not None:
+            self._task.cancel()
+        else:
+            aclose = getattr(self._generator, "aclose", None)
+            if aclose is not None:
+                self._loop.create_task(aclose())
+
+
+class _PrivateLoop:
+    """An asyncio loop on a daemon thread, for engines started from sync code
+    (`publish_sync` before any server, `serve()`): coroutine hooks run there."""
+
+    _lock = threading.Lock()
+    _loop: Optional[asyncio.AbstractEventLoop] = None
+
+    @classmethod
+    def get(cls) -> asyncio.AbstractEventLoop:
+        with cls._lock:
+            if cls._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="subs-asyncio", daemon=True)
+                thread.start()
+                cls._loop = loop
+            return cls._loop
+
+
+class Engine:
+    """A subs engine: the GraphQL schema, how each root field of `Subscription`
+    gets its events, and the security hooks.
+
+    Configure it with the decorators at import time; it starts on first use
+    (a connection, `publish`, `serve`, `stats`), on the running asyncio loop
+    if there is one (Python resolvers and hooks that are coroutines run on
+    that loop), else on a private loop thread.
+    """
+
+    def __init__(
+        self,
+        schema: str,
+        *,
+        broker: str = "memory",
+        init_timeout: float = 3.0,
+        keepalive: Optional[float] = 12.0,
+        max_frame_bytes: int = 64 * 1024,
+        outbound_queue_capacity: int = 1024,
+    ) -> None:
+        if broker not in ("memory", "", None):
+            if isinstance(broker, str) and broker.startswith(_BROKERS_LATER):
+                raise SubsError(
+                    f"broker {broker!r}: Redis and NATS brokers are not available in this build yet; "
+                    "use broker='memory' (one process) for now"
+                )
+            raise ValueError(f"unknown broker {broker!r}: expected 'memory', 'redis://HOST:PORT' or 'nats://HOST:PORT'")
+        self._schema = schema
+        self._fields: Dict[str, List[str]] = {name: list(args) for name, args in _native.inspect_schema(schema)}
+        self._bindings: Dict[str, Dict[str, Any]] = {}
+        self._on_connect: Optional[Callable[..., Any]] = None
+        self._authorize: Optional[Callable[..., Any]] = None
+        self._event_filter: Optional[Callable[..., Any]] = None
+        self._event_filter_scope: Optional[Callable[..., Any]] = None
+        self._tenant_field: Optional[str] = None
+        self._deliver_untagged = False
+        self._options = {
+            "init_timeout_ms": int(init_timeout * 1000),
+            "keepalive_ms": 0 if keepalive is None else int(keepalive * 1000),
+            "max_frame_bytes": max_frame_bytes,
+            "outbound_queue_capacity": outbound_queue_capacity,
+        }
+        self._native: Optional[_native.Engine] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._start_lock = threading.Lock()
+
+    # -- configuration ---------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._native is not None:
+            raise SubsError("the engine has started: configure it before the first connection or publish")
+
+    def _binding(self, field: str) -> Dict[str, Any]:
+        self._check_open()
+        if field not in self._fields:
+            known = ", ".join(sorted(self._fields)) or "none"
+            raise SubsError(f"`Subscription` has no field `{field}` (fields: {known})")
+        return self._bindings.setdefault(field, {"field": field})
+
+    def bind(self, field: str, *, topic: Optional[str] = None, filters: Optional[Mapping[str, str]] = None) -> None:
+        """Binds root field `field` to `topic` (default: the field's name).
+
+        `filters` maps an argument to the dotted path of the event field it
+        filters on (default: the event field named like the argument); a
+        subscriber that passes `null` or omits the argument gets every event.
+        """
+        binding = self._binding(field)
+        if topic is not None:
+            binding["topic"] = topic
+        if filters is not None:
+            unknown = [a for a in filters if a not in self._fields[field]]
+            if unknown:
+                raise SubsError(f"`Subscription.{field}` has no argument `{unknown[0]}`")
+            binding["filters"] = dict(filters)
+
+    def subscription(
+        self,
+        field: str,
+        *,
+        topic: Optional[str] = None,
+        filters: Optional[Mapping[str, str]] = None,
+    ) -> Callable[[F], F]:
+        """Decorates the resolver of root field `field`:
+        `(event, variables[, context]) -> value`, `def` or `async def`.
+
+        It runs once per group of identical subscriptions per event (not once
+        per subscriber); its result is the field's value, to which each
+        subscriber's selection set is applied. An exception becomes a GraphQL
+        error in that event's `next` payload; the subscription goes on.
+        """
+
+        def decorate(function: F) -> F:
+            count, variadic = _positional_count(function)
+            if not variadic and count < 2:
+                raise TypeError(f"resolver of `{field}` must take (event, variables[, context])")
+            self.bind(field, topic=topic, filters=filters)
+            binding = self._bindings[field]
+            binding["resolver"] = function
+            binding["with_context"] = variadic or count >= 3
+            return function
+
+        return decorate
+
+    def stream(self, field: str) -> Callable[[F], F]:
+        """Decorates an async generator `(variables[, context])` that feeds
+        one subscription of `field` (not a topic): each yielded value is sent,
+        the subscription completes when the generator ends, and a client that
+        leaves cancels it (its `finally` blocks run)."""
+
+        def decorate(function: F) -> F:
+            count, variadic = _positional_count(function)
+            with_context = variadic or count >= 2
+            binding = self._binding(field)
+
+            def open_stream(variables: Dict[str, Any], context: _native.Context) -> _StreamRunner:
+                generator = function(variables, context) if with_context else function(variables)
+                if not hasattr(generator, "__anext__"):
+                    raise TypeError(f"stream of `{field}` must be an async generator function")
+                assert self._loop is not None
+                return _StreamRunner(generator, self._loop)
+
+            binding["stream"] = open_stream
+            return function
+
+        return decorate
+
+    def on_connect(self, function: F) -> F:
+        """Decorates the authentication hook `(payload, request)`, `def` or
+        `async def`, run at `connection_init`. `payload` is the init payload
+        (a dict or None); `request` has `headers`, `header(name)` and `peer`.
+        Return a `Principal` (or None for an anonymous one); raise
+        `Reject(reason)` to close with 4403 (or `Reject(reason, code)`)."""
+        self._check_open()
+        self._on_connect = function
+        return function
+
+    def authorize(self, function: F) -> F:
+        """Decorates `(principal, field, arguments) -> bool`, a plain `def`
+        run on every subscribe: False (or `Reject(reason)`) answers that
+        operation with a GraphQL error and keeps the connection."""
+        self._check_open()
+        if inspect.iscoroutinefunction(function):
+            raise TypeError("authorize must be a plain function, not async")
+        self._authorize = function
+        return function
+
+    def event_filter(
+        self,
+        function: Optional[F] = None,
+        *,
+        scope: Optional[Callable[[Principal], Optional[str]]] = None,
+    ) -> Any:
+        """Decorates `(principal, event) -> bool`, checked before an event
+        reaches a group of subscribers (row-level security).
+
+        Subscribers share resolver work only within one scope: by default the
+        whole principal; pass `scope=lambda p: p.tenant` when the filter
+        depends only on the tenant, for bigger, cheaper groups. The filter
+        must give the same answer for principals of the same scope."""
+
+        def decorate(f: F) -> F:
+            self._check_open()
+            if inspect.iscoroutinefunction(f):
+                raise TypeError("event_filter must be a plain function, not async")
+            self._event_filter = f
+            self._event_filter_scope = scope
+            return f
+
+        if function is not None:
+            return decorate(function)
+        return decorate
+
+    def tenant_rule(self, field: str = "tenantId", *, deliver_untagged: bool = False) -> None:
+        """Tenant isolation: an event whose `field` (dotted path) holds tenant
+        `t` reaches only principals of tenant `t`; events without the field
+        reach principals without a tenant (and tenants too if
+        `deliver_untagged`)."""
+        self._check_open()
+        self._tenant_field = field
+        self._deliver_untagged = deliver_untagged
+
+    # -- running ---------------------------------------------------------
+
+    def start(self) -> _native.Engine:
+        """Starts the engine now (otherwise it starts on first use)."""
+        native = self._native
+        if native is not None:
+            return native
+        with self._start_lock:
+            if self._native is not None:
+                return self._native
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = _PrivateLoop.get()
+            self._loop = loop
+            _logging.start()
+            self._native = _native.Engine(
+                self._schema,
+                list(self._bindings.values()),
+                loop,
+                on_connect=self._on_connect,
+                authorize=self._authorize,
+                event_filter=self._event_filter,
+                event_filter_scope=self._event_filter_scope,
+                tenant_field=self._tenant_field,
+                deliver_untagged_to_tenants=self._deliver_untagged,
+                **self._options,
+            )
+            return self._native
+
+    def publish(self, topic: str, payload: Any) -> Awaitable[None]:
+        """`await engine.publish(topic, payload)`: hands the event to the
+        engine (waits only while its queue is full). The payload is converted
+        to JSON now; a value without a JSON form raises `ConversionError`
+        naming its path."""
+        return self.start().publish(topic, payload)
+
+    def publish_sync(self, topic: str, payload: Any) -> None:
+        """Publishes from synchronous code or another thread; releases the
+        GIL and blocks only while the engine's queue is full. In async code
+        use `await engine.publish(...)`."""
+        self.start().publish_sync(topic, payload)
+
+    def publish_json(self, topic: str, payload: Union[str, bytes]) -> None:
+        """Publishes already-serialized JSON (parsed once, at dispatch)."""
+        self.start().publish_json_sync(topic, payload)
+
+    def stats(self) -> Stats:
+        """A snapshot of the counters (`connections`, `subscriptions`,
+        `groups`, `resolver_calls`, ...)."""
+        return self.start().stats()
+
+    def asgi(self) -> "SubsASGI":
+        """The WebSocket endpoint: an ASGI app for Starlette's
+        `WebSocketRoute(path, engine.asgi())` and any ASGI server, also
+        accepted by FastAPI's `app.add_api_websocket_route(path, engine.asgi())`."""
+        from ._asgi import SubsASGI
+
+        return SubsASGI(self)
+
+    def session(
+        self,
+        subprotocols: Sequence[str],
+        headers: Optional[Iterable[Tuple[str, str]]] = None,
+        peer: Optional[str] = None,
+    ) -> _native.Session:
+        """A session for a custom server (see the README's adapter protocol).
+        Raises `Reject` when the upgrade is refused."""
+        return self.start().session(list(subprotocols), list(headers or ()), peer)
+
+    def start_server(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        path: str = "/graphql",
+        http_handler: Optional[Callable[[str, str, bytes], Any]] = None,
+    ) -> _native.Server:
+        """Native mode: starts subs' Rust WebSocket server on its own threads
+        and returns its handle (`port`, `shutdown()`); frames never pass
+        through Python. `http_handler(method, path, body) -> (status,
+        content_type, body)` answers other HTTP requests."""
+        return self.start().serve(host, port, path, http_handler)
+
+    def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        path: str = "/graphql",
+        http_handler: Optional[Callable[[str, str, bytes], Any]] = None,
+    ) -> None:
+        """Native mode, blocking until Ctrl-C (then a graceful shutdown)."""
+        server = self.start_server(host, port, path=path, http_handler=http_handler)
+        try:
+            while not server.wait(0.2):
+                pass
+        except KeyboardInterrupt:
+            server.shutdown()
+
+    async def serve_async(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        path: str = "/graphql",
+        http_handler: Optional[Callable[[str, str, bytes], Any]] = None,
+        started: Optional[Callable[[_native.Server], None]] = None,
+    ) -> None:
+        """Native mode from async code: serves until cancelled, then shuts
+        down gracefully. `started(server)` is called once it listens."""
+        server = self.start_server(host, port, path=path, http_handler=http_handler)
+        if started is not None:
+            started(server)
+        loop = asyncio.get_running_loop()
+        try:
+            while not await loop.run_in_executor(None, server.wait, 0.5):
+                pass
+        finally:
+            server.stop()
+            await asyncio.shield(loop.run_in_executor(None, server.shutdown, 10.0))

@@ -1,0 +1,150 @@
+//! `cargo xtask wheel [--test]`: the subs-py wheel and its Python tests.
+//!
+//! Everything runs in a virtualenv the task creates (`target/py-venv`), so
+//! nothing is installed by hand: maturin builds the abi3 wheel into
+//! `target/wheels`; the tests install that wheel with its `test` extra and run
+//! `mypy.stubtest` on the native module and pytest with warnings as errors.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const MATURIN: &str = "maturin>=1.9,<2";
+
+fn venv_dir(root: &Path) -> PathBuf {
+    root.join("target").join("py-venv")
+}
+
+fn venv_bin(root: &Path, program: &str) -> PathBuf {
+    venv_dir(root).join("bin").join(program)
+}
+
+fn run_in(dir: &Path, program: &Path, args: &[&str]) -> Result<()> {
+    eprintln!("$ {} {}", program.display(), args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        // A developer's own virtualenv must not leak into the build.
+        .env_remove("VIRTUAL_ENV")
+        .env_remove("PYTHONPATH")
+        .status()
+        .with_context(|| format!("cannot start {}", program.display()))?;
+    if !status.success() {
+        bail!(
+            "`{} {}` failed with {status}",
+            program.display(),
+            args.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// Creates `target/py-venv` if needed (with `python3 -m venv`) and installs maturin.
+fn ensure_venv(root: &Path) -> Result<()> {
+    let python = venv_bin(root, "python");
+    if !python.exists() {
+        let dir = venv_dir(root);
+        let dir = dir.to_str().context("venv path is not UTF-8")?;
+        run_in(root, Path::new("python3"), &["-m", "venv", dir])?;
+        run_in(
+            root,
+            &python,
+            &["-m", "pip", "install", "--quiet", "--upgrade", "pip"],
+        )?;
+    }
+    if !venv_bin(root, "maturin").exists() {
+        run_in(root, &python, &["-m", "pip", "install", "--quiet", MATURIN])?;
+    }
+    Ok(())
+}
+
+/// Builds the release wheel into `target/wheels` and returns its path.
+pub fn wheel() -> Result<PathBuf> {
+    let root = super::workspace_root();
+    ensure_venv(&root)?;
+    let out = root.join("target").join("wheels");
+    // Only the wheel just built may be picked up below.
+    if let Ok(entries) = std::fs::read_dir(&out) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with("subs_py-") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    let out_str = out.to_str().context("target path is not UTF-8")?;
+    run_in(
+        &root,
+        &venv_bin(&root, "maturin"),
+        &[
+            "build",
+            "--release",
+            "-m",
+            "crates/subs-py/Cargo.toml",
+            "-o",
+            out_str,
+        ],
+    )?;
+    let wheel = std::fs::read_dir(&out)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("subs_py-"))
+                && p.extension().is_some_and(|e| e == "whl")
+        })
+        .context("maturin built no subs_py wheel")?;
+    eprintln!("wheel: {}", wheel.display());
+    Ok(wheel)
+}
+
+/// Builds the wheel, installs it with its test dependencies into the venv, then
+/// runs the stub check and the pytest suite (warnings are errors).
+pub fn python_tests() -> Result<()> {
+    let root = super::workspace_root();
+    let wheel = wheel()?;
+    let python = venv_bin(&root, "python");
+    let wheel_str = wheel.to_str().context("wheel path is not UTF-8")?;
+    let with_extra = format!("{wheel_str}[test]");
+    run_in(
+        &root,
+        &python,
+        &["-m", "pip", "install", "--quiet", &with_extra],
+    )?;
+    run_in(
+        &root,
+        &python,
+        &[
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--force-reinstall",
+            "--no-deps",
+            wheel_str,
+        ],
+    )?;
+    // From target/: no `subs` directory there shadows the installed package.
+    run_in(
+        &root.join("target"),
+        &python,
+        &["-m", "mypy.stubtest", "subs._native"],
+    )?;
+    let crate_dir = root.join("crates").join("subs-py");
+    run_in(
+        &crate_dir,
+        &python,
+        &["-m", "pytest", "-W", "error", "-q", "tests"],
+    )?;
+    Ok(())
+}
+
+/// `cargo xtask wheel [--test]`.
+pub fn task(rest: &[String]) -> Result<()> {
+    match rest.first().map(String::as_str) {
+        None => wheel().map(|_| ()),
+        Some("--test") => python_tests(),
+        Some(other) => bail!("unknown argument {other:?}: cargo xtask wheel [--test]"),
+    }
+}
