@@ -38,7 +38,12 @@ pub fn measure(samples: usize, mut sample: impl FnMut() -> (Duration, u64)) -> M
         })
         .collect();
     per_op.sort_by(f64::total_cmp);
-    Measured { median_ns: median(&per_op), min_ns: per_op[0], max_ns: per_op[per_op.len() - 1], samples }
+    Measured {
+        median_ns: median(&per_op),
+        min_ns: per_op[0],
+        max_ns: per_op[per_op.len() - 1],
+        samples,
+    }
 }
 
 /// The median of sorted values (mean of the middle two for an even count).

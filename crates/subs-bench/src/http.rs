@@ -32,7 +32,12 @@ impl HttpClient {
 
     /// Sends a request; retries once on a fresh connection if a kept-alive one
     /// was closed by the server.
-    pub async fn request(&mut self, method: &str, path: &str, body: Option<&str>) -> Result<Response> {
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<Response> {
         let reused = self.stream.is_some();
         match self.try_request(method, path, body).await {
             Ok(response) => Ok(response),
@@ -44,16 +49,29 @@ impl HttpClient {
         }
     }
 
-    async fn try_request(&mut self, method: &str, path: &str, body: Option<&str>) -> Result<Response> {
+    async fn try_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<Response> {
         if self.stream.is_none() {
-            let stream = TcpStream::connect(self.addr).await.with_context(|| format!("cannot connect to {}", self.addr))?;
+            let stream = TcpStream::connect(self.addr)
+                .await
+                .with_context(|| format!("cannot connect to {}", self.addr))?;
             stream.set_nodelay(true)?;
             self.stream = Some(BufReader::new(stream));
         }
         let stream = self.stream.as_mut().expect("connected above");
-        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: keep-alive\r\n", self.addr);
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: keep-alive\r\n",
+            self.addr
+        );
         if let Some(body) = body {
-            request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
+            request.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ));
         } else {
             request.push_str("\r\n");
         }
@@ -117,7 +135,10 @@ impl HttpClient {
         if close {
             self.stream = None;
         }
-        Ok(Response { status, body: String::from_utf8_lossy(&body).into_owned() })
+        Ok(Response {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
     }
 
     /// `GET /stats`: `(connections, subscriptions)`.
@@ -126,20 +147,36 @@ impl HttpClient {
         if response.status != 200 {
             bail!("GET /stats answered {}", response.status);
         }
-        let value: serde_json::Value = serde_json::from_str(&response.body).context("GET /stats is not JSON")?;
-        let read = |key: &str| value.get(key).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let value: serde_json::Value =
+            serde_json::from_str(&response.body).context("GET /stats is not JSON")?;
+        let read = |key: &str| {
+            value
+                .get(key)
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
+        };
         Ok((read("connections"), read("subscriptions")))
     }
 
     /// `POST /publish`.
-    pub async fn publish(&mut self, topic: &str, count: u64, payload_bytes: usize, interval_us: u64) -> Result<()> {
+    pub async fn publish(
+        &mut self,
+        topic: &str,
+        count: u64,
+        payload_bytes: usize,
+        interval_us: u64,
+    ) -> Result<()> {
         let body = serde_json::json!({
             "topic": topic, "count": count, "payloadBytes": payload_bytes, "intervalUs": interval_us,
         })
         .to_string();
         let response = self.request("POST", "/publish", Some(&body)).await?;
         if !(200..300).contains(&response.status) {
-            bail!("POST /publish answered {}: {}", response.status, response.body);
+            bail!(
+                "POST /publish answered {}: {}",
+                response.status,
+                response.body
+            );
         }
         Ok(())
     }

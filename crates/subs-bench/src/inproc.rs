@@ -16,7 +16,8 @@ use subs_core::graphql::{PreparedOperation, Schema};
 use subs_core::{Engine, Event, Session};
 use subs_protocol::{Connection, Protocol, encode_next};
 use subs_security::{
-    ConnectionFacts, KeyedRateLimiter, Limits, OperationFacts, Principal, Quota, SecurityConfig, SubscribeRequest, TenantRule,
+    ConnectionFacts, KeyedRateLimiter, Limits, OperationFacts, Principal, Quota, SecurityConfig,
+    SubscribeRequest, TenantRule,
 };
 use tokio::runtime::Runtime;
 
@@ -36,21 +37,34 @@ type Item { id: ID! key: String name: String! price(currency: String): Float! qt
 "#;
 
 /// Five selected fields; `$c` makes groups distinct without filtering.
-const ITEMS_BY_CURRENCY: &str = "subscription($c: String) { items { id name price(currency: $c) qty tags } }";
+const ITEMS_BY_CURRENCY: &str =
+    "subscription($c: String) { items { id name price(currency: $c) qty tags } }";
 /// Five selected fields, filtered on the event's `key`.
 const ITEMS_BY_KEY: &str = "subscription($k: String) { items(key: $k) { id name price qty tags } }";
 const TICKS: &str = "subscription { ticks(topic: \"a\") { seq sentAtNs payload } }";
 
 /// Every benchmark, by name.
-pub const BENCHES: &[&str] =
-    &["protocol", "floor", "fanout", "groups", "routing", "subscribe", "security", "grouped_vs_naive", "index_vs_scan"];
+pub const BENCHES: &[&str] = &[
+    "protocol",
+    "floor",
+    "fanout",
+    "groups",
+    "routing",
+    "subscribe",
+    "security",
+    "grouped_vs_naive",
+    "index_vs_scan",
+];
 
 /// Figures of one benchmark: `(name, value)`.
 pub type Figures = Vec<(String, f64)>;
 
 /// Runs benchmark `name` (`quick` shrinks the sizes that allow it).
 pub fn run(name: &str, quick: bool) -> anyhow::Result<Figures> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     let samples = if quick { 5 } else { 9 };
     Ok(match name {
         "protocol" => protocol(samples),
@@ -97,15 +111,28 @@ fn engine(runtime: &Runtime, relaxed: bool) -> Engine {
     let _entered = runtime.enter();
     let mut builder = Engine::builder(Schema::parse(SDL).expect("the benchmark schema is valid"));
     if relaxed {
-        let limits = Limits::default().max_subscriptions_per_connection(None).subscribe_rate(None).message_rate(None);
-        builder = builder.security(SecurityConfig::builder().limits(limits).build().expect("valid limits"));
+        let limits = Limits::default()
+            .max_subscriptions_per_connection(None)
+            .subscribe_rate(None)
+            .message_rate(None);
+        builder = builder.security(
+            SecurityConfig::builder()
+                .limits(limits)
+                .build()
+                .expect("valid limits"),
+        );
     }
     builder.build().expect("the benchmark engine builds")
 }
 
 fn session(runtime: &Runtime, engine: &Engine) -> Session {
     let now = Instant::now();
-    let mut session = Session::new(engine, Protocol::GraphqlTransportWs, ConnectionFacts::default(), now);
+    let mut session = Session::new(
+        engine,
+        Protocol::GraphqlTransportWs,
+        ConnectionFacts::default(),
+        now,
+    );
     runtime.block_on(session.handle_text(r#"{"type":"connection_init"}"#, now));
     while session.poll_transmit().is_some() {}
     session
@@ -133,7 +160,12 @@ fn subscribe_all(runtime: &Runtime, session: &mut Session, frames: &[String]) {
 }
 
 /// Sessions of one subscription each.
-fn sessions_of_one(runtime: &Runtime, engine: &Engine, count: usize, frame: impl Fn(usize) -> String) -> Vec<Session> {
+fn sessions_of_one(
+    runtime: &Runtime,
+    engine: &Engine,
+    count: usize,
+    frame: impl Fn(usize) -> String,
+) -> Vec<Session> {
     (0..count)
         .map(|i| {
             let mut session = session(runtime, engine);
@@ -171,10 +203,15 @@ fn dispatch_timed(runtime: &Runtime, engine: &Engine, event: &Event) -> (Duratio
 /// Protocol decode of a `subscribe` frame and encode of a `next` frame.
 fn protocol(samples: usize) -> Figures {
     const FRAMES: usize = 10_000;
-    let frames: Vec<String> = (0..FRAMES).map(|i| subscribe_frame(&i.to_string(), TICKS, None)).collect();
+    let frames: Vec<String> = (0..FRAMES)
+        .map(|i| subscribe_frame(&i.to_string(), TICKS, None))
+        .collect();
     let decode = measure(samples, || {
         let now = Instant::now();
-        let config = subs_protocol::Config { keepalive_interval: None, ..subs_protocol::Config::default() };
+        let config = subs_protocol::Config {
+            keepalive_interval: None,
+            ..subs_protocol::Config::default()
+        };
         let mut connection = Connection::new(Protocol::GraphqlTransportWs, config, now);
         connection.handle_text(r#"{"type":"connection_init"}"#, now);
         let _ = connection.poll_event();
@@ -189,7 +226,10 @@ fn protocol(samples: usize) -> Figures {
         });
         (elapsed, FRAMES as u64)
     });
-    let payload = format!(r#"{{"data":{{"ticks":{{"payload":"{}"}}}}}}"#, "x".repeat(100 - 33));
+    let payload = format!(
+        r#"{{"data":{{"ticks":{{"payload":"{}"}}}}}}"#,
+        "x".repeat(100 - 33)
+    );
     assert_eq!(payload.len(), 100);
     let mut out = Vec::with_capacity(256);
     let encode = measure(samples, || {
@@ -197,13 +237,21 @@ fn protocol(samples: usize) -> Figures {
         let ((), elapsed) = time(|| {
             for _ in 0..ROUNDS {
                 out.clear();
-                encode_next(Protocol::GraphqlTransportWs, std::hint::black_box("17"), payload.as_bytes(), &mut out);
+                encode_next(
+                    Protocol::GraphqlTransportWs,
+                    std::hint::black_box("17"),
+                    payload.as_bytes(),
+                    &mut out,
+                );
                 std::hint::black_box(&out);
             }
         });
         (elapsed, ROUNDS)
     });
-    vec![figure("protocol.decode_subscribe_ns", decode.median_ns), figure("protocol.encode_next_100b_ns", encode.median_ns)]
+    vec![
+        figure("protocol.decode_subscribe_ns", decode.median_ns),
+        figure("protocol.encode_next_100b_ns", encode.median_ns),
+    ]
 }
 
 /// The seed's floor: 100 subscriptions dispatched, distinct groups (the
@@ -229,7 +277,13 @@ fn floor(runtime: &Runtime, samples: usize) -> Figures {
         drain(&mut shared);
         (elapsed, 1)
     });
-    vec![figure("floor.dispatch_100_distinct_us", distinct_time.median_ns / 1e3), figure("floor.dispatch_100_shared_us", shared_time.median_ns / 1e3)]
+    vec![
+        figure(
+            "floor.dispatch_100_distinct_us",
+            distinct_time.median_ns / 1e3,
+        ),
+        figure("floor.dispatch_100_shared_us", shared_time.median_ns / 1e3),
+    ]
 }
 
 /// One event to 100,000 subscribers of one group (100,000 sessions).
@@ -237,7 +291,9 @@ fn fanout(runtime: &Runtime, samples: usize) -> Figures {
     const SUBSCRIBERS: usize = 100_000;
     let engine = engine(runtime, false);
     let before = rss();
-    let mut sessions = sessions_of_one(runtime, &engine, SUBSCRIBERS, |_| subscribe_frame("1", TICKS, None));
+    let mut sessions = sessions_of_one(runtime, &engine, SUBSCRIBERS, |_| {
+        subscribe_frame("1", TICKS, None)
+    });
     let per_session = (rss() - before) / SUBSCRIBERS as f64;
     assert_eq!(engine.stats().groups, 1);
     let event = Event::json("ticks", tick(1));
@@ -249,7 +305,10 @@ fn fanout(runtime: &Runtime, samples: usize) -> Figures {
     });
     vec![
         figure("fanout.deliveries_per_sec", 1e9 / m.median_ns),
-        figure("fanout.dispatch_100k_ms", m.median_ns * SUBSCRIBERS as f64 / 1e6),
+        figure(
+            "fanout.dispatch_100k_ms",
+            m.median_ns * SUBSCRIBERS as f64 / 1e6,
+        ),
         figure("fanout.memory_per_session_bytes", per_session),
     ]
 }
@@ -279,7 +338,13 @@ fn keyed_sessions(runtime: &Runtime, engine: &Engine, count: usize) -> Vec<Sessi
         .map(|s| {
             let mut session = session(runtime, engine);
             let frames: Vec<String> = (s * per_session..((s + 1) * per_session).min(count))
-                .map(|i| subscribe_frame(&i.to_string(), ITEMS_BY_KEY, Some(json!({"k": format!("k{i}")}))))
+                .map(|i| {
+                    subscribe_frame(
+                        &i.to_string(),
+                        ITEMS_BY_KEY,
+                        Some(json!({"k": format!("k{i}")})),
+                    )
+                })
                 .collect();
             subscribe_all(runtime, &mut session, &frames);
             session
@@ -288,11 +353,19 @@ fn keyed_sessions(runtime: &Runtime, engine: &Engine, count: usize) -> Vec<Sessi
 }
 
 /// Dispatch time per event for one random key among `keys` (batches of 1,000).
-fn routed_event(runtime: &Runtime, engine: &Engine, sessions: &mut [Session], keys: usize, samples: usize) -> Measured {
+fn routed_event(
+    runtime: &Runtime,
+    engine: &Engine,
+    sessions: &mut [Session],
+    keys: usize,
+    samples: usize,
+) -> Measured {
     const BATCH: usize = 1000;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     measure(samples, || {
-        let events: Vec<Event> = (0..BATCH).map(|_| Event::json("items", item(&format!("k{}", rng.below(keys))))).collect();
+        let events: Vec<Event> = (0..BATCH)
+            .map(|_| Event::json("items", item(&format!("k{}", rng.below(keys)))))
+            .collect();
         let (delivered, elapsed) = time(|| {
             runtime.block_on(async {
                 let mut delivered = 0;
@@ -319,8 +392,14 @@ fn routing(runtime: &Runtime, samples: usize, count: usize) -> Figures {
     vec![
         figure("routing.subscriptions", count as f64),
         figure("routing.event_us", m.median_ns / 1e3),
-        figure("routing.registry_memory_per_subscription_bytes", per_subscription),
-        figure("routing.setup_per_subscription_us", setup.as_nanos() as f64 / count as f64 / 1e3),
+        figure(
+            "routing.registry_memory_per_subscription_bytes",
+            per_subscription,
+        ),
+        figure(
+            "routing.setup_per_subscription_us",
+            setup.as_nanos() as f64 / count as f64 / 1e3,
+        ),
     ]
 }
 
@@ -344,9 +423,16 @@ fn subscribe(runtime: &Runtime, samples: usize) -> Figures {
 /// The security pipeline: the tenant rule per event and subscriber, the
 /// subscribe checks, and a keyed rate limiter with 100,000 keys.
 fn security(samples: usize) -> Figures {
-    let config = SecurityConfig::builder().tenant_rule(TenantRule::new()).build().expect("valid config");
+    let config = SecurityConfig::builder()
+        .tenant_rule(TenantRule::new())
+        .build()
+        .expect("valid config");
     let principal = Principal::new("user-1").with_tenant("t1");
-    let events = [item("k"), json!({"id": "2", "tenantId": "t2"}), json!({"id": "3"})];
+    let events = [
+        item("k"),
+        json!({"id": "2", "tenantId": "t2"}),
+        json!({"id": "3"}),
+    ];
     let allows = measure(samples, || {
         const ROUNDS: u64 = 1_000_000;
         let (allowed, elapsed) = time(|| {
@@ -363,14 +449,25 @@ fn security(samples: usize) -> Figures {
 
     let defaults = SecurityConfig::default();
     let arguments: Map<String, Value> = [("topic".to_owned(), json!("a"))].into_iter().collect();
-    let facts = OperationFacts { depth: 2, aliases: 0, root_fields: 1, directives: 0, cost: 4, document_bytes: 60 };
+    let facts = OperationFacts {
+        depth: 2,
+        aliases: 0,
+        root_fields: 1,
+        directives: 0,
+        cost: 4,
+        document_bytes: 60,
+    };
     let check = measure(samples, || {
         const ROUNDS: u32 = 100_000;
         let mut budget = defaults.connection_budget();
         let start = Instant::now();
         let ((), elapsed) = time(|| {
             for i in 0..ROUNDS {
-                let request = SubscribeRequest { principal: &principal, root_field: "ticks", arguments: &arguments };
+                let request = SubscribeRequest {
+                    principal: &principal,
+                    root_field: "ticks",
+                    arguments: &arguments,
+                };
                 // A second apart, so the subscribe rate never refuses.
                 let now = start + Duration::from_secs(u64::from(i));
                 let outcome = defaults.check_subscribe(&request, &facts, &mut budget, now);
@@ -394,7 +491,11 @@ fn security(samples: usize) -> Figures {
     let rate = measure(samples, || {
         round += 1;
         let now = start + Duration::from_secs(round);
-        let (allowed, elapsed) = time(|| keys.iter().filter(|key| limiter.check(key, now).is_ok()).count());
+        let (allowed, elapsed) = time(|| {
+            keys.iter()
+                .filter(|key| limiter.check(key, now).is_ok())
+                .count()
+        });
         assert!(allowed > 0);
         (elapsed, keys.len() as u64)
     });
@@ -414,8 +515,9 @@ type NaiveQueue = Mutex<std::collections::VecDeque<(Arc<str>, Bytes)>>;
 fn grouped_vs_naive(runtime: &Runtime, samples: usize) -> Figures {
     const SUBSCRIBERS: usize = 1000;
     let engine = engine(runtime, false);
-    let mut sessions =
-        sessions_of_one(runtime, &engine, SUBSCRIBERS, |_| subscribe_frame("1", ITEMS_BY_CURRENCY, Some(json!({"c": "EUR"}))));
+    let mut sessions = sessions_of_one(runtime, &engine, SUBSCRIBERS, |_| {
+        subscribe_frame("1", ITEMS_BY_CURRENCY, Some(json!({"c": "EUR"})))
+    });
     assert_eq!(engine.stats().groups, 1);
     let event = Event::json("items", item("k"));
     let grouped = measure(samples, || {
@@ -425,9 +527,14 @@ fn grouped_vs_naive(runtime: &Runtime, samples: usize) -> Figures {
         (elapsed, 1)
     });
 
-    let operation: Arc<PreparedOperation> = engine.schema().prepare(ITEMS_BY_CURRENCY, None).expect("valid document");
+    let operation: Arc<PreparedOperation> = engine
+        .schema()
+        .prepare(ITEMS_BY_CURRENCY, None)
+        .expect("valid document");
     let variables: Map<String, Value> = [("c".to_owned(), json!("EUR"))].into_iter().collect();
-    let subscribers: Vec<(Arc<str>, NaiveQueue)> = (0..SUBSCRIBERS).map(|_| (Arc::from("1"), Mutex::default())).collect();
+    let subscribers: Vec<(Arc<str>, NaiveQueue)> = (0..SUBSCRIBERS)
+        .map(|_| (Arc::from("1"), Mutex::default()))
+        .collect();
     let payload = item("k");
     let naive = measure(samples, || {
         let ((), elapsed) = time(|| {
@@ -444,7 +551,10 @@ fn grouped_vs_naive(runtime: &Runtime, samples: usize) -> Figures {
     vec![
         figure("relative.grouped_dispatch_1000_us", grouped.median_ns / 1e3),
         figure("relative.naive_dispatch_1000_us", naive.median_ns / 1e3),
-        figure("relative.grouped_vs_naive_x", naive.median_ns / grouped.median_ns),
+        figure(
+            "relative.grouped_vs_naive_x",
+            naive.median_ns / grouped.median_ns,
+        ),
     ]
 }
 
@@ -456,7 +566,10 @@ fn index_vs_scan(runtime: &Runtime, samples: usize) -> Figures {
     let mut sessions = keyed_sessions(runtime, &engine, SUBSCRIPTIONS);
     let indexed = routed_event(runtime, &engine, &mut sessions, SUBSCRIPTIONS, samples);
 
-    let operation = engine.schema().prepare(ITEMS_BY_KEY, None).expect("valid document");
+    let operation = engine
+        .schema()
+        .prepare(ITEMS_BY_KEY, None)
+        .expect("valid document");
     let subscriptions: Vec<(String, Map<String, Value>, NaiveQueue)> = (0..SUBSCRIPTIONS)
         .map(|i| {
             let key = format!("k{i}");
@@ -468,7 +581,9 @@ fn index_vs_scan(runtime: &Runtime, samples: usize) -> Figures {
     let mut rng = Rng(7);
     let scan = measure(samples, || {
         const BATCH: usize = 20;
-        let events: Vec<Value> = (0..BATCH).map(|_| item(&format!("k{}", rng.below(SUBSCRIPTIONS)))).collect();
+        let events: Vec<Value> = (0..BATCH)
+            .map(|_| item(&format!("k{}", rng.below(SUBSCRIPTIONS))))
+            .collect();
         let (delivered, elapsed) = time(|| {
             let mut delivered = 0;
             for event in &events {
@@ -491,6 +606,9 @@ fn index_vs_scan(runtime: &Runtime, samples: usize) -> Figures {
     vec![
         figure("relative.indexed_event_100k_us", indexed.median_ns / 1e3),
         figure("relative.scan_event_100k_us", scan.median_ns / 1e3),
-        figure("relative.index_vs_scan_x", scan.median_ns / indexed.median_ns),
+        figure(
+            "relative.index_vs_scan_x",
+            scan.median_ns / indexed.median_ns,
+        ),
     ]
 }

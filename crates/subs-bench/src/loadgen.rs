@@ -201,7 +201,12 @@ struct Shared {
 }
 
 fn now_ns() -> u64 {
-    u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())).unwrap_or(u64::MAX)
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    )
+    .unwrap_or(u64::MAX)
 }
 
 /// A server started for one run; stopped (its whole process group) on drop.
@@ -235,7 +240,10 @@ fn start_server(command: &str, log: Option<&std::path::Path>) -> Result<(Server,
     use std::os::unix::process::CommandExt;
     let port = free_port()?;
     let stderr = match log {
-        Some(path) => Stdio::from(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?),
+        Some(path) => Stdio::from(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        ),
         None => Stdio::null(),
     };
     let mut child = Command::new("sh")
@@ -283,14 +291,21 @@ fn source_ip(i: usize, total: usize) -> Option<IpAddr> {
 }
 
 async fn open(addr: SocketAddr, source: Option<IpAddr>) -> Result<WebSocketStream<TcpStream>> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     if let Some(ip) = source {
         socket.bind(SocketAddr::new(ip, 0))?;
     }
     let stream = socket.connect(addr).await?;
     stream.set_nodelay(true)?;
     let mut request = format!("ws://{addr}/graphql").into_client_request()?;
-    request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("graphql-transport-ws"));
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("graphql-transport-ws"),
+    );
     let (ws, _) = tokio_tungstenite::client_async(request, stream).await?;
     Ok(ws)
 }
@@ -301,9 +316,14 @@ fn subscribe_frame(topic: &str) -> String {
 }
 
 /// Opens, acknowledges and subscribes one connection.
-async fn handshake(addr: SocketAddr, source: Option<IpAddr>, topic: &str) -> Result<WebSocketStream<TcpStream>> {
+async fn handshake(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    topic: &str,
+) -> Result<WebSocketStream<TcpStream>> {
     let mut ws = open(addr, source).await?;
-    ws.send(Message::text(r#"{"type":"connection_init","payload":{}}"#)).await?;
+    ws.send(Message::text(r#"{"type":"connection_init","payload":{}}"#))
+        .await?;
     let scanner = Scanner::default();
     loop {
         match ws.next().await {
@@ -379,7 +399,9 @@ async fn client(
                             *bits |= bit;
                             result.distinct += 1;
                             shared.delivered.fetch_add(1, Ordering::Relaxed);
-                            shared.last_progress_ns.fetch_max(receipt, Ordering::Relaxed);
+                            shared
+                                .last_progress_ns
+                                .fetch_max(receipt, Ordering::Relaxed);
                         } else {
                             result.duplicates += 1;
                         }
@@ -440,17 +462,26 @@ async fn run_async(options: &Options) -> Result<Report> {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            found.or_else(|| server.as_ref().map(|s| s.child.id())).context("cannot find the server's pid")?
+            found
+                .or_else(|| server.as_ref().map(|s| s.child.id()))
+                .context("cannot find the server's pid")?
         }
     };
     let mut http = HttpClient::new(addr);
-    let (_, base_subscriptions) = http.stats().await.context("the server does not answer GET /stats")?;
+    let (_, base_subscriptions) = http
+        .stats()
+        .await
+        .context("the server does not answer GET /stats")?;
     // Let the server settle after start before the memory baseline.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_before = sys::rss_bytes(pid).unwrap_or(0);
 
     let n = options.connections;
-    let per_connection = if options.scenario == Scenario::Memory { 0 } else { options.events };
+    let per_connection = if options.scenario == Scenario::Memory {
+        0
+    } else {
+        options.events
+    };
     let shared = Arc::new(Shared {
         delivered: AtomicU64::new(0),
         subscribed: AtomicUsize::new(0),
@@ -459,7 +490,13 @@ async fn run_async(options: &Options) -> Result<Report> {
     });
     let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let topic_of = |i: usize| if options.scenario == Scenario::Filtered { format!("t{i}") } else { "a".to_owned() };
+    let topic_of = |i: usize| {
+        if options.scenario == Scenario::Filtered {
+            format!("t{i}")
+        } else {
+            "a".to_owned()
+        }
+    };
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         tasks.push(tokio::spawn(client(
@@ -502,10 +539,22 @@ async fn run_async(options: &Options) -> Result<Report> {
         shared.last_progress_ns.store(now_ns(), Ordering::Relaxed);
         if options.scenario == Scenario::Filtered {
             for i in 0..n {
-                http.publish(&topic_of(i), options.events, options.payload_bytes, options.interval_us).await?;
+                http.publish(
+                    &topic_of(i),
+                    options.events,
+                    options.payload_bytes,
+                    options.interval_us,
+                )
+                .await?;
             }
         } else {
-            http.publish("a", options.events, options.payload_bytes, options.interval_us).await?;
+            http.publish(
+                "a",
+                options.events,
+                options.payload_bytes,
+                options.interval_us,
+            )
+            .await?;
         }
         let idle = options.idle_timeout + Duration::from_micros(options.interval_us);
         loop {
@@ -541,7 +590,11 @@ async fn run_async(options: &Options) -> Result<Report> {
         expected,
         rss_before_bytes: rss_before,
         rss_idle_bytes: rss_idle,
-        rss_per_connection_bytes: if connected > 0 { rss_idle.saturating_sub(rss_before) as f64 / connected as f64 } else { 0.0 },
+        rss_per_connection_bytes: if connected > 0 {
+            rss_idle.saturating_sub(rss_before) as f64 / connected as f64
+        } else {
+            0.0
+        },
         cpu_tick_ms: 1000.0 / sys::clock_ticks_per_second() as f64,
         ..Report::default()
     };
@@ -587,7 +640,10 @@ fn distribution(histogram: &Histogram<u64>) -> Vec<(f64, f64)> {
     let mut nines = 0.0_f64;
     while nines <= 4.0 + 1e-9 {
         let quantile = 1.0 - 10f64.powf(-nines);
-        points.push((quantile * 100.0, histogram.value_at_quantile(quantile) as f64));
+        points.push((
+            quantile * 100.0,
+            histogram.value_at_quantile(quantile) as f64,
+        ));
         nines += 0.125;
     }
     points.push((100.0, histogram.max() as f64));
@@ -601,15 +657,27 @@ mod tests {
     #[test]
     fn spreads_source_addresses_past_the_port_range() {
         assert_eq!(source_ip(5, 10_000), None);
-        assert_eq!(source_ip(0, 50_000), Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1))));
-        assert_eq!(source_ip(20_000, 50_000), Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))));
-        assert_eq!(source_ip(49_999, 50_000), Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3))));
+        assert_eq!(
+            source_ip(0, 50_000),
+            Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)))
+        );
+        assert_eq!(
+            source_ip(20_000, 50_000),
+            Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)))
+        );
+        assert_eq!(
+            source_ip(49_999, 50_000),
+            Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)))
+        );
     }
 
     #[test]
     fn subscribes_to_the_contract_field() {
         let frame: serde_json::Value = serde_json::from_str(&subscribe_frame("t7")).unwrap();
         assert_eq!(frame["type"], "subscribe");
-        assert_eq!(frame["payload"]["query"], "subscription { ticks(topic: \"t7\") { seq sentAtNs payload } }");
+        assert_eq!(
+            frame["payload"]["query"],
+            "subscription { ticks(topic: \"t7\") { seq sentAtNs payload } }"
+        );
     }
 }

@@ -119,7 +119,10 @@ async fn connection(mut stream: TcpStream, state: Arc<State>) -> Result<()> {
         let mut parts = request_line.split_whitespace();
         let method = parts.next().unwrap_or_default();
         let path = parts.next().unwrap_or_default();
-        if method == "GET" && path.starts_with("/graphql") && headers.contains_key("sec-websocket-key") {
+        if method == "GET"
+            && path.starts_with("/graphql")
+            && headers.contains_key("sec-websocket-key")
+        {
             let key = &headers["sec-websocket-key"];
             let response = format!(
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\nSec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n",
@@ -128,7 +131,10 @@ async fn connection(mut stream: TcpStream, state: Arc<State>) -> Result<()> {
             stream.write_all(response.as_bytes()).await?;
             return websocket(stream, buffer, state).await;
         }
-        let length: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let length: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         while buffer.len() < length {
             let mut chunk = [0u8; 4096];
             let n = stream.read(&mut chunk).await?;
@@ -165,7 +171,8 @@ fn publish_request(body: &[u8], state: &Arc<State>) -> Result<()> {
     let request: serde_json::Value = serde_json::from_slice(body).context("body is not JSON")?;
     let topic = request["topic"].as_str().context("no topic")?.to_owned();
     let count = request["count"].as_u64().context("no count")?;
-    let payload_bytes = usize::try_from(request["payloadBytes"].as_u64().unwrap_or(64)).unwrap_or(64);
+    let payload_bytes =
+        usize::try_from(request["payloadBytes"].as_u64().unwrap_or(64)).unwrap_or(64);
     let interval = Duration::from_micros(request["intervalUs"].as_u64().unwrap_or(0));
     let state = state.clone();
     tokio::spawn(async move {
@@ -173,7 +180,8 @@ fn publish_request(body: &[u8], state: &Arc<State>) -> Result<()> {
         let start = tokio::time::Instant::now();
         for seq in 0..count {
             if !interval.is_zero() {
-                tokio::time::sleep_until(start + interval * u32::try_from(seq).unwrap_or(u32::MAX)).await;
+                tokio::time::sleep_until(start + interval * u32::try_from(seq).unwrap_or(u32::MAX))
+                    .await;
             }
             publish_one(&state, &topic, seq, &filler);
             if interval.is_zero() {
@@ -187,8 +195,12 @@ fn publish_request(body: &[u8], state: &Arc<State>) -> Result<()> {
 
 fn publish_one(state: &State, topic: &str, seq: u64, filler: &str) {
     let topics = state.topics.lock();
-    let Some(subscribers) = topics.get(topic) else { return };
-    let sent_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let Some(subscribers) = topics.get(topic) else {
+        return;
+    };
+    let sent_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     let payload = format!(
         "{{\"data\":{{\"ticks\":{{\"topic\":{},\"seq\":{seq},\"sentAtNs\":\"{sent_at}\",\"payload\":\"{filler}\"}}}}}}",
         serde_json::Value::from(topic)
@@ -197,7 +209,10 @@ fn publish_one(state: &State, topic: &str, seq: u64, filler: &str) {
     let mut frame_id: Option<&str> = None;
     for (_, id, out) in subscribers {
         if frame_id != Some(&**id) {
-            let text = format!("{{\"type\":\"next\",\"id\":{},\"payload\":{payload}}}", serde_json::Value::from(&**id));
+            let text = format!(
+                "{{\"type\":\"next\",\"id\":{},\"payload\":{payload}}}",
+                serde_json::Value::from(&**id)
+            );
             frame = text_frame(text.as_bytes());
             frame_id = Some(id);
         }
@@ -226,7 +241,15 @@ async fn websocket(stream: TcpStream, mut buffer: Vec<u8>, state: Arc<State>) ->
         }
     });
     let mut subscribed: Vec<(String, Arc<str>)> = Vec::new();
-    let result = read_frames(&mut reader, &mut buffer, &out, &state, connection, &mut subscribed).await;
+    let result = read_frames(
+        &mut reader,
+        &mut buffer,
+        &out,
+        &state,
+        connection,
+        &mut subscribed,
+    )
+    .await;
     {
         let mut topics = state.topics.lock();
         for (topic, _) in &subscribed {
@@ -238,7 +261,9 @@ async fn websocket(stream: TcpStream, mut buffer: Vec<u8>, state: Arc<State>) ->
             }
         }
     }
-    state.subscriptions.fetch_sub(subscribed.len() as u64, Ordering::Relaxed);
+    state
+        .subscriptions
+        .fetch_sub(subscribed.len() as u64, Ordering::Relaxed);
     state.connections.fetch_sub(1, Ordering::Relaxed);
     out.closed.store(true, Ordering::Relaxed);
     out.notify.notify_one();
@@ -322,14 +347,30 @@ fn parse_client_frame(buffer: &[u8]) -> Result<Option<(bool, u8, Vec<u8>, usize)
     if buffer.len() < at + mask_len + len {
         return Ok(None);
     }
-    let mask: [u8; 4] = if masked { buffer[at..at + 4].try_into()? } else { [0; 4] };
+    let mask: [u8; 4] = if masked {
+        buffer[at..at + 4].try_into()?
+    } else {
+        [0; 4]
+    };
     at += mask_len;
-    let payload = buffer[at..at + len].iter().enumerate().map(|(i, b)| b ^ mask[i % 4]).collect();
+    let payload = buffer[at..at + len]
+        .iter()
+        .enumerate()
+        .map(|(i, b)| b ^ mask[i % 4])
+        .collect();
     Ok(Some((fin, opcode, payload, at + len)))
 }
 
-fn on_text(text: &[u8], out: &Arc<Out>, state: &State, connection: u64, subscribed: &mut Vec<(String, Arc<str>)>) {
-    let Ok(message) = serde_json::from_slice::<serde_json::Value>(text) else { return };
+fn on_text(
+    text: &[u8],
+    out: &Arc<Out>,
+    state: &State,
+    connection: u64,
+    subscribed: &mut Vec<(String, Arc<str>)>,
+) {
+    let Ok(message) = serde_json::from_slice::<serde_json::Value>(text) else {
+        return;
+    };
     match message["type"].as_str() {
         Some("connection_init") => out.push(&text_frame(br#"{"type":"connection_ack"}"#)),
         Some("ping") => out.push(&text_frame(br#"{"type":"pong"}"#)),
@@ -341,7 +382,11 @@ fn on_text(text: &[u8], out: &Arc<Out>, state: &State, connection: u64, subscrib
                 .and_then(|(_, rest)| rest.split('"').nth(1))
                 .unwrap_or("a")
                 .to_owned();
-            state.topics.lock().entry(topic.clone()).or_default().push((connection, id.clone(), out.clone()));
+            state.topics.lock().entry(topic.clone()).or_default().push((
+                connection,
+                id.clone(),
+                out.clone(),
+            ));
             state.subscriptions.fetch_add(1, Ordering::Relaxed);
             subscribed.push((topic, id));
         }
@@ -386,6 +431,10 @@ mod tests {
         assert_eq!(opcode, 1);
         assert_eq!(payload, text);
         assert_eq!(used, frame.len());
-        assert!(parse_client_frame(&frame[..frame.len() - 1]).unwrap().is_none());
+        assert!(
+            parse_client_frame(&frame[..frame.len() - 1])
+                .unwrap()
+                .is_none()
+        );
     }
 }

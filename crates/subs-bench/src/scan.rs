@@ -49,7 +49,9 @@ impl Default for Scanner {
 impl Scanner {
     /// Classifies one text frame.
     pub fn scan(&self, frame: &[u8]) -> Frame {
-        let Some(kind) = value_after(&self.kind, frame) else { return Frame::Other };
+        let Some(kind) = value_after(&self.kind, frame) else {
+            return Frame::Other;
+        };
         if kind.starts_with(b"\"next\"") {
             let seq = value_after(&self.seq, frame).and_then(leading_number);
             let sent_at_ns = value_after(&self.sent_at, frame).and_then(leading_number);
@@ -89,7 +91,9 @@ fn leading_number(bytes: &[u8]) -> Option<u64> {
     if len == 0 || len > 19 {
         return None;
     }
-    digits[..len].iter().try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+    digits[..len].iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 #[cfg(test)]
@@ -99,13 +103,25 @@ mod tests {
     #[test]
     fn reads_a_compact_next() {
         let frame = br#"{"type":"next","id":"1","payload":{"data":{"ticks":{"seq":42,"sentAtNs":"1700000000123456789","payload":"xxxx"}}}}"#;
-        assert_eq!(Scanner::default().scan(frame), Frame::Next { seq: 42, sent_at_ns: 1_700_000_000_123_456_789 });
+        assert_eq!(
+            Scanner::default().scan(frame),
+            Frame::Next {
+                seq: 42,
+                sent_at_ns: 1_700_000_000_123_456_789
+            }
+        );
     }
 
     #[test]
     fn reads_python_spacing_and_any_key_order() {
         let frame = br#"{"payload": {"data": {"ticks": {"sentAtNs": "17", "seq": 3}}}, "id": "1", "type": "next"}"#;
-        assert_eq!(Scanner::default().scan(frame), Frame::Next { seq: 3, sent_at_ns: 17 });
+        assert_eq!(
+            Scanner::default().scan(frame),
+            Frame::Next {
+                seq: 3,
+                sent_at_ns: 17
+            }
+        );
     }
 
     #[test]
@@ -113,11 +129,23 @@ mod tests {
         let scanner = Scanner::default();
         assert_eq!(scanner.scan(br#"{"type":"connection_ack"}"#), Frame::Ack);
         assert_eq!(scanner.scan(br#"{"type":"ping"}"#), Frame::Ping);
-        assert_eq!(scanner.scan(br#"{"type":"error","id":"1","payload":[]}"#), Frame::ErrorOrComplete);
-        assert_eq!(scanner.scan(br#"{"type":"complete","id":"1"}"#), Frame::ErrorOrComplete);
+        assert_eq!(
+            scanner.scan(br#"{"type":"error","id":"1","payload":[]}"#),
+            Frame::ErrorOrComplete
+        );
+        assert_eq!(
+            scanner.scan(br#"{"type":"complete","id":"1"}"#),
+            Frame::ErrorOrComplete
+        );
         // A tick-shaped body under another type is not a delivery.
-        assert_eq!(scanner.scan(br#"{"type":"pong","payload":{"seq":1,"sentAtNs":"2"}}"#), Frame::Other);
-        assert_eq!(scanner.scan(br#"{"type":"next","id":"1","payload":{"data":{"ticks":{"seq":1}}}}"#), Frame::NextWithoutTick);
+        assert_eq!(
+            scanner.scan(br#"{"type":"pong","payload":{"seq":1,"sentAtNs":"2"}}"#),
+            Frame::Other
+        );
+        assert_eq!(
+            scanner.scan(br#"{"type":"next","id":"1","payload":{"data":{"ticks":{"seq":1}}}}"#),
+            Frame::NextWithoutTick
+        );
         assert_eq!(scanner.scan(b"garbage"), Frame::Other);
     }
 

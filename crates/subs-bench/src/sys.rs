@@ -12,7 +12,10 @@ use std::fs;
 /// 10,000 descriptors on each side); children started afterwards inherit it.
 /// Returns the new soft limit.
 pub fn raise_nofile_limit() -> std::io::Result<u64> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes into a struct we own.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return Err(std::io::Error::last_os_error());
@@ -36,7 +39,9 @@ pub fn clock_ticks_per_second() -> u64 {
 
 /// Sends SIGTERM (or SIGKILL) to a process group we started.
 pub fn signal_group(pgid: u32, kill: bool) {
-    let Ok(pgid) = libc::pid_t::try_from(pgid) else { return };
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+        return;
+    };
     let signal = if kill { libc::SIGKILL } else { libc::SIGTERM };
     // SAFETY: kill has no memory effects; a negative pid names the group.
     unsafe {
@@ -89,8 +94,16 @@ pub fn listener_pid(port: u16) -> Option<u32> {
     }
     let targets: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
     for entry in fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
         for fd in fds.flatten() {
             if let Ok(link) = fs::read_link(fd.path()) {
                 if targets.iter().any(|t| link.as_os_str() == t.as_str()) {

@@ -15,7 +15,10 @@ fn main() -> Result<()> {
                 return Ok(());
             }
             "-h" | "--help" => {
-                println!("usage: subs-inproc [--quick] [--list] [BENCH...]\nbenches: {}", inproc::BENCHES.join(", "));
+                println!(
+                    "usage: subs-inproc [--quick] [--list] [BENCH...]\nbenches: {}",
+                    inproc::BENCHES.join(", ")
+                );
                 return Ok(());
             }
             name => names.push(name.to_owned()),

@@ -28,11 +28,23 @@ fn main() -> Result<()> {
             println!("{USAGE}");
             return Ok(());
         }
-        let value = args.next().with_context(|| format!("{arg} needs a value\n{USAGE}"))?;
-        let number = || value.parse::<u64>().with_context(|| format!("{arg} takes a number, not {value:?}"));
+        let value = args
+            .next()
+            .with_context(|| format!("{arg} needs a value\n{USAGE}"))?;
+        let number = || {
+            value
+                .parse::<u64>()
+                .with_context(|| format!("{arg} takes a number, not {value:?}"))
+        };
         match arg.as_str() {
             "--target" => options.target = Some(value.clone()),
-            "--addr" => options.addr = Some(value.parse().with_context(|| format!("bad address {value:?}"))?),
+            "--addr" => {
+                options.addr = Some(
+                    value
+                        .parse()
+                        .with_context(|| format!("bad address {value:?}"))?,
+                )
+            }
             "--pid" => options.pid = Some(u32::try_from(number()?)?),
             "--scenario" => options.scenario = value.parse()?,
             "--connections" => options.connections = usize::try_from(number()?)?,
