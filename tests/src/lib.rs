@@ -45,12 +45,14 @@ pub fn examples_dir() -> PathBuf {
 }
 
 /// The path of example `name`, building subs-adapters' examples once per test
-/// process when they are missing (`cargo test -p subs-e2e` does not build
-/// other packages' examples; `cargo test --workspace` does).
+/// process when they are missing or older than their sources (`cargo test -p
+/// subs-e2e` does not build other packages' examples; `cargo test --workspace`
+/// does). Cargo releases its build lock before running tests, so the nested
+/// build does not deadlock.
 pub fn example_binary(name: &str) -> Result<PathBuf> {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let path = examples_dir().join(name);
-    if path.exists() {
+    if is_fresh(&path) {
         return Ok(path);
     }
     BUILT
@@ -85,6 +87,45 @@ pub fn example_binary(name: &str) -> Result<PathBuf> {
         path.display()
     );
     Ok(path)
+}
+
+/// Whether `binary` exists and is newer than every source file of the crates
+/// it is built from (so `cargo test -p subs-e2e` never runs a stale example).
+fn is_fresh(binary: &Path) -> bool {
+    let Ok(built) = binary.metadata().and_then(|m| m.modified()) else {
+        return false;
+    };
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates");
+    [
+        "subs-adapters",
+        "subs-core",
+        "subs-protocol",
+        "subs-security",
+    ]
+    .iter()
+    .all(|name| newest_source(&crates.join(name)).is_none_or(|newest| newest <= built))
+}
+
+fn newest_source(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let modified = if path.is_dir() {
+            if path
+                .file_name()
+                .is_some_and(|n| n == "target" || n == "tests" || n == "benches")
+            {
+                continue;
+            }
+            newest_source(&path)
+        } else if path.extension().is_some_and(|e| e == "rs" || e == "toml") {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        } else {
+            None
+        };
+        newest = newest.max(modified);
+    }
+    newest
 }
 
 /// An example server running as a child process; killed when dropped.
