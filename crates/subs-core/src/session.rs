@@ -22,24 +22,25 @@ use crate::messages;
 use crate::outbound::{ConnectionShared, Outbound, Push};
 use crate::registry::{Registration, RegistrationHandle};
 
-enum Active {
+/// One active subscription of this connection.
+struct Active {
+    /// The id as registered: queued payloads carry this very `Arc`, so pointer
+    /// identity tells a live subscription from an earlier one with the same id.
+    id: Arc<str>,
+    source: Source,
+    /// `Limits::delivery_rate`, when configured: payloads beyond it are dropped
+    /// (and counted) at write time.
+    delivery_limiter: Option<subs_security::RateLimiter>,
+}
+
+enum Source {
     Topic {
-        id: Arc<str>,
         handle: RegistrationHandle,
         topic: Arc<str>,
     },
     Stream {
-        id: Arc<str>,
         task: tokio::task::JoinHandle<()>,
     },
-}
-
-impl Active {
-    fn id(&self) -> &Arc<str> {
-        match self {
-            Self::Topic { id, .. } | Self::Stream { id, .. } => id,
-        }
-    }
 }
 
 /// One client connection bound to the engine.
@@ -188,25 +189,38 @@ impl Session {
         let mut batch = std::mem::take(&mut self.drained);
         let overflowed = self.shared.drain_into(&mut batch);
         let taken = batch.len();
+        let now = Instant::now();
         for item in batch.drain(..) {
             match item {
                 Outbound::Next(id, payload) => {
                     // Pointer identity, not the text: a queued payload of a
                     // completed subscription must not reach a new one that
                     // reuses its id.
-                    if self
+                    let Some(active) = self
                         .subscriptions
-                        .get(&id)
-                        .is_some_and(|active| Arc::ptr_eq(active.id(), &id))
+                        .get_mut(&id)
+                        .filter(|active| Arc::ptr_eq(&active.id, &id))
+                    else {
+                        continue;
+                    };
+                    if let Some(limiter) = &mut active.delivery_limiter
+                        && limiter.check(now).is_err()
                     {
-                        let _ = self.connection.send_next(&id, &payload);
+                        self.engine.inner.stats.frame_dropped();
+                        self.engine
+                            .inner
+                            .security
+                            .stats()
+                            .record(subs_security::RejectReason::RateLimit);
+                        continue;
                     }
+                    let _ = self.connection.send_next(&id, &payload);
                 }
                 Outbound::Complete(id) => {
                     if self
                         .subscriptions
                         .get(&id)
-                        .is_some_and(|active| Arc::ptr_eq(active.id(), &id))
+                        .is_some_and(|active| Arc::ptr_eq(&active.id, &id))
                     {
                         self.remove_subscription(&id, "source completed");
                         let _ = self.connection.send_complete(&id);
@@ -378,7 +392,7 @@ impl Session {
             return;
         };
         let arguments = Arc::new(arguments);
-        let active = if let Some(source) = field.stream.clone() {
+        let source = if let Some(stream) = field.stream.clone() {
             let context = ResolveContext {
                 topic: Arc::from(""),
                 event: Arc::new(Value::Null),
@@ -388,17 +402,14 @@ impl Session {
                 init_payload: self.init_payload.clone(),
             };
             let task = inner.runtime.spawn(run_stream(
-                source,
+                stream,
                 context,
                 operation,
                 variables,
                 self.shared.clone(),
                 id.clone(),
             ));
-            Active::Stream {
-                id: id.clone(),
-                task,
-            }
+            Source::Stream { task }
         } else {
             let scope = inner.security.scope_key(&self.principal);
             let handle = inner.register(Registration {
@@ -412,14 +423,18 @@ impl Session {
                 connection: self.shared.clone(),
                 subscription_id: id.clone(),
             });
-            Active::Topic {
-                id: id.clone(),
+            Source::Topic {
                 handle,
                 topic: field.topic.clone(),
             }
         };
         inner.stats.subscription_added();
         tracing::info!(connection = self.shared.id, %id, field = %field.name, "subscription started");
+        let active = Active {
+            id: id.clone(),
+            source,
+            delivery_limiter: inner.security.delivery_limiter(),
+        };
         self.subscriptions.insert(id, active);
     }
 
@@ -503,11 +518,11 @@ impl Session {
             return;
         };
         let inner = &self.engine.inner;
-        match active {
-            Active::Topic { id, handle, topic } => {
-                inner.unregister(handle, &topic, self.shared.id, &id)
+        match active.source {
+            Source::Topic { handle, topic } => {
+                inner.unregister(handle, &topic, self.shared.id, &active.id)
             }
-            Active::Stream { task, .. } => task.abort(),
+            Source::Stream { task } => task.abort(),
         }
         self.budget.release_subscription();
         inner.stats.subscription_removed();

@@ -154,3 +154,28 @@ async fn stream_sources_are_paced_by_the_reader_not_closed() {
     );
     assert!(!client.is_closed());
 }
+
+/// `Limits::delivery_rate` caps what one subscription receives: a burst of 20
+/// events against a burst allowance of 5 delivers the first 5 and counts the
+/// rest as dropped and rate-limited; a second subscription is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_rate_caps_each_subscription() {
+    use subs_core::security::{Limits, Quota, RejectReason, SecurityConfig};
+    let security = SecurityConfig::builder()
+        .limits(Limits::default().delivery_rate(Quota::per_second(1, 5).unwrap()))
+        .build()
+        .unwrap();
+    let engine = builder().security(security).build().unwrap();
+    let mut client = subscribed(&engine).await;
+    for i in 0..20 {
+        engine
+            .publish("serviceUpdated", service("1", &i.to_string()))
+            .await
+            .unwrap();
+    }
+    let frames = client.recv_for(Duration::from_millis(300)).await;
+    assert_eq!(names(&frames), ["0", "1", "2", "3", "4"]);
+    assert_eq!(engine.stats().frames_dropped, 15);
+    let rejected = engine.security_stats();
+    assert_eq!(rejected.rejected(RejectReason::RateLimit), 15);
+}
