@@ -236,20 +236,20 @@ impl NativeEngine {
 
     /// Starts the native WebSocket server (subs-adapters) on the extension's
     /// threads and returns its handle once it accepts connections.
-    #[pyo3(signature = (host, port, path = "/graphql".to_owned(), http_handler = None))]
+    #[pyo3(signature = (host, port, path = "/graphql", http_handler = None))]
     fn serve(
         &self,
         py: Python<'_>,
         host: &str,
         port: u16,
-        path: String,
+        path: &str,
         http_handler: Option<Bound<'_, PyAny>>,
     ) -> PyResult<crate::server::NativeServer> {
         let handler = http_handler.map(|f| crate::hooks::PyHttpHandler {
             function: f.unbind(),
             locals: self.locals.clone(),
         });
-        crate::server::NativeServer::start(py, &self.engine, host, port, path, handler)
+        crate::server::NativeServer::start(py, &self.engine, host, port, path.to_owned(), handler)
     }
 
     /// A snapshot of the counters.

@@ -88,9 +88,14 @@ impl PyPrincipal {
     }
 
     fn __repr__(&self) -> String {
+        let tenant = self
+            .inner
+            .tenant
+            .as_ref()
+            .map_or_else(|| "None".to_owned(), |t| format!("{t:?}"));
         format!(
-            "Principal(id={:?}, tenant={:?}, roles={:?})",
-            self.inner.id, self.inner.tenant, self.inner.roles
+            "Principal(id={:?}, tenant={tenant}, roles={:?})",
+            self.inner.id, self.inner.roles
         )
     }
 }

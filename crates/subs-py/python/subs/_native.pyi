@@ -3,6 +3,25 @@
 import asyncio
 from typing import Union, Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, final
 
+__all__ = [
+    "MAX_DEPTH",
+    "ConnectionInfo",
+    "Context",
+    "ConversionError",
+    "Engine",
+    "Principal",
+    "Reject",
+    "Server",
+    "Session",
+    "Stats",
+    "SubsError",
+    "drain_logs",
+    "dropped_logs",
+    "from_json",
+    "inspect_schema",
+    "to_json",
+]
+
 MAX_DEPTH: int
 
 class SubsError(Exception): ...
@@ -29,7 +48,7 @@ class Principal:
     @property
     def is_anonymous(self) -> bool: ...
     def has_role(self, role: str) -> bool: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, value: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
 @final

@@ -1,0 +1,172 @@
+"""The service desk: FastAPI + Ariadne for queries and mutations on /graphql,
+subs for subscriptions on /graphql/ws.
+
+    uvicorn app:app --port 8000          (from this directory)
+
+Subscribe with any graphql-transport-ws client (graphql-ws, Apollo, gql):
+
+    subscription { serviceUpdated(serviceId: "s1") { id name status } }
+
+then run a mutation on /graphql:
+
+    mutation { updateService(id: "s1", status: DEGRADED) { id status } }
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime, timezone
+from typing import Any, Dict, Optional
+
+from ariadne import MutationType, QueryType, make_executable_schema
+from ariadne.asgi import GraphQL
+from fastapi import FastAPI
+
+from subs import Engine, Principal, Reject
+
+SCHEMA = """
+enum ServiceStatus { OPERATIONAL DEGRADED DOWN }
+
+type Service {
+  id: ID!
+  name: String!
+  status: ServiceStatus!
+  updatedAt: String!
+}
+
+type ServiceRequest {
+  id: ID!
+  serviceId: ID!
+  title: String!
+  requester: String
+  createdAt: String!
+}
+
+type ServiceStatusChange {
+  serviceId: ID!
+  previous: ServiceStatus!
+  current: ServiceStatus!
+  at: String!
+}
+
+type Query {
+  services: [Service!]!
+  service(id: ID!): Service
+  serviceRequests: [ServiceRequest!]!
+}
+
+type Mutation {
+  updateService(id: ID!, name: String, status: ServiceStatus): Service!
+  createServiceRequest(serviceId: ID!, title: String!): ServiceRequest!
+}
+
+type Subscription {
+  serviceUpdated(serviceId: ID): Service!
+  newServiceRequest: ServiceRequest!
+  serviceStatusChanged(serviceId: ID): ServiceStatusChange!
+}
+"""
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+SERVICES: Dict[str, Dict[str, Any]] = {
+    "s1": {"id": "s1", "name": "Email", "status": "OPERATIONAL", "updatedAt": now()},
+    "s2": {"id": "s2", "name": "VPN", "status": "OPERATIONAL", "updatedAt": now()},
+    "s3": {"id": "s3", "name": "Printing", "status": "DEGRADED", "updatedAt": now()},
+}
+REQUESTS: list = []
+_request_ids = itertools.count(1)
+
+# Tokens a client may send in its connection_init payload ({"token": "..."}).
+TOKENS = {"agent-token": Principal("agent-1", roles=["agent"]), "viewer-token": Principal("viewer-1")}
+
+# --- subscriptions (subs) ----------------------------------------------------
+
+engine = Engine(schema=SCHEMA)
+
+
+@engine.subscription("serviceUpdated", topic="services", filters={"serviceId": "id"})
+def service_updated(event: Dict[str, Any], variables: Dict[str, Any]) -> Dict[str, Any]:
+    # Runs once per group of identical subscriptions per event, not per subscriber.
+    return {**event, "name": event["name"].strip()}
+
+
+engine.bind("newServiceRequest", topic="service_requests")
+engine.bind("serviceStatusChanged", topic="service_status")  # filters on event["serviceId"]
+
+
+@engine.on_connect
+async def authenticate(payload: Optional[Dict[str, Any]], request: Any) -> Optional[Principal]:
+    token = (payload or {}).get("token")
+    if token is None:
+        return None  # anonymous
+    principal = TOKENS.get(token)
+    if principal is None:
+        raise Reject("invalid token")  # closes the connection with 4403
+    return principal
+
+
+# --- queries and mutations (Ariadne) -----------------------------------------
+
+query = QueryType()
+mutation = MutationType()
+
+
+@query.field("services")
+def resolve_services(*_: Any) -> list:
+    return list(SERVICES.values())
+
+
+@query.field("service")
+def resolve_service(*_: Any, id: str) -> Optional[Dict[str, Any]]:
+    return SERVICES.get(id)
+
+
+@query.field("serviceRequests")
+def resolve_requests(*_: Any) -> list:
+    return REQUESTS
+
+
+@mutation.field("updateService")
+async def resolve_update_service(*_: Any, id: str, name: Optional[str] = None, status: Optional[str] = None) -> Dict[str, Any]:
+    service = SERVICES.setdefault(id, {"id": id, "name": name or id, "status": "OPERATIONAL", "updatedAt": now()})
+    previous = service["status"]
+    if name is not None:
+        service["name"] = name
+    if status is not None:
+        service["status"] = status
+    service["updatedAt"] = now()
+    await engine.publish("services", service)
+    if status is not None and status != previous:
+        change = {"serviceId": id, "previous": previous, "current": status, "at": service["updatedAt"]}
+        await engine.publish("service_status", change)
+    return service
+
+
+@mutation.field("createServiceRequest")
+async def resolve_create_request(_: Any, info: Any, serviceId: str, title: str) -> Dict[str, Any]:
+    request = {
+        "id": f"r{next(_request_ids)}",
+        "serviceId": serviceId,
+        "title": title,
+        "requester": None,
+        "createdAt": now(),
+    }
+    REQUESTS.append(request)
+    await engine.publish("service_requests", request)
+    return request
+
+
+graphql_app = GraphQL(make_executable_schema(SCHEMA, query, mutation))
+
+app = FastAPI(title="Service desk")
+app.add_api_websocket_route("/graphql/ws", engine.asgi())
+app.add_route("/graphql", graphql_app.handle_request, methods=["GET", "POST"])
+
+
+@app.get("/stats")
+def stats() -> Dict[str, int]:
+    return engine.stats().as_dict()

@@ -1,0 +1,154 @@
+"""Test support: real uvicorn servers in subprocesses, and a small
+graphql-transport-ws client on the `websockets` library."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from websockets.asyncio.client import ClientConnection, connect
+
+HERE = Path(__file__).resolve().parent
+EXAMPLES = HERE.parent / "examples"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, app: str, app_dir: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.ws = f"ws://127.0.0.1:{self.port}/graphql/ws"
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-W",
+                "error::RuntimeWarning",
+                "-m",
+                "uvicorn",
+                app,
+                "--app-dir",
+                str(app_dir),
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                output = self.process.stdout.read().decode() if self.process.stdout else ""
+                raise RuntimeError(f"server {app} exited: {output}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"server {app} did not start")
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.base + path, timeout=5) as response:
+            return json.loads(response.read())
+
+    def post(self, path: str, body: Any) -> Any:
+        request = urllib.request.Request(
+            self.base + path,
+            data=json.dumps(body).encode(),
+            headers={"content-type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def graphql(self, query: str, variables: Optional[Dict[str, Any]] = None) -> Any:
+        result = self.post("/graphql", {"query": query, "variables": variables or {}})
+        assert "errors" not in result, result
+        return result["data"]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout:
+            self.process.stdout.close()
+
+
+def wait_until(check: Any, timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+class Client:
+    """A graphql-transport-ws client for tests."""
+
+    def __init__(self, socket: ClientConnection) -> None:
+        self.socket = socket
+
+    @classmethod
+    async def open(cls, url: str, payload: Optional[Dict[str, Any]] = None, *, init: bool = True) -> "Client":
+        socket = await connect(url, subprotocols=["graphql-transport-ws"])  # type: ignore[list-item]
+        client = cls(socket)
+        if init:
+            await client.send({"type": "connection_init", "payload": payload or {}})
+            ack = await client.receive()
+            assert ack["type"] == "connection_ack", ack
+        return client
+
+    async def send(self, message: Dict[str, Any]) -> None:
+        await self.socket.send(json.dumps(message))
+
+    async def receive(self, timeout: float = 5.0) -> Dict[str, Any]:
+        while True:
+            message = json.loads(await asyncio.wait_for(self.socket.recv(), timeout))
+            if message["type"] == "ping":
+                await self.send({"type": "pong"})
+                continue
+            return message
+
+    async def subscribe(self, id: str, query: str, variables: Optional[Dict[str, Any]] = None) -> None:
+        await self.send({"id": id, "type": "subscribe", "payload": {"query": query, "variables": variables or {}}})
+
+    async def next_data(self, id: Optional[str] = None, timeout: float = 5.0) -> Dict[str, Any]:
+        message = await self.receive(timeout)
+        assert message["type"] == "next", message
+        if id is not None:
+            assert message["id"] == id, message
+        return message["payload"]
+
+    async def nothing_within(self, seconds: float) -> bool:
+        try:
+            message = await asyncio.wait_for(self.socket.recv(), seconds)
+        except asyncio.TimeoutError:
+            return True
+        raise AssertionError(f"unexpected message {message}")
+
+    async def close(self) -> None:
+        await self.socket.close()
+
+
+__all__: List[str] = ["Client", "Server", "wait_until"]
