@@ -403,13 +403,12 @@ fn derive_ratios(results: &mut Results) {
             if let Some(other) = results
                 .figures
                 .get(&format!("loopback.{label}.{scenario}.{figure}"))
+                && *value > 0.0
             {
-                if *value > 0.0 {
-                    ratios.push((
-                        format!("ratio.{scenario}.{figure}.{label}_over_raw"),
-                        other / value,
-                    ));
-                }
+                ratios.push((
+                    format!("ratio.{scenario}.{figure}.{label}_over_raw"),
+                    other / value,
+                ));
             }
         }
     }

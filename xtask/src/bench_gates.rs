@@ -230,9 +230,9 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Gate>> {
 }
 
 fn strip_trailing_comment(value: &str) -> &str {
-    if value.starts_with('"') {
+    if let Some(inner) = value.strip_prefix('"') {
         // A quoted string may contain '#': cut after its closing quote.
-        match value[1..].find('"') {
+        match inner.find('"') {
             Some(end) => &value[..end + 2],
             None => value,
         }

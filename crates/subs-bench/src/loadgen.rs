@@ -263,11 +263,9 @@ fn start_server(command: &str, log: Option<&std::path::Path>) -> Result<(Server,
         let mut announced = false;
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if !announced {
-                if let Some(rest) = line.trim().strip_prefix("READY ") {
-                    announced = true;
-                    let _ = tx.send(rest.trim().parse::<u16>().ok());
-                }
+            if !announced && let Some(rest) = line.trim().strip_prefix("READY ") {
+                announced = true;
+                let _ = tx.send(rest.trim().parse::<u16>().ok());
             }
             // Keep draining, so the server never blocks on a full pipe.
         }

@@ -105,10 +105,10 @@ pub fn listener_pid(port: u16) -> Option<u32> {
             continue;
         };
         for fd in fds.flatten() {
-            if let Ok(link) = fs::read_link(fd.path()) {
-                if targets.iter().any(|t| link.as_os_str() == t.as_str()) {
-                    return Some(pid);
-                }
+            if let Ok(link) = fs::read_link(fd.path())
+                && targets.iter().any(|t| link.as_os_str() == t.as_str())
+            {
+                return Some(pid);
             }
         }
     }
