@@ -1,0 +1,191 @@
+"""The benchmark server of shared/bench-contract.md, on subs from Python.
+
+    python bench_server.py --mode asgi     # Starlette on uvicorn, frames pass through Python
+    python bench_server.py --mode native   # subs' Rust server on its own threads
+
+Environment: PORT (default 4000), INIT_TIMEOUT_MS (default 3000), BROKER
+(`memory` or unset). Prints `READY <port>` once it accepts connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import threading
+import time
+from typing import Any, Dict, Optional, Tuple
+
+from subs import Engine, Reject
+
+SCHEMA = """
+type Query { hello: String! }
+
+type Subscription {
+  ticks(topic: String!): Tick!
+  countdown(from: Int!): Int!
+}
+
+type Tick {
+  topic: String!
+  seq: Int!
+  sentAtNs: String!
+  payload: String!
+}
+"""
+
+# Every tick goes to one engine topic and is routed by its `topic` field through
+# the registry's index (as in the Rust bench server).
+TICKS = "ticks"
+
+
+def make_engine() -> Engine:
+    broker = os.environ.get("BROKER", "memory") or "memory"
+    engine = Engine(
+        schema=SCHEMA,
+        broker=broker,
+        init_timeout=int(os.environ.get("INIT_TIMEOUT_MS", "3000")) / 1000,
+        # A burst of K events may queue K payloads per connection before its
+        # writer catches up: keep room for the contract's bursts.
+        outbound_queue_capacity=1 << 16,
+    )
+    engine.bind("ticks", topic=TICKS, filters={"topic": "topic"})
+
+    @engine.stream("countdown")
+    async def countdown(variables: Dict[str, Any], context: Any) -> Any:
+        for n in range(int(context.arguments["from"]), -1, -1):
+            yield n
+
+    @engine.on_connect
+    def authenticate(payload: Optional[Dict[str, Any]], request: Any) -> None:
+        if (payload or {}).get("reject") is True:
+            raise Reject("rejected by the bench contract")
+        return None
+
+    return engine
+
+
+def start_publisher(engine: Engine, body: Dict[str, Any]) -> None:
+    """Publishes `count` ticks on a thread of its own, paced by `intervalUs`;
+    `sentAtNs` is stamped as each event is handed to the engine."""
+    topic = str(body["topic"])
+    count = int(body.get("count", 1))
+    filler = "x" * int(body.get("payloadBytes", 0))
+    interval = int(body.get("intervalUs", 0)) / 1e6
+
+    def run() -> None:
+        next_at = time.perf_counter()
+        for seq in range(count):
+            if interval:
+                next_at += interval
+                delay = next_at - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            engine.publish_sync(TICKS, {"topic": topic, "seq": seq, "sentAtNs": str(time.time_ns()), "payload": filler})
+
+    threading.Thread(target=run, name="bench-publisher", daemon=True).start()
+
+
+def stats_body(engine: Engine) -> bytes:
+    stats = engine.stats()
+    return json.dumps(
+        {
+            "connections": stats.connections,
+            "subscriptions": stats.subscriptions,
+            "groups": stats.groups,
+            "resolverCalls": stats.resolver_calls,
+            "framesQueued": stats.frames_queued,
+        }
+    ).encode()
+
+
+def handle_http(engine: Engine, method: str, path: str, body: bytes) -> Tuple[int, str, bytes]:
+    if method == "POST" and path == "/publish":
+        try:
+            start_publisher(engine, json.loads(body))
+        except (ValueError, KeyError, TypeError) as error:
+            return 400, "text/plain", f"bad publish request: {error}\n".encode()
+        return 202, "application/json", b'{"accepted":true}'
+    if method == "GET" and path == "/stats":
+        return 200, "application/json", stats_body(engine)
+    return 404, "text/plain", b"not found\n"
+
+
+def run_native(engine: Engine, port: int) -> None:
+    server = engine.start_server(
+        "127.0.0.1", port, path="/graphql", http_handler=lambda m, p, b: handle_http(engine, m, p, b)
+    )
+    print(f"READY {server.port}", flush=True)
+    try:
+        while not server.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        server.shutdown(2.0)
+
+
+def run_asgi(engine: Engine, port: int) -> None:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route, WebSocketRoute
+
+    async def http(request: Request) -> Response:
+        status, content_type, body = handle_http(engine, request.method, request.url.path, await request.body())
+        return Response(body, status_code=status, media_type=content_type)
+
+    app = Starlette(
+        routes=[
+            WebSocketRoute("/graphql", engine.asgi()),
+            Route("/publish", http, methods=["POST"]),
+            Route("/stats", http, methods=["GET"]),
+        ]
+    )
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        ws_ping_interval=None,  # graphql-transport-ws has its own keepalive
+        ws_max_size=64 * 1024,
+        backlog=4096,
+    )
+    server = uvicorn.Server(config)
+
+    async def main() -> None:
+        engine.start()  # on this loop
+        task = asyncio.ensure_future(server.serve())
+        while not server.started:
+            if task.done():
+                task.result()
+                return
+            await asyncio.sleep(0.01)
+        bound = port
+        for listener in server.servers:
+            for sock in listener.sockets:
+                bound = sock.getsockname()[1]
+        print(f"READY {bound}", flush=True)
+        await task
+
+    asyncio.run(main())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=["asgi", "native"], default="asgi")
+    args = parser.parse_args()
+    port = int(os.environ.get("PORT", "4000"))
+    engine = make_engine()
+    if args.mode == "native":
+        run_native(engine, port)
+    else:
+        run_asgi(engine, port)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(0)

@@ -1,0 +1,85 @@
+"""examples/bench_server.py keeps the bench contract in both modes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from typing import Iterator
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from support import EXAMPLES, Client, free_port
+
+
+@pytest.fixture(params=["asgi", "native"], scope="module")
+def bench(request: pytest.FixtureRequest) -> Iterator[int]:
+    env = dict(os.environ, PORT=str(free_port()), INIT_TIMEOUT_MS="1500", PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "bench_server.py"), "--mode", request.param],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("READY "), line
+        yield int(line.split()[1])
+    finally:
+        process.terminate()
+        process.wait(10)
+        if process.stdout:
+            process.stdout.close()
+
+
+def http(port: int, method: str, path: str, body: object = None) -> tuple:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.status, json.loads(response.read())
+
+
+async def test_ticks_in_order_with_selection(bench: int) -> None:
+    url = f"ws://127.0.0.1:{bench}/graphql"
+    a = await Client.open(url)
+    b = await Client.open(url)
+    await a.subscribe("1", 'subscription { ticks(topic: "a") { seq sentAtNs payload } }')
+    await b.subscribe("1", 'subscription { ticks(topic: "b") { seq } }')
+    await asyncio.sleep(0.1)
+    status, stats = await asyncio.to_thread(http, bench, "GET", "/stats")
+    assert status == 200 and stats["connections"] >= 2 and stats["subscriptions"] >= 2
+    status, _ = await asyncio.to_thread(http, bench, "POST", "/publish", {"topic": "a", "count": 200, "payloadBytes": 16, "intervalUs": 0})
+    assert status == 202
+    await asyncio.to_thread(http, bench, "POST", "/publish", {"topic": "b", "count": 3, "payloadBytes": 0, "intervalUs": 1000})
+    for seq in range(200):
+        tick = (await a.next_data("1"))["data"]["ticks"]
+        assert tick["seq"] == seq and tick["payload"] == "x" * 16 and int(tick["sentAtNs"]) > 0
+    assert [(await b.next_data("1"))["data"]["ticks"] for _ in range(3)] == [{"seq": 0}, {"seq": 1}, {"seq": 2}]
+    await a.close()
+    await b.close()
+
+
+async def test_countdown_completes(bench: int) -> None:
+    client = await Client.open(f"ws://127.0.0.1:{bench}/graphql")
+    await client.subscribe("c", "subscription { countdown(from: 2) }")
+    assert [(await client.next_data("c"))["data"]["countdown"] for _ in range(3)] == [2, 1, 0]
+    assert await client.receive() == {"id": "c", "type": "complete"}
+    await client.close()
+
+
+async def test_reject_and_init_timeout(bench: int) -> None:
+    url = f"ws://127.0.0.1:{bench}/graphql"
+    client = await Client.open(url, init=False)
+    await client.send({"type": "connection_init", "payload": {"reject": True}})
+    with pytest.raises(ConnectionClosed) as closed:
+        await client.receive()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+    silent = await Client.open(url, init=False)
+    with pytest.raises(ConnectionClosed) as timed_out:
+        await silent.receive(timeout=5)
+    assert timed_out.value.rcvd is not None and timed_out.value.rcvd.code == 4408
