@@ -1,7 +1,6 @@
 //! `subs._native.Engine`: the subs-core engine, built inside the extension's
 //! runtime, with Python hooks.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -319,9 +318,22 @@ pub(crate) fn from_json<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py,
     crate::convert::to_python(py, &value)
 }
 
-#[allow(dead_code)] // asserted at compile time only
-fn assert_send_sync() {
-    fn check<T: Send + Sync>() {}
-    check::<NativeEngine>();
-    check::<Arc<NativeEngine>>();
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// Everything handed to tokio tasks or shared across Python threads.
+    #[test]
+    fn public_types_are_send_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<NativeEngine>();
+        check::<Arc<NativeEngine>>();
+        check::<crate::session::NativeSession>();
+        check::<crate::server::NativeServer>();
+        check::<crate::types::PyPrincipal>();
+        check::<crate::types::Stats>();
+        check::<crate::hooks::PyResolver>();
+        check::<crate::hooks::PyStream>();
+    }
 }
