@@ -176,7 +176,8 @@ pub struct Report {
     pub server_cpu_ms: f64,
     /// That CPU time per delivery, in microseconds.
     pub server_cpu_per_delivery_us: f64,
-    /// Clock tick of the CPU reading, in milliseconds (its resolution).
+    /// Clock tick of `/proc/<pid>/stat`, in milliseconds: the resolution of
+    /// the CPU figure when per-thread times could not be used.
     pub cpu_tick_ms: f64,
 }
 
@@ -531,7 +532,7 @@ async fn run_async(options: &Options) -> Result<Report> {
     let rss_idle = sys::rss_bytes(pid).unwrap_or(0);
 
     let expected = per_connection * connected as u64;
-    let cpu_before = sys::cpu_ns(pid).unwrap_or(0);
+    let cpu_before = sys::CpuReading::of(pid);
     let mut cpu_after = cpu_before;
     if options.scenario != Scenario::Memory {
         shared.last_progress_ns.store(now_ns(), Ordering::Relaxed);
@@ -565,7 +566,7 @@ async fn run_async(options: &Options) -> Result<Report> {
                 break;
             }
         }
-        cpu_after = sys::cpu_ns(pid).unwrap_or(cpu_before);
+        cpu_after = sys::CpuReading::of(pid);
     }
     let _ = stop_tx.send(true);
     let mut results = Vec::with_capacity(n);
@@ -625,7 +626,7 @@ async fn run_async(options: &Options) -> Result<Report> {
             distribution: distribution(&histogram),
         };
     }
-    report.server_cpu_ms = cpu_after.saturating_sub(cpu_before) as f64 / 1e6;
+    report.server_cpu_ms = cpu_before.until(&cpu_after) as f64 / 1e6;
     if report.delivered > 0 {
         report.server_cpu_per_delivery_us = report.server_cpu_ms * 1000.0 / report.delivered as f64;
     }

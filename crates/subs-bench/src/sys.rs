@@ -69,6 +69,58 @@ pub fn cpu_ns(pid: u32) -> Option<u64> {
     Some(ticks * 1_000_000_000 / clock_ticks_per_second())
 }
 
+/// CPU time of `pid`'s living threads in nanoseconds, to the nanosecond:
+/// the sum of the first field of `/proc/<pid>/task/*/schedstat`. Threads that
+/// ended are missing from it; [`cpu_ns`] counts them at tick resolution.
+pub fn thread_cpu_ns(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    let mut any = false;
+    for task in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let Ok(text) = fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        if let Some(ns) = text
+            .split_whitespace()
+            .next()
+            .and_then(|f| f.parse::<u64>().ok())
+        {
+            total += ns;
+            any = true;
+        }
+    }
+    any.then_some(total)
+}
+
+/// A CPU-time reading that takes both sources, so a delta can use the precise
+/// one unless threads ended in between.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuReading {
+    ticks_ns: u64,
+    threads_ns: Option<u64>,
+}
+
+impl CpuReading {
+    /// Reads `pid` now.
+    pub fn of(pid: u32) -> Self {
+        Self {
+            ticks_ns: cpu_ns(pid).unwrap_or(0),
+            threads_ns: thread_cpu_ns(pid),
+        }
+    }
+
+    /// CPU nanoseconds from `self` to `later`: the per-thread figure, unless
+    /// it falls more than two ticks short of the tick-based one (a thread
+    /// ended and took its time with it).
+    pub fn until(&self, later: &CpuReading) -> u64 {
+        let coarse = later.ticks_ns.saturating_sub(self.ticks_ns);
+        let tick = 1_000_000_000 / clock_ticks_per_second();
+        match (self.threads_ns, later.threads_ns) {
+            (Some(a), Some(b)) if b >= a && b - a + 2 * tick >= coarse => b - a,
+            _ => coarse,
+        }
+    }
+}
+
 fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
     // The command name may contain spaces and parentheses: fields start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -161,5 +213,12 @@ mod tests {
         let me = std::process::id();
         assert!(rss_bytes(me).is_some_and(|b| b > 0));
         assert!(cpu_ns(me).is_some());
+        let before = CpuReading::of(me);
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(std::hint::black_box(i));
+        }
+        std::hint::black_box(x);
+        assert!(before.until(&CpuReading::of(me)) > 0);
     }
 }
