@@ -60,7 +60,7 @@ fn ensure_venv(root: &Path) -> Result<()> {
 }
 
 /// Builds the release wheel into `target/wheels` and returns its path.
-pub fn wheel() -> Result<PathBuf> {
+pub(crate) fn wheel() -> Result<PathBuf> {
     let root = super::workspace_root();
     ensure_venv(&root)?;
     let out = root.join("target").join("wheels");
@@ -101,7 +101,7 @@ pub fn wheel() -> Result<PathBuf> {
 
 /// Builds the wheel, installs it with its test dependencies into the venv, then
 /// runs the stub check and the pytest suite (warnings are errors).
-pub fn python_tests() -> Result<()> {
+pub(crate) fn python_tests() -> Result<()> {
     let root = super::workspace_root();
     let wheel = wheel()?;
     let python = venv_bin(&root, "python");
@@ -141,7 +141,7 @@ pub fn python_tests() -> Result<()> {
 }
 
 /// `cargo xtask wheel [--test]`.
-pub fn task(rest: &[String]) -> Result<()> {
+pub(crate) fn task(rest: &[String]) -> Result<()> {
     match rest.first().map(String::as_str) {
         None => wheel().map(|_| ()),
         Some("--test") => python_tests(),
