@@ -1,0 +1,219 @@
+//! Several bench-server processes sharing one broker (Redis, NATS): every
+//! subscriber receives every event published through any instance, exactly
+//! once and in order per publisher; filtering holds across instances.
+
+#[path = "broker_support.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{BenchServer, NATS_URL, REDIS_URL, STEP, WsClient, require_service, unique};
+
+const EVENTS_PER_PUBLISHER: u64 = 300;
+
+fn ticks(topic: &str) -> String {
+    format!("subscription {{ ticks(topic: \"{topic}\") {{ topic seq payload }} }}")
+}
+
+async fn require(broker: &str) {
+    if broker.starts_with("redis") {
+        require_service("Redis", 6379).await;
+    } else {
+        require_service("NATS", 4222).await;
+    }
+}
+
+/// A client on `server` subscribed to `topic` (id `s`) and to `warm` (id `w`).
+async fn subscriber(server: &BenchServer, topic: &str, warm: &str) -> WsClient {
+    let mut client = WsClient::connect(server.addr(), serde_json::json!({})).await;
+    client.subscribe("s", &ticks(topic)).await;
+    client.subscribe("w", &ticks(warm)).await;
+    client
+}
+
+/// Waits until each instance's `/stats` shows one connection and two
+/// subscriptions, then until every subscriber has received a warm-up event
+/// from every instance: from then on the broker subscriptions are live.
+async fn warm_up(servers: &[BenchServer], clients: &mut [WsClient], warm: &str) {
+    for server in servers {
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            let stats = server.stats().await;
+            if stats["connections"] == 1 && stats["subscriptions"] == 2 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "stats of {}: {stats}",
+                server.port
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let mut seen = vec![std::collections::HashSet::new(); clients.len()];
+    let deadline = tokio::time::Instant::now() + STEP;
+    while seen.iter().any(|s| s.len() < servers.len()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "warm-up events did not cross the broker: {seen:?}"
+        );
+        // The publisher is told apart by the payload's length.
+        for (i, server) in servers.iter().enumerate() {
+            server.publish(warm, 1, i + 1).await;
+        }
+        for (client, seen) in clients.iter_mut().zip(&mut seen) {
+            for message in client.drain(Duration::from_millis(150)).await {
+                assert_eq!(message["id"], "w", "only warm-up events so far: {message}");
+                seen.insert(message["payload"]["data"]["ticks"]["payload"].as_str().map(str::len));
+            }
+        }
+    }
+}
+
+/// Collects `expected` events on subscription `s` (ignoring warm-up
+/// leftovers), then waits a while for extras: answers (publisher, seq) pairs.
+async fn collect(mut client: WsClient, expected: usize) -> Vec<(usize, u64, String)> {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while out.len() < expected {
+        let Some(message) = client
+            .next_within(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await
+        else {
+            break;
+        };
+        if message["id"] == "s" {
+            out.push(tick(&message));
+        }
+    }
+    for message in client.drain(Duration::from_millis(500)).await {
+        if message["id"] == "s" {
+            out.push(tick(&message));
+        }
+    }
+    out
+}
+
+fn tick(message: &Value) -> (usize, u64, String) {
+    assert_eq!(message["type"], "next", "{message}");
+    let tick = &message["payload"]["data"]["ticks"];
+    (
+        tick["payload"].as_str().expect("payload").len(),
+        tick["seq"].as_u64().expect("seq"),
+        tick["topic"].as_str().expect("topic").to_owned(),
+    )
+}
+
+/// `instances` processes on `broker`; every instance publishes concurrently;
+/// every subscriber gets every event once, in order per publisher.
+async fn fan_out(broker: &str, instances: usize) {
+    require(broker).await;
+    let servers: Vec<BenchServer> = (0..instances).map(|_| BenchServer::spawn(broker)).collect();
+    let (topic, warm) = (unique("fan"), unique("warm"));
+    let mut clients = Vec::new();
+    for server in &servers {
+        clients.push(subscriber(server, &topic, &warm).await);
+    }
+    warm_up(&servers, &mut clients, &warm).await;
+
+    let publishes = servers
+        .iter()
+        .enumerate()
+        .map(|(i, server)| server.publish(&topic, EVENTS_PER_PUBLISHER, i + 1));
+    futures_util::future::join_all(publishes).await;
+    let expected = instances * usize::try_from(EVENTS_PER_PUBLISHER).expect("small");
+    let collectors: Vec<_> = clients
+        .into_iter()
+        .map(|client| tokio::spawn(collect(client, expected)))
+        .collect();
+    for (instance, collector) in collectors.into_iter().enumerate() {
+        let received = collector.await.expect("collector");
+        let mut per_publisher: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
+        for (publisher, seq, tick_topic) in received {
+            assert_eq!(tick_topic, topic);
+            per_publisher.entry(publisher).or_default().push(seq);
+        }
+        assert_eq!(
+            per_publisher.len(),
+            instances,
+            "instance {instance} hears every publisher"
+        );
+        for (publisher, seqs) in per_publisher {
+            assert_eq!(
+                seqs,
+                (0..EVENTS_PER_PUBLISHER).collect::<Vec<_>>(),
+                "instance {instance}: the events of publisher {publisher} exactly once, in order"
+            );
+        }
+    }
+    for mut server in servers {
+        assert!(server.alive(), "instance {} still running", server.port);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_two_instances_every_event_exactly_once_in_order() {
+    fan_out(REDIS_URL, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_three_instances_every_event_exactly_once_in_order() {
+    fan_out(REDIS_URL, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_two_instances_every_event_exactly_once_in_order() {
+    fan_out(NATS_URL, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_three_instances_every_event_exactly_once_in_order() {
+    fan_out(NATS_URL, 3).await;
+}
+
+/// Subscribers on different `ticks(topic:)` values, on different instances,
+/// get only their own topic's events, from both publishers.
+async fn filtering(broker: &str) {
+    require(broker).await;
+    let servers = [BenchServer::spawn(broker), BenchServer::spawn(broker)];
+    let (one, two, warm) = (unique("one"), unique("two"), unique("warm"));
+    let mut clients = vec![
+        subscriber(&servers[0], &one, &warm).await,
+        subscriber(&servers[1], &two, &warm).await,
+    ];
+    warm_up(&servers, &mut clients, &warm).await;
+    for topic in [&one, &two] {
+        for (i, server) in servers.iter().enumerate() {
+            server.publish(topic, 25, i + 1).await;
+        }
+    }
+    let mut clients = clients.into_iter();
+    for (client, topic) in [(clients.next(), &one), (clients.next(), &two)] {
+        let received = collect(client.expect("client"), 50).await;
+        assert_eq!(received.len(), 50, "25 from each publisher, nothing else");
+        assert!(
+            received.iter().all(|(_, _, t)| t == topic),
+            "only {topic}: {received:?}"
+        );
+        for publisher in [1, 2] {
+            let seqs: Vec<u64> = received
+                .iter()
+                .filter(|(p, _, _)| *p == publisher)
+                .map(|(_, s, _)| *s)
+                .collect();
+            assert_eq!(seqs, (0..25).collect::<Vec<_>>());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_filtering_holds_across_instances() {
+    filtering(REDIS_URL).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_filtering_holds_across_instances() {
+    filtering(NATS_URL).await;
+}
