@@ -334,7 +334,11 @@ pub async fn serve_socket<S>(
             code: messages::SUBPROTOCOL_NOT_ACCEPTABLE_CODE.into(),
             reason: messages::SUBPROTOCOL_NOT_ACCEPTABLE.into(),
         };
-        let _ = socket.send(Message::Close(Some(frame))).await;
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            socket.send(Message::Close(Some(frame))),
+        )
+        .await;
         return;
     };
     let session = Session::with_permit(&engine, protocol, facts, permit, Instant::now());

@@ -1,6 +1,6 @@
 //! Runs a subs-core `Session` over any WebSocket stream.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use subs_core::Session;
@@ -22,10 +22,20 @@ pub fn websocket_config(max_frame_bytes: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_frame_bytes))
 }
 
+/// How long a write may make no progress before the peer counts as gone. A
+/// client that reads nothing for this long holds no registration longer.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the close handshake may take once the close frame is due.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Pumps frames between `socket` and `session` until either side closes or
 /// `shutdown` fires (then every subscription is completed and the connection
 /// closed with 1001). Writes are coalesced: everything ready is fed, then
-/// flushed once.
+/// flushed once. While a write waits on a peer that does not read, the
+/// dispatcher's notifications, the slow-consumer policy and shutdown are still
+/// served: a stalled peer is dropped when its queue overflows, on shutdown, or
+/// after [`WRITE_STALL_TIMEOUT`].
 pub async fn drive<S>(
     mut session: Session,
     mut socket: WebSocketStream<S>,
@@ -34,70 +44,143 @@ pub async fn drive<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
-        if write_pending(&mut session, &mut socket).await.is_err() {
-            break;
-        }
-        if let Some(close) = session.poll_close() {
-            let frame = CloseFrame {
-                code: CloseCode::from(close.code),
-                reason: Utf8Bytes::from(close.reason.into_owned()),
-            };
-            let _ = socket.send(Message::Close(Some(frame))).await;
-            // Wait briefly for the client's close reply so the TCP teardown is clean.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
-                while let Some(Ok(message)) = socket.next().await {
-                    if matches!(message, Message::Close(_)) {
-                        break;
-                    }
-                }
-            })
-            .await;
-            return;
-        }
-        let deadline = session.poll_timeout();
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => session.shutdown(),
-            () = session.outbound_ready() => {
+        match write_pending(&mut session, &mut socket, &shutdown).await {
+            // The writer may have slept through a notification: take what
+            // queued meanwhile before waiting again.
+            WriteOutcome::Written => {
                 session.flush_outbound();
             }
-            message = socket.next() => match message {
-                Some(Ok(Message::Text(text))) => session.handle_text(text.as_str(), Instant::now()).await,
-                Some(Ok(Message::Binary(data))) => session.handle_binary(&data, Instant::now()),
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                Some(Ok(Message::Close(_))) | None => break,
-                Some(Err(error)) => {
-                    tracing::debug!(connection = session.id(), %error, "websocket read failed");
-                    if let tokio_tungstenite::tungstenite::Error::Capacity(_) = error {
-                        session.close(subs_protocol::close::MESSAGE_TOO_BIG, subs_protocol::close::reason::MESSAGE_TOO_BIG);
-                        continue;
-                    }
-                    break;
+            WriteOutcome::Nothing => {
+                if let Some(close) = session.poll_close() {
+                    send_close(&mut socket, close).await;
+                    return;
                 }
-            },
-            () = sleep_until(deadline) => session.handle_timeout(Instant::now()),
+                let deadline = session.poll_timeout();
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled(), if !session.is_closed() => session.shutdown(),
+                    () = session.outbound_ready() => {
+                        session.flush_outbound();
+                    }
+                    message = socket.next() => match message {
+                        Some(Ok(Message::Text(text))) => session.handle_text(text.as_str(), Instant::now()).await,
+                        Some(Ok(Message::Binary(data))) => session.handle_binary(&data, Instant::now()),
+                        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                        Some(Ok(Message::Close(_))) | None => break,
+                        Some(Err(error)) => {
+                            tracing::debug!(connection = session.id(), %error, "websocket read failed");
+                            if let tokio_tungstenite::tungstenite::Error::Capacity(_) = error {
+                                session.close(subs_protocol::close::MESSAGE_TOO_BIG, subs_protocol::close::reason::MESSAGE_TOO_BIG);
+                                continue;
+                            }
+                            break;
+                        }
+                    },
+                    () = sleep_until(deadline) => session.handle_timeout(Instant::now()),
+                }
+            }
+            WriteOutcome::Abandon(why) => {
+                tracing::info!(
+                    connection = session.id(),
+                    why,
+                    "dropping a peer that does not read"
+                );
+                break;
+            }
         }
     }
     // The peer is gone: dropping the session removes its registrations.
     drop(session);
 }
 
+enum WriteOutcome {
+    /// Frames were written; look for more before waiting.
+    Written,
+    /// Nothing was pending.
+    Nothing,
+    /// The peer cannot be written to; drop the connection without a close frame.
+    Abandon(&'static str),
+}
+
+/// Writes every frame the session has ready as one batch. While the socket
+/// does not accept the bytes, keeps serving what must not wait on it.
 async fn write_pending<S>(
     session: &mut Session,
     socket: &mut WebSocketStream<S>,
-) -> Result<(), tokio_tungstenite::tungstenite::Error>
+    shutdown: &CancellationToken,
+) -> WriteOutcome
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut wrote = false;
+    let mut frames = Vec::new();
     while let Some(frame) = session.poll_transmit() {
-        socket.feed(Message::Text(Utf8Bytes::from(frame))).await?;
-        wrote = true;
+        frames.push(Message::Text(Utf8Bytes::from(frame)));
     }
-    if wrote {
-        socket.flush().await?;
+    if frames.is_empty() {
+        return WriteOutcome::Nothing;
     }
-    Ok(())
+    let write = async {
+        for frame in frames {
+            socket.feed(frame).await?;
+        }
+        socket.flush().await
+    };
+    tokio::pin!(write);
+    // On shutdown a peer gets only the close handshake's time to take its
+    // last frames (the `complete`s and the 1001).
+    let mut shutting_down = shutdown.is_cancelled();
+    let stall = tokio::time::sleep(if shutting_down {
+        CLOSE_TIMEOUT
+    } else {
+        WRITE_STALL_TIMEOUT
+    });
+    tokio::pin!(stall);
+    loop {
+        tokio::select! {
+            result = &mut write => {
+                return match result {
+                    Ok(()) => WriteOutcome::Written,
+                    Err(_) => WriteOutcome::Abandon("write failed"),
+                };
+            }
+            () = session.outbound_ready(), if !session.outbound_overflowed() => {
+                // Leave the batch in the bounded queue (draining it here would
+                // move it somewhere unbounded); only the overflow matters now:
+                // it closes the session and releases its registrations at once,
+                // while the peer still gets the stall timeout to read the rest
+                // and the 1013.
+                if session.outbound_overflowed() {
+                    session.flush_outbound();
+                }
+            }
+            () = shutdown.cancelled(), if !shutting_down => {
+                shutting_down = true;
+                stall.as_mut().reset(tokio::time::Instant::now() + CLOSE_TIMEOUT);
+            }
+            () = &mut stall => return WriteOutcome::Abandon("write stalled"),
+        }
+    }
+}
+
+async fn send_close<S>(socket: &mut WebSocketStream<S>, close: subs_protocol::Close)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let frame = CloseFrame {
+        code: CloseCode::from(close.code),
+        reason: Utf8Bytes::from(close.reason.into_owned()),
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        socket.send(Message::Close(Some(frame))).await?;
+        // Wait for the client's close reply so the TCP teardown is clean.
+        while let Some(message) = socket.next().await {
+            if matches!(message?, Message::Close(_)) {
+                break;
+            }
+        }
+        Ok::<(), tokio_tungstenite::tungstenite::Error>(())
+    })
+    .await;
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

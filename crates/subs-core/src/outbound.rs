@@ -124,6 +124,11 @@ impl ConnectionShared {
         overflowed
     }
 
+    /// Whether the queue overflowed under the Close policy.
+    pub(crate) fn is_overflowed(&self) -> bool {
+        self.queue.lock().overflowed
+    }
+
     /// Waits until the queue is at most half full (or the connection is gone).
     pub(crate) async fn wait_for_room(&self) {
         loop {

@@ -236,8 +236,18 @@ impl Session {
                 messages::SLOW_CONSUMER_CLOSE_CODE,
                 messages::SLOW_CONSUMER_CLOSE_REASON,
             );
+            // Release the registrations now: the transport may still be
+            // waiting for the peer to take the frames before the close.
+            self.teardown();
         }
         taken
+    }
+
+    /// Whether the outbound queue overflowed under the Close policy; a
+    /// transport whose write is stalled checks this without draining the queue
+    /// (then [`Session::flush_outbound`] applies the policy).
+    pub fn outbound_overflowed(&self) -> bool {
+        self.shared.is_overflowed()
     }
 
     /// The next frame to send.
