@@ -147,9 +147,11 @@ impl PrivateServer {
             .unwrap_or_else(|e| panic!("cannot start a private {:?} server: {e}", self.kind));
         self.child = Some(child);
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        eventually(STEP, "the private broker accepts connections", || async move {
-            TcpStream::connect(addr).await.is_ok()
-        })
+        eventually(
+            STEP,
+            "the private broker accepts connections",
+            || async move { TcpStream::connect(addr).await.is_ok() },
+        )
         .await;
     }
 
@@ -202,9 +204,12 @@ pub(crate) fn example_binary(name: &str) -> PathBuf {
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut command = Command::new(cargo);
-            command
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .args(["build", "-p", "subs-adapters", "--examples"]);
+            command.current_dir(env!("CARGO_MANIFEST_DIR")).args([
+                "build",
+                "-p",
+                "subs-adapters",
+                "--examples",
+            ]);
             if let Some(target) = examples.parent().and_then(Path::parent) {
                 command.arg("--target-dir").arg(target);
             }
@@ -326,7 +331,10 @@ pub(crate) async fn http(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("status");
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         let mut body = String::new();
         let mut rest = rest;
         while let Some((size, after)) = rest.split_once("\r\n") {
@@ -532,4 +540,63 @@ impl Instance {
 /// The `n` of an `events` payload.
 pub(crate) fn n_of(data: &Value) -> i64 {
     data["events"]["n"].as_i64().expect("events.n")
+}
+
+/// Publishes an `events` payload on `topic` through `instance`; a broker
+/// error (broker down) is fine: local delivery happened.
+pub(crate) async fn publish(instance: &Instance, topic: &str, key: &str, n: i64, extra: Value) {
+    let mut payload = json!({"key": key, "n": n, "text": format!("{key}-{n}")});
+    if let (Some(payload), Value::Object(extra)) = (payload.as_object_mut(), extra) {
+        payload.extend(extra);
+    }
+    match instance.engine.publish(topic, payload).await {
+        Ok(()) | Err(subs_core::Error::Broker(_)) => {}
+        Err(error) => panic!("publish failed: {error}"),
+    }
+}
+
+/// Publishes probe events (key `probe`, which no test subscribes to) through
+/// `from` until `to`'s broker has received one: `to` is subscribed to the
+/// topic on the broker and the path works. Then lets stragglers land.
+pub(crate) async fn link(from: &Instance, to: &Instance, topic: &str) {
+    let before = to.engine.broker_stats().received;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while to.engine.broker_stats().received == before {
+        assert!(
+            Instant::now() < deadline,
+            "no event crossed the broker: {:?} -> {:?}",
+            from.engine.broker_stats(),
+            to.engine.broker_stats()
+        );
+        publish(from, topic, "probe", -1, json!({})).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+/// The `n`s of the `next` messages a client receives until `quiet` passes
+/// without one (panics on any other message).
+pub(crate) async fn ns_until_quiet(client: &mut WsClient, quiet: Duration) -> Vec<i64> {
+    client
+        .drain(quiet)
+        .await
+        .iter()
+        .map(|message| {
+            assert_eq!(message["type"], "next", "{message}");
+            n_of(&message["payload"]["data"])
+        })
+        .collect()
+}
+
+/// The `n`s of the next `count` `next` messages (fewer if `STEP` passes).
+pub(crate) async fn ns(client: &mut WsClient, count: usize) -> Vec<i64> {
+    let mut out = Vec::new();
+    while out.len() < count {
+        let Some(message) = client.next().await else {
+            break;
+        };
+        assert_eq!(message["type"], "next", "{message}");
+        out.push(n_of(&message["payload"]["data"]));
+    }
+    out
 }
