@@ -240,8 +240,8 @@ pub(crate) fn line_chart(
     x_ticks: &[(f64, String)],
     series: &[Series],
 ) -> String {
-    let (w, h) = (640.0, 400.0);
-    let (left, right, top, bottom) = (70.0, 150.0, 40.0, 50.0);
+    let (w, h) = (760.0, 400.0);
+    let (left, right, top, bottom) = (70.0, 210.0, 40.0, 50.0);
     let all: Vec<(f64, f64)> = series
         .iter()
         .flat_map(|s| s.points.iter().copied())
