@@ -72,7 +72,12 @@ fn envelope_of_another_version_is_refused() {
     assert!(Envelope::decode(missing.as_bytes()).is_err());
     let bad_time = DOC_EXAMPLE.replacen("1700000000123456789", "soon", 1);
     assert!(Envelope::decode(bad_time.as_bytes()).is_err());
-    assert!(Envelope::decode(br#"{"v":1,"topic":"t","origin":"o","seq":1,"publishedAtNs":"1","payload":nope}"#).is_err());
+    assert!(
+        Envelope::decode(
+            br#"{"v":1,"topic":"t","origin":"o","seq":1,"publishedAtNs":"1","payload":nope}"#
+        )
+        .is_err()
+    );
     assert!(Envelope::decode(b"not json").is_err());
 }
 

@@ -66,7 +66,11 @@ async fn warm_up(servers: &[BenchServer], clients: &mut [WsClient], warm: &str) 
         for (client, seen) in clients.iter_mut().zip(&mut seen) {
             for message in client.drain(Duration::from_millis(150)).await {
                 assert_eq!(message["id"], "w", "only warm-up events so far: {message}");
-                seen.insert(message["payload"]["data"]["ticks"]["payload"].as_str().map(str::len));
+                seen.insert(
+                    message["payload"]["data"]["ticks"]["payload"]
+                        .as_str()
+                        .map(str::len),
+                );
             }
         }
     }

@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use subs_core::{Broker, BrokerStats, Event, EventSink};
 use tokio::sync::mpsc;
 
@@ -19,6 +19,17 @@ use super::{Backoff, Relay, StartupPolicy, deliver};
 
 /// Channel prefix: keeps subs' channels apart from the application's.
 pub const CHANNEL_PREFIX: &str = "subs:";
+
+/// The publishing connection gives up after one quick retry: the manager's
+/// default (six retries with exponential backoff) held every `publish` for
+/// seconds while Redis was down, which stalled the publisher and with it local
+/// delivery. The subscriber task does the patient reconnecting.
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_number_of_retries(1)
+        .set_min_delay(std::time::Duration::from_millis(50))
+        .set_max_delay(std::time::Duration::from_millis(200))
+}
 
 enum Command {
     Interest(Arc<str>),
@@ -49,7 +60,9 @@ impl RedisBroker {
     pub async fn connect(url: &str, startup: StartupPolicy) -> Result<Arc<Self>, crate::Error> {
         let client = redis::Client::open(url)
             .map_err(|e| crate::Error::Broker(format!("invalid Redis URL {url:?}: {e}")))?;
-        let publisher = match ConnectionManager::new(client.clone()).await {
+        let publisher = match ConnectionManager::new_with_config(client.clone(), manager_config())
+            .await
+        {
             Ok(connection) => Some(connection),
             Err(error) if startup == StartupPolicy::Fail => {
                 return Err(crate::Error::Broker(format!(
@@ -109,7 +122,9 @@ impl Broker for RedisBroker {
             let connection = {
                 let mut guard = publisher.lock().await;
                 if guard.is_none() {
-                    *guard = ConnectionManager::new(client).await.ok();
+                    *guard = ConnectionManager::new_with_config(client, manager_config())
+                        .await
+                        .ok();
                 }
                 guard.clone()
             };
@@ -151,6 +166,10 @@ async fn subscriber(
     };
     let mut backoff = Backoff::new();
     let mut connected_before = false;
+    // The channels of the connection that dropped: their sequence numbers are
+    // kept across the reconnect, so the first envelope after it reveals the
+    // outage's gap in `missed` (forgetting them hid every gap).
+    let mut previous = std::collections::HashSet::new();
     loop {
         if sink.is_closed() {
             return;
@@ -167,7 +186,9 @@ async fn subscriber(
         let mut subscribed = std::collections::HashSet::new();
         let mut healthy = true;
         for topic in sink.interested_topics() {
-            relay.forget_topic(&topic);
+            if !previous.contains(&topic) {
+                relay.forget_topic(&topic);
+            }
             if control
                 .subscribe(format!("{CHANNEL_PREFIX}{topic}"))
                 .await
@@ -222,6 +243,7 @@ async fn subscriber(
                 }
             }
         }
+        previous = subscribed;
         tracing::warn!("Redis pub/sub connection lost; reconnecting");
         backoff.wait().await;
     }
