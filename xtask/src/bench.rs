@@ -283,9 +283,12 @@ fn run_loopback(
 ) {
     let logs = out_dir.join("logs");
     let _ = std::fs::create_dir_all(&logs);
-    for target in targets {
-        results.targets.push(target.label.clone());
-        for s in scenarios(quick) {
+    results.targets.extend(targets.iter().map(|t| t.label.clone()));
+    // Scenario by scenario, every target in turn: the two sides of a ratio
+    // run minutes apart at most, so background load on a shared machine
+    // falls on both alike.
+    for s in scenarios(quick) {
+        for target in targets {
             eprintln!(
                 "== loopback: {} {} ({} connections)",
                 target.label, s.id, s.connections
