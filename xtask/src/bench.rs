@@ -283,7 +283,9 @@ fn run_loopback(
 ) {
     let logs = out_dir.join("logs");
     let _ = std::fs::create_dir_all(&logs);
-    results.targets.extend(targets.iter().map(|t| t.label.clone()));
+    results
+        .targets
+        .extend(targets.iter().map(|t| t.label.clone()));
     // Scenario by scenario, every target in turn: the two sides of a ratio
     // run minutes apart at most, so background load on a shared machine
     // falls on both alike.
