@@ -67,6 +67,7 @@ fn ci() -> Result<()> {
     )?;
     services::ensure()?;
     run("cargo", &["test", "--workspace", "--locked"])?;
+    python::python_tests()?;
     Ok(())
 }
 

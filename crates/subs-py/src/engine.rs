@@ -83,7 +83,8 @@ impl NativeEngine {
         schema, bindings, event_loop, *, on_connect = None, authorize = None,
         event_filter = None, event_filter_scope = None, tenant_field = None,
         deliver_untagged_to_tenants = false, init_timeout_ms = None,
-        max_frame_bytes = None, outbound_queue_capacity = None, keepalive_ms = None
+        max_frame_bytes = None, outbound_queue_capacity = None, keepalive_ms = None,
+        broker = None
     ))]
     #[allow(clippy::too_many_arguments)] // a Python constructor with keyword arguments
     fn new(
@@ -101,6 +102,7 @@ impl NativeEngine {
         max_frame_bytes: Option<usize>,
         outbound_queue_capacity: Option<usize>,
         keepalive_ms: Option<u64>,
+        broker: Option<String>,
     ) -> PyResult<Self> {
         crate::logging::install();
         let locals = TaskLocals::new(event_loop).copy_context(py)?;
@@ -159,6 +161,17 @@ impl NativeEngine {
             config.protocol.keepalive_interval = (ms > 0).then(|| Duration::from_millis(ms));
         }
         builder = builder.config(config);
+        if let Some(url) = broker.filter(|url| !url.is_empty() && url != "memory") {
+            // Connecting is IO: done on the extension's runtime, without the GIL.
+            let connected = py.detach(|| {
+                runtime().block_on(subs_adapters::broker::from_url(
+                    &url,
+                    subs_adapters::broker::StartupPolicy::Fail,
+                ))
+            });
+            let broker = connected.map_err(|e| crate::errors::SubsError::new_err(e.to_string()))?;
+            builder = builder.broker(broker);
+        }
         let engine = {
             let _entered = runtime().enter();
             builder.build().map_err(|e| engine_error(&e))?
@@ -256,6 +269,7 @@ impl NativeEngine {
         Stats::new(
             self.engine.stats(),
             self.engine.security_stats().total_rejected(),
+            self.engine.broker_stats(),
         )
     }
 

@@ -216,10 +216,18 @@ pub(crate) struct Stats {
     events_filtered: u64,
     invalid_events: u64,
     security_rejections: u64,
+    broker_published: u64,
+    broker_received: u64,
+    broker_reconnects: u64,
+    broker_missed: u64,
 }
 
 impl Stats {
-    pub(crate) fn new(s: subs_core::StatsSnapshot, refused: u64) -> Self {
+    pub(crate) fn new(
+        s: subs_core::StatsSnapshot,
+        refused: u64,
+        broker: subs_core::BrokerStats,
+    ) -> Self {
         Self {
             connections: s.connections,
             subscriptions: s.subscriptions,
@@ -234,6 +242,10 @@ impl Stats {
             events_filtered: s.events_filtered,
             invalid_events: s.invalid_events,
             security_rejections: refused,
+            broker_published: broker.published,
+            broker_received: broker.received,
+            broker_reconnects: broker.reconnects,
+            broker_missed: broker.missed,
         }
     }
 }
@@ -260,7 +272,7 @@ impl Stats {
 }
 
 impl Stats {
-    fn pairs(&self) -> [(&'static str, u64); 13] {
+    fn pairs(&self) -> [(&'static str, u64); 17] {
         [
             ("connections", self.connections),
             ("subscriptions", self.subscriptions),
@@ -275,6 +287,10 @@ impl Stats {
             ("events_filtered", self.events_filtered),
             ("invalid_events", self.invalid_events),
             ("security_rejections", self.security_rejections),
+            ("broker_published", self.broker_published),
+            ("broker_received", self.broker_received),
+            ("broker_reconnects", self.broker_reconnects),
+            ("broker_missed", self.broker_missed),
         ]
     }
 }

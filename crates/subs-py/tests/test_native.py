@@ -164,8 +164,8 @@ def test_logs_reach_python_logging(caplog: pytest.LogCaptureFixture) -> None:
 def test_configuration_errors_are_clear() -> None:
     with pytest.raises(SubsError, match="invalid schema"):
         Engine(schema="type Query {")
-    with pytest.raises(SubsError, match="not available in this build yet"):
-        Engine(schema=SCHEMA, broker="redis://127.0.0.1:6379")
+    with pytest.raises(SubsError, match="cannot reach Redis at redis://127.0.0.1:1"):
+        Engine(schema=SCHEMA, broker="redis://127.0.0.1:1").stats()
     with pytest.raises(ValueError, match="unknown broker"):
         Engine(schema=SCHEMA, broker="kafka")
     engine = Engine(schema=SCHEMA)
@@ -212,3 +212,30 @@ def test_stub_matches_the_module() -> None:
         cwd=Path(subs.__file__).parent.parent.parent,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("broker", ["redis://127.0.0.1:6379", "nats://127.0.0.1:4222"])
+async def test_two_engines_share_events_through_a_broker(broker: str) -> None:
+    """An event published on one instance reaches a subscriber of the other,
+    exactly once, and the publisher's own subscriber exactly once too."""
+    import uuid
+
+    topic_id = uuid.uuid4().hex
+    first, second = Engine(schema=SCHEMA, broker=broker), Engine(schema=SCHEMA, broker=broker)
+    servers = [first.start_server("127.0.0.1", 0), second.start_server("127.0.0.1", 0)]
+    try:
+        clients = [await Client.open(f"ws://127.0.0.1:{s.port}/graphql") for s in servers]
+        for client in clients:
+            await client.subscribe("1", f'subscription {{ things(id: "{topic_id}") {{ id n }} }}')
+        await asyncio.sleep(0.3)  # the second instance subscribes to the topic on the broker
+        for n in range(3):
+            await first.publish("things", {"id": topic_id, "ok": True, "n": n})
+        for client in clients:
+            got = [(await client.next_data("1"))["data"]["things"]["n"] for _ in range(3)]
+            assert got == [0, 1, 2]
+            assert await client.nothing_within(0.3)
+            await client.close()
+        assert first.stats().broker_published >= 3
+    finally:
+        for server in servers:
+            await asyncio.get_running_loop().run_in_executor(None, server.shutdown, 5.0)

@@ -12,7 +12,7 @@ from ._native import Principal, Stats, SubsError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_BROKERS_LATER = ("redis://", "rediss://", "nats://", "tls://")
+_NETWORK_BROKERS = ("redis://", "rediss://", "nats://", "tls://")
 
 
 def _positional_count(function: Callable[..., Any]) -> Tuple[int, bool]:
@@ -110,12 +110,7 @@ class Engine:
         max_frame_bytes: int = 64 * 1024,
         outbound_queue_capacity: int = 1024,
     ) -> None:
-        if broker not in ("memory", "", None):
-            if isinstance(broker, str) and broker.startswith(_BROKERS_LATER):
-                raise SubsError(
-                    f"broker {broker!r}: Redis and NATS brokers are not available in this build yet; "
-                    "use broker='memory' (one process) for now"
-                )
+        if broker not in ("memory", "", None) and not (isinstance(broker, str) and broker.startswith(_NETWORK_BROKERS)):
             raise ValueError(f"unknown broker {broker!r}: expected 'memory', 'redis://HOST:PORT' or 'nats://HOST:PORT'")
         self._schema = schema
         self._fields: Dict[str, List[str]] = {name: list(args) for name, args in _native.inspect_schema(schema)}
@@ -127,6 +122,7 @@ class Engine:
         self._tenant_field: Optional[str] = None
         self._deliver_untagged = False
         self._options = {
+            "broker": broker or "memory",
             "init_timeout_ms": int(init_timeout * 1000),
             "keepalive_ms": 0 if keepalive is None else int(keepalive * 1000),
             "max_frame_bytes": max_frame_bytes,
