@@ -185,3 +185,44 @@ async fn redis_down_at_startup_with_retry_delivers_once_it_is_up() {
 async fn nats_down_at_startup_with_retry_delivers_once_it_is_up() {
     down_at_startup_retries(Kind::Nats).await;
 }
+
+/// A long outage: many more events than any client-side buffer holds are
+/// published while the broker is down; local delivery must not stall.
+async fn long_outage_keeps_local_delivery(kind: Kind) {
+    let mut server = PrivateServer::start_new(kind).await;
+    let topic = unique("outage");
+    let a = Instance::start(&topic, connect(&server.url(), StartupPolicy::Fail).await).await;
+    let mut local = a.subscriber("k").await;
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let publisher = {
+        let engine = a.engine.clone();
+        let topic = topic.clone();
+        tokio::spawn(async move {
+            for n in 0..5000 {
+                let payload = json!({"key": "k", "n": n, "text": ""});
+                match engine.publish(&topic, payload).await {
+                    Ok(()) | Err(subs_core::Error::Broker(_)) => {}
+                    Err(error) => panic!("{error}"),
+                }
+            }
+        })
+    };
+    let got = ns(&mut local, 5000).await;
+    assert_eq!(got.len(), 5000, "local delivery stalled during the outage");
+    tokio::time::timeout(STEP, publisher)
+        .await
+        .expect("the publisher finished")
+        .expect("publisher task");
+    assert!(a.engine.broker_stats().publish_failures > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_long_outage_keeps_local_delivery() {
+    long_outage_keeps_local_delivery(Kind::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_long_outage_keeps_local_delivery() {
+    long_outage_keeps_local_delivery(Kind::Nats).await;
+}

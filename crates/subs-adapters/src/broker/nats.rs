@@ -18,6 +18,9 @@ use super::{Relay, StartupPolicy, deliver};
 /// Subject prefix: keeps subs' subjects apart from the application's.
 pub const SUBJECT_PREFIX: &str = "subs.";
 
+/// How long a publish may wait for room in the client's buffer.
+const PUBLISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The NATS subject of a topic. NATS subjects are dot-separated tokens without
 /// whitespace or wildcards; a topic that is not a plain token is hex-encoded
 /// (prefixed `x-`) so every topic maps to exactly one literal subject.
@@ -128,7 +131,21 @@ impl Broker for NatsBroker {
         let client = self.client.clone();
         let relay = self.relay.clone();
         Box::pin(async move {
-            let result = client.publish(subject, envelope.encode().into()).await;
+            // While disconnected the client queues publishes in a bounded
+            // buffer and, once it is full, `publish` waits for the server:
+            // the publishing task (and with it local delivery) stalled for the
+            // whole outage. Fail fast instead; the envelope's `seq` is spent,
+            // so receivers count the event in `missed`.
+            if client.connection_state() != async_nats::connection::State::Connected {
+                relay.published(false);
+                return Err(subs_core::Error::Broker("NATS is unreachable".into()));
+            }
+            let result = tokio::time::timeout(
+                PUBLISH_TIMEOUT,
+                client.publish(subject, envelope.encode().into()),
+            )
+            .await
+            .unwrap_or_else(|_| Err(async_nats::PublishErrorKind::Send.into()));
             relay.published(result.is_ok());
             result.map_err(|e| subs_core::Error::Broker(e.to_string()))
         })

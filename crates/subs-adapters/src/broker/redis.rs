@@ -31,6 +31,9 @@ fn manager_config() -> ConnectionManagerConfig {
         .set_max_delay(std::time::Duration::from_millis(200))
 }
 
+/// How long publishes fail fast after a failed one before the next attempt.
+const PUBLISH_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+
 enum Command {
     Interest(Arc<str>),
 }
@@ -40,6 +43,8 @@ pub struct RedisBroker {
     client: redis::Client,
     publisher: Arc<tokio::sync::Mutex<Option<ConnectionManager>>>,
     relay: Arc<Relay>,
+    /// Set after a failed publish: until then, publishes fail at once.
+    retry_at: Arc<parking_lot::Mutex<Option<std::time::Instant>>>,
     commands: mpsc::UnboundedSender<Command>,
     pending: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
     sink: OnceLock<EventSink>,
@@ -79,6 +84,7 @@ impl RedisBroker {
             client,
             publisher: Arc::new(tokio::sync::Mutex::new(publisher)),
             relay: Arc::new(Relay::default()),
+            retry_at: Arc::new(parking_lot::Mutex::new(None)),
             commands,
             pending: std::sync::Mutex::new(Some(receiver)),
             sink: OnceLock::new(),
@@ -118,7 +124,18 @@ impl Broker for RedisBroker {
         // lazy first connection when Redis was down at start-up.
         let publisher = self.publisher.clone();
         let client = self.client.clone();
+        let retry_at = self.retry_at.clone();
         Box::pin(async move {
+            // After a failure, fail fast for a moment instead of paying a
+            // reconnection attempt per event: otherwise a publisher crawls
+            // (and local delivery with it) for the whole outage.
+            if retry_at
+                .lock()
+                .is_some_and(|at| std::time::Instant::now() < at)
+            {
+                relay.published(false);
+                return Err(subs_core::Error::Broker("Redis is unreachable".into()));
+            }
             let connection = {
                 let mut guard = publisher.lock().await;
                 if guard.is_none() {
@@ -129,11 +146,15 @@ impl Broker for RedisBroker {
                 guard.clone()
             };
             let Some(mut connection) = connection else {
+                *retry_at.lock() = Some(std::time::Instant::now() + PUBLISH_RETRY);
                 relay.published(false);
                 return Err(subs_core::Error::Broker("Redis is unreachable".into()));
             };
             let result: redis::RedisResult<i64> = connection.publish(channel, bytes).await;
             relay.published(result.is_ok());
+            *retry_at.lock() = result
+                .is_err()
+                .then(|| std::time::Instant::now() + PUBLISH_RETRY);
             result
                 .map(drop)
                 .map_err(|e| subs_core::Error::Broker(e.to_string()))
