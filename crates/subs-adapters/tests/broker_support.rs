@@ -197,7 +197,7 @@ pub(crate) fn example_binary(name: &str) -> PathBuf {
         .expect("<target>/debug/deps")
         .join("examples");
     let path = examples.join(name);
-    if path.exists() {
+    if is_fresh(&path) {
         return path;
     }
     BUILT
@@ -223,6 +223,38 @@ pub(crate) fn example_binary(name: &str) -> PathBuf {
         .expect("build the examples");
     assert!(path.exists(), "{} missing after the build", path.display());
     path
+}
+
+/// Whether `binary` exists and is newer than the sources it is built from
+/// (`cargo test --test broker_*` does not rebuild examples).
+fn is_fresh(binary: &Path) -> bool {
+    let Ok(built) = binary.metadata().and_then(|m| m.modified()) else {
+        return false;
+    };
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    [
+        "subs-adapters/src",
+        "subs-adapters/examples",
+        "subs-core/src",
+        "subs-protocol/src",
+        "subs-security/src",
+    ]
+    .iter()
+    .all(|dir| newest(&crates.join(dir)).is_none_or(|newest| newest <= built))
+}
+
+fn newest(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let modified = if path.is_dir() {
+            self::newest(&path)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        };
+        newest = newest.max(modified);
+    }
+    newest
 }
 
 /// One bench-server process; killed when dropped.
