@@ -112,7 +112,11 @@ async fn outbox_rows_committed_with_notify_are_delivered_in_order() {
     outbox.write(&topic, 10..40, false).await;
     let mut got = ns(&mut client, 40).await;
     got.extend(ns_until_quiet(&mut client, Duration::from_millis(500)).await);
-    assert_eq!(got, (0..40).collect::<Vec<_>>(), "every committed row once, in order");
+    assert_eq!(
+        got,
+        (0..40).collect::<Vec<_>>(),
+        "every committed row once, in order"
+    );
     assert_eq!(source.delivered(), 40);
     assert_eq!(source.reconnects(), 0);
     source.stop().await;
@@ -164,7 +168,11 @@ async fn outbox_rows_committed_while_the_listener_is_down_arrive_after_reconnect
         (10..next).collect::<Vec<_>>(),
         "every row committed around the disconnections, once, in order"
     );
-    assert!(source.reconnects() >= 1, "reconnects: {}", source.reconnects());
+    assert!(
+        source.reconnects() >= 1,
+        "reconnects: {}",
+        source.reconnects()
+    );
     assert_eq!(source.delivered(), u64::try_from(next).expect("positive"));
     source.stop().await;
     outbox.drop_table().await;
