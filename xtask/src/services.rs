@@ -33,7 +33,11 @@ const SERVICES: &[Service] = &[
 ];
 
 fn is_up(port: u16) -> bool {
-    TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(300)).is_ok()
+    TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(300),
+    )
+    .is_ok()
 }
 
 /// Starts every service that does not answer on its port, and waits for it.
@@ -52,7 +56,11 @@ pub(crate) fn ensure() -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !is_up(service.port) {
             if Instant::now() > deadline {
-                bail!("{} is not answering on 127.0.0.1:{} and could not be started", service.name, service.port);
+                bail!(
+                    "{} is not answering on 127.0.0.1:{} and could not be started",
+                    service.name,
+                    service.port
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }

@@ -54,6 +54,24 @@ pub(crate) fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
+/// A free port below Linux's ephemeral range (32768..) for a private broker.
+/// An ephemeral port would do until the server is down: a client retrying a
+/// connection to a local ephemeral port where nothing listens can connect to
+/// itself (TCP simultaneous open) and then hold the port the server needs.
+pub(crate) fn private_server_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 500) as u16 * 20;
+    for _ in 0..12_000 {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % 12_000;
+        let port = 20_000 + (base - 20_000 + offset) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range");
+}
+
 /// Polls `check` until it answers `true`, or panics with `what` after `within`.
 pub(crate) async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
 where
@@ -92,7 +110,7 @@ impl PrivateServer {
     pub(crate) fn unstarted(kind: Kind) -> Self {
         Self {
             kind,
-            port: free_port(),
+            port: private_server_port(),
             child: None,
         }
     }

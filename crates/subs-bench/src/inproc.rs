@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
 use subs_core::graphql::{PreparedOperation, Schema};
-use subs_core::{Engine, Event, Session};
+use subs_core::{Engine, Event, FieldBinding, ResolveContext, ResolverError, Session};
 use subs_protocol::{Connection, Protocol, encode_next};
 use subs_security::{
     ConnectionFacts, KeyedRateLimiter, Limits, OperationFacts, Principal, Quota, SecurityConfig,
@@ -507,14 +508,30 @@ fn security(samples: usize) -> Figures {
 }
 
 /// A subscriber queue of the naive baselines: the same bounded-queue shape
-/// the engine uses (a lock around a deque of id and shared bytes).
-type NaiveQueue = Mutex<std::collections::VecDeque<(Arc<str>, Bytes)>>;
+/// the engine uses (a lock around a deque of subscription key and shared bytes).
+type NaiveQueue = Mutex<std::collections::VecDeque<(u64, Bytes)>>;
 
-/// Grouped dispatch against projecting and serializing once per subscriber
-/// (the way engines without query groups work), 1,000 subscribers of one group.
+/// The resolver of the relative benchmark, on both sides: it turns the event
+/// into the field's value (here, a copy), as application resolvers do.
+async fn copy_resolver(context: ResolveContext) -> Result<Value, ResolverError> {
+    Ok((*context.event).clone())
+}
+
+/// Grouped dispatch against resolving, projecting and serializing once per
+/// subscriber (the way engines without query groups work), 1,000 subscribers
+/// of one group. Both sides run the same resolver and queue the same shape.
 fn grouped_vs_naive(runtime: &Runtime, samples: usize) -> Figures {
     const SUBSCRIBERS: usize = 1000;
-    let engine = engine(runtime, false);
+    let engine = {
+        let _entered = runtime.enter();
+        Engine::builder(Schema::parse(SDL).expect("the benchmark schema is valid"))
+            .bind(
+                "items",
+                FieldBinding::default_topic().resolver(copy_resolver),
+            )
+            .build()
+            .expect("the benchmark engine builds")
+    };
     let mut sessions = sessions_of_one(runtime, &engine, SUBSCRIBERS, |_| {
         subscribe_frame("1", ITEMS_BY_CURRENCY, Some(json!({"c": "EUR"})))
     });
@@ -531,16 +548,29 @@ fn grouped_vs_naive(runtime: &Runtime, samples: usize) -> Figures {
         .schema()
         .prepare(ITEMS_BY_CURRENCY, None)
         .expect("valid document");
-    let variables: Map<String, Value> = [("c".to_owned(), json!("EUR"))].into_iter().collect();
-    let subscribers: Vec<(Arc<str>, NaiveQueue)> = (0..SUBSCRIBERS)
-        .map(|_| (Arc::from("1"), Mutex::default()))
+    let variables: Arc<Map<String, Value>> =
+        Arc::new([("c".to_owned(), json!("EUR"))].into_iter().collect());
+    let subscribers: Vec<(u64, NaiveQueue)> = (0..SUBSCRIBERS as u64)
+        .map(|key| (key, Mutex::default()))
         .collect();
-    let payload = item("k");
+    let payload = Arc::new(item("k"));
+    let context = ResolveContext {
+        topic: Arc::from("items"),
+        event: payload,
+        variables: variables.clone(),
+        arguments: Arc::default(),
+        principal: Arc::new(Principal::anonymous()),
+        init_payload: None,
+    };
     let naive = measure(samples, || {
         let ((), elapsed) = time(|| {
-            for (id, queue) in &subscribers {
-                let bytes = operation.project(&variables, Ok(&payload));
-                queue.lock().push_back((id.clone(), bytes));
+            for (key, queue) in &subscribers {
+                let value = copy_resolver(context.clone())
+                    .now_or_never()
+                    .expect("the resolver is ready at once")
+                    .expect("the resolver succeeds");
+                let bytes = operation.project(&variables, Ok(&value));
+                queue.lock().push_back((*key, bytes));
             }
         });
         for (_, queue) in &subscribers {
@@ -577,7 +607,7 @@ fn index_vs_scan(runtime: &Runtime, samples: usize) -> Figures {
             (key, variables, Mutex::default())
         })
         .collect();
-    let id: Arc<str> = Arc::from("1");
+    let subscription_key = 1_u64;
     let mut rng = Rng(7);
     let scan = measure(samples, || {
         const BATCH: usize = 20;
@@ -590,7 +620,7 @@ fn index_vs_scan(runtime: &Runtime, samples: usize) -> Figures {
                 for (key, variables, queue) in &subscriptions {
                     if event.get("key").and_then(Value::as_str) == Some(key.as_str()) {
                         let bytes = operation.project(variables, Ok(event));
-                        queue.lock().push_back((id.clone(), bytes));
+                        queue.lock().push_back((subscription_key, bytes));
                         delivered += 1;
                     }
                 }

@@ -423,10 +423,10 @@ impl EngineInner {
         handle: RegistrationHandle,
         topic: &str,
         connection: u64,
-        subscription: &Arc<str>,
+        subscription_key: u64,
     ) {
         let mut index = self.shards[handle.shard].index.lock();
-        index.unregister(handle.group, connection, subscription, &self.stats);
+        index.unregister(handle.group, connection, subscription_key, &self.stats);
         let last = !index.has_topic(topic);
         drop(index);
         if last {

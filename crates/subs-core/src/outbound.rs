@@ -4,7 +4,6 @@
 //! everything queued in one go so it can write a batch of frames and flush once.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
@@ -28,11 +27,12 @@ pub enum SlowConsumerPolicy {
 /// One message waiting for a connection's writer.
 #[derive(Debug, Clone)]
 pub(crate) enum Outbound {
-    /// A `next` payload for one subscription; the bytes are shared with every
-    /// other subscriber of the same group.
-    Next(Arc<str>, Bytes),
+    /// A `next` payload for one subscription (by its key within the
+    /// connection); the bytes are shared with every other subscriber of the
+    /// same group.
+    Next(u64, Bytes),
     /// The server completes the subscription (a finite source ended).
-    Complete(Arc<str>),
+    Complete(u64),
 }
 
 #[derive(Debug, Default)]

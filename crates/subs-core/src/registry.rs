@@ -60,17 +60,17 @@ pub(crate) struct Group {
     subscribers: Mutex<Subscribers>,
 }
 
-/// A group's members by (connection, subscription id): swap-remove is O(1) and
-/// iteration is over a dense array.
-type Subscribers = IndexMap<(u64, Arc<str>), Arc<ConnectionShared>, FxBuildHasher>;
+/// A group's members by (connection, subscription key): swap-remove is O(1)
+/// and iteration is over a dense array.
+type Subscribers = IndexMap<(u64, u64), Arc<ConnectionShared>, FxBuildHasher>;
 
 impl Group {
     /// Queues the shared bytes for every subscriber; returns how many got them.
     pub(crate) fn deliver(&self, payload: &Bytes, stats: &Stats) -> usize {
         let subscribers = self.subscribers.lock();
         let mut delivered = 0;
-        for ((_, id), connection) in subscribers.iter() {
-            match connection.push(Outbound::Next(id.clone(), payload.clone())) {
+        for (&(_, key), connection) in subscribers.iter() {
+            match connection.push(Outbound::Next(key, payload.clone())) {
                 Push::Queued => delivered += 1,
                 Push::DroppedOldest => {
                     delivered += 1;
@@ -95,7 +95,8 @@ pub(crate) struct Registration {
     pub(crate) principal: Arc<Principal>,
     pub(crate) init_payload: Option<Arc<Map<String, Value>>>,
     pub(crate) connection: Arc<ConnectionShared>,
-    pub(crate) subscription_id: Arc<str>,
+    /// The subscription's key within its connection (never reused).
+    pub(crate) subscription_key: u64,
 }
 
 /// Where a registration lives, to remove it later.
@@ -171,7 +172,7 @@ impl ShardIndex {
             }
         };
         group.subscribers.lock().insert(
-            (registration.connection.id, registration.subscription_id),
+            (registration.connection.id, registration.subscription_key),
             registration.connection,
         );
         RegistrationHandle {
@@ -185,7 +186,7 @@ impl ShardIndex {
         &mut self,
         group_id: u64,
         connection: u64,
-        subscription_id: &Arc<str>,
+        subscription_key: u64,
         stats: &Stats,
     ) {
         let Some(group) = self.groups.get(&group_id).cloned() else {
@@ -193,7 +194,7 @@ impl ShardIndex {
         };
         let now_empty = {
             let mut subscribers = group.subscribers.lock();
-            subscribers.swap_remove(&(connection, subscription_id.clone()));
+            subscribers.swap_remove(&(connection, subscription_key));
             subscribers.is_empty()
         };
         if now_empty {

@@ -24,8 +24,7 @@ use crate::registry::{Registration, RegistrationHandle};
 
 /// One active subscription of this connection.
 struct Active {
-    /// The id as registered: queued payloads carry this very `Arc`, so pointer
-    /// identity tells a live subscription from an earlier one with the same id.
+    /// The client's id, spliced into every frame.
     id: Arc<str>,
     source: Source,
     /// `Limits::delivery_rate`, when configured: payloads beyond it are dropped
@@ -57,7 +56,13 @@ pub struct Session {
     facts: ConnectionFacts,
     principal: Arc<Principal>,
     init_payload: Option<Arc<Map<String, Value>>>,
-    subscriptions: FxHashMap<Arc<str>, Active>,
+    /// Active subscriptions by key. Queued payloads carry the key, which is
+    /// never reused within a connection: a payload queued for a completed
+    /// subscription cannot reach a new one that reuses its client id.
+    subscriptions: FxHashMap<u64, Active>,
+    /// Client id to key, for the client's `complete`.
+    keys: FxHashMap<Arc<str>, u64>,
+    next_key: u64,
     drained: VecDeque<Outbound>,
     budget: ConnectionBudget,
     permit: Option<ConnectionPermit>,
@@ -121,6 +126,8 @@ impl Session {
             principal: Arc::new(Principal::anonymous()),
             init_payload: None,
             subscriptions: FxHashMap::default(),
+            keys: FxHashMap::default(),
+            next_key: 0,
             drained: VecDeque::new(),
             budget: inner.security.connection_budget(),
             permit,
@@ -145,6 +152,7 @@ impl Session {
 
     /// Active subscriptions on this connection.
     pub fn subscription_count(&self) -> usize {
+        debug_assert_eq!(self.subscriptions.len(), self.keys.len());
         self.subscriptions.len()
     }
 
@@ -192,15 +200,8 @@ impl Session {
         let now = Instant::now();
         for item in batch.drain(..) {
             match item {
-                Outbound::Next(id, payload) => {
-                    // Pointer identity, not the text: a queued payload of a
-                    // completed subscription must not reach a new one that
-                    // reuses its id.
-                    let Some(active) = self
-                        .subscriptions
-                        .get_mut(&id)
-                        .filter(|active| Arc::ptr_eq(&active.id, &id))
-                    else {
+                Outbound::Next(key, payload) => {
+                    let Some(active) = self.subscriptions.get_mut(&key) else {
                         continue;
                     };
                     if let Some(limiter) = &mut active.delivery_limiter
@@ -214,14 +215,10 @@ impl Session {
                             .record(subs_security::RejectReason::RateLimit);
                         continue;
                     }
-                    let _ = self.connection.send_next(&id, &payload);
+                    let _ = self.connection.send_next(&active.id, &payload);
                 }
-                Outbound::Complete(id) => {
-                    if self
-                        .subscriptions
-                        .get(&id)
-                        .is_some_and(|active| Arc::ptr_eq(&active.id, &id))
-                    {
+                Outbound::Complete(key) => {
+                    if let Some(id) = self.subscriptions.get(&key).map(|active| active.id.clone()) {
                         self.remove_subscription(&id, "source completed");
                         let _ = self.connection.send_complete(&id);
                     }
@@ -273,7 +270,7 @@ impl Session {
 
     /// Completes every subscription and closes with 1001 going away.
     pub fn shutdown(&mut self) {
-        let ids: Vec<Arc<str>> = self.subscriptions.keys().cloned().collect();
+        let ids: Vec<Arc<str>> = self.keys.keys().cloned().collect();
         for id in ids {
             self.remove_subscription(&id, "server shutting down");
             let _ = self.connection.send_complete(&id);
@@ -402,6 +399,11 @@ impl Session {
             return;
         };
         let arguments = Arc::new(arguments);
+        // The legacy protocol lets a `start` replace an active id: the old
+        // subscription ends here rather than linger unreachable.
+        self.remove_subscription(&id, "replaced by a new subscription with the same id");
+        self.next_key += 1;
+        let key = self.next_key;
         let source = if let Some(stream) = field.stream.clone() {
             let context = ResolveContext {
                 topic: Arc::from(""),
@@ -417,7 +419,7 @@ impl Session {
                 operation,
                 variables,
                 self.shared.clone(),
-                id.clone(),
+                key,
             ));
             Source::Stream { task }
         } else {
@@ -431,7 +433,7 @@ impl Session {
                 principal: self.principal.clone(),
                 init_payload: self.init_payload.clone(),
                 connection: self.shared.clone(),
-                subscription_id: id.clone(),
+                subscription_key: key,
             });
             Source::Topic {
                 handle,
@@ -445,7 +447,8 @@ impl Session {
             source,
             delivery_limiter: inner.security.delivery_limiter(),
         };
-        self.subscriptions.insert(id, active);
+        self.keys.insert(id, key);
+        self.subscriptions.insert(key, active);
     }
 
     async fn execute(
@@ -524,13 +527,16 @@ impl Session {
     }
 
     fn remove_subscription(&mut self, id: &str, why: &'static str) {
-        let Some(active) = self.subscriptions.remove(id) else {
+        let Some(key) = self.keys.remove(id) else {
+            return;
+        };
+        let Some(active) = self.subscriptions.remove(&key) else {
             return;
         };
         let inner = &self.engine.inner;
         match active.source {
             Source::Topic { handle, topic } => {
-                inner.unregister(handle, &topic, self.shared.id, &active.id)
+                inner.unregister(handle, &topic, self.shared.id, key)
             }
             Source::Stream { task } => task.abort(),
         }
@@ -545,7 +551,7 @@ impl Session {
         }
         self.torn_down = true;
         self.shared.mark_closed();
-        let ids: Vec<Arc<str>> = self.subscriptions.keys().cloned().collect();
+        let ids: Vec<Arc<str>> = self.keys.keys().cloned().collect();
         for id in ids {
             self.remove_subscription(&id, "connection closed");
         }
@@ -581,7 +587,7 @@ async fn run_stream(
     operation: Arc<PreparedOperation>,
     variables: Arc<Map<String, Value>>,
     connection: Arc<ConnectionShared>,
-    id: Arc<str>,
+    key: u64,
 ) {
     // A panicking source (on open or on a poll) is a bug in host code: the
     // client gets one error payload and `complete`, instead of a subscription
@@ -602,7 +608,7 @@ async fn run_stream(
             Ok(Some(item)) => (item, false),
             Ok(None) => break,
             Err(_) => {
-                tracing::error!(connection = connection.id, %id, "stream source panicked");
+                tracing::error!(connection = connection.id, key, "stream source panicked");
                 (panicked(), true)
             }
         };
@@ -612,7 +618,7 @@ async fn run_stream(
             Err(error) => operation.project(&variables, Err(&error.message)),
         };
         if matches!(
-            connection.push(Outbound::Next(id.clone(), payload)),
+            connection.push(Outbound::Next(key, payload)),
             Push::Closed | Push::Overflow
         ) {
             return;
@@ -621,5 +627,5 @@ async fn run_stream(
             break;
         }
     }
-    let _ = connection.push(Outbound::Complete(id));
+    let _ = connection.push(Outbound::Complete(key));
 }
