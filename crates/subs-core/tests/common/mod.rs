@@ -61,6 +61,14 @@ impl Client {
         Self::with_protocol(engine, Protocol::GraphqlTransportWs)
     }
 
+    /// A client around a session built by the test itself.
+    pub(crate) fn from_session(session: Session) -> Self {
+        Self {
+            session,
+            raw: VecDeque::new(),
+        }
+    }
+
     pub(crate) fn with_protocol(engine: &Engine, protocol: Protocol) -> Self {
         Self {
             session: Session::new(engine, protocol, ConnectionFacts::default(), Instant::now()),
