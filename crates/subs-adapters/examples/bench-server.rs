@@ -43,6 +43,11 @@ type Tick {
 /// number of other topics.
 const TICKS: &str = "ticks";
 
+/// A server holding thousands of connections allocates from many threads;
+/// glibc's allocator serializes much of that on arena locks.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()

@@ -43,6 +43,15 @@ pub async fn drive<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // Both live across iterations: registering a waiter on the shared token,
+    // or a timer, once per wake-up would cost every delivery a trip through a
+    // lock that every connection shares.
+    let shutdown_signal = shutdown.cancelled();
+    tokio::pin!(shutdown_signal);
+    let mut shutting_down = false;
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
     loop {
         match write_pending(&mut session, &mut socket, &shutdown).await {
             // The writer may have slept through a notification: take what
@@ -56,9 +65,18 @@ pub async fn drive<S>(
                     return;
                 }
                 let deadline = session.poll_timeout();
+                if deadline != armed {
+                    if let Some(deadline) = deadline {
+                        timer.as_mut().reset(deadline.into());
+                    }
+                    armed = deadline;
+                }
                 tokio::select! {
                     biased;
-                    () = shutdown.cancelled(), if !session.is_closed() => session.shutdown(),
+                    () = &mut shutdown_signal, if !shutting_down && !session.is_closed() => {
+                        shutting_down = true;
+                        session.shutdown();
+                    }
                     () = session.outbound_ready() => {
                         session.flush_outbound();
                     }
@@ -76,7 +94,10 @@ pub async fn drive<S>(
                             break;
                         }
                     },
-                    () = sleep_until(deadline) => session.handle_timeout(Instant::now()),
+                    () = &mut timer, if armed.is_some() => {
+                        armed = None;
+                        session.handle_timeout(Instant::now());
+                    }
                 }
             }
             WriteOutcome::Abandon(why) => {
@@ -137,6 +158,9 @@ where
     tokio::pin!(stall);
     loop {
         tokio::select! {
+            // Usually the socket takes the batch at once: then nothing else
+            // is polled (no waiter registered, no timer armed).
+            biased;
             result = &mut write => {
                 return match result {
                     Ok(()) => WriteOutcome::Written,
@@ -181,11 +205,4 @@ where
         Ok::<(), tokio_tungstenite::tungstenite::Error>(())
     })
     .await;
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-        None => std::future::pending().await,
-    }
 }
