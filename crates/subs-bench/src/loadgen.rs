@@ -66,6 +66,9 @@ pub struct Options {
     pub addr: Option<SocketAddr>,
     /// The server's pid, when attaching to an address (else found by port).
     pub pid: Option<u32>,
+    /// Publish through another instance (`POST /publish` there) sharing a
+    /// broker with the measured one: the cross-instance path.
+    pub publish_addr: Option<SocketAddr>,
     /// A name for the report.
     pub label: String,
     /// The scenario.
@@ -94,6 +97,7 @@ impl Default for Options {
             target: None,
             addr: None,
             pid: None,
+            publish_addr: None,
             label: "server".into(),
             scenario: Scenario::Fanout,
             connections: 1000,
@@ -534,6 +538,10 @@ async fn run_async(options: &Options) -> Result<Report> {
     let expected = per_connection * connected as u64;
     let cpu_before = sys::CpuReading::of(pid);
     let mut cpu_after = cpu_before;
+    let mut http = match options.publish_addr {
+        Some(publish_addr) => HttpClient::new(publish_addr),
+        None => http,
+    };
     if options.scenario != Scenario::Memory {
         shared.last_progress_ns.store(now_ns(), Ordering::Relaxed);
         if options.scenario == Scenario::Filtered {

@@ -8,6 +8,7 @@ use subs_bench::loadgen::{self, Options};
 
 const USAGE: &str = "usage: subs-loadgen (--target CMD | --addr HOST:PORT [--pid PID]) [options]
   --scenario fanout|paced|filtered|memory   (default fanout)
+  --publish-addr H:P     publish through another instance sharing a broker
   --connections N        connections, one subscription each (default 1000)
   --events K             events per topic (default 1000)
   --interval-us U        microseconds between events, 0 = as fast as possible (default 0)
@@ -46,6 +47,13 @@ fn main() -> Result<()> {
                 )
             }
             "--pid" => options.pid = Some(u32::try_from(number()?)?),
+            "--publish-addr" => {
+                options.publish_addr = Some(
+                    value
+                        .parse()
+                        .with_context(|| format!("bad address {value:?}"))?,
+                )
+            }
             "--scenario" => options.scenario = value.parse()?,
             "--connections" => options.connections = usize::try_from(number()?)?,
             "--events" => options.events = number()?,
