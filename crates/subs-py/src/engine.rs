@@ -344,6 +344,7 @@ mod tests {
         check::<NativeEngine>();
         check::<Arc<NativeEngine>>();
         check::<crate::session::NativeSession>();
+        check::<crate::hub::NativeHub>();
         check::<crate::server::NativeServer>();
         check::<crate::types::PyPrincipal>();
         check::<crate::types::Stats>();

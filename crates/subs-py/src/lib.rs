@@ -8,6 +8,7 @@ mod convert;
 mod engine;
 mod errors;
 mod hooks;
+mod hub;
 mod logging;
 mod runtime;
 mod server;
@@ -24,6 +25,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let _ = runtime::runtime();
     m.add_class::<engine::NativeEngine>()?;
     m.add_class::<session::NativeSession>()?;
+    m.add_class::<hub::NativeHub>()?;
     m.add_class::<server::NativeServer>()?;
     m.add_class::<types::PyPrincipal>()?;
     m.add_class::<types::ConnectionInfo>()?;

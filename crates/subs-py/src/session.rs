@@ -11,6 +11,7 @@ use subs_core::{Engine, Session};
 use tokio::sync::mpsc;
 
 use crate::errors::{Reject, SubsError};
+use crate::hub::{HubShared, HubSlot};
 use crate::runtime::runtime;
 
 /// Client frames waiting for the session task (a client that floods faster
@@ -25,7 +26,7 @@ enum Inbound {
     Binary(Vec<u8>),
 }
 
-enum Outbound {
+pub(crate) enum Outbound {
     Frames(Vec<String>),
     Close(u16, String),
 }
@@ -34,6 +35,9 @@ enum Outbound {
 /// close `(code, reason)`; `None` once the session is over.
 type Batch = Option<(Vec<String>, Option<(u16, String)>)>;
 
+/// The receiving end of a session's outbound batches (`outgoing()` or a hub).
+pub(crate) type OutboundReceiver = Arc<tokio::sync::Mutex<mpsc::Receiver<Outbound>>>;
+
 /// One connection. Drive it with `receive`/`receive_bytes` for each client
 /// frame and a loop over `outgoing()`; `close()` (or dropping it) ends the
 /// session and removes every registration.
@@ -41,7 +45,8 @@ type Batch = Option<(Vec<String>, Option<(u16, String)>)>;
 #[derive(Debug)]
 pub(crate) struct NativeSession {
     inbound: Mutex<Option<mpsc::Sender<Inbound>>>,
-    outbound: Arc<tokio::sync::Mutex<mpsc::Receiver<Outbound>>>,
+    outbound: OutboundReceiver,
+    hub: Arc<HubSlot>,
     subprotocol: Option<&'static str>,
     id: u64,
 }
@@ -85,6 +90,7 @@ impl NativeSession {
         let protocol = subs_protocol::negotiate(subprotocols.iter().map(String::as_str));
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND);
         let (outbound_tx, outbound_rx) = mpsc::channel(OUTBOUND);
+        let hub: Arc<HubSlot> = Arc::default();
         let (id, subprotocol) = match protocol {
             Some(protocol) => {
                 let session = {
@@ -92,7 +98,7 @@ impl NativeSession {
                     Session::with_permit(engine, protocol, facts, permit, Instant::now())
                 };
                 let id = session.id();
-                runtime().spawn(run(session, inbound_rx, outbound_tx));
+                runtime().spawn(run(session, inbound_rx, outbound_tx, hub.clone()));
                 (id, Some(protocol.name()))
             }
             None => {
@@ -111,6 +117,7 @@ impl NativeSession {
         Ok(Self {
             inbound: Mutex::new(Some(inbound_tx)),
             outbound: Arc::new(tokio::sync::Mutex::new(outbound_rx)),
+            hub,
             subprotocol,
             id,
         })
@@ -118,6 +125,21 @@ impl NativeSession {
 
     fn sender(&self) -> Option<mpsc::Sender<Inbound>> {
         self.inbound.lock().clone()
+    }
+
+    pub(crate) fn outbound(&self) -> OutboundReceiver {
+        self.outbound.clone()
+    }
+
+    /// Makes the session's task signal `hub` (as `key`) after each batch and
+    /// when it ends; `false` if it already signals a hub.
+    pub(crate) fn attach_hub(&self, hub: Arc<HubShared>, key: u64) -> bool {
+        let mut slot = self.hub.lock();
+        if slot.is_some() {
+            return false;
+        }
+        *slot = Some((hub, key));
+        true
     }
 }
 
@@ -211,18 +233,28 @@ impl NativeSession {
     }
 }
 
+fn signal(hub: &HubSlot) {
+    if let Some((hub, key)) = hub.lock().as_ref() {
+        hub.signal(*key);
+    }
+}
+
 async fn run(
     mut session: Session,
     mut inbound: mpsc::Receiver<Inbound>,
     outbound: mpsc::Sender<Outbound>,
+    hub: Arc<HubSlot>,
 ) {
     loop {
         let mut frames = Vec::new();
         while let Some(frame) = session.poll_transmit() {
             frames.push(frame);
         }
-        if !frames.is_empty() && outbound.send(Outbound::Frames(frames)).await.is_err() {
-            break;
+        if !frames.is_empty() {
+            if outbound.send(Outbound::Frames(frames)).await.is_err() {
+                break;
+            }
+            signal(&hub);
         }
         if let Some(close) = session.poll_close() {
             let _ = outbound
@@ -246,6 +278,9 @@ async fn run(
     }
     // Dropping the session removes its registrations.
     drop(session);
+    // A hub learns the session has ended once the channel is closed.
+    drop(outbound);
+    signal(&hub);
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, MutableMapping, Optional, Tuple
+import types
+import weakref
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Awaitable,
+    Callable,
+    Dict,
+    Generator,
+    List,
+    MutableMapping,
+    Optional,
+    Tuple,
+)
 
-from ._native import Reject, Session
+from ._native import Hub, Reject, Session
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -29,8 +43,11 @@ def _headers(scope: Scope) -> list:
     return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", ())]
 
 
-async def serve_websocket(engine: "Engine", scope: Scope, receive: Receive, send: Send) -> None:
-    """Runs one WebSocket connection of an ASGI server through a subs session."""
+async def serve_websocket(
+    engine: "Engine", scope: Scope, receive: Receive, send: Send, hub: Optional["_Hub"] = None
+) -> None:
+    """Runs one WebSocket connection of an ASGI server through a subs session
+    (through `hub`, if given, instead of a writer task of its own)."""
     message = await receive()
     if message["type"] != "websocket.connect":
         return
@@ -44,25 +61,150 @@ async def serve_websocket(engine: "Engine", scope: Scope, receive: Receive, send
     if session.subprotocol is not None:
         accept["subprotocol"] = session.subprotocol
     await send(accept)
-    await pump(session, receive, send)
+    if hub is None:
+        await pump(session, receive, send)
+    else:
+        await hub.pump(session, receive, send)
+
+
+async def _read(session: Session, receive: Receive) -> None:
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "websocket.receive":
+            text = message.get("text")
+            if text is not None:
+                await session.receive(text)
+            else:
+                await session.receive_bytes(message.get("bytes") or b"")
+        elif kind == "websocket.disconnect":
+            return
+
+
+class _Connection:
+    """A session attached to a hub: where its frames go, and whether it is over."""
+
+    __slots__ = ("send", "done", "finished", "task")
+
+    def __init__(self, send: Send, done: "asyncio.Future[None]") -> None:
+        self.send = send
+        self.done = done
+        self.finished = False
+        self.task: Optional["asyncio.Task[None]"] = None
+
+    def finish(self) -> None:
+        self.finished = True
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def _send_batch(connection: _Connection, frames: List[str], close: Optional[Tuple[int, str]]) -> None:
+    send = connection.send
+    try:
+        for frame in frames:
+            await send({"type": "websocket.send", "text": frame})
+        if close is not None:
+            await send({"type": "websocket.close", "code": close[0], "reason": close[1]})
+            connection.finish()
+    except Exception:  # the client is gone: not an error of the server
+        connection.finish()
+
+
+@types.coroutine
+def _resume(coroutine: Any, pending: Any) -> Generator[Any, Any, None]:
+    """Continues, in a task, a coroutine that was stepped once and waits on `pending`."""
+    while True:
+        try:
+            sent = yield pending
+        except GeneratorExit:
+            coroutine.close()
+            raise
+        except BaseException as error:  # cancellation, thrown in by the task
+            try:
+                pending = coroutine.throw(error)
+            except StopIteration:
+                return
+            continue
+        try:
+            pending = coroutine.send(sent)
+        except StopIteration:
+            return
+
+
+class _Hub:
+    """The sessions one ASGI app serves on one event loop: a single task waits
+    for all of them (one wake-up per batch of ready sessions, not one per
+    session) and calls each connection's `send`. A send that does not complete
+    at once continues in a task of its own and the session is parked meanwhile
+    (its frames wait in its bounded queues), so a slow client holds up no one."""
+
+    def __init__(self) -> None:
+        self.native = Hub()
+        self.connections: Dict[int, _Connection] = {}
+        self.task: Optional["asyncio.Task[None]"] = None
+
+    async def pump(self, session: Session, receive: Receive, send: Send) -> None:
+        """Like `pump`, with the hub sending the session's frames."""
+        loop = asyncio.get_running_loop()
+        key = self.native.attach(session)
+        connection = _Connection(send, loop.create_future())
+        self.connections[key] = connection
+        if self.task is None:
+            self.task = loop.create_task(self._run())
+        reader = asyncio.ensure_future(_read(session, receive))
+        try:
+            await asyncio.wait((reader, connection.done), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            session.close()
+            connection.finish()
+            reader.cancel()
+            pending = [reader]
+            if connection.task is not None:
+                connection.task.cancel()
+                pending.append(connection.task)
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _run(self) -> None:
+        native, connections = self.native, self.connections
+        try:
+            while connections:
+                ready = native.take()
+                if not ready:
+                    await native.ready()
+                    continue
+                for key, frames, close in ready:
+                    connection = connections.get(key)
+                    if connection is None:
+                        continue
+                    if frames is None:  # the session has ended
+                        del connections[key]
+                        connection.finish()
+                    elif not connection.finished:
+                        self._deliver(key, connection, frames, close)
+        finally:
+            self.task = None
+
+    def _deliver(self, key: int, connection: _Connection, frames: List[str], close: Optional[Tuple[int, str]]) -> None:
+        coroutine = _send_batch(connection, frames, close)
+        try:
+            pending = coroutine.send(None)
+        except StopIteration:  # sent at once: the common case costs no task
+            return
+        self.native.park(key)
+        task = asyncio.get_running_loop().create_task(_resume(coroutine, pending))
+        connection.task = task
+        task.add_done_callback(functools.partial(self._resumed, key, connection))
+
+    def _resumed(self, key: int, connection: _Connection, task: "asyncio.Task[None]") -> None:
+        connection.task = None
+        if not task.cancelled():
+            task.exception()
+        self.native.resume(key)
 
 
 async def pump(session: Session, receive: Receive, send: Send) -> None:
     """Moves frames between ASGI `receive`/`send` and `session` until either
     side closes; always ends the session (its subscriptions are removed)."""
-
-    async def reader() -> None:
-        while True:
-            message = await receive()
-            kind = message["type"]
-            if kind == "websocket.receive":
-                text = message.get("text")
-                if text is not None:
-                    await session.receive(text)
-                else:
-                    await session.receive_bytes(message.get("bytes") or b"")
-            elif kind == "websocket.disconnect":
-                return
 
     async def writer() -> None:
         while True:
@@ -76,7 +218,7 @@ async def pump(session: Session, receive: Receive, send: Send) -> None:
                 await send({"type": "websocket.close", "code": close[0], "reason": close[1]})
                 return
 
-    tasks = (asyncio.ensure_future(reader()), asyncio.ensure_future(writer()))
+    tasks = (asyncio.ensure_future(_read(session, receive)), asyncio.ensure_future(writer()))
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -110,6 +252,7 @@ class SubsASGI:
 
     def __init__(self, engine: "Engine") -> None:
         self.engine = engine
+        self._hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Hub]" = weakref.WeakKeyDictionary()
         signature = _websocket_signature()
         if signature is not None:
             self.__signature__ = signature
@@ -128,7 +271,11 @@ class SubsASGI:
             raise TypeError("call as an ASGI app: app(scope, receive, send)")
         kind = scope["type"]
         if kind == "websocket":
-            await serve_websocket(self.engine, scope, receive, send)
+            loop = asyncio.get_running_loop()
+            hub = self._hubs.get(loop)
+            if hub is None:
+                hub = self._hubs[loop] = _Hub()
+            await serve_websocket(self.engine, scope, receive, send, hub)
         elif kind == "http":
             body = b"this endpoint speaks GraphQL over WebSocket (graphql-transport-ws)\n"
             await send(
