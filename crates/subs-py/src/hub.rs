@@ -166,12 +166,10 @@ impl NativeHub {
 
     /// Every ready session's `(key, frames, close)`; `frames` is `None` once
     /// the session has ended (its key is then forgotten). Does not wait.
-    fn take(&self, py: Python<'_>) -> Vec<Ready> {
-        if !self.shared.has_ready() {
-            return Vec::new();
-        }
-        let shared = &self.shared;
-        py.detach(|| shared.drain())
+    /// (Draining only moves queued batches: cheaper than giving up the GIL,
+    /// which another thread may then hold for a whole switch interval.)
+    fn take(&self) -> Vec<Ready> {
+        self.shared.drain()
     }
 
     /// Completes (without a value) once `take()` has something.
