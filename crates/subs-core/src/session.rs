@@ -360,12 +360,11 @@ impl Session {
             root_field: &root_field,
             arguments: &arguments,
         };
-        if let Err(denied) = inner.security.check_subscribe(
-            &request,
-            &security_facts(&operation),
-            &mut self.budget,
-            now,
-        ) {
+        if let Err(denied) =
+            inner
+                .security
+                .check_subscribe(&request, operation.facts(), &mut self.budget, now)
+        {
             self.refuse_operation(&id, denied);
             return;
         }
@@ -563,18 +562,6 @@ impl Drop for Session {
         self.teardown();
         self.engine.inner.stats.connection_closed();
         tracing::info!(connection = self.shared.id, "connection closed");
-    }
-}
-
-fn security_facts(operation: &PreparedOperation) -> subs_security::OperationFacts {
-    let facts = operation.facts();
-    subs_security::OperationFacts {
-        depth: facts.depth,
-        aliases: facts.aliases,
-        root_fields: facts.root_fields,
-        directives: facts.directives,
-        cost: facts.cost,
-        document_bytes: facts.document_bytes,
     }
 }
 

@@ -146,6 +146,51 @@ impl Relay {
     }
 }
 
+/// What every networked broker keeps of its engine: the sink, once attached,
+/// and the channel on which the registry's interest changes (topic names)
+/// reach the broker's background task.
+#[derive(Debug)]
+pub(crate) struct Attachment {
+    interest: tokio::sync::mpsc::UnboundedSender<Arc<str>>,
+    pending: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Arc<str>>>>,
+    sink: std::sync::OnceLock<EventSink>,
+}
+
+impl Attachment {
+    pub(crate) fn new() -> Self {
+        let (interest, receiver) = tokio::sync::mpsc::unbounded_channel();
+        Self {
+            interest,
+            pending: Mutex::new(Some(receiver)),
+            sink: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Keeps the sink; the first call also hands out the interest receiver
+    /// for the broker's task (later calls get `None`).
+    pub(crate) fn attach(
+        &self,
+        sink: &EventSink,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<Arc<str>>> {
+        let receiver = self.pending.lock().take()?;
+        let _ = self.sink.set(sink.clone());
+        Some(receiver)
+    }
+
+    /// This instance's id for outgoing envelopes.
+    pub(crate) fn origin(&self) -> Arc<str> {
+        self.sink
+            .get()
+            .and_then(EventSink::instance_id)
+            .unwrap_or_else(|| Arc::from(""))
+    }
+
+    /// The registry gained or lost `topic`; the task checks which.
+    pub(crate) fn interest_changed(&self, topic: &str) {
+        let _ = self.interest.send(Arc::from(topic));
+    }
+}
+
 /// Hands a received event to the local dispatcher; `false` once the engine is gone.
 pub(crate) async fn deliver(sink: &EventSink, event: Event) -> bool {
     match sink.deliver(event).await {

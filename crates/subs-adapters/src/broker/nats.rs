@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
@@ -13,7 +13,7 @@ use subs_core::{Broker, BrokerStats, Event, EventSink};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Relay, StartupPolicy, deliver};
+use super::{Attachment, Relay, StartupPolicy, deliver};
 
 /// Subject prefix: keeps subs' subjects apart from the application's.
 pub const SUBJECT_PREFIX: &str = "subs.";
@@ -43,9 +43,7 @@ pub fn subject_for(topic: &str) -> String {
 pub struct NatsBroker {
     client: async_nats::Client,
     relay: Arc<Relay>,
-    commands: mpsc::UnboundedSender<Arc<str>>,
-    pending: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Arc<str>>>>,
-    sink: OnceLock<EventSink>,
+    attachment: Attachment,
 }
 
 impl std::fmt::Debug for NatsBroker {
@@ -91,42 +89,28 @@ impl NatsBroker {
             .connect(url)
             .await
             .map_err(|e| crate::Error::Broker(format!("cannot reach NATS at {url}: {e}")))?;
-        let (commands, receiver) = mpsc::unbounded_channel();
         Ok(Arc::new(Self {
             client,
             relay,
-            commands,
-            pending: std::sync::Mutex::new(Some(receiver)),
-            sink: OnceLock::new(),
+            attachment: Attachment::new(),
         }))
     }
 }
 
 impl Broker for NatsBroker {
     fn attach(&self, sink: EventSink) {
-        let receiver = self
-            .pending
-            .lock()
-            .ok()
-            .and_then(|mut pending| pending.take());
-        if let Some(receiver) = receiver {
-            let _ = self.sink.set(sink.clone());
+        if let Some(interest) = self.attachment.attach(&sink) {
             tokio::spawn(manage_subscriptions(
                 self.client.clone(),
                 sink,
                 self.relay.clone(),
-                receiver,
+                interest,
             ));
         }
     }
 
     fn publish(&self, event: Event) -> BoxFuture<'static, Result<(), subs_core::Error>> {
-        let origin = self
-            .sink
-            .get()
-            .and_then(EventSink::instance_id)
-            .unwrap_or_else(|| Arc::from(""));
-        let envelope = self.relay.envelope(&event, origin);
+        let envelope = self.relay.envelope(&event, self.attachment.origin());
         let subject = subject_for(&event.topic);
         let client = self.client.clone();
         let relay = self.relay.clone();
@@ -152,7 +136,7 @@ impl Broker for NatsBroker {
     }
 
     fn interest(&self, topic: &str, _interested: bool) {
-        let _ = self.commands.send(Arc::from(topic));
+        self.attachment.interest_changed(topic);
     }
 
     fn stats(&self) -> BrokerStats {
@@ -170,14 +154,14 @@ async fn manage_subscriptions(
     client: async_nats::Client,
     sink: EventSink,
     relay: Arc<Relay>,
-    mut commands: mpsc::UnboundedReceiver<Arc<str>>,
+    mut interest: mpsc::UnboundedReceiver<Arc<str>>,
 ) {
     let Some(own_origin) = sink.instance_id() else {
         return;
     };
     let own_origin: Arc<str> = own_origin;
     let mut forwarders: HashMap<Arc<str>, JoinHandle<()>> = HashMap::new();
-    while let Some(topic) = commands.recv().await {
+    while let Some(topic) = interest.recv().await {
         forwarders.retain(|_, task| !task.is_finished());
         let wanted = sink.is_interested(&topic);
         if wanted && !forwarders.contains_key(&topic) {

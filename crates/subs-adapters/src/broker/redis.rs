@@ -6,7 +6,7 @@
 //! resubscribes, and counts the events it can tell it missed (gaps in the
 //! publishers' sequence numbers) in `BrokerStats::missed`.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
@@ -15,7 +15,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use subs_core::{Broker, BrokerStats, Event, EventSink};
 use tokio::sync::mpsc;
 
-use super::{Backoff, Relay, StartupPolicy, deliver};
+use super::{Attachment, Backoff, Relay, StartupPolicy, deliver};
 
 /// Channel prefix: keeps subs' channels apart from the application's.
 pub const CHANNEL_PREFIX: &str = "subs:";
@@ -34,10 +34,6 @@ fn manager_config() -> ConnectionManagerConfig {
 /// How long publishes fail fast after a failed one before the next attempt.
 const PUBLISH_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 
-enum Command {
-    Interest(Arc<str>),
-}
-
 /// The Redis broker.
 pub struct RedisBroker {
     client: redis::Client,
@@ -45,9 +41,7 @@ pub struct RedisBroker {
     relay: Arc<Relay>,
     /// Set after a failed publish: until then, publishes fail at once.
     retry_at: Arc<parking_lot::Mutex<Option<std::time::Instant>>>,
-    commands: mpsc::UnboundedSender<Command>,
-    pending: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
-    sink: OnceLock<EventSink>,
+    attachment: Attachment,
 }
 
 impl std::fmt::Debug for RedisBroker {
@@ -79,44 +73,30 @@ impl RedisBroker {
                 None
             }
         };
-        let (commands, receiver) = mpsc::unbounded_channel();
         Ok(Arc::new(Self {
             client,
             publisher: Arc::new(tokio::sync::Mutex::new(publisher)),
             relay: Arc::new(Relay::default()),
             retry_at: Arc::new(parking_lot::Mutex::new(None)),
-            commands,
-            pending: std::sync::Mutex::new(Some(receiver)),
-            sink: OnceLock::new(),
+            attachment: Attachment::new(),
         }))
     }
 }
 
 impl Broker for RedisBroker {
     fn attach(&self, sink: EventSink) {
-        let receiver = self
-            .pending
-            .lock()
-            .ok()
-            .and_then(|mut pending| pending.take());
-        if let Some(receiver) = receiver {
-            let _ = self.sink.set(sink.clone());
+        if let Some(interest) = self.attachment.attach(&sink) {
             tokio::spawn(subscriber(
                 self.client.clone(),
                 sink,
                 self.relay.clone(),
-                receiver,
+                interest,
             ));
         }
     }
 
     fn publish(&self, event: Event) -> BoxFuture<'static, Result<(), subs_core::Error>> {
-        let origin = self
-            .sink
-            .get()
-            .and_then(EventSink::instance_id)
-            .unwrap_or_else(|| Arc::from(""));
-        let envelope = self.relay.envelope(&event, origin);
+        let envelope = self.relay.envelope(&event, self.attachment.origin());
         let channel = format!("{CHANNEL_PREFIX}{}", event.topic);
         let bytes = envelope.encode();
         let relay = self.relay.clone();
@@ -162,7 +142,7 @@ impl Broker for RedisBroker {
     }
 
     fn interest(&self, topic: &str, _interested: bool) {
-        let _ = self.commands.send(Command::Interest(Arc::from(topic)));
+        self.attachment.interest_changed(topic);
     }
 
     fn stats(&self) -> BrokerStats {
@@ -180,7 +160,7 @@ async fn subscriber(
     client: redis::Client,
     sink: EventSink,
     relay: Arc<Relay>,
-    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut interest: mpsc::UnboundedReceiver<Arc<str>>,
 ) {
     let Some(own_origin) = sink.instance_id() else {
         return;
@@ -243,8 +223,8 @@ async fn subscriber(
                         return;
                     }
                 }
-                command = commands.recv() => {
-                    let Some(Command::Interest(topic)) = command else { return };
+                topic = interest.recv() => {
+                    let Some(topic) = topic else { return };
                     // Decide on the registry's state now, not on the order in
                     // which racing notifications arrived.
                     let wanted = sink.is_interested(&topic);

@@ -25,27 +25,13 @@ pub enum OperationKind {
     Subscription,
 }
 
-/// Static facts about an operation, for operation limits (subs-security).
-///
+/// Static facts about an operation, for operation limits: the type is
+/// subs-security's own, so the limits read exactly what this module computes.
 /// Fragments are counted where they are spread (a fragment spread twice counts
 /// twice); arithmetic saturates, so a fragment bomb yields huge numbers rather
-/// than a long walk.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct OperationFacts {
-    /// Deepest field nesting; the root fields are at depth 1.
-    pub depth: usize,
-    /// Number of aliased field selections.
-    pub aliases: usize,
-    /// Number of root field selections (fragments at the root traversed).
-    pub root_fields: usize,
-    /// Number of directives applied in the operation (on the operation itself,
-    /// fields, fragment spreads and inline fragments).
-    pub directives: usize,
-    /// Simple cost: one per field selection, fragments expanded where spread.
-    pub cost: usize,
-    /// Length of the document text in bytes.
-    pub document_bytes: usize,
-}
+/// than a long walk. Root fields are at depth 1; cost is one per field
+/// selection.
+pub use subs_security::OperationFacts;
 
 /// A parsed, validated and planned operation. `Send + Sync`; shared through
 /// `Arc` by every subscription that uses the same document.
