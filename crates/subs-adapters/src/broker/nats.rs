@@ -159,7 +159,6 @@ async fn manage_subscriptions(
     let Some(own_origin) = sink.instance_id() else {
         return;
     };
-    let own_origin: Arc<str> = own_origin;
     let mut forwarders: HashMap<Arc<str>, JoinHandle<()>> = HashMap::new();
     while let Some(topic) = interest.recv().await {
         forwarders.retain(|_, task| !task.is_finished());
