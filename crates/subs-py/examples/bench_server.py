@@ -2,6 +2,8 @@
 
     python bench_server.py --mode asgi     # Starlette on uvicorn, frames pass through Python
     python bench_server.py --mode native   # subs' Rust server on its own threads
+    python bench_server.py --mode asgi --asgi route      # behind Starlette's routing: one ASGI send per message
+    python bench_server.py --mode asgi --resolver python # ticks go through a Python resolver
 
 Environment: PORT (default 4000), INIT_TIMEOUT_MS (default 3000), BROKER
 (`memory` or unset). Prints `READY <port>` once it accepts connections.
@@ -18,7 +20,7 @@ import threading
 import time
 from typing import Any, Dict, Optional, Tuple
 
-from subs import Engine, Reject
+from subs import Engine, Reject, SubsMiddleware
 
 SCHEMA = """
 type Query { hello: String! }
@@ -41,7 +43,7 @@ type Tick {
 TICKS = "ticks"
 
 
-def make_engine() -> Engine:
+def make_engine(python_resolver: bool = False) -> Engine:
     broker = os.environ.get("BROKER", "memory") or "memory"
     engine = Engine(
         schema=SCHEMA,
@@ -51,7 +53,15 @@ def make_engine() -> Engine:
         # writer catches up: keep room for the contract's bursts.
         outbound_queue_capacity=1 << 16,
     )
-    engine.bind("ticks", topic=TICKS, filters={"topic": "topic"})
+    if python_resolver:
+        # The same routing, with a Python resolver on top: it runs once per
+        # query group and event (stats' `resolverCalls`), never per subscriber.
+        @engine.subscription("ticks", topic=TICKS, filters={"topic": "topic"})
+        def ticks(event: Dict[str, Any], variables: Dict[str, Any]) -> Dict[str, Any]:
+            return event
+
+    else:
+        engine.bind("ticks", topic=TICKS, filters={"topic": "topic"})
 
     @engine.stream("countdown")
     async def countdown(variables: Dict[str, Any], context: Any) -> Any:
@@ -67,13 +77,20 @@ def make_engine() -> Engine:
     return engine
 
 
+def publish_request(body: Dict[str, Any]) -> Tuple[str, int, str, float]:
+    return (
+        str(body["topic"]),
+        int(body.get("count", 1)),
+        "x" * int(body.get("payloadBytes", 0)),
+        int(body.get("intervalUs", 0)) / 1e6,
+    )
+
+
 def start_publisher(engine: Engine, body: Dict[str, Any]) -> None:
     """Publishes `count` ticks on a thread of its own, paced by `intervalUs`;
-    `sentAtNs` is stamped as each event is handed to the engine."""
-    topic = str(body["topic"])
-    count = int(body.get("count", 1))
-    filler = "x" * int(body.get("payloadBytes", 0))
-    interval = int(body.get("intervalUs", 0)) / 1e6
+    `sentAtNs` is stamped as each event is handed to the engine. (Native
+    mode: no Python runs on the delivery path, so the thread has the GIL.)"""
+    topic, count, filler, interval = publish_request(body)
 
     def run() -> None:
         next_at = time.perf_counter()
@@ -86,6 +103,34 @@ def start_publisher(engine: Engine, body: Dict[str, Any]) -> None:
             engine.publish_sync(TICKS, {"topic": topic, "seq": seq, "sentAtNs": str(time.time_ns()), "payload": filler})
 
     threading.Thread(target=run, name="bench-publisher", daemon=True).start()
+
+
+def start_loop_publisher(engine: Engine, body: Dict[str, Any]) -> None:
+    """ASGI mode: publishes from a task on the server's event loop, as an
+    application's mutation would. A thread would wait for the GIL behind the
+    loop (one switch interval, 5 ms, per event) and starve the burst.
+    `await engine.publish` suspends only while the engine's queue is full, so
+    at `intervalUs` 0 the events go as fast as the bus takes them."""
+    topic, count, filler, interval = publish_request(body)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        for seq in range(count):
+            if interval:
+                next_at += interval
+                delay = next_at - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await engine.publish(TICKS, {"topic": topic, "seq": seq, "sentAtNs": str(time.time_ns()), "payload": filler})
+
+    task = asyncio.ensure_future(run())
+    PUBLISHERS.add(task)
+    task.add_done_callback(PUBLISHERS.discard)
+
+
+# Running publisher tasks (the loop keeps only weak references to tasks).
+PUBLISHERS: "set[asyncio.Future[None]]" = set()
 
 
 def stats_body(engine: Engine) -> bytes:
@@ -101,10 +146,12 @@ def stats_body(engine: Engine) -> bytes:
     ).encode()
 
 
-def handle_http(engine: Engine, method: str, path: str, body: bytes) -> Tuple[int, str, bytes]:
+def handle_http(
+    engine: Engine, method: str, path: str, body: bytes, on_loop: bool = False
+) -> Tuple[int, str, bytes]:
     if method == "POST" and path == "/publish":
         try:
-            start_publisher(engine, json.loads(body))
+            (start_loop_publisher if on_loop else start_publisher)(engine, json.loads(body))
         except (ValueError, KeyError, TypeError) as error:
             return 400, "text/plain", f"bad publish request: {error}\n".encode()
         return 202, "application/json", b'{"accepted":true}'
@@ -125,7 +172,7 @@ def run_native(engine: Engine, port: int) -> None:
         server.shutdown(2.0)
 
 
-def run_asgi(engine: Engine, port: int) -> None:
+def run_asgi(engine: Engine, port: int, behind_routing: bool = False) -> None:
     import uvicorn
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -133,16 +180,17 @@ def run_asgi(engine: Engine, port: int) -> None:
     from starlette.routing import Route, WebSocketRoute
 
     async def http(request: Request) -> Response:
-        status, content_type, body = handle_http(engine, request.method, request.url.path, await request.body())
+        status, content_type, body = handle_http(
+            engine, request.method, request.url.path, await request.body(), on_loop=True
+        )
         return Response(body, status_code=status, media_type=content_type)
 
-    app = Starlette(
-        routes=[
-            WebSocketRoute("/graphql", engine.asgi()),
-            Route("/publish", http, methods=["POST"]),
-            Route("/stats", http, methods=["GET"]),
-        ]
-    )
+    routes = [Route("/publish", http, methods=["POST"]), Route("/stats", http, methods=["GET"])]
+    if behind_routing:
+        routes.append(WebSocketRoute("/graphql", engine.asgi()))
+    app = Starlette(routes=routes)
+    if not behind_routing:
+        app.add_middleware(SubsMiddleware, engine=engine, path="/graphql")
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -169,19 +217,34 @@ def run_asgi(engine: Engine, port: int) -> None:
         print(f"READY {bound}", flush=True)
         await task
 
-    asyncio.run(main())
+    # The loop uvicorn itself would pick (uvloop with uvicorn[standard]), as
+    # `uvicorn app:app` runs in production.
+    loop_factory = config.get_loop_factory()
+    loop = loop_factory() if loop_factory is not None else asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=["asgi", "native"], default="asgi")
+    parser.add_argument(
+        "--asgi",
+        choices=["middleware", "route"],
+        default="middleware",
+        help="ASGI mode: SubsMiddleware in front of the app (default) or a Starlette WebSocketRoute",
+    )
+    parser.add_argument("--resolver", choices=["binding", "python"], default="binding")
     args = parser.parse_args()
     port = int(os.environ.get("PORT", "4000"))
-    engine = make_engine()
+    engine = make_engine(python_resolver=args.resolver == "python")
     if args.mode == "native":
         run_native(engine, port)
     else:
-        run_asgi(engine, port)
+        run_asgi(engine, port, behind_routing=args.asgi == "route")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 //! `subs._native.Engine`: the subs-core engine, built inside the extension's
 //! runtime, with Python hooks.
 
+use std::future::Future;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -24,6 +26,28 @@ use crate::types::Stats;
 pub(crate) struct NativeEngine {
     pub(crate) engine: Engine,
     pub(crate) locals: TaskLocals,
+}
+
+/// What `await engine.publish(...)` gets when the event was queued at once:
+/// an awaitable that is already complete.
+#[pyclass(frozen, module = "subs._native", name = "Published")]
+#[derive(Debug)]
+pub(crate) struct Published;
+
+#[pymethods]
+impl Published {
+    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    /// Finishes at once: `await` yields `None` without suspending.
+    fn __next__(&self) -> Option<()> {
+        None
+    }
 }
 
 fn field_binding(
@@ -188,12 +212,25 @@ impl NativeEngine {
     ) -> PyResult<Bound<'py, PyAny>> {
         let value = to_value(payload, "payload")?;
         let engine = self.engine.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            engine
-                .publish(&topic, value)
-                .await
-                .map_err(|e| engine_error(&e))
-        })
+        let mut publishing = Box::pin(async move { engine.publish(&topic, value).await });
+        // The dispatcher's queue almost always has room: one poll, inside the
+        // runtime, queues the event, and the caller gets an awaitable that is
+        // already done instead of a round trip through the event loop per
+        // event (which also lets a publishing task keep its turn). Only a
+        // full queue or a networked broker's pending send continues as a task.
+        let first = {
+            let _inside = runtime().enter();
+            publishing
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+        };
+        match first {
+            Poll::Ready(Ok(())) => Ok(Bound::new(py, Published)?.into_any()),
+            Poll::Ready(Err(error)) => Err(engine_error(&error)),
+            Poll::Pending => pyo3_async_runtimes::tokio::future_into_py(py, async move {
+                publishing.await.map_err(|e| engine_error(&e))
+            }),
+        }
     }
 
     /// Publishes from synchronous code (any thread); blocks, without the GIL,

@@ -110,8 +110,25 @@ class Client:
         self.socket = socket
 
     @classmethod
-    async def open(cls, url: str, payload: Optional[Dict[str, Any]] = None, *, init: bool = True) -> "Client":
-        socket = await connect(url, subprotocols=["graphql-transport-ws"])  # type: ignore[list-item]
+    async def open(
+        cls,
+        url: str,
+        payload: Optional[Dict[str, Any]] = None,
+        *,
+        init: bool = True,
+        max_queue: int = 16,
+        compression: Optional[str] = "deflate",
+    ) -> "Client":
+        # A small `max_queue` makes a client that stops calling recv() stop
+        # reading its socket too: a slow reader, as the server sees it.
+        # `compression=None`: no permessage-deflate (browsers offer it, most
+        # non-browser clients do not).
+        socket = await connect(
+            url,
+            subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+            max_queue=max_queue,
+            compression=compression,
+        )
         client = cls(socket)
         if init:
             await client.send({"type": "connection_init", "payload": payload or {}})

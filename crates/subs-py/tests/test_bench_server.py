@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import urllib.request
-from typing import Iterator
+from typing import Dict, Iterator, Optional
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -16,11 +16,26 @@ from websockets.exceptions import ConnectionClosed
 from support import EXAMPLES, Client, free_port
 
 
-@pytest.fixture(params=["asgi", "native"], scope="module")
+# asgi: SubsMiddleware on uvicorn (frames written in batches on the server's
+# transport); asgi-route: behind Starlette's routing (one ASGI send per
+# message); python-resolver: ticks through a Python resolver; native: the Rust server.
+MODES = {
+    "asgi": ["--mode", "asgi"],
+    "asgi-route": ["--mode", "asgi", "--asgi", "route"],
+    "python-resolver": ["--mode", "asgi", "--resolver", "python"],
+    "native": ["--mode", "native"],
+}
+
+
+# The mode each running bench server was started in, by port.
+MODE_OF: Dict[int, str] = {}
+
+
+@pytest.fixture(params=list(MODES), scope="module")
 def bench(request: pytest.FixtureRequest) -> Iterator[int]:
     env = dict(os.environ, PORT=str(free_port()), INIT_TIMEOUT_MS="1500", PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
-        [sys.executable, str(EXAMPLES / "bench_server.py"), "--mode", request.param],
+        [sys.executable, str(EXAMPLES / "bench_server.py"), *MODES[request.param]],
         env=env,
         stdout=subprocess.PIPE,
         text=True,
@@ -29,7 +44,9 @@ def bench(request: pytest.FixtureRequest) -> Iterator[int]:
         assert process.stdout is not None
         line = process.stdout.readline()
         assert line.startswith("READY "), line
-        yield int(line.split()[1])
+        port = int(line.split()[1])
+        MODE_OF[port] = request.param
+        yield port
     finally:
         process.terminate()
         process.wait(10)
@@ -83,3 +100,48 @@ async def test_reject_and_init_timeout(bench: int) -> None:
     with pytest.raises(ConnectionClosed) as timed_out:
         await silent.receive(timeout=5)
     assert timed_out.value.rcvd is not None and timed_out.value.rcvd.code == 4408
+
+
+@pytest.mark.parametrize("compression", ["deflate", None])
+async def test_a_slow_reader_holds_up_no_one_and_gets_everything(bench: int, compression: Optional[str]) -> None:
+    """The slow reader's socket fills (the server's flow control pauses its
+    writes) while the other subscriber gets every event; once it reads again
+    it gets all of them, in order. With and without permessage-deflate (on
+    uvicorn, subs frames the messages itself only without it)."""
+    url = f"ws://127.0.0.1:{bench}/graphql"
+    slow = await Client.open(url, max_queue=1, compression=compression)
+    fast = await Client.open(url, compression=compression)
+    for client in (slow, fast):
+        await client.subscribe("1", 'subscription { ticks(topic: "big") { seq payload } }')
+    await asyncio.sleep(0.1)
+    count, size = 300, 64_000  # about 19 MB: more than the kernel and the transport buffers hold
+    await asyncio.to_thread(
+        http, bench, "POST", "/publish", {"topic": "big", "count": count, "payloadBytes": size, "intervalUs": 0}
+    )
+    for seq in range(count):
+        tick = (await fast.next_data("1", timeout=20))["data"]["ticks"]
+        assert tick["seq"] == seq and len(tick["payload"]) == size
+    for seq in range(count):
+        assert (await slow.next_data("1", timeout=20))["data"]["ticks"]["seq"] == seq
+    status, stats = await asyncio.to_thread(http, bench, "GET", "/stats")
+    assert status == 200 and stats["subscriptions"] >= 2
+    await slow.close()
+    await fast.close()
+
+
+async def test_python_resolver_runs_once_per_group_and_event(bench: int) -> None:
+    url = f"ws://127.0.0.1:{bench}/graphql"
+    clients = [await Client.open(url) for _ in range(5)]
+    for client in clients:
+        await client.subscribe("1", 'subscription { ticks(topic: "once") { seq } }')
+    await asyncio.sleep(0.1)
+    _, before = await asyncio.to_thread(http, bench, "GET", "/stats")
+    await asyncio.to_thread(http, bench, "POST", "/publish", {"topic": "once", "count": 10, "payloadBytes": 0, "intervalUs": 0})
+    for client in clients:
+        assert [(await client.next_data("1"))["data"]["ticks"]["seq"] for _ in range(10)] == list(range(10))
+    _, after = await asyncio.to_thread(http, bench, "GET", "/stats")
+    calls = after["resolverCalls"] - before["resolverCalls"]
+    # One query group (five subscribers, same document and variables).
+    assert calls == (10 if MODE_OF[bench] == "python-resolver" else 0)
+    for client in clients:
+        await client.close()

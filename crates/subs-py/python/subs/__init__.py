@@ -1,7 +1,7 @@
 """subs: GraphQL subscriptions for FastAPI, Starlette and any ASGI server, on
 a Rust engine. See the README for the quick start."""
 
-from ._asgi import SubsASGI
+from ._asgi import SubsASGI, SubsMiddleware
 from ._engine import Engine
 from ._native import (
     ConnectionInfo,
@@ -28,6 +28,7 @@ __all__ = [
     "Session",
     "Stats",
     "SubsASGI",
+    "SubsMiddleware",
     "SubsError",
     "from_json",
     "to_json",
