@@ -1,11 +1,13 @@
-//! `cargo xtask bench [--quick] [--target CMD | --target NAME=CMD]...`
+//! `cargo xtask bench [--quick] [--target CMD | --target NAME=CMD]... [--no-python]`
 //!
 //! Builds the benchmarks in release, runs the in-process benchmarks (each in
 //! its own process, so memory figures start from a clean heap), runs the
 //! loopback scenarios against the raw floor server and subs' Rust bench
-//! server (and any `--target`), compares every figure with
-//! `bench/gates.toml`, prints a table, writes `target/bench/report.md`,
-//! `report.json` and SVG plots, and exits non-zero when a gate fails.
+//! server (and any `--target`), then the Python scenarios against subs from
+//! Python (native and ASGI modes), a Strawberry and an Ariadne peer and the
+//! Rust bench server, compares every figure with `bench/gates.toml`, prints
+//! a table, writes `target/bench/report.md`, `report.json` and SVG plots, and
+//! exits non-zero when a gate fails.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,7 @@ use serde_json::Value;
 
 use crate::bench_gates::{self, Outcome};
 use crate::bench_report;
+use crate::python;
 use crate::workspace_root;
 
 /// One loopback scenario.
@@ -26,8 +29,32 @@ pub(crate) struct Scenario {
     pub(crate) id: String,
     pub(crate) kind: &'static str,
     pub(crate) connections: usize,
-    pub(crate) events: u64,
+    /// Which targets run it, with how many events (per topic).
+    pub(crate) events: Events,
     pub(crate) interval_us: u64,
+}
+
+/// The events a scenario publishes, per target.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Events {
+    /// Every target of its section, the same count.
+    All(u64),
+    /// Only these targets (by label), each with its count.
+    Only(Vec<(&'static str, u64)>),
+}
+
+impl Scenario {
+    /// The events published for the target `label`, `None` if the scenario
+    /// does not run it.
+    pub(crate) fn events_for(&self, label: &str) -> Option<u64> {
+        match &self.events {
+            Events::All(events) => Some(*events),
+            Events::Only(targets) => targets
+                .iter()
+                .find(|(name, _)| *name == label)
+                .map(|(_, events)| *events),
+        }
+    }
 }
 
 fn scenario(
@@ -41,12 +68,13 @@ fn scenario(
         id: id.to_owned(),
         kind,
         connections,
-        events,
+        events: Events::All(events),
         interval_us,
     }
 }
 
-/// The loopback scenarios of a run (bench-contract.md, "What is measured").
+/// The loopback scenarios of a run (bench-contract.md, "What is measured"),
+/// for the raw server, subs' Rust bench server and every `--target`.
 pub(crate) fn scenarios(quick: bool) -> Vec<Scenario> {
     if quick {
         vec![
@@ -70,6 +98,80 @@ pub(crate) fn scenarios(quick: bool) -> Vec<Scenario> {
         ]
     }
 }
+
+/// subs' Rust bench server.
+const SUBS: &str = "subs";
+/// subs from Python, its own Rust server on its own threads.
+const PY_NATIVE: &str = "py-native";
+/// subs from Python, `SubsMiddleware` in front of Starlette on uvicorn.
+const PY_ASGI: &str = "py-asgi";
+/// subs from Python behind Starlette's routing: one ASGI `send` per message.
+const PY_ASGI_ROUTE: &str = "py-asgi-route";
+/// `py-asgi` with the ticks field resolved by a Python function.
+const PY_ASGI_RESOLVER: &str = "py-asgi-resolver";
+/// The Strawberry peer (`bench/peers/`).
+const STRAWBERRY: &str = "strawberry";
+/// The Ariadne peer (`bench/peers/`).
+const ARIADNE: &str = "ariadne";
+
+/// The Python scenarios (issue 6): subs from Python in both modes beside
+/// Strawberry and Ariadne doing the same work, and subs' Rust bench server
+/// where a ratio divides by it.
+pub(crate) fn python_scenarios(quick: bool) -> Vec<Scenario> {
+    // Strawberry and Ariadne execute every event once per subscriber: 87-94 µs
+    // of CPU per delivery by targets.md, 200-230 µs in this harness. 1,000
+    // events to 1,000 connections would take each of them minutes, so they get
+    // a tenth of the events. Deliveries per second and CPU
+    // per delivery are per-delivery figures, so the event count does not bias
+    // them; latency in a burst does, which is why `derive_ratios` only divides
+    // latencies of runs with the same event count.
+    let (events, peer_events, paced_events) = if quick {
+        (300, 50, 15)
+    } else {
+        (1000, 100, 50)
+    };
+    vec![
+        Scenario {
+            id: "py_fanout_c1000".into(),
+            kind: "fanout",
+            connections: 1000,
+            events: Events::Only(vec![
+                (SUBS, events),
+                (PY_NATIVE, events),
+                (PY_ASGI, events),
+                (PY_ASGI_ROUTE, events),
+                (PY_ASGI_RESOLVER, events),
+                (STRAWBERRY, peer_events),
+                (ARIADNE, peer_events),
+            ]),
+            interval_us: 0,
+        },
+        Scenario {
+            id: "py_paced200_c1000".into(),
+            kind: "paced",
+            connections: 1000,
+            events: Events::Only(vec![
+                (PY_NATIVE, paced_events),
+                (PY_ASGI, paced_events),
+                (STRAWBERRY, paced_events),
+                (ARIADNE, paced_events),
+            ]),
+            interval_us: 200_000,
+        },
+    ]
+}
+
+/// Ratios between two targets beside the `<label>_over_raw` ones:
+/// `(numerator, denominator)`, derived for every scenario both ran.
+const PAIRS: [(&str, &str); 7] = [
+    (STRAWBERRY, PY_ASGI),
+    (ARIADNE, PY_ASGI),
+    (STRAWBERRY, PY_ASGI_ROUTE),
+    (ARIADNE, PY_ASGI_ROUTE),
+    (PY_NATIVE, SUBS),
+    (PY_ASGI, SUBS),
+    (PY_ASGI, PY_NATIVE),
+];
 
 /// A server measured by the load generator.
 #[derive(Debug, Clone)]
@@ -96,6 +198,7 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
     let mut extra = Vec::new();
     let mut skip_inproc = false;
     let mut skip_loopback = false;
+    let mut skip_python = false;
     let mut args = rest.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -112,10 +215,12 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
             }
             "--no-inproc" => skip_inproc = true,
             "--no-loopback" => skip_loopback = true,
+            "--no-python" => skip_python = true,
             "-h" | "--help" => {
                 println!(
-                    "usage: cargo xtask bench [--quick] [--target [NAME=]CMD]... [--no-inproc] [--no-loopback]\n\
-                     Runs every benchmark, checks bench/gates.toml, writes target/bench/report.{{md,json}} and plots."
+                    "usage: cargo xtask bench [--quick] [--target [NAME=]CMD]... [--no-inproc] [--no-loopback] [--no-python]\n\
+                     Runs every benchmark, checks bench/gates.toml, writes target/bench/report.{{md,json}} and plots.\n\
+                     --no-python skips the Python scenarios (subs' wheel, Strawberry and Ariadne peers)."
                 );
                 return Ok(());
             }
@@ -144,17 +249,21 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
             label: "raw".into(),
             command: shell_quote(&bins.rawserver),
         }];
-        match &bins.bench_server {
-            Some(path) => targets.push(Target {
-                label: "subs".into(),
-                command: shell_quote(path),
-            }),
+        let subs = bins.bench_server.as_ref().map(|path| Target {
+            label: SUBS.into(),
+            command: shell_quote(path),
+        });
+        match &subs {
+            Some(subs) => targets.push(subs.clone()),
             None => results
                 .errors
                 .push("subs' bench-server did not build: its loopback figures are missing".into()),
         }
         targets.extend(extra);
-        run_loopback(&bins, &targets, quick, &out_dir, &mut results);
+        run_loopback(&bins, &targets, &scenarios(quick), &out_dir, &mut results);
+        if !skip_python {
+            run_python(&bins, &root, subs, quick, &out_dir, &mut results);
+        }
     }
     derive_ratios(&mut results);
     results.seconds = started.elapsed().as_secs_f64();
@@ -274,25 +383,111 @@ fn run_inproc(bins: &Bins, quick: bool, results: &mut Results) {
     }
 }
 
+/// The Python targets, in the order they run: subs from Python in both
+/// modes (and with a Python resolver), then the peers, each started by the
+/// venv's interpreter with absolute paths.
+fn python_targets(root: &Path, python: &Path) -> Vec<Target> {
+    let bench_server = shell_quote(&root.join("crates/subs-py/examples/bench_server.py"));
+    let peer = |file: &str| shell_quote(&root.join("bench/peers").join(file));
+    let python = shell_quote(python);
+    [
+        (PY_NATIVE, format!("{bench_server} --mode native")),
+        (PY_ASGI, format!("{bench_server} --mode asgi")),
+        (
+            PY_ASGI_ROUTE,
+            format!("{bench_server} --mode asgi --asgi route"),
+        ),
+        (
+            PY_ASGI_RESOLVER,
+            format!("{bench_server} --mode asgi --resolver python"),
+        ),
+        (STRAWBERRY, peer("strawberry_server.py")),
+        (ARIADNE, peer("ariadne_server.py")),
+    ]
+    .into_iter()
+    .map(|(label, script)| Target {
+        label: label.to_owned(),
+        command: format!("{python} {script}"),
+    })
+    .collect()
+}
+
+/// The Python section: installs subs' wheel (with its `test` extra: uvicorn,
+/// Starlette) and the peers' pinned dependencies into `target/py-venv`, then
+/// runs the Python scenarios. What does not install is an error of the run
+/// and its targets do not run, so the gates on their figures go missing and
+/// fail.
+fn run_python(
+    bins: &Bins,
+    root: &Path,
+    subs: Option<Target>,
+    quick: bool,
+    out_dir: &Path,
+    results: &mut Results,
+) {
+    eprintln!("== Python: subs wheel and peer dependencies into target/py-venv");
+    let wheel_ok = match python::install_wheel() {
+        Ok(_) => true,
+        Err(error) => {
+            results.errors.push(format!(
+                "Python: subs' wheel did not install, so the {PY_NATIVE}, {PY_ASGI} and \
+                 {PY_ASGI_RESOLVER} figures are missing: {error:#}"
+            ));
+            false
+        }
+    };
+    let peers_ok = match python::install_requirements(&root.join("bench/peers/requirements.txt")) {
+        Ok(()) => true,
+        Err(error) => {
+            results.errors.push(format!(
+                "Python: the peers' requirements did not install, so the {STRAWBERRY} and \
+                     {ARIADNE} figures are missing: {error:#}"
+            ));
+            false
+        }
+    };
+    let python_targets: Vec<Target> = python_targets(root, &python::venv_python(root))
+        .into_iter()
+        .filter(|t| {
+            if matches!(t.label.as_str(), STRAWBERRY | ARIADNE) {
+                peers_ok
+            } else {
+                wheel_ok
+            }
+        })
+        .collect();
+    if python_targets.is_empty() {
+        return;
+    }
+    let targets: Vec<Target> = subs.into_iter().chain(python_targets).collect();
+    run_loopback(bins, &targets, &python_scenarios(quick), out_dir, results);
+}
+
+/// Runs every scenario against the targets it names (`Events`).
 fn run_loopback(
     bins: &Bins,
     targets: &[Target],
-    quick: bool,
+    scenarios: &[Scenario],
     out_dir: &Path,
     results: &mut Results,
 ) {
     let logs = out_dir.join("logs");
     let _ = std::fs::create_dir_all(&logs);
-    results
-        .targets
-        .extend(targets.iter().map(|t| t.label.clone()));
+    for target in targets {
+        if !results.targets.contains(&target.label) {
+            results.targets.push(target.label.clone());
+        }
+    }
     // Scenario by scenario, every target in turn: the two sides of a ratio
     // run minutes apart at most, so background load on a shared machine
     // falls on both alike.
-    for s in scenarios(quick) {
+    for s in scenarios {
         for target in targets {
+            let Some(events) = s.events_for(&target.label) else {
+                continue;
+            };
             eprintln!(
-                "== loopback: {} {} ({} connections)",
+                "== loopback: {} {} ({} connections, {events} events)",
                 target.label, s.id, s.connections
             );
             let json_path = out_dir.join(format!("loadgen-{}-{}.json", target.label, s.id));
@@ -309,7 +504,7 @@ fn run_loopback(
                 .args(["--connections", &s.connections.to_string()])
                 .args([
                     "--events",
-                    &s.events.to_string(),
+                    &events.to_string(),
                     "--interval-us",
                     &s.interval_us.to_string(),
                 ])
@@ -381,39 +576,88 @@ pub(crate) fn loopback_figures(report: &Value) -> Vec<(&'static str, f64)> {
             1.0,
         );
     }
+    // A server's own counter (subs' Python bench server answers it in
+    // `/stats`): resolver calls over the whole run.
+    let resolver_calls = get(&["server_stats_after", "resolverCalls"]);
+    put("resolver_calls", resolver_calls, 1.0);
+    // In a fan-out every connection subscribes with the same document, so
+    // the server holds one group: one call per group per event is 1 per event.
+    if report["scenario"] == "fanout"
+        && let (Some(calls), Some(events)) = (resolver_calls, get(&["events"]))
+        && events > 0.0
+    {
+        put("resolver_calls_per_event", Some(calls / events), 1.0);
+    }
     out
 }
 
+/// Figures that are divided into ratios.
+const RATIO_FIGURES: [&str; 5] = [
+    "p50_ms",
+    "p99_ms",
+    "cpu_per_delivery_us",
+    "rss_per_connection_kib",
+    "deliveries_per_sec",
+];
+
+/// Whether a figure is per delivery or per connection, so two runs of one
+/// scenario with different event counts still compare (latency in a burst
+/// grows with the burst: it does not).
+fn independent_of_event_count(figure: &str) -> bool {
+    matches!(
+        figure,
+        "cpu_per_delivery_us" | "deliveries_per_sec" | "rss_per_connection_kib"
+    )
+}
+
 /// `ratio.<scenario>.<figure>.<label>_over_raw` for every target beside the
-/// raw server: relative figures hold on a noisy machine because both sides
-/// ran in the same run.
+/// raw server, and `ratio.<scenario>.<figure>.<a>_over_<b>` for the pairs of
+/// `PAIRS`: relative figures hold on a noisy machine because both sides ran
+/// in the same run.
 fn derive_ratios(results: &mut Results) {
+    let mut pairs: Vec<(String, String)> = results
+        .targets
+        .iter()
+        .filter(|l| *l != "raw")
+        .map(|l| (l.clone(), "raw".to_owned()))
+        .collect();
+    pairs.extend(
+        PAIRS
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned())),
+    );
+    let events = |label: &str, scenario: &str| {
+        results
+            .loopback
+            .get(&(label.to_owned(), scenario.to_owned()))
+            .and_then(|report| report["events"].as_u64())
+    };
     let mut ratios = Vec::new();
-    for (key, value) in &results.figures {
-        let Some(rest) = key.strip_prefix("loopback.raw.") else {
-            continue;
-        };
-        let Some((scenario, figure)) = rest.split_once('.') else {
-            continue;
-        };
-        if !matches!(
-            figure,
-            "p50_ms"
-                | "p99_ms"
-                | "cpu_per_delivery_us"
-                | "rss_per_connection_kib"
-                | "deliveries_per_sec"
-        ) {
-            continue;
-        }
-        for label in results.targets.iter().filter(|l| *l != "raw") {
-            if let Some(other) = results
+    for (label, base) in &pairs {
+        let prefix = format!("loopback.{base}.");
+        for (key, value) in results.figures.range(prefix.clone()..) {
+            let Some(rest) = key.strip_prefix(&prefix) else {
+                break;
+            };
+            let Some((scenario, figure)) = rest.split_once('.') else {
+                continue;
+            };
+            if !RATIO_FIGURES.contains(&figure) || *value <= 0.0 {
+                continue;
+            }
+            let Some(other) = results
                 .figures
                 .get(&format!("loopback.{label}.{scenario}.{figure}"))
-                && *value > 0.0
-            {
+            else {
+                continue;
+            };
+            let same_size = match (events(label, scenario), events(base, scenario)) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            };
+            if same_size || independent_of_event_count(figure) {
                 ratios.push((
-                    format!("ratio.{scenario}.{figure}.{label}_over_raw"),
+                    format!("ratio.{scenario}.{figure}.{label}_over_{base}"),
                     other / value,
                 ));
             }
@@ -473,6 +717,245 @@ mod tests {
             .insert("loopback.subs.paced20_c1000.p99_ms".into(), 12.0);
         derive_ratios(&mut results);
         assert!((results.figures["ratio.paced20_c1000.p99_ms.subs_over_raw"] - 1.2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn python_scenarios_name_their_targets_and_event_counts() {
+        for quick in [true, false] {
+            let python = python_scenarios(quick);
+            let ids: Vec<&str> = python.iter().map(|s| s.id.as_str()).collect();
+            assert_eq!(ids, ["py_fanout_c1000", "py_paced200_c1000"]);
+            // Figure names stay apart from the Rust scenarios'.
+            let rust: Vec<String> = scenarios(quick).into_iter().map(|s| s.id).collect();
+            assert!(ids.iter().all(|id| !rust.iter().any(|r| r == id)));
+            let fanout = &python[0];
+            assert_eq!((fanout.kind, fanout.connections), ("fanout", 1000));
+            let (events, peer) = if quick { (300, 50) } else { (1000, 100) };
+            for label in [SUBS, PY_NATIVE, PY_ASGI, PY_ASGI_RESOLVER] {
+                assert_eq!(fanout.events_for(label), Some(events), "{label}");
+            }
+            assert_eq!(fanout.events_for(STRAWBERRY), Some(peer));
+            assert_eq!(fanout.events_for(ARIADNE), Some(peer));
+            assert_eq!(fanout.events_for("raw"), None);
+            let paced = &python[1];
+            assert_eq!(
+                (paced.kind, paced.connections, paced.interval_us),
+                ("paced", 1000, 200_000)
+            );
+            let paced_events = if quick { 15 } else { 50 };
+            for label in [PY_NATIVE, PY_ASGI, STRAWBERRY, ARIADNE] {
+                assert_eq!(paced.events_for(label), Some(paced_events), "{label}");
+            }
+            for label in [SUBS, PY_ASGI_RESOLVER, "raw"] {
+                assert_eq!(paced.events_for(label), None, "{label}");
+            }
+        }
+        // The Rust scenarios run every target of their section.
+        assert!(
+            scenarios(true)
+                .iter()
+                .all(|s| s.events_for("peer").is_some())
+        );
+    }
+
+    #[test]
+    fn python_targets_start_the_venv_interpreter_with_absolute_paths() {
+        let targets = python_targets(
+            Path::new("/w s"),
+            Path::new("/w s/target/py-venv/bin/python"),
+        );
+        let labels: Vec<&str> = targets.iter().map(|t| t.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                PY_NATIVE,
+                PY_ASGI,
+                PY_ASGI_ROUTE,
+                PY_ASGI_RESOLVER,
+                STRAWBERRY,
+                ARIADNE
+            ]
+        );
+        let python = "'/w s/target/py-venv/bin/python'";
+        let server = "'/w s/crates/subs-py/examples/bench_server.py'";
+        assert_eq!(
+            targets[0].command,
+            format!("{python} {server} --mode native")
+        );
+        assert_eq!(targets[1].command, format!("{python} {server} --mode asgi"));
+        assert_eq!(
+            targets[2].command,
+            format!("{python} {server} --mode asgi --asgi route")
+        );
+        assert_eq!(
+            targets[3].command,
+            format!("{python} {server} --mode asgi --resolver python")
+        );
+        assert_eq!(
+            targets[4].command,
+            format!("{python} '/w s/bench/peers/strawberry_server.py'")
+        );
+        assert_eq!(
+            targets[5].command,
+            format!("{python} '/w s/bench/peers/ariadne_server.py'")
+        );
+    }
+
+    #[test]
+    fn reads_the_resolver_counter_of_the_server() {
+        let report = serde_json::json!({
+            "scenario": "fanout", "connected": 1000, "expected": 300_000, "delivered": 300_000,
+            "events": 300, "server_stats_after": {"connections": 1000, "resolverCalls": 300}
+        });
+        let figures: BTreeMap<&str, f64> = loopback_figures(&report).into_iter().collect();
+        assert!((figures["resolver_calls"] - 300.0).abs() < 1e-9);
+        assert!((figures["resolver_calls_per_event"] - 1.0).abs() < 1e-9);
+        // A paced run reports the counter, not a per-event figure.
+        let paced = serde_json::json!({
+            "scenario": "paced", "expected": 10, "events": 10,
+            "server_stats_after": {"resolverCalls": 10}
+        });
+        let figures: BTreeMap<&str, f64> = loopback_figures(&paced).into_iter().collect();
+        assert!(figures.contains_key("resolver_calls"));
+        assert!(!figures.contains_key("resolver_calls_per_event"));
+        // A server without the counter (or whose /stats failed: null) has neither.
+        for stats in [serde_json::json!({"connections": 1}), Value::Null] {
+            let report = serde_json::json!({
+                "scenario": "fanout", "expected": 10, "events": 10, "server_stats_after": stats
+            });
+            assert!(
+                loopback_figures(&report)
+                    .iter()
+                    .all(|(k, _)| !k.starts_with("resolver_calls"))
+            );
+        }
+    }
+
+    #[test]
+    fn ratios_compare_the_python_targets_in_pairs() {
+        let mut results = Results {
+            targets: vec![
+                SUBS.into(),
+                PY_NATIVE.into(),
+                PY_ASGI.into(),
+                PY_ASGI_RESOLVER.into(),
+                STRAWBERRY.into(),
+                ARIADNE.into(),
+            ],
+            ..Results::default()
+        };
+        let fanout = "py_fanout_c1000";
+        let paced = "py_paced200_c1000";
+        for (label, scenario, events, cpu, p99) in [
+            (SUBS, fanout, 1000, 0.5, 300.0),
+            (PY_NATIVE, fanout, 1000, 0.6, 400.0),
+            (PY_ASGI, fanout, 1000, 8.0, 900.0),
+            (PY_ASGI_RESOLVER, fanout, 1000, 9.0, 950.0),
+            (STRAWBERRY, fanout, 100, 90.0, 9000.0),
+            (ARIADNE, fanout, 100, 100.0, 9500.0),
+            (PY_ASGI, paced, 50, 30.0, 40.0),
+            (PY_NATIVE, paced, 50, 12.0, 25.0),
+            (STRAWBERRY, paced, 50, 150.0, 400.0),
+            (ARIADNE, paced, 50, 160.0, 800.0),
+        ] {
+            let key = |figure: &str| format!("loopback.{label}.{scenario}.{figure}");
+            results.figures.insert(key("cpu_per_delivery_us"), cpu);
+            results.figures.insert(key("p99_ms"), p99);
+            results.loopback.insert(
+                (label.to_owned(), scenario.to_owned()),
+                serde_json::json!({ "events": events }),
+            );
+        }
+        derive_ratios(&mut results);
+        let ratio = |name: &str| {
+            *results
+                .figures
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} missing"))
+        };
+        let cpu = "ratio.py_fanout_c1000.cpu_per_delivery_us";
+        assert!((ratio(&format!("{cpu}.strawberry_over_py-asgi")) - 11.25).abs() < 1e-9);
+        assert!((ratio(&format!("{cpu}.ariadne_over_py-asgi")) - 12.5).abs() < 1e-9);
+        assert!((ratio(&format!("{cpu}.py-native_over_subs")) - 1.2).abs() < 1e-9);
+        assert!((ratio(&format!("{cpu}.py-asgi_over_subs")) - 16.0).abs() < 1e-9);
+        let p99 = "ratio.py_paced200_c1000.p99_ms";
+        assert!((ratio(&format!("{p99}.strawberry_over_py-asgi")) - 10.0).abs() < 1e-9);
+        assert!((ratio(&format!("{p99}.ariadne_over_py-asgi")) - 20.0).abs() < 1e-9);
+        // Latency of a 100-event burst against a 1,000-event one means nothing.
+        assert!(
+            !results
+                .figures
+                .contains_key("ratio.py_fanout_c1000.p99_ms.strawberry_over_py-asgi")
+        );
+        // Same size: compared.
+        assert!(
+            results
+                .figures
+                .contains_key("ratio.py_fanout_c1000.p99_ms.py-native_over_subs")
+        );
+        // `py-asgi` is a prefix of `py-asgi-resolver`: nothing is read across.
+        assert!(
+            results
+                .figures
+                .keys()
+                .all(|k| !k.contains("_over_py-asgi-resolver") && !k.contains("_over_raw"))
+        );
+        // subs ran no paced Python scenario: no ratio over it there.
+        assert!(
+            !results
+                .figures
+                .contains_key("ratio.py_paced200_c1000.cpu_per_delivery_us.py-native_over_subs")
+        );
+    }
+
+    #[test]
+    fn every_loopback_gate_names_a_figure_the_run_produces() {
+        // A report with every field, so every figure name comes out.
+        let full = serde_json::json!({
+            "scenario": "fanout", "connected": 1, "server_subscriptions": 1,
+            "rss_per_connection_bytes": 1.0, "expected": 1, "delivered": 1, "lost": 0,
+            "out_of_order": 0, "deliveries_per_sec": 1.0, "events": 1,
+            "latency": {"p50_us": 1.0, "p99_us": 1.0, "max_us": 1.0},
+            "server_cpu_per_delivery_us": 1.0, "server_stats_after": {"resolverCalls": 1}
+        });
+        let figures: Vec<&str> = loopback_figures(&full)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        let runs = |quick: bool, label: &str, id: &str| {
+            let rust = scenarios(quick)
+                .iter()
+                .any(|s| s.id == id && matches!(label, "raw" | SUBS));
+            rust || python_scenarios(quick)
+                .iter()
+                .any(|s| s.id == id && s.events_for(label).is_some())
+        };
+        let gates = bench_gates::parse(include_str!("../../bench/gates.toml")).unwrap();
+        for gate in gates {
+            let parts: Vec<&str> = gate.metric.split('.').collect();
+            let modes: &[bool] = if gate.quick { &[true, false] } else { &[false] };
+            match parts[..] {
+                ["loopback", label, id, figure] => {
+                    assert!(figures.contains(&figure), "{}: no such figure", gate.name);
+                    for &quick in modes {
+                        assert!(runs(quick, label, id), "{} (quick {quick})", gate.name);
+                    }
+                }
+                ["ratio", id, figure, pair] => {
+                    assert!(RATIO_FIGURES.contains(&figure), "{}", gate.name);
+                    let (a, b) = pair.split_once("_over_").expect("a_over_b");
+                    assert!(
+                        b == "raw" || PAIRS.contains(&(a, b)),
+                        "{}: no such ratio",
+                        gate.name
+                    );
+                    for &quick in modes {
+                        assert!(runs(quick, a, id) && runs(quick, b, id), "{}", gate.name);
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     #[test]

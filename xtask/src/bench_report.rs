@@ -172,15 +172,16 @@ fn markdown(
     let _ = writeln!(md, "\n## Loopback\n");
     let _ = writeln!(
         md,
-        "| target | scenario | connections | delivered | lost | out of order | deliveries/s | p50 ms | p99 ms | max ms | server CPU µs/delivery | KiB/connection |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| target | scenario | connections | events | delivered | lost | out of order | deliveries/s | p50 ms | p99 ms | max ms | server CPU µs/delivery | KiB/connection |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for ((label, id), r) in &results.loopback {
         let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
         let l = |k: &str| r["latency"][k].as_f64().unwrap_or(0.0) / 1e3;
         let _ = writeln!(
             md,
-            "| {label} | {id} | {} | {}/{} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.3} | {:.1} |",
+            "| {label} | {id} | {} | {} | {}/{} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.3} | {:.1} |",
             f("connected"),
+            f("events"),
             f("delivered"),
             f("expected"),
             f("lost"),
@@ -201,10 +202,30 @@ fn markdown(
     if !ratios.is_empty() {
         let _ = writeln!(
             md,
-            "\n## Relative to the raw server (same run)\n\n| figure | ratio |\n|---|---:|"
+            "\n## Ratios (both sides measured in the same run)\n\n| figure | ratio |\n|---|---:|"
         );
         for (key, value) in ratios {
-            let _ = writeln!(md, "| `{key}` | {value:.2} |");
+            // Small ratios (a peer's deliveries per second over subs') keep their digits.
+            let shown = if value.abs() < 0.1 {
+                format!("{value:.4}")
+            } else {
+                format!("{value:.2}")
+            };
+            let _ = writeln!(md, "| `{key}` | {shown} |");
+        }
+    }
+    let counters: Vec<_> = results
+        .figures
+        .iter()
+        .filter(|(k, _)| k.starts_with("loopback.") && k.contains(".resolver_calls"))
+        .collect();
+    if !counters.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## Server counters\n\nRead from the server's `GET /stats` after the last delivery (`resolverCalls`: calls of Python resolvers).\n\n| figure | value |\n|---|---:|"
+        );
+        for (key, value) in counters {
+            let _ = writeln!(md, "| `{key}` | {} |", number(*value));
         }
     }
     let _ = writeln!(md, "\n## In-process\n\n| figure | value |\n|---|---:|");
@@ -383,14 +404,12 @@ fn escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// The three plots: latency distribution, deliveries per second against
-/// connections, memory per connection.
-pub(crate) fn plots(results: &Results) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    // Latency: percentile on the "nines" scale (x = -log10(1 - p)).
+/// The latency distribution of every paced run whose scenario id starts
+/// with `prefix`, one line per target and scenario.
+fn latency_chart(results: &Results, prefix: &str, title: &str) -> String {
     let mut latency = Vec::new();
     for ((label, id), report) in &results.loopback {
-        if !id.starts_with("paced") {
+        if !id.starts_with(prefix) {
             continue;
         }
         let points: Vec<(f64, f64)> = report["latency"]["distribution"]
@@ -411,6 +430,7 @@ pub(crate) fn plots(results: &Results) -> Vec<(String, String)> {
             });
         }
     }
+    // Percentile on the "nines" scale (x = -log10(1 - p)).
     let nines: Vec<(f64, String)> = [
         (0.0, "0%"),
         (1.0, "90%"),
@@ -421,16 +441,30 @@ pub(crate) fn plots(results: &Results) -> Vec<(String, String)> {
     .iter()
     .map(|(x, l)| (*x, (*l).to_owned()))
     .collect();
-    out.push((
+    line_chart(title, "percentile", "latency (ms)", &nines, &latency)
+}
+
+/// The plots: latency distribution (Rust and Python scenarios apart),
+/// deliveries per second against connections, memory per connection.
+pub(crate) fn plots(results: &Results) -> Vec<(String, String)> {
+    let mut out = vec![(
         "latency.svg".to_owned(),
-        line_chart(
-            "Latency publish → receipt (paced)",
-            "percentile",
-            "latency (ms)",
-            &nines,
-            &latency,
-        ),
-    ));
+        latency_chart(results, "paced", "Latency publish → receipt (paced)"),
+    )];
+    if results
+        .loopback
+        .keys()
+        .any(|(_, id)| id.starts_with("py_paced"))
+    {
+        out.push((
+            "latency-python.svg".to_owned(),
+            latency_chart(
+                results,
+                "py_paced",
+                "Latency publish → receipt from Python (paced)",
+            ),
+        ));
+    }
 
     let fanouts: Vec<(usize, String)> = scenarios(results.quick)
         .into_iter()
@@ -502,6 +536,44 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("a &lt; b"));
         assert!(svg.contains("<polyline"));
+    }
+
+    #[test]
+    fn python_scenarios_show_like_the_others() {
+        let mut results = Results {
+            targets: vec!["py-asgi".into(), "strawberry".into()],
+            ..Results::default()
+        };
+        for (label, events) in [("py-asgi", 1000), ("strawberry", 100)] {
+            results.loopback.insert(
+                (label.into(), "py_fanout_c1000".into()),
+                json!({"connected": 1000, "events": events, "expected": events * 1000,
+                       "delivered": events * 1000, "server_cpu_per_delivery_us": 9.0}),
+            );
+        }
+        results.loopback.insert(
+            ("py-asgi".into(), "py_paced200_c1000".into()),
+            json!({"events": 15, "latency": {"distribution": [[50.0, 20000.0], [99.0, 40000.0]]}}),
+        );
+        results.figures.insert(
+            "loopback.py-asgi-resolver.py_fanout_c1000.resolver_calls_per_event".into(),
+            1.0,
+        );
+        results.figures.insert(
+            "ratio.py_fanout_c1000.cpu_per_delivery_us.strawberry_over_py-asgi".into(),
+            11.0,
+        );
+        let plots = plots(&results);
+        let python = plots
+            .iter()
+            .find(|(name, _)| name == "latency-python.svg")
+            .expect("a latency plot of the Python scenarios");
+        assert!(python.1.contains("py-asgi py_paced200_c1000"));
+        let md = markdown(&[], &results, &json!({}), &plots);
+        assert!(md.contains("| strawberry | py_fanout_c1000 | 1000 | 100 | 100000/100000 |"));
+        assert!(md.contains("strawberry_over_py-asgi` | 11.00 |"));
+        assert!(md.contains("## Server counters"));
+        assert!(md.contains("resolver_calls_per_event` | 1 |"));
     }
 
     #[test]

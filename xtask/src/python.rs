@@ -4,6 +4,8 @@
 //! nothing is installed by hand: maturin builds the abi3 wheel into
 //! `target/wheels`; the tests install that wheel with its `test` extra and run
 //! `mypy.stubtest` on the native module and pytest with warnings as errors.
+//! `cargo xtask bench` installs the same way ([`install_wheel`]) before its
+//! Python section, plus the peers' pinned requirements ([`install_requirements`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -99,12 +101,18 @@ pub(crate) fn wheel() -> Result<PathBuf> {
     Ok(wheel)
 }
 
-/// Builds the wheel, installs it with its test dependencies into the venv, then
-/// runs the stub check and the pytest suite (warnings are errors).
-pub(crate) fn python_tests() -> Result<()> {
+/// The interpreter of `target/py-venv`.
+pub(crate) fn venv_python(root: &Path) -> PathBuf {
+    venv_bin(root, "python")
+}
+
+/// Builds the wheel and installs it with its `test` extra (uvicorn,
+/// Starlette, pytest, ...) into `target/py-venv`: what the Python tests and
+/// the Python benchmarks run on. Returns the venv's interpreter.
+pub(crate) fn install_wheel() -> Result<PathBuf> {
     let root = super::workspace_root();
     let wheel = wheel()?;
-    let python = venv_bin(&root, "python");
+    let python = venv_python(&root);
     let wheel_str = wheel.to_str().context("wheel path is not UTF-8")?;
     let with_extra = format!("{wheel_str}[test]");
     run_in(
@@ -112,6 +120,7 @@ pub(crate) fn python_tests() -> Result<()> {
         &python,
         &["-m", "pip", "install", "--quiet", &with_extra],
     )?;
+    // The version does not change from build to build: force the new wheel in.
     run_in(
         &root,
         &python,
@@ -125,6 +134,31 @@ pub(crate) fn python_tests() -> Result<()> {
             wheel_str,
         ],
     )?;
+    Ok(python)
+}
+
+/// `pip install --quiet -r <requirements>` into `target/py-venv` (which
+/// must exist: [`install_wheel`] creates it).
+pub(crate) fn install_requirements(requirements: &Path) -> Result<()> {
+    let root = super::workspace_root();
+    if !requirements.is_file() {
+        bail!("{} does not exist", requirements.display());
+    }
+    let file = requirements
+        .to_str()
+        .context("requirements path is not UTF-8")?;
+    run_in(
+        &root,
+        &venv_python(&root),
+        &["-m", "pip", "install", "--quiet", "-r", file],
+    )
+}
+
+/// Builds the wheel, installs it with its test dependencies into the venv, then
+/// runs the stub check and the pytest suite (warnings are errors).
+pub(crate) fn python_tests() -> Result<()> {
+    let root = super::workspace_root();
+    let python = install_wheel()?;
     // From target/: no `subs` directory there shadows the installed package.
     run_in(
         &root.join("target"),

@@ -141,14 +141,19 @@ impl HttpClient {
         })
     }
 
-    /// `GET /stats`: `(connections, subscriptions)`.
-    pub async fn stats(&mut self) -> Result<(u64, u64)> {
+    /// `GET /stats`: the whole JSON answer (the contract requires
+    /// `connections` and `subscriptions`; servers may add their own counters).
+    pub async fn stats_json(&mut self) -> Result<serde_json::Value> {
         let response = self.request("GET", "/stats", None).await?;
         if response.status != 200 {
             bail!("GET /stats answered {}", response.status);
         }
-        let value: serde_json::Value =
-            serde_json::from_str(&response.body).context("GET /stats is not JSON")?;
+        serde_json::from_str(&response.body).context("GET /stats is not JSON")
+    }
+
+    /// `GET /stats`: `(connections, subscriptions)`.
+    pub async fn stats(&mut self) -> Result<(u64, u64)> {
+        let value = self.stats_json().await?;
         let read = |key: &str| {
             value
                 .get(key)

@@ -183,6 +183,10 @@ pub struct Report {
     /// Clock tick of `/proc/<pid>/stat`, in milliseconds: the resolution of
     /// the CPU figure when per-thread times could not be used.
     pub cpu_tick_ms: f64,
+    /// The server's whole `GET /stats` answer after the last delivery (its
+    /// own counters beside the contract's, e.g. `resolverCalls`), `null` if
+    /// the request failed.
+    pub server_stats_after: serde_json::Value,
 }
 
 /// What one client connection saw.
@@ -538,30 +542,31 @@ async fn run_async(options: &Options) -> Result<Report> {
     let expected = per_connection * connected as u64;
     let cpu_before = sys::CpuReading::of(pid);
     let mut cpu_after = cpu_before;
-    let mut http = match options.publish_addr {
-        Some(publish_addr) => HttpClient::new(publish_addr),
-        None => http,
-    };
+    // Publishing may go through another instance; `/stats` stays the measured one's.
+    let mut other_instance = options.publish_addr.map(HttpClient::new);
     if options.scenario != Scenario::Memory {
+        let publisher = other_instance.as_mut().unwrap_or(&mut http);
         shared.last_progress_ns.store(now_ns(), Ordering::Relaxed);
         if options.scenario == Scenario::Filtered {
             for i in 0..n {
-                http.publish(
-                    &topic_of(i),
+                publisher
+                    .publish(
+                        &topic_of(i),
+                        options.events,
+                        options.payload_bytes,
+                        options.interval_us,
+                    )
+                    .await?;
+            }
+        } else {
+            publisher
+                .publish(
+                    "a",
                     options.events,
                     options.payload_bytes,
                     options.interval_us,
                 )
                 .await?;
-            }
-        } else {
-            http.publish(
-                "a",
-                options.events,
-                options.payload_bytes,
-                options.interval_us,
-            )
-            .await?;
         }
         let idle = options.idle_timeout + Duration::from_micros(options.interval_us);
         loop {
@@ -576,6 +581,13 @@ async fn run_async(options: &Options) -> Result<Report> {
         }
         cpu_after = sys::CpuReading::of(pid);
     }
+    // The measured server's counters once everything arrived (after the CPU
+    // reading, so the request is not charged to the deliveries).
+    let server_stats_after = tokio::time::timeout(Duration::from_secs(5), http.stats_json())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(serde_json::Value::Null);
     let _ = stop_tx.send(true);
     let mut results = Vec::with_capacity(n);
     for task in tasks {
@@ -603,6 +615,7 @@ async fn run_async(options: &Options) -> Result<Report> {
             0.0
         },
         cpu_tick_ms: 1000.0 / sys::clock_ticks_per_second() as f64,
+        server_stats_after,
         ..Report::default()
     };
     let mut first_sent = u64::MAX;

@@ -22,7 +22,7 @@ from ariadne import MutationType, QueryType, make_executable_schema
 from ariadne.asgi import GraphQL
 from fastapi import FastAPI
 
-from subs import Engine, Principal, Reject
+from subs import Engine, Principal, Reject, SubsMiddleware
 
 SCHEMA = """
 enum ServiceStatus { OPERATIONAL DEGRADED DOWN }
@@ -163,7 +163,10 @@ async def resolve_create_request(_: Any, info: Any, serviceId: str, title: str) 
 graphql_app = GraphQL(make_executable_schema(SCHEMA, query, mutation))
 
 app = FastAPI(title="Service desk")
-app.add_api_websocket_route("/graphql/ws", engine.asgi())
+# In front of FastAPI's routing: on uvicorn a connection's queued messages
+# leave in one write (`app.add_api_websocket_route("/graphql/ws",
+# engine.asgi())` works too; starlette_app.py mounts it as a route).
+app.add_middleware(SubsMiddleware, engine=engine, path="/graphql/ws")
 app.add_route("/graphql", graphql_app.handle_request, methods=["GET", "POST"])
 
 

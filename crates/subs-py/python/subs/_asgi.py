@@ -381,7 +381,8 @@ class SubsMiddleware:
         self.endpoint = SubsASGI(engine)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and self._matches(scope):
+        # Plain HTTP at the path gets the endpoint's 426 Upgrade Required.
+        if scope["type"] in ("websocket", "http") and self._matches(scope):
             await self.endpoint(scope, receive, send)
         else:
             await self.app(scope, receive, send)
