@@ -108,3 +108,32 @@ async def test_hub_client_gone_while_sending() -> None:
     await asyncio.wait_for(task, 5)
     await until(lambda: engine.stats().connections == 0)
     assert engine.stats().subscriptions == 0
+
+
+async def test_publish_with_room_completes_without_a_loop_round_trip() -> None:
+    engine = Engine(schema=SCHEMA)
+    engine.bind("things")
+    engine.start()
+    app = engine.asgi()
+    client = FakeConnection(["graphql-transport-ws"])
+    task = asyncio.ensure_future(app(client.scope, client.receive, client.send))
+    client.frame({"type": "connection_init"})
+    client.frame({"id": "1", "type": "subscribe", "payload": {"query": "subscription { things { id n } }"}})
+    await until(lambda: engine.stats().subscriptions == 1)
+
+    # The engine's queue has room: the event is queued by the call itself and
+    # the awaitable is already complete (its first step finishes).
+    steps = engine.publish("things", {"id": "x", "n": 0}).__await__()
+    try:
+        next(steps)
+    except StopIteration:
+        pass
+    else:
+        raise AssertionError("publish suspended although the queue had room")
+    await asyncio.gather(engine.publish("things", {"id": "x", "n": 1}), engine.publish("things", {"id": "x", "n": 2}))
+    await asyncio.wait_for(engine.publish("things", {"id": "x", "n": 3}), 5)
+    await until(lambda: client.nexts() == [0, 1, 2, 3])
+    assert engine.stats().events_published == 4
+
+    client.inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
+    await asyncio.wait_for(task, 5)
