@@ -15,7 +15,9 @@ use subs_security::{Hygiene, SecurityConfig, TenantRule};
 
 use crate::convert::to_value;
 use crate::errors::{SubsError, engine_error};
-use crate::hooks::{PyAuthenticator, PyAuthorizer, PyEventFilter, PyResolver, PyStream};
+use crate::hooks::{
+    PyAuthenticator, PyAuthorizer, PyEventFilter, PyExecutor, PyResolver, PyStream,
+};
 use crate::runtime::{block_on, runtime};
 use crate::session::NativeSession;
 use crate::types::Stats;
@@ -108,7 +110,7 @@ impl NativeEngine {
         event_filter = None, event_filter_scope = None, tenant_field = None,
         deliver_untagged_to_tenants = false, init_timeout_ms = None,
         max_frame_bytes = None, outbound_queue_capacity = None, keepalive_ms = None,
-        broker = None
+        broker = None, execute = None
     ))]
     #[allow(clippy::too_many_arguments)] // a Python constructor with keyword arguments
     fn new(
@@ -127,6 +129,7 @@ impl NativeEngine {
         outbound_queue_capacity: Option<usize>,
         keepalive_ms: Option<u64>,
         broker: Option<String>,
+        execute: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         crate::logging::install();
         let locals = TaskLocals::new(event_loop).copy_context(py)?;
@@ -174,6 +177,12 @@ impl NativeEngine {
         if let Some(on_connect) = on_connect {
             builder = builder.authenticator(PyAuthenticator {
                 function: on_connect.unbind(),
+                locals: locals.clone(),
+            });
+        }
+        if let Some(execute) = execute {
+            builder = builder.executor(PyExecutor {
+                function: execute.unbind(),
                 locals: locals.clone(),
             });
         }

@@ -1,5 +1,6 @@
 //! Python callables behind subs-core's traits: resolvers, streams, the
-//! authentication hook, the authorizer and the event filter.
+//! authentication hook, the authorizer, the event filter and the executor of
+//! queries and mutations sent over the socket.
 //!
 //! Each acquires the GIL only to call the function and convert values; an
 //! awaitable result is run on the engine's asyncio loop (its `TaskLocals`)
@@ -15,7 +16,9 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use pyo3_async_runtimes::TaskLocals;
 use serde_json::Value;
-use subs_core::{Accepted, AuthRequest, ResolveContext, ResolverError, ResolverFuture};
+use subs_core::{
+    Accepted, AuthRequest, ExecuteRequest, ResolveContext, ResolverError, ResolverFuture,
+};
 use subs_security::{Principal, Rejection, ScopeKey, SubscribeRequest};
 
 use crate::convert::{to_python, to_python_dict, to_value};
@@ -326,6 +329,52 @@ impl subs_security::EventFilter for PyEventFilter {
                     ScopeKey::principal(principal)
                 }
             }
+        })
+    }
+}
+
+/// The executor of queries and mutations sent over the socket:
+/// `fn(query, variables, operation_name, principal) -> dict`, sync or async,
+/// returning the whole response object (`{"data": ..., "errors": [...]}`),
+/// e.g. from Ariadne's or Strawberry's own execution.
+pub(crate) struct PyExecutor {
+    pub(crate) function: Py<PyAny>,
+    pub(crate) locals: TaskLocals,
+}
+
+impl subs_core::Executor for PyExecutor {
+    fn execute(&self, request: ExecuteRequest) -> BoxFuture<'static, Result<Value, String>> {
+        let called = Python::attach(|py| -> PyResult<Called> {
+            let variables = to_python_dict(py, &request.variables)?;
+            let principal = PyPrincipal::from_arc(request.principal.clone());
+            let result = self.function.bind(py).call1((
+                request.query.as_str(),
+                variables,
+                request.operation_name.as_deref(),
+                principal,
+            ))?;
+            settle(&self.locals, result)
+        });
+        Box::pin(async move {
+            let outcome = finish(called).await;
+            Python::attach(|py| match outcome {
+                Ok(value) => {
+                    let response = to_value(value.bind(py), "execute result")
+                        .map_err(|error| error.to_string())?;
+                    if response.get("data").is_none() && response.get("errors").is_none() {
+                        return Err(
+                            "the execute hook must return a response object with `data` or `errors`"
+                                .to_owned(),
+                        );
+                    }
+                    Ok(response)
+                }
+                Err(error) => {
+                    let message = describe(py, &error);
+                    tracing::warn!(target: "subs::python", error = %message, "execute hook raised");
+                    Err(message)
+                }
+            })
         })
     }
 }

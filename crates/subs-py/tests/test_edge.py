@@ -116,3 +116,21 @@ async def test_tenant_isolation(edge: Server) -> None:
     assert await a.nothing_within(0.2)
     await a.close()
     await b.close()
+
+
+async def test_execute_hook_answers_queries_and_reports_failures(edge: Server) -> None:
+    client = await Client.open(edge.ws, {"user": "u1"})
+    await client.subscribe("q", "query Hi($skip: Boolean!) { hello @skip(if: $skip) }", {"skip": False})
+    assert await client.next_data("q") == {"data": {"hello": "hi u1 skip=False"}}
+    assert await client.receive() == {"id": "q", "type": "complete"}
+    await client.send({"id": "b", "type": "subscribe", "payload": {"query": "query Boom { hello }", "operationName": "Boom"}})
+    failed = await client.receive()
+    assert failed["type"] == "error" and failed["id"] == "b"
+    assert failed["payload"] == [{"message": "Execution failed: executor exploded"}], failed
+    await client.send({"id": "o", "type": "subscribe", "payload": {"query": "query Odd { hello }", "operationName": "Odd"}})
+    odd = await client.receive()
+    assert odd["type"] == "error" and "response object" in odd["payload"][0]["message"], odd
+    # The connection is still fine.
+    await client.subscribe("q2", "{ hello }")
+    assert await client.next_data("q2") == {"data": {"hello": "hi u1"}}
+    await client.close()

@@ -155,3 +155,23 @@ def test_plain_http_on_the_websocket_path_is_426(desk: Server) -> None:
     assert error.value.code in (404, 426)
     error.value.close()
     assert json.dumps({}) == "{}"
+
+
+async def test_queries_and_mutations_over_the_socket_run_on_ariadne(desk: Server) -> None:
+    watcher = await Client.open(desk.ws)
+    await watcher.subscribe("w", 'subscription { serviceUpdated(serviceId: "s7") { id status } }')
+    await asyncio.sleep(0.1)
+    actor = await Client.open(desk.ws)
+    await actor.subscribe("m", 'mutation Update($s: ServiceStatus) { updateService(id: "s7", status: $s) { id status } }', {"s": "DOWN"})
+    assert await actor.next_data("m") == {"data": {"updateService": {"id": "s7", "status": "DOWN"}}}
+    assert await actor.receive() == {"id": "m", "type": "complete"}
+    assert await watcher.next_data("w") == {"data": {"serviceUpdated": {"id": "s7", "status": "DOWN"}}}
+    await actor.subscribe("q", '{ service(id: "s7") { name status } }')
+    assert await actor.next_data("q") == {"data": {"service": {"name": "s7", "status": "DOWN"}}}
+    assert await actor.receive() == {"id": "q", "type": "complete"}
+    # Validated by subs against its schema before the executor is called.
+    await actor.subscribe("bad", "{ nope }")
+    refused = await actor.receive()
+    assert refused["type"] == "error" and "nope" in refused["payload"][0]["message"], refused
+    await watcher.close()
+    await actor.close()

@@ -18,7 +18,7 @@ import itertools
 from datetime import datetime, timezone
 from typing import Any, Dict, Optional
 
-from ariadne import MutationType, QueryType, make_executable_schema
+from ariadne import MutationType, QueryType, graphql, make_executable_schema
 from ariadne.asgi import GraphQL
 from fastapi import FastAPI
 
@@ -160,7 +160,20 @@ async def resolve_create_request(_: Any, info: Any, serviceId: str, title: str) 
     return request
 
 
-graphql_app = GraphQL(make_executable_schema(SCHEMA, query, mutation))
+executable_schema = make_executable_schema(SCHEMA, query, mutation)
+graphql_app = GraphQL(executable_schema)
+
+
+@engine.execute
+async def execute(document: str, variables: Dict[str, Any], operation_name: Optional[str], principal: Principal) -> Any:
+    """Queries and mutations sent over the WebSocket run on Ariadne too."""
+    _, result = await graphql(
+        executable_schema,
+        {"query": document, "variables": variables, "operationName": operation_name},
+        context_value={"principal": principal},
+    )
+    return result
+
 
 app = FastAPI(title="Service desk")
 # In front of FastAPI's routing: on uvicorn a connection's queued messages

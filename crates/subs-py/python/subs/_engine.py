@@ -117,6 +117,7 @@ class Engine:
         self._bindings: Dict[str, Dict[str, Any]] = {}
         self._on_connect: Optional[Callable[..., Any]] = None
         self._authorize: Optional[Callable[..., Any]] = None
+        self._execute: Optional[Callable[..., Any]] = None
         self._event_filter: Optional[Callable[..., Any]] = None
         self._event_filter_scope: Optional[Callable[..., Any]] = None
         self._tenant_field: Optional[str] = None
@@ -222,6 +223,25 @@ class Engine:
         self._on_connect = function
         return function
 
+    def execute(self, function: F) -> F:
+        """Decorates the executor of queries and mutations sent over the
+        socket: `(query, variables, operation_name, principal) -> dict`,
+        `def` or `async def`, returning the whole GraphQL response
+        (`{"data": ..., "errors": [...]}`), typically from the library that
+        serves your HTTP endpoint:
+
+            @engine.execute
+            async def execute(query, variables, operation_name, principal):
+                _, result = await ariadne.graphql(schema, {"query": query,
+                    "variables": variables, "operationName": operation_name})
+                return result
+
+        subs validates the document against its schema first. Without this
+        hook such operations get a GraphQL error; subscriptions never reach it."""
+        self._check_open()
+        self._execute = function
+        return function
+
     def authorize(self, function: F) -> F:
         """Decorates `(principal, field, arguments) -> bool`, a plain `def`
         run on every subscribe: False (or `Reject(reason)`) answers that
@@ -293,6 +313,7 @@ class Engine:
                 event_filter_scope=self._event_filter_scope,
                 tenant_field=self._tenant_field,
                 deliver_untagged_to_tenants=self._deliver_untagged,
+                execute=self._execute,
                 **self._options,
             )
             return self._native

@@ -81,6 +81,17 @@ def authorize(principal: Principal, field: str, arguments: Dict[str, Any]) -> bo
 
 engine.tenant_rule(field="tenantId")
 
+@engine.execute
+def execute(query: str, variables: Dict[str, Any], operation_name: Any, principal: Principal) -> Any:
+    """A plain `def` executor: queries over the socket answered here."""
+    if operation_name == "Boom":
+        raise RuntimeError("executor exploded")
+    if operation_name == "Odd":
+        return {"unexpected": True}
+    given = "".join(f" {name}={value}" for name, value in sorted(variables.items()))
+    return {"data": {"hello": f"hi {principal.id or 'anon'}{given}"}}
+
+
 app = FastAPI()
 app.add_api_websocket_route("/graphql/ws", engine.asgi())
 
