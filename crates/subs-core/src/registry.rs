@@ -8,6 +8,7 @@
 use std::collections::hash_map::Entry;
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use indexmap::IndexMap;
@@ -57,6 +58,11 @@ pub(crate) struct Group {
     key: GroupKey,
     partition: PartitionPaths,
     filter_value: Box<str>,
+    /// Where the group's id sits in its filter value's list, so leaving is a
+    /// swap-remove instead of a scan: with thousands of groups on one value
+    /// (distinct variables, no filter) a scan made a disconnect storm
+    /// quadratic. Changed only under the shard's lock.
+    slot: AtomicUsize,
     subscribers: Mutex<Subscribers>,
 }
 
@@ -163,6 +169,7 @@ impl ShardIndex {
                     key,
                     partition,
                     filter_value,
+                    slot: AtomicUsize::new(0),
                     subscribers: Mutex::new(IndexMap::default()),
                 });
                 self.index(&group);
@@ -218,11 +225,12 @@ impl ShardIndex {
                 });
                 topic.partitions.len() - 1
             });
-        topic.partitions[position]
+        let ids = topic.partitions[position]
             .by_value
             .entry(group.filter_value.clone())
-            .or_default()
-            .push(group.id);
+            .or_default();
+        group.slot.store(ids.len(), Ordering::Relaxed);
+        ids.push(group.id);
     }
 
     fn unindex(&mut self, group: &Group) {
@@ -236,7 +244,26 @@ impl ShardIndex {
         {
             let partition = &mut topic.partitions[position];
             if let Some(ids) = partition.by_value.get_mut(&group.filter_value) {
-                ids.retain(|id| *id != group.id);
+                let slot = group.slot.load(Ordering::Relaxed);
+                debug_assert_eq!(
+                    ids.get(slot),
+                    Some(&group.id),
+                    "a group's slot is kept current"
+                );
+                if ids.get(slot) == Some(&group.id) {
+                    ids.swap_remove(slot);
+                    if let Some(moved) = ids.get(slot).and_then(|id| self.groups.get(id)) {
+                        moved.slot.store(slot, Ordering::Relaxed);
+                    }
+                } else {
+                    // Never expected; stays correct if it happens.
+                    ids.retain(|id| *id != group.id);
+                    for (slot, id) in ids.iter().enumerate() {
+                        if let Some(other) = self.groups.get(id) {
+                            other.slot.store(slot, Ordering::Relaxed);
+                        }
+                    }
+                }
                 if ids.is_empty() {
                     partition.by_value.remove(&group.filter_value);
                 }

@@ -296,3 +296,51 @@ proptest! {
         runtime.block_on(run(ops))?;
     }
 }
+
+/// Many groups on one filter value (one alias per document, so one group per
+/// subscription), leaving in a scrambled order: every dispatch reaches exactly
+/// the groups still there, and the registry ends empty.
+#[tokio::test(flavor = "current_thread")]
+async fn groups_sharing_a_filter_value_leave_in_any_order() {
+    const GROUPS: usize = 40; // under the default 50 subscriptions per connection
+    let engine = engine();
+    let mut client = Client::with_protocol(&engine, Protocol::GraphqlTransportWs);
+    client.init().await;
+    let _ = client.ready();
+    for k in 0..GROUPS {
+        client
+            .subscribe(
+                &k.to_string(),
+                &format!("subscription {{ s{k}: serviceUpdated(serviceId: \"1\") {{ id }} }}"),
+                json!({}),
+            )
+            .await;
+    }
+    assert_eq!(engine.stats().groups, GROUPS as u64);
+    let mut remaining: Vec<usize> = (0..GROUPS).collect();
+    // A fixed scramble: first, last, middle, ... so every slot position moves.
+    let mut order = Vec::new();
+    let mut step = 0;
+    while !remaining.is_empty() {
+        let at = (step * 7 + 3) % remaining.len();
+        order.push(remaining.swap_remove(at));
+        step += 1;
+    }
+    let mut live = GROUPS;
+    for (n, k) in order.into_iter().enumerate() {
+        client.complete(&k.to_string()).await;
+        let _ = client.flush();
+        live -= 1;
+        let queued = engine
+            .dispatch(Event::json(
+                "serviceUpdated",
+                common::service(json!("1"), &format!("e{n}")),
+            ))
+            .await;
+        assert_eq!(queued, live, "after removing subscription {k}");
+        let frames = client.flush();
+        assert_eq!(frames.len(), live);
+        assert!(frames.iter().all(|f| f["id"] != json!(k.to_string())));
+    }
+    assert!(engine.registry_is_empty());
+}
