@@ -3,7 +3,9 @@
 //! Everything runs in a virtualenv the task creates (`target/py-venv`), so
 //! nothing is installed by hand: maturin builds the abi3 wheel into
 //! `target/wheels`; the tests install that wheel with its `test` extra and run
-//! `mypy.stubtest` on the native module and pytest with warnings as errors.
+//! `mypy.stubtest` on the native module and pytest with warnings as errors;
+//! the README test serves its quick start from a second, new venv holding only
+//! the README's install line (`target/py-readme`).
 //! `cargo xtask bench` installs the same way ([`install_wheel`]) before its
 //! Python section, plus the peers' pinned requirements ([`install_requirements`]).
 
@@ -23,9 +25,14 @@ fn venv_bin(root: &Path, program: &str) -> PathBuf {
 }
 
 fn run_in(dir: &Path, program: &Path, args: &[&str]) -> Result<()> {
+    run_with(dir, program, args, &[])
+}
+
+fn run_with(dir: &Path, program: &Path, args: &[&str], env: &[(&str, &Path)]) -> Result<()> {
     eprintln!("$ {} {}", program.display(), args.join(" "));
     let status = Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(dir)
         // A developer's own virtualenv must not leak into the build.
         .env_remove("VIRTUAL_ENV")
@@ -110,6 +117,11 @@ pub(crate) fn venv_python(root: &Path) -> PathBuf {
 /// Starlette, pytest, ...) into `target/py-venv`: what the Python tests and
 /// the Python benchmarks run on. Returns the venv's interpreter.
 pub(crate) fn install_wheel() -> Result<PathBuf> {
+    install_built_wheel().map(|(python, _)| python)
+}
+
+/// [`install_wheel`], also returning the wheel's path.
+fn install_built_wheel() -> Result<(PathBuf, PathBuf)> {
     let root = super::workspace_root();
     let wheel = wheel()?;
     let python = venv_python(&root);
@@ -132,6 +144,36 @@ pub(crate) fn install_wheel() -> Result<PathBuf> {
             "--force-reinstall",
             "--no-deps",
             wheel_str,
+        ],
+    )?;
+    Ok((python, wheel))
+}
+
+/// A new virtualenv (`target/py-readme`, recreated every time) holding only
+/// what the README's install line puts there: `pip install <wheel> fastapi
+/// "uvicorn[standard]"`. The README test serves its quick start from it, so a
+/// dependency the wheel needs but does not declare fails CI.
+fn readme_venv(root: &Path, wheel: &Path) -> Result<PathBuf> {
+    let dir = root.join("target").join("py-readme");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    let dir_str = dir.to_str().context("venv path is not UTF-8")?;
+    run_in(root, Path::new("python3"), &["-m", "venv", dir_str])?;
+    let python = dir.join("bin").join("python");
+    let wheel_str = wheel.to_str().context("wheel path is not UTF-8")?;
+    run_in(
+        root,
+        &python,
+        &[
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            wheel_str,
+            "fastapi",
+            "uvicorn[standard]",
         ],
     )?;
     Ok(python)
@@ -158,7 +200,8 @@ pub(crate) fn install_requirements(requirements: &Path) -> Result<()> {
 /// runs the stub check and the pytest suite (warnings are errors).
 pub(crate) fn python_tests() -> Result<()> {
     let root = super::workspace_root();
-    let python = install_wheel()?;
+    let (python, wheel) = install_built_wheel()?;
+    let readme_python = readme_venv(&root, &wheel)?;
     // From target/: no `subs` directory there shadows the installed package.
     run_in(
         &root.join("target"),
@@ -166,10 +209,11 @@ pub(crate) fn python_tests() -> Result<()> {
         &["-m", "mypy.stubtest", "subs._native"],
     )?;
     let crate_dir = root.join("crates").join("subs-py");
-    run_in(
+    run_with(
         &crate_dir,
         &python,
         &["-m", "pytest", "-W", "error", "-q", "tests"],
+        &[("SUBS_README_PYTHON", &readme_python)],
     )?;
     Ok(())
 }

@@ -27,14 +27,14 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, app: str, app_dir: Path) -> None:
+    def __init__(self, app: str, app_dir: Path, python: str = sys.executable) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.ws = f"ws://127.0.0.1:{self.port}/graphql/ws"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
             [
-                sys.executable,
+                python,
                 "-W",
                 "error::RuntimeWarning",
                 "-m",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import sys
 from pathlib import Path
 
 from support import Client, Server
@@ -15,7 +17,9 @@ async def test_readme_quick_start(tmp_path: Path) -> None:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
     quick_start = next(b for b in blocks if b.startswith("# app.py"))
     (tmp_path / "app.py").write_text(quick_start)
-    server = Server("app:app", tmp_path)
+    # `cargo xtask ci` passes a fresh venv holding only the README's install
+    # line (the wheel, fastapi, uvicorn[standard]); by hand, this venv serves.
+    server = Server("app:app", tmp_path, os.environ.get("SUBS_README_PYTHON", sys.executable))
     try:
         client = await Client.open(server.ws)
         await client.subscribe("1", 'subscription { serviceUpdated(serviceId: "s1") { id status } }')
