@@ -430,8 +430,8 @@ fn run_python(
         Ok(_) => true,
         Err(error) => {
             results.errors.push(format!(
-                "Python: subs' wheel did not install, so the {PY_NATIVE}, {PY_ASGI} and \
-                 {PY_ASGI_RESOLVER} figures are missing: {error:#}"
+                "Python: subs' wheel did not install, so the figures of {PY_NATIVE}, \
+                 {PY_ASGI}, {PY_ASGI_ROUTE} and {PY_ASGI_RESOLVER} are missing: {error:#}"
             ));
             false
         }

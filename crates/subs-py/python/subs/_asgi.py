@@ -103,12 +103,12 @@ def _plain_frames(protocol: Any) -> bool:
     return not getattr(protocol.conn, "extensions", None)
 
 
-def _writable_now(protocol: Any) -> bool:
-    return bool(protocol.writable.is_set()) and not protocol.close_sent and not protocol.transport.is_closing()
-
-
 def _closing(protocol: Any) -> bool:
     return bool(protocol.close_sent) or protocol.transport.is_closing()
+
+
+def _writable_now(protocol: Any) -> bool:
+    return bool(protocol.writable.is_set()) and not _closing(protocol)
 
 
 def _write(protocol: Any, frames: Union[List[str], bytes]) -> None:
