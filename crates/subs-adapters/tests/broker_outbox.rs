@@ -177,3 +177,99 @@ async fn outbox_rows_committed_while_the_listener_is_down_arrive_after_reconnect
     source.stop().await;
     outbox.drop_table().await;
 }
+
+/// A second connection to the test database, for a concurrent writer.
+async fn second_writer() -> Client {
+    postgres().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_committed_behind_a_later_one_is_not_skipped() {
+    let mut outbox = Outbox::new().await;
+    let topic = unique("outbox-topic");
+    let instance = Instance::start(&topic, Arc::new(InMemoryBroker::new())).await;
+    let source = OutboxSource::start(instance.engine.clone(), outbox.config())
+        .await
+        .expect("the outbox source starts");
+    let mut client = instance.subscriber("k").await;
+    outbox.write(&topic, 0..1, false).await;
+    assert_eq!(ns(&mut client, 1).await, vec![0]);
+
+    // Writer A takes its ids and transaction id first but commits last.
+    let mut slow = second_writer().await;
+    let early = slow.transaction().await.expect("BEGIN");
+    early
+        .execute(
+            &format!(
+                "INSERT INTO {} (topic, payload) VALUES ($1, jsonb_build_object('key', 'k', 'n', 1, 'text', 'early'))",
+                outbox.table
+            ),
+            &[&topic],
+        )
+        .await
+        .expect("INSERT");
+    // Writer B commits row 2 (a higher id) with its notification meanwhile.
+    outbox.write(&topic, 2..3, false).await;
+    assert!(
+        ns_until_quiet(&mut client, Duration::from_millis(400))
+            .await
+            .is_empty(),
+        "row 2 waits behind the still-running transaction of row 1"
+    );
+    early
+        .batch_execute(&format!("NOTIFY {}", outbox.table))
+        .await
+        .expect("NOTIFY");
+    early.commit().await.expect("COMMIT");
+    let mut got = ns(&mut client, 2).await;
+    got.extend(ns_until_quiet(&mut client, Duration::from_millis(300)).await);
+    assert_eq!(
+        got,
+        vec![1, 2],
+        "both rows, in transaction order, none skipped"
+    );
+    assert_eq!(source.delivered(), 3);
+    source.stop().await;
+    outbox.drop_table().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_held_back_by_an_unrelated_writer_arrive_when_it_ends_without_notify() {
+    let mut outbox = Outbox::new().await;
+    let topic = unique("outbox-topic");
+    let instance = Instance::start(&topic, Arc::new(InMemoryBroker::new())).await;
+    let source = OutboxSource::start(instance.engine.clone(), outbox.config())
+        .await
+        .expect("the outbox source starts");
+    let mut client = instance.subscriber("k").await;
+    // A long transaction that writes elsewhere (it has a transaction id, so
+    // it holds the snapshot's xmin back) and never notifies.
+    let mut other = second_writer().await;
+    let other_table = format!("{}_other", outbox.table);
+    other
+        .batch_execute(&format!("CREATE TABLE {other_table} (v int)"))
+        .await
+        .expect("CREATE TABLE");
+    let long = other.transaction().await.expect("BEGIN");
+    long.batch_execute(&format!("INSERT INTO {other_table} VALUES (1)"))
+        .await
+        .expect("INSERT");
+    outbox.write(&topic, 0..3, false).await;
+    assert!(
+        ns_until_quiet(&mut client, Duration::from_millis(300))
+            .await
+            .is_empty(),
+        "held back while an older writing transaction runs"
+    );
+    long.commit().await.expect("COMMIT");
+    // No notification follows: the source looks again by itself, soon.
+    let got = tokio::time::timeout(Duration::from_secs(2), ns(&mut client, 3))
+        .await
+        .expect("delivered within 2 s of the blocking transaction's end");
+    assert_eq!(got, vec![0, 1, 2]);
+    source.stop().await;
+    let _ = other
+        .batch_execute(&format!("DROP TABLE {other_table}"))
+        .await;
+    outbox.drop_table().await;
+}

@@ -6,10 +6,12 @@
 //! ```sql
 //! CREATE TABLE IF NOT EXISTS subs_outbox (
 //!     id         bigserial PRIMARY KEY,
+//!     txid       xid8        NOT NULL DEFAULT pg_current_xact_id(),
 //!     topic      text        NOT NULL,
 //!     payload    jsonb       NOT NULL,
 //!     created_at timestamptz NOT NULL DEFAULT now()
 //! );
+//! CREATE INDEX IF NOT EXISTS subs_outbox_txid_id ON subs_outbox (txid, id);
 //! BEGIN;
 //! UPDATE services SET status = 'OUTAGE' WHERE id = 1;
 //! INSERT INTO subs_outbox (topic, payload) VALUES ('serviceUpdated', '{"id":"1","status":"OUTAGE"}');
@@ -17,10 +19,16 @@
 //! COMMIT;
 //! ```
 //!
-//! The source reads rows by increasing id after the last one it delivered, on
-//! every notification and after every (re)connection, so an event committed
-//! while the listener was disconnected is delivered when it is back: the
-//! notification is only a wake-up, the table is the truth. Every instance runs
+//! The source reads rows in (transaction id, id) order after the last one it
+//! delivered, on every notification and after every (re)connection, so an
+//! event committed while the listener was disconnected is delivered when it is
+//! back: the notification is only a wake-up, the table is the truth. It reads
+//! only rows of transactions older than the oldest one still running (the
+//! snapshot's `xmin`): ids and transaction ids are handed out before commit,
+//! so a row of a transaction still running could otherwise commit behind the
+//! reader's position and be skipped. Concurrent writers need no lock; a
+//! writing transaction that stays open holds delivery back until it ends
+//! (the source then looks again every 50 ms until it is past). Every instance runs
 //! its own source and delivers to its own subscribers (PostgreSQL is the
 //! broker here), so instances do not relay these events through another
 //! broker. Prune old rows on your schedule (`DELETE FROM subs_outbox WHERE
@@ -37,16 +45,27 @@ use tokio_util::sync::CancellationToken;
 
 use super::Backoff;
 
+/// A position in the outbox: rows are read in `(txid, id)` order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct OutboxPosition {
+    /// The writing transaction's id (`xid8`, `pg_current_xact_id()`).
+    pub txid: u64,
+    /// The row's id.
+    pub id: i64,
+}
+
 /// Where the outbox source starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StartFrom {
-    /// Rows committed after the source started (the default).
+    /// Rows of transactions still running or not yet begun when the source
+    /// starts (the default): everything committed before the oldest running
+    /// transaction is skipped.
     #[default]
     Latest,
     /// Every row in the table.
     Beginning,
-    /// Rows with an id greater than this one.
-    After(i64),
+    /// Rows after this position (e.g. [`OutboxSource::position`] saved earlier).
+    After(OutboxPosition),
 }
 
 /// Configuration of the outbox source.
@@ -77,12 +96,18 @@ impl OutboxConfig {
     }
 }
 
-/// The outbox table's definition, for [`OutboxConfig::table`].
+/// The outbox table's definition and its read index, for
+/// [`OutboxConfig::table`] (PostgreSQL 13 or later, for `xid8`).
 pub fn create_table_sql(table: &str) -> String {
     format!(
-        "CREATE TABLE IF NOT EXISTS {table} (id bigserial PRIMARY KEY, topic text NOT NULL, payload jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"
+        "CREATE TABLE IF NOT EXISTS {table} (id bigserial PRIMARY KEY, txid xid8 NOT NULL DEFAULT pg_current_xact_id(), topic text NOT NULL, payload jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now()); \
+         CREATE INDEX IF NOT EXISTS {table}_txid_id ON {table} (txid, id)"
     )
 }
+
+/// How often the source looks again while committed rows are held back
+/// behind a transaction that is still running.
+const HELD_BACK_RETRY: Duration = Duration::from_millis(50);
 
 /// A running outbox source.
 #[derive(Debug)]
@@ -96,7 +121,7 @@ pub struct OutboxSource {
 struct SourceState {
     delivered: AtomicU64,
     reconnects: AtomicU64,
-    last_id: AtomicU64,
+    position: parking_lot::Mutex<OutboxPosition>,
 }
 
 impl OutboxSource {
@@ -110,27 +135,28 @@ impl OutboxSource {
             let _ = connection.await;
         });
         let start = match config.start_from {
-            StartFrom::Beginning => 0,
-            StartFrom::After(id) => id,
+            StartFrom::Beginning => OutboxPosition::default(),
+            StartFrom::After(position) => position,
             StartFrom::Latest => {
+                // Transactions older than the oldest running one are over;
+                // everything from that one on may still commit.
                 let row = client
-                    .query_one(
-                        &format!("SELECT COALESCE(MAX(id), 0) FROM {}", config.table),
-                        &[],
-                    )
+                    .query_one("SELECT pg_snapshot_xmin(pg_current_snapshot())::text", &[])
                     .await
-                    .map_err(|e| {
-                        crate::Error::Broker(format!("cannot read {}: {e}", config.table))
-                    })?;
-                row.get::<_, i64>(0)
+                    .map_err(|e| crate::Error::Broker(format!("cannot read a snapshot: {e}")))?;
+                let xmin = parse_txid(&row.get::<_, String>(0))?;
+                OutboxPosition {
+                    txid: xmin.saturating_sub(1),
+                    id: i64::MAX,
+                }
             }
         };
         drop(client);
         first.abort();
-        let state = Arc::new(SourceState::default());
-        state
-            .last_id
-            .store(u64::try_from(start).unwrap_or(0), Relaxed);
+        let state = Arc::new(SourceState {
+            position: parking_lot::Mutex::new(start),
+            ..SourceState::default()
+        });
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(engine, config, state.clone(), stop.clone()));
         Ok(Self { stop, task, state })
@@ -146,9 +172,10 @@ impl OutboxSource {
         self.state.reconnects.load(Relaxed)
     }
 
-    /// The id of the last row delivered.
-    pub fn last_id(&self) -> u64 {
-        self.state.last_id.load(Relaxed)
+    /// The position of the last row delivered: give it back as
+    /// [`StartFrom::After`] to resume there.
+    pub fn position(&self) -> OutboxPosition {
+        *self.state.position.lock()
     }
 
     /// Stops the source.
@@ -211,26 +238,48 @@ async fn listen_once(
         .await
         .map_err(|e| e.to_string())?;
     backoff.reset();
-    let query = format!(
-        "SELECT id, topic, payload::text FROM {} WHERE id > $1 ORDER BY id LIMIT $2",
-        config.table
-    );
-    let statement = client.prepare(&query).await.map_err(|e| e.to_string())?;
+    // Only transactions older than the snapshot's oldest running one: they
+    // are over, so no row can still appear behind the position.
+    let read = client
+        .prepare(&format!(
+            "SELECT txid::text, id, topic, payload::text FROM {table} \
+             WHERE (txid, id) > ($1::text::xid8, $2::bigint) \
+               AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY txid, id LIMIT $3",
+            table = config.table
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    // Committed rows the read above left for later (a transaction older than
+    // theirs is still running): look again soon, a notification may not come.
+    let held_back = client
+        .prepare(&format!(
+            "SELECT EXISTS (SELECT 1 FROM {table} \
+             WHERE (txid, id) > ($1::text::xid8, $2::bigint) \
+               AND txid >= pg_snapshot_xmin(pg_current_snapshot()))",
+            table = config.table
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
     let result = async {
         loop {
             // Catch up first: rows committed while disconnected, or since the
             // last notification (several notifications may fold into one read).
-            loop {
-                let last = i64::try_from(state.last_id.load(Relaxed)).unwrap_or(i64::MAX);
+            let waiting = loop {
+                let from = *state.position.lock();
+                let txid = from.txid.to_string();
                 let rows = client
-                    .query(&statement, &[&last, &config.batch])
+                    .query(&read, &[&txid, &from.id, &config.batch])
                     .await
                     .map_err(|e| e.to_string())?;
                 let count = rows.len();
                 for row in rows {
-                    let id: i64 = row.get(0);
-                    let topic: String = row.get(1);
-                    let payload: String = row.get(2);
+                    let position = OutboxPosition {
+                        txid: parse_txid(&row.get::<_, String>(0)).map_err(|e| e.to_string())?,
+                        id: row.get(1),
+                    };
+                    let topic: String = row.get(2);
+                    let payload: String = row.get(3);
                     if engine
                         .publish_local(Event::bytes(topic, payload.into_bytes()))
                         .await
@@ -238,25 +287,39 @@ async fn listen_once(
                     {
                         return Ok(());
                     }
-                    state.last_id.store(u64::try_from(id).unwrap_or(0), Relaxed);
+                    *state.position.lock() = position;
                     state.delivered.fetch_add(1, Relaxed);
                 }
                 if i64::try_from(count).unwrap_or(i64::MAX) < config.batch {
-                    break;
+                    let from = *state.position.lock();
+                    let txid = from.txid.to_string();
+                    let row = client
+                        .query_one(&held_back, &[&txid, &from.id])
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    break if row.get::<_, bool>(0) {
+                        HELD_BACK_RETRY
+                    } else {
+                        // A periodic read bounds the delay if a notification is lost.
+                        Duration::from_secs(30)
+                    };
                 }
-            }
+            };
             tokio::select! {
                 () = stop.cancelled() => return Ok(()),
                 woke = wake.recv() => if woke.is_none() {
                     return Err("the connection closed".to_owned());
                 },
-                () = tokio::time::sleep(Duration::from_secs(30)) => {
-                    // A periodic read bounds the delay if a notification is lost.
-                }
+                () = tokio::time::sleep(waiting) => {}
             }
         }
     }
     .await;
     driver.abort();
     result
+}
+
+fn parse_txid(text: &str) -> Result<u64, crate::Error> {
+    text.parse()
+        .map_err(|_| crate::Error::Broker(format!("not a transaction id: {text:?}")))
 }
