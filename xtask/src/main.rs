@@ -51,6 +51,9 @@ fn run(program: &str, args: &[&str]) -> Result<()> {
 }
 
 /// The one command CI runs: formatting, lints with warnings denied, every test.
+/// The feature sets of subs-adapters that CI builds alone.
+const ADAPTER_FEATURE_SETS: [&str; 5] = ["", "axum", "redis", "nats", "postgres"];
+
 fn ci() -> Result<()> {
     run("cargo", &["fmt", "--all", "--check"])?;
     run(
@@ -65,6 +68,27 @@ fn ci() -> Result<()> {
             "warnings",
         ],
     )?;
+    // Other servers depend on subs-adapters with one feature or none: each
+    // such build must be warning-free too (the workspace build above unifies
+    // every feature and would not show dead code of a single one).
+    for features in ADAPTER_FEATURE_SETS {
+        run(
+            "cargo",
+            &[
+                "clippy",
+                "-p",
+                "subs-adapters",
+                "--lib",
+                "--locked",
+                "--no-default-features",
+                "--features",
+                features,
+                "--",
+                "-D",
+                "warnings",
+            ],
+        )?;
+    }
     services::ensure()?;
     run("cargo", &["test", "--workspace", "--locked"])?;
     python::python_tests()?;
