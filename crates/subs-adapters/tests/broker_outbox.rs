@@ -85,6 +85,18 @@ impl Outbox {
         rows.len() as u64
     }
 
+    /// An instance on a new topic, this outbox's source feeding it, and one
+    /// subscriber (key `k`).
+    async fn started(&self) -> (String, Instance, OutboxSource, support::WsClient) {
+        let topic = unique("outbox-topic");
+        let instance = Instance::start(&topic, Arc::new(InMemoryBroker::new())).await;
+        let source = OutboxSource::start(instance.engine.clone(), self.config())
+            .await
+            .expect("the outbox source starts");
+        let client = instance.subscriber("k").await;
+        (topic, instance, source, client)
+    }
+
     async fn drop_table(&self) {
         let _ = self
             .client
@@ -126,12 +138,7 @@ async fn outbox_rows_committed_with_notify_are_delivered_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_rows_committed_while_the_listener_is_down_arrive_after_reconnect() {
     let mut outbox = Outbox::new().await;
-    let topic = unique("outbox-topic");
-    let instance = Instance::start(&topic, Arc::new(InMemoryBroker::new())).await;
-    let source = OutboxSource::start(instance.engine.clone(), outbox.config())
-        .await
-        .expect("the outbox source starts");
-    let mut client = instance.subscriber("k").await;
+    let (topic, _instance, source, mut client) = outbox.started().await;
     outbox.write(&topic, 0..10, false).await;
     assert_eq!(ns(&mut client, 10).await, (0..10).collect::<Vec<_>>());
 
@@ -186,12 +193,7 @@ async fn second_writer() -> Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_committed_behind_a_later_one_is_not_skipped() {
     let mut outbox = Outbox::new().await;
-    let topic = unique("outbox-topic");
-    let instance = Instance::start(&topic, Arc::new(InMemoryBroker::new())).await;
-    let source = OutboxSource::start(instance.engine.clone(), outbox.config())
-        .await
-        .expect("the outbox source starts");
-    let mut client = instance.subscriber("k").await;
+    let (topic, _instance, source, mut client) = outbox.started().await;
     outbox.write(&topic, 0..1, false).await;
     assert_eq!(ns(&mut client, 1).await, vec![0]);
 
@@ -236,12 +238,7 @@ async fn a_row_committed_behind_a_later_one_is_not_skipped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_held_back_by_an_unrelated_writer_arrive_when_it_ends_without_notify() {
     let mut outbox = Outbox::new().await;
-    let topic = unique("outbox-topic");
-    let instance = Instance::start(&topic, Arc::new(InMemoryBroker::new())).await;
-    let source = OutboxSource::start(instance.engine.clone(), outbox.config())
-        .await
-        .expect("the outbox source starts");
-    let mut client = instance.subscriber("k").await;
+    let (topic, _instance, source, mut client) = outbox.started().await;
     // A long transaction that writes elsewhere (it has a transaction id, so
     // it holds the snapshot's xmin back) and never notifies.
     let mut other = second_writer().await;
