@@ -13,6 +13,7 @@ use subs_security::SecurityConfig;
 use tokio::sync::mpsc;
 
 use crate::Error;
+use crate::HookDeadlines;
 use crate::binding::{FieldBinding, ResolveContext, Resolver};
 use crate::broker::{Broker, Event, EventSink, InMemoryBroker};
 use crate::graphql::Schema;
@@ -37,6 +38,8 @@ pub struct EngineConfig {
     pub event_queue_capacity: usize,
     /// Groups resolved concurrently for one event (default 64).
     pub resolver_concurrency: usize,
+    /// How long each kind of host hook may run (see [`HookDeadlines`]).
+    pub deadlines: HookDeadlines,
 }
 
 impl Default for EngineConfig {
@@ -48,6 +51,7 @@ impl Default for EngineConfig {
             dispatch_shards: std::thread::available_parallelism().map_or(2, usize::from),
             event_queue_capacity: 4096,
             resolver_concurrency: 64,
+            deadlines: HookDeadlines::default(),
         }
     }
 }

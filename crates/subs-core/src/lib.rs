@@ -3,6 +3,7 @@
 
 mod binding;
 mod broker;
+mod deadlines;
 mod engine;
 mod error;
 mod hooks;
@@ -21,6 +22,7 @@ pub use binding::{
 pub use broker::{
     Broker, BrokerStats, ENVELOPE_VERSION, Envelope, Event, EventPayload, EventSink, InMemoryBroker,
 };
+pub use deadlines::HookDeadlines;
 pub use engine::{Engine, EngineBuilder, EngineConfig};
 pub use error::Error;
 pub use hooks::{Accepted, AuthRequest, Authenticator, ExecuteRequest, Executor};
