@@ -63,6 +63,7 @@ pub struct EngineBuilder {
     security: SecurityConfig,
     authenticator: Option<Arc<dyn Authenticator>>,
     executor: Option<Arc<dyn Executor>>,
+    pub(crate) roots: crate::root::RootResolvers,
     broker: Option<Arc<dyn Broker>>,
     config: EngineConfig,
 }
@@ -113,7 +114,9 @@ impl EngineBuilder {
         self
     }
 
-    /// The executor for queries and mutations sent over the socket.
+    /// The executor for queries and mutations sent over the socket. Without
+    /// one, the root-field resolvers of [`EngineBuilder::query`] and
+    /// [`EngineBuilder::mutation`] execute them (giving both is an error).
     #[must_use]
     pub fn executor(mut self, executor: impl Executor) -> Self {
         self.executor = Some(Arc::new(executor));
@@ -138,6 +141,7 @@ impl EngineBuilder {
     /// run inside a tokio runtime.
     pub fn build(self) -> Result<Engine, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        let executor = self.roots.into_executor(&self.schema, self.executor)?;
         let mut fields = HashMap::new();
         for name in self.bindings.keys() {
             if self.schema.subscription_field_arguments(name).is_none() {
@@ -207,7 +211,7 @@ impl EngineBuilder {
             shards,
             security: self.security,
             authenticator: self.authenticator,
-            executor: self.executor,
+            executor,
             broker: broker.clone(),
             stats: Stats::default(),
             config,
@@ -270,6 +274,7 @@ impl Engine {
             security: SecurityConfig::default(),
             authenticator: None,
             executor: None,
+            roots: Default::default(),
             broker: None,
             config: EngineConfig::default(),
         }

@@ -8,8 +8,10 @@ pub enum Error {
     /// The SDL is not a valid schema.
     #[error("invalid schema: {0}")]
     InvalidSchema(String),
-    /// A binding names a root field that `Subscription` does not have, or an
-    /// argument that the field does not take.
+    /// A binding names a root field that `Subscription` (or, for root-field
+    /// resolvers, `Query`/`Mutation`) does not have, or an argument that the
+    /// field does not take; or root-field resolvers and an executor hook were
+    /// both given.
     #[error("invalid binding: {0}")]
     InvalidBinding(String),
     /// The engine was built outside a tokio runtime, so it cannot start its

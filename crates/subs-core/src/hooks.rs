@@ -71,6 +71,8 @@ pub struct ExecuteRequest {
     pub variables: Arc<Map<String, Value>>,
     /// The connection's principal.
     pub principal: Arc<Principal>,
+    /// The connection's `connection_init` payload.
+    pub init_payload: Option<Arc<Map<String, Value>>>,
 }
 
 /// Executes queries and mutations (e.g. with Ariadne, Strawberry or
@@ -79,6 +81,23 @@ pub struct ExecuteRequest {
 pub trait Executor: Send + Sync + 'static {
     /// Executes one operation.
     fn execute(&self, request: ExecuteRequest) -> BoxFuture<'static, Result<Value, String>>;
+
+    /// Executes one operation and serializes the response, as the session
+    /// sends it. The default serializes [`Executor::execute`]'s answer;
+    /// subs' own executor (root-field resolvers) writes the bytes directly,
+    /// in the selection's field order.
+    fn execute_response(
+        &self,
+        request: ExecuteRequest,
+    ) -> BoxFuture<'static, Result<bytes::Bytes, String>> {
+        let response = self.execute(request);
+        Box::pin(async move {
+            let value = response.await?;
+            Ok(bytes::Bytes::from(
+                serde_json::to_vec(&value).unwrap_or_else(|_| b"{\"data\":null}".to_vec()),
+            ))
+        })
+    }
 }
 
 impl<F, Fut> Executor for F

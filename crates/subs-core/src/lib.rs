@@ -10,6 +10,7 @@ mod hooks;
 pub mod messages;
 mod outbound;
 mod registry;
+mod root;
 mod session;
 mod stats;
 
@@ -27,6 +28,7 @@ pub use engine::{Engine, EngineBuilder, EngineConfig};
 pub use error::Error;
 pub use hooks::{Accepted, AuthRequest, Authenticator, ExecuteRequest, Executor};
 pub use outbound::SlowConsumerPolicy;
+pub use root::{RootContext, RootResolver};
 pub use session::Session;
 pub use stats::StatsSnapshot;
 

@@ -27,3 +27,8 @@ pub fn unbound_field(field: &str) -> String {
 pub fn executor_failed(message: &str) -> String {
     format!("Execution failed: {message}")
 }
+/// GraphQL field error when a query or mutation selects a root field that no
+/// resolver is bound to (and the host installed no executor).
+pub fn no_root_resolver(root_type: &str, field: &str) -> String {
+    format!("Field `{root_type}.{field}` has no resolver on this server")
+}

@@ -476,11 +476,10 @@ impl Session {
             operation_name: payload.operation_name.clone(),
             variables,
             principal: self.principal.clone(),
+            init_payload: self.init_payload.clone(),
         };
-        match executor.execute(request).await {
-            Ok(response) => {
-                let bytes =
-                    serde_json::to_vec(&response).unwrap_or_else(|_| b"{\"data\":null}".to_vec());
+        match executor.execute_response(request).await {
+            Ok(bytes) => {
                 let _ = self.connection.send_next(&id, &bytes);
                 let _ = self.connection.send_complete(&id);
             }

@@ -37,8 +37,10 @@ mod plan;
 mod schema;
 
 pub use errors::{GraphQLError, GraphQLErrors};
+pub(crate) use operation::field_arguments;
 pub use operation::{OperationFacts, OperationKind, PreparedOperation};
 pub use plan::MAX_PLANNED_FIELDS;
+pub(crate) use plan::RootOutcome;
 pub use schema::{DEFAULT_CACHE_CAPACITY, Schema};
 
 #[cfg(test)]

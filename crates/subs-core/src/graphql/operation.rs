@@ -188,30 +188,33 @@ impl PreparedOperation {
     /// is absent; a variable that is absent falls back to the argument's
     /// default). Enum values become strings. For routing filters.
     pub fn root_arguments(&self, variables: &Map<String, Value>) -> Map<String, Value> {
-        let mut out = Map::new();
-        let Some(field) = &self.root_field else {
-            return out;
-        };
-        for def in &field.definition.arguments {
-            let given = field.specified_argument_by_name(&def.name);
-            let value = match given {
-                Some(v) => match &**v {
-                    AstValue::Variable(var) if !variables.contains_key(var.as_str()) => def
-                        .default_value
-                        .as_ref()
-                        .map(|d| ast_to_json(d, variables)),
-                    _ => Some(ast_to_json(v, variables)),
-                },
-                None => def
-                    .default_value
-                    .as_ref()
-                    .map(|d| ast_to_json(d, variables)),
-            };
-            if let Some(v) = value {
-                out.insert(def.name.to_string(), v);
-            }
+        match &self.root_field {
+            Some(field) => field_arguments(field, variables),
+            None => Map::new(),
         }
-        out
+    }
+
+    /// The root fields `variables` leave selected, in response order.
+    pub(crate) fn selected_roots<'p>(
+        &'p self,
+        variables: &'p Map<String, Value>,
+    ) -> impl Iterator<Item = plan::RootSelection<'p>> + 'p {
+        self.plan.selected_roots(variables)
+    }
+
+    /// A whole query or mutation response from one outcome per root field
+    /// (see [`plan::Plan::project_response`]).
+    pub(crate) fn project_response(
+        &self,
+        variables: &Map<String, Value>,
+        outcomes: &[Option<plan::RootOutcome>],
+        missing: &dyn Fn(&str, &str) -> String,
+        errors: Vec<apollo_compiler::response::GraphQLError>,
+    ) -> bytes::Bytes {
+        let mut out = Vec::with_capacity(self.size_hint.load(Ordering::Relaxed));
+        self.plan
+            .project_response(variables, outcomes, missing, errors, &mut out);
+        bytes::Bytes::from(out)
     }
 
     /// THE HOT PATH: apply the selection set of the (single) root field to
@@ -234,6 +237,33 @@ impl PreparedOperation {
         );
         bytes::Bytes::from(out)
     }
+}
+
+/// A field's argument values as JSON, with variables substituted and
+/// argument defaults applied (an argument neither given nor defaulted is
+/// absent; a variable that is absent falls back to the argument's default).
+pub(crate) fn field_arguments(field: &Field, variables: &Map<String, Value>) -> Map<String, Value> {
+    let mut out = Map::new();
+    for def in &field.definition.arguments {
+        let given = field.specified_argument_by_name(&def.name);
+        let value = match given {
+            Some(v) => match &**v {
+                AstValue::Variable(var) if !variables.contains_key(var.as_str()) => def
+                    .default_value
+                    .as_ref()
+                    .map(|d| ast_to_json(d, variables)),
+                _ => Some(ast_to_json(v, variables)),
+            },
+            None => def
+                .default_value
+                .as_ref()
+                .map(|d| ast_to_json(d, variables)),
+        };
+        if let Some(v) = value {
+            out.insert(def.name.to_string(), v);
+        }
+    }
+    out
 }
 
 /// Convert a GraphQL literal to JSON, substituting variables (absent → null).

@@ -103,8 +103,36 @@ struct SelPlan {
 /// The compiled plan of one operation.
 #[derive(Debug)]
 pub(crate) struct Plan {
-    root: Option<FieldPlan>,
+    /// Every root field, merged by response key, in order of first appearance.
+    roots: Box<[FieldPlan]>,
+    /// For each entry of `roots`, its first occurrence in the document (for
+    /// arguments; validation makes every occurrence of a key agree on them).
+    root_nodes: Box<[Node<Field>]>,
     root_type: Box<str>,
+}
+
+/// One root field's outcome, for [`Plan::project_response`].
+#[derive(Debug)]
+pub(crate) enum RootOutcome {
+    /// The field's value, projected through its selection set.
+    Value(Value),
+    /// JSON text already in response shape (introspection): written as is.
+    Complete(String),
+    /// A field error: the field is null (or bubbles), with this message.
+    Error(String),
+}
+
+/// A root field the operation selects, for the executor of queries and mutations.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RootSelection<'p> {
+    /// Position in the plan's root fields (the index of its outcome).
+    pub(crate) index: usize,
+    /// The field's name in the schema.
+    pub(crate) name: &'p str,
+    /// The alias, or the name.
+    pub(crate) response_key: &'p str,
+    /// The field as written in the document.
+    pub(crate) node: &'p Node<Field>,
 }
 
 pub(crate) fn too_large() -> GraphQLErrors {
@@ -127,9 +155,29 @@ pub(crate) fn build(
         enums: FxHashMap::default(),
     };
     let root_type = op.selection_set.ty.as_str();
-    let fields = b.fields(&[(&op.selection_set, Vec::new())], root_type)?;
+    let roots = b.fields(&[(&op.selection_set, Vec::new())], root_type)?;
+    // `fields` merges occurrences by response key in order of first
+    // appearance; collecting again in the same order finds each key's node.
+    let mut occs = Vec::new();
+    b.collect(
+        &op.selection_set,
+        root_type,
+        &[],
+        &mut occs,
+        &mut FxHashSet::default(),
+    );
+    let root_nodes = roots
+        .iter()
+        .filter_map(|f| {
+            occs.iter()
+                .find(|o| o.field.response_key().as_str() == &*f.key)
+                .map(|o| o.field.clone())
+        })
+        .collect::<Box<[_]>>();
+    debug_assert_eq!(root_nodes.len(), roots.len());
     Ok(Plan {
-        root: fields.into_vec().into_iter().next(),
+        roots,
+        root_nodes,
         root_type: root_type.into(),
     })
 }
@@ -455,7 +503,7 @@ impl Plan {
             errors: Vec::new(),
             path: SmallVec::new(),
         };
-        match &self.root {
+        match self.roots.first() {
             Some(f) if guard_ok(&f.guard, vars) => {
                 run.out.push(b'{');
                 run.out.extend_from_slice(&f.prefix);
@@ -485,6 +533,104 @@ impl Plan {
                 }
             }
             _ => run.out.extend_from_slice(b"{}"),
+        }
+        if !run.errors.is_empty() {
+            run.out.extend_from_slice(b",\"errors\":");
+            // Writing plain data into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *run.out, &run.errors);
+        }
+        run.out.push(b'}');
+    }
+}
+
+impl Plan {
+    /// The root fields `vars` leave selected (`@skip`/`@include`), in order.
+    pub(crate) fn selected_roots<'p>(
+        &'p self,
+        vars: &'p Map<String, Value>,
+    ) -> impl Iterator<Item = RootSelection<'p>> + 'p {
+        self.roots
+            .iter()
+            .zip(self.root_nodes.iter())
+            .enumerate()
+            .filter(move |(_, (f, _))| guard_ok(&f.guard, vars))
+            .map(|(index, (f, node))| RootSelection {
+                index,
+                name: &f.source,
+                response_key: &f.key,
+                node,
+            })
+    }
+
+    /// Writes a whole response, `{"data":{...}}` plus `"errors"` when there
+    /// are any, from one outcome per selected root field (indexed as in
+    /// [`Plan::selected_roots`]; a missing outcome is a field error with
+    /// `missing(root type, field)`). `__typename` is answered from the root type. A non-null
+    /// root field that ends null makes `data` null, as the spec says; the
+    /// other fields' errors are still reported. `errors` come first in the
+    /// list (e.g. from introspection).
+    pub(crate) fn project_response(
+        &self,
+        vars: &Map<String, Value>,
+        outcomes: &[Option<RootOutcome>],
+        missing: &dyn Fn(&str, &str) -> String,
+        errors: Vec<GraphQLError>,
+        out: &mut Vec<u8>,
+    ) {
+        out.extend_from_slice(b"{\"data\":");
+        let data_mark = out.len();
+        let mut run = Run {
+            vars,
+            out,
+            errors,
+            path: SmallVec::new(),
+        };
+        run.out.push(b'{');
+        let mut bubbled = false;
+        let mut first = true;
+        for (i, f) in self.roots.iter().enumerate() {
+            if !guard_ok(&f.guard, vars) {
+                continue;
+            }
+            if !first {
+                run.out.push(b',');
+            }
+            first = false;
+            run.out.extend_from_slice(&f.prefix);
+            if f.typename {
+                run.name(&self.root_type);
+                continue;
+            }
+            run.path.push(Seg::Key(&f.key));
+            let r = match outcomes.get(i).and_then(Option::as_ref) {
+                Some(RootOutcome::Value(v)) => run.value(&f.ty, f, Some(v)),
+                Some(RootOutcome::Complete(json)) => {
+                    run.out.extend_from_slice(json.as_bytes());
+                    Ok(())
+                }
+                failure => {
+                    let message = match failure {
+                        Some(RootOutcome::Error(m)) => m.clone(),
+                        _ => missing(&self.root_type, &f.source),
+                    };
+                    run.error(f, message);
+                    if f.ty.non_null {
+                        Err(Bubble)
+                    } else {
+                        run.out.extend_from_slice(b"null");
+                        Ok(())
+                    }
+                }
+            };
+            run.path.pop();
+            // Keep going after a bubble: the other fields' errors are reported too.
+            bubbled |= r.is_err();
+        }
+        if bubbled {
+            run.out.truncate(data_mark);
+            run.out.extend_from_slice(b"null");
+        } else {
+            run.out.push(b'}');
         }
         if !run.errors.is_empty() {
             run.out.extend_from_slice(b",\"errors\":");
