@@ -3,31 +3,50 @@
 //! `cargo run --release -p subs-adapters --example bench-server`
 //! Environment: `PORT` (default 4000), `INIT_TIMEOUT_MS` (default 3000),
 //! `BROKER` (`memory` or unset, `redis://HOST:PORT`, `nats://HOST:PORT`),
-//! `RUST_LOG` (default `warn`).
+//! `RESOLVER_TIMEOUT_MS` (the engine's resolver deadline; default: the
+//! engine's own), `RUST_LOG` (default `warn`).
+//!
+//! Every engine queue and limit is left at its default: what is measured is
+//! what a user gets. Queries and mutations are executed by subs itself, from
+//! the root-field resolvers below.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use subs_adapters::server::{self, Body};
 use subs_adapters::{Server, ServerConfig};
 use subs_core::graphql::Schema;
-use subs_core::security::{Hygiene, Rejection, SecurityConfig};
+use subs_core::security::{FieldRoles, Hygiene, Principal, Rejection, SecurityConfig};
 use subs_core::{
-    Accepted, AuthRequest, Engine, EngineConfig, ExecuteRequest, FieldBinding, ResolveContext,
-    ResolverError,
+    Accepted, AuthRequest, Engine, EngineConfig, FieldBinding, HookDeadlines, ResolveContext,
+    ResolverError, RootContext,
 };
 
 const SCHEMA: &str = r#"
-type Query { hello: String! }
+type Query {
+  hello: String!
+  secret: String!
+}
+
+type Mutation {
+  publish(topic: String!, count: Int! = 1, payloadBytes: Int! = 64): Boolean!
+}
 
 type Subscription {
   ticks(topic: String!): Tick!
   countdown(from: Int!): Int!
+  viewer(topic: String!): Viewer!
+  stalled(topic: String!): Tick!
+}
+
+type Viewer {
+  seq: Int!
+  user: String!
 }
 
 type Tick {
@@ -64,23 +83,56 @@ async fn main() -> anyhow::Result<()> {
         subs_adapters::broker::from_url(&broker_url, subs_adapters::broker::StartupPolicy::Fail)
             .await?;
 
+    let mut deadlines = HookDeadlines::default();
+    if let Ok(ms) = std::env::var("RESOLVER_TIMEOUT_MS") {
+        deadlines = deadlines.resolver(Duration::from_millis(ms.parse()?));
+    }
+
     let security = SecurityConfig::builder()
         .hygiene(Hygiene::default().init_timeout(Duration::from_millis(init_timeout_ms)))
+        .authorizer(FieldRoles::new().require("secret", ["admin"]))
         .build()?;
+    // The `publish` mutation publishes through the engine it belongs to, which
+    // exists only once built (the cycle lives as long as the process).
+    let this_engine: Arc<OnceLock<Engine>> = Arc::new(OnceLock::new());
+    let mutation_engine = this_engine.clone();
     let engine = Engine::builder(Schema::parse(SCHEMA)?)
         .bind(TICKS, FieldBinding::topic(TICKS).argument("topic", "topic"))
         .bind("countdown", FieldBinding::stream(countdown))
+        .bind(
+            "viewer",
+            FieldBinding::topic(TICKS)
+                .argument("topic", "topic")
+                .resolver(viewer),
+        )
+        .bind(
+            "stalled",
+            FieldBinding::topic(TICKS)
+                .argument("topic", "topic")
+                .resolver(stalled),
+        )
+        .query("hello", |_: Map<String, Value>, _: RootContext| async {
+            Ok::<_, ResolverError>(json!("world"))
+        })
+        .query("secret", |_: Map<String, Value>, _: RootContext| async {
+            Ok::<_, ResolverError>(json!("s3cret"))
+        })
+        .mutation(
+            "publish",
+            move |arguments: Map<String, Value>, _: RootContext| {
+                let engine = mutation_engine.get().cloned();
+                async move { publish_mutation(engine, arguments) }
+            },
+        )
         .security(security)
         .broker(broker)
         .authenticator(authenticate)
-        .executor(execute)
         .config(EngineConfig {
-            // A burst of K events may queue K payloads per connection before its
-            // writer catches up: keep room for the contract's bursts.
-            outbound_queue_capacity: 1 << 16,
+            deadlines,
             ..EngineConfig::default()
         })
         .build()?;
+    let _ = this_engine.set(engine.clone());
 
     let http_engine = engine.clone();
     let config = ServerConfig::default()
@@ -122,11 +174,54 @@ async fn authenticate(request: AuthRequest) -> Result<Accepted, Rejection> {
     if reject {
         return Err(Rejection::forbidden("Forbidden"));
     }
-    Ok(subs_core::security::Principal::anonymous().into())
+    let payload = request.init_payload.unwrap_or_default();
+    let Some(user) = payload.get("user").and_then(Value::as_str) else {
+        return Ok(Principal::anonymous().into());
+    };
+    let roles = payload
+        .get("roles")
+        .and_then(Value::as_array)
+        .map(|roles| roles.iter().filter_map(Value::as_str).collect::<Vec<_>>())
+        .unwrap_or_default();
+    Ok(Principal::new(user).with_roles(roles).into())
 }
 
-async fn execute(_request: ExecuteRequest) -> Result<Value, String> {
-    Ok(json!({ "data": { "hello": "world" } }))
+/// `Mutation.publish`: like `POST /publish` with `intervalUs` 0, in the background.
+fn publish_mutation(
+    engine: Option<Engine>,
+    arguments: Map<String, Value>,
+) -> Result<Value, ResolverError> {
+    let engine = engine.ok_or("the server is starting")?;
+    let order = PublishOrder {
+        topic: arguments
+            .get("topic")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        count: arguments.get("count").and_then(Value::as_u64).unwrap_or(1),
+        payload_bytes: arguments
+            .get("payloadBytes")
+            .and_then(Value::as_u64)
+            .map_or(64, |n| n as usize),
+        interval_us: 0,
+    };
+    tokio::spawn(publish(engine, order));
+    Ok(json!(true))
+}
+
+/// `Subscription.viewer`: the event's `seq` and the id of the subscriber's own
+/// principal.
+async fn viewer(context: ResolveContext) -> Result<Value, ResolverError> {
+    let user = match context.principal.id.as_str() {
+        "" => "anonymous",
+        id => id,
+    };
+    Ok(json!({ "seq": context.event["seq"], "user": user }))
+}
+
+/// `Subscription.stalled`: never answers; the engine's resolver deadline ends it.
+async fn stalled(_context: ResolveContext) -> Result<Value, ResolverError> {
+    std::future::pending().await
 }
 
 fn countdown(
