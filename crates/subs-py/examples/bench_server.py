@@ -6,7 +6,12 @@
     python bench_server.py --mode asgi --resolver python # ticks go through a Python resolver
 
 Environment: PORT (default 4000), INIT_TIMEOUT_MS (default 3000), BROKER
-(`memory` or unset). Prints `READY <port>` once it accepts connections.
+(`memory` or unset), RESOLVER_TIMEOUT_MS (the engine's resolver deadline;
+default: the engine's own). Prints `READY <port>` once it accepts connections.
+
+Every engine queue and limit is left at its default: what is measured is what
+a user gets. Queries and mutations are executed by subs itself, from the
+root-field resolvers (`@engine.query`, `@engine.mutation`).
 """
 
 from __future__ import annotations
@@ -20,14 +25,28 @@ import threading
 import time
 from typing import Any, Dict, Optional, Tuple
 
-from subs import Engine, Reject, SubsMiddleware
+from subs import Engine, Principal, Reject, RootContext, SubsMiddleware
 
 SCHEMA = """
-type Query { hello: String! }
+type Query {
+  hello: String!
+  secret: String!
+}
+
+type Mutation {
+  publish(topic: String!, count: Int! = 1, payloadBytes: Int! = 64): Boolean!
+}
 
 type Subscription {
   ticks(topic: String!): Tick!
   countdown(from: Int!): Int!
+  viewer(topic: String!): Viewer!
+  stalled(topic: String!): Tick!
+}
+
+type Viewer {
+  seq: Int!
+  user: String!
 }
 
 type Tick {
@@ -45,13 +64,14 @@ TICKS = "ticks"
 
 def make_engine(python_resolver: bool = False) -> Engine:
     broker = os.environ.get("BROKER", "memory") or "memory"
+    options: Dict[str, Any] = {}
+    if os.environ.get("RESOLVER_TIMEOUT_MS"):
+        options["resolver_timeout"] = int(os.environ["RESOLVER_TIMEOUT_MS"]) / 1000
     engine = Engine(
         schema=SCHEMA,
         broker=broker,
         init_timeout=int(os.environ.get("INIT_TIMEOUT_MS", "3000")) / 1000,
-        # A burst of K events may queue K payloads per connection before its
-        # writer catches up: keep room for the contract's bursts.
-        outbound_queue_capacity=1 << 16,
+        **options,
     )
     if python_resolver:
         # The same routing, with a Python resolver on top: it runs once per
@@ -68,11 +88,46 @@ def make_engine(python_resolver: bool = False) -> Engine:
         for n in range(int(context.arguments["from"]), -1, -1):
             yield n
 
+    @engine.subscription("viewer", topic=TICKS, filters={"topic": "topic"})
+    def viewer(event: Dict[str, Any], variables: Dict[str, Any], context: Any) -> Dict[str, Any]:
+        return {"seq": event["seq"], "user": context.principal.id or "anonymous"}
+
+    @engine.subscription("stalled", topic=TICKS, filters={"topic": "topic"})
+    async def stalled(event: Dict[str, Any], variables: Dict[str, Any]) -> Any:
+        # Never answers: the engine's resolver deadline ends it.
+        return await asyncio.get_running_loop().create_future()
+
+    @engine.query("hello")
+    def hello(arguments: Dict[str, Any], context: RootContext) -> str:
+        return "world"
+
+    @engine.query("secret")
+    def secret(arguments: Dict[str, Any], context: RootContext) -> str:
+        return "s3cret"
+
+    @engine.mutation("publish")
+    async def publish(arguments: Dict[str, Any], context: RootContext) -> bool:
+        # Like POST /publish with intervalUs 0, from a task on the engine's loop.
+        start_loop_publisher(
+            engine,
+            {"topic": arguments["topic"], "count": arguments["count"], "payloadBytes": arguments["payloadBytes"]},
+        )
+        return True
+
+    @engine.authorize
+    def authorize(principal: Principal, field: str, arguments: Dict[str, Any]) -> bool:
+        return field != "secret" or principal.has_role("admin")
+
     @engine.on_connect
-    def authenticate(payload: Optional[Dict[str, Any]], request: Any) -> None:
-        if (payload or {}).get("reject") is True:
+    def authenticate(payload: Optional[Dict[str, Any]], request: Any) -> Optional[Principal]:
+        payload = payload or {}
+        if payload.get("reject") is True:
             raise Reject("rejected by the bench contract")
-        return None
+        user = payload.get("user")
+        if not isinstance(user, str):
+            return None
+        roles = [role for role in payload.get("roles") or [] if isinstance(role, str)]
+        return Principal(user, roles=roles)
 
     return engine
 
@@ -106,8 +161,8 @@ def start_publisher(engine: Engine, body: Dict[str, Any]) -> None:
 
 
 def start_loop_publisher(engine: Engine, body: Dict[str, Any]) -> None:
-    """ASGI mode: publishes from a task on the server's event loop, as an
-    application's mutation would. A thread would wait for the GIL behind the
+    """ASGI mode (and the `publish` mutation in both modes): publishes from a
+    task on the running event loop, as an application's mutation would. A thread would wait for the GIL behind the
     loop (one switch interval, 5 ms, per event) and starve the burst.
     `await engine.publish` suspends only while the engine's queue is full, so
     at `intervalUs` 0 the events go as fast as the bus takes them."""

@@ -110,7 +110,7 @@ impl NativeEngine {
         event_filter = None, event_filter_scope = None, tenant_field = None,
         deliver_untagged_to_tenants = false, init_timeout_ms = None,
         max_frame_bytes = None, outbound_queue_capacity = None, keepalive_ms = None,
-        broker = None, execute = None
+        broker = None, execute = None, queries = None, mutations = None
     ))]
     #[allow(clippy::too_many_arguments)] // a Python constructor with keyword arguments
     fn new(
@@ -130,6 +130,8 @@ impl NativeEngine {
         keepalive_ms: Option<u64>,
         broker: Option<String>,
         execute: Option<Bound<'_, PyAny>>,
+        queries: Option<Bound<'_, PyDict>>,
+        mutations: Option<Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         crate::logging::install();
         let locals = TaskLocals::new(event_loop).copy_context(py)?;
@@ -185,6 +187,12 @@ impl NativeEngine {
                 function: execute.unbind(),
                 locals: locals.clone(),
             });
+        }
+        for (field, resolver) in crate::root::resolvers(queries, &locals)? {
+            builder = builder.query(field, resolver);
+        }
+        for (field, resolver) in crate::root::resolvers(mutations, &locals)? {
+            builder = builder.mutation(field, resolver);
         }
         let mut config = EngineConfig::default();
         if let Some(capacity) = outbound_queue_capacity {

@@ -145,3 +145,154 @@ async def test_python_resolver_runs_once_per_group_and_event(bench: int) -> None
     assert calls == (10 if MODE_OF[bench] == "python-resolver" else 0)
     for client in clients:
         await client.close()
+
+
+# -- the second part of the contract: principals, queries, mutations ----------
+
+ADMIN = {"user": "alice", "roles": ["admin"]}
+BOB = {"user": "bob"}
+
+
+async def wait_subscriptions(port: int, count: int) -> None:
+    """Waits until the server counts `count` subscriptions (at least)."""
+    for _ in range(250):
+        _, stats = await asyncio.to_thread(http, port, "GET", "/stats")
+        if stats["subscriptions"] >= count:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the server never counted {count} subscriptions")
+
+
+async def operation(client: Client, id: str, query: str, variables: Optional[Dict[str, object]] = None) -> list:
+    """Every message for `id` up to its `complete` or `error`."""
+    await client.subscribe(id, query, variables)
+    messages = []
+    while True:
+        message = await client.receive()
+        assert message.get("id") == id, message
+        messages.append(message)
+        if message["type"] in ("complete", "error"):
+            return messages
+
+
+async def test_hello_for_everyone_secret_for_admins_only(bench: int) -> None:
+    url = f"ws://127.0.0.1:{bench}/graphql"
+    for who, payload in (("anonymous", None), ("bob", BOB)):
+        client = await Client.open(url, payload)
+        assert await operation(client, "h", "{ hello }") == [
+            {"id": "h", "type": "next", "payload": {"data": {"hello": "world"}}},
+            {"id": "h", "type": "complete"},
+        ], who
+        refused = await operation(client, "s", "{ secret }")
+        assert [m["type"] for m in refused] == ["error"], (who, refused)
+        assert "s3cret" not in json.dumps(refused), who
+        await client.close()
+    admin = await Client.open(url, ADMIN)
+    assert (await operation(admin, "s", "query A { hello } query B { s: secret __typename }"))[0]["type"] == "error"
+    await admin.send(
+        {"id": "b", "type": "subscribe", "payload": {"query": "query A { hello } query B { s: secret __typename }", "operationName": "B"}}
+    )
+    assert await admin.next_data("b") == {"data": {"s": "s3cret", "__typename": "Query"}}
+    assert await admin.receive() == {"id": "b", "type": "complete"}
+    await admin.close()
+
+
+async def test_secret_beside_other_fields_is_refused_to_non_admins(bench: int) -> None:
+    """Needs whole-operation authorization (every root field the operation
+    selects goes through `authorize`, fragments and aliases included)."""
+    url = f"ws://127.0.0.1:{bench}/graphql"
+    documents = [
+        "{ hello secret }",
+        "{ a: hello b: secret }",
+        "{ ...F } fragment F on Query { secret }",
+    ]
+    for payload in (None, BOB):
+        client = await Client.open(url, payload)
+        for n, document in enumerate(documents):
+            messages = await operation(client, str(n), document)
+            text = json.dumps(messages)
+            assert "s3cret" not in text, (payload, document, text)
+            assert any(m["type"] == "error" or "errors" in m.get("payload", {}) for m in messages), (document, text)
+        await client.close()
+    admin = await Client.open(url, ADMIN)
+    for n, document in enumerate(documents):
+        messages = await operation(admin, str(n), document)
+        assert "s3cret" in json.dumps(messages) and messages[0]["type"] == "next", messages
+    await admin.close()
+
+
+async def test_publish_mutation_reaches_a_ticks_subscriber(bench: int) -> None:
+    url = f"ws://127.0.0.1:{bench}/graphql"
+    subscriber = await Client.open(url)
+    await subscriber.subscribe("t", 'subscription { ticks(topic: "mutated") { topic seq payload } }')
+    await wait_subscriptions(bench, 1)
+    publisher = await Client.open(url, BOB)
+    assert await operation(
+        publisher,
+        "p",
+        "mutation($t: String!) { publish(topic: $t, count: 3, payloadBytes: 4) }",
+        {"t": "mutated"},
+    ) == [{"id": "p", "type": "next", "payload": {"data": {"publish": True}}}, {"id": "p", "type": "complete"}]
+    for seq in range(3):
+        assert await subscriber.next_data("t") == {"data": {"ticks": {"topic": "mutated", "seq": seq, "payload": "xxxx"}}}
+    await publisher.close()
+    await subscriber.close()
+
+
+async def test_viewer_answers_each_subscriber_with_its_own_principal(bench: int) -> None:
+    """Needs resolvers run per subscriber context (identical documents of
+    two principals do not share one resolver call)."""
+    url = f"ws://127.0.0.1:{bench}/graphql"
+    clients = [await Client.open(url, payload) for payload in (ADMIN, BOB, None)]
+    _, before = await asyncio.to_thread(http, bench, "GET", "/stats")
+    for client in clients:
+        await client.subscribe("v", 'subscription { viewer(topic: "whoami") { seq user } }')
+    await wait_subscriptions(bench, before["subscriptions"] + 3)
+    await asyncio.to_thread(http, bench, "POST", "/publish", {"topic": "whoami", "count": 2, "payloadBytes": 0, "intervalUs": 0})
+    for client, user in zip(clients, ("alice", "bob", "anonymous")):
+        for seq in range(2):
+            assert await client.next_data("v") == {"data": {"viewer": {"seq": seq, "user": user}}}
+        await client.close()
+
+
+@pytest.fixture(params=["asgi", "native"], scope="module")
+def stalled_bench(request: pytest.FixtureRequest) -> Iterator[int]:
+    """A bench server with a short resolver deadline."""
+    env = dict(os.environ, PORT=str(free_port()), RESOLVER_TIMEOUT_MS="1000", PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "bench_server.py"), *MODES[request.param]],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("READY "), line
+        yield int(line.split()[1])
+    finally:
+        process.terminate()
+        process.wait(10)
+        if process.stdout:
+            process.stdout.close()
+
+
+async def test_stalled_resolver_answers_an_error_at_its_deadline(stalled_bench: int) -> None:
+    """Needs the resolver deadline (and a Python coroutine cancelled at it)."""
+    url = f"ws://127.0.0.1:{stalled_bench}/graphql"
+    stalled = await Client.open(url)
+    healthy = await Client.open(url)
+    await stalled.subscribe("s", 'subscription { stalled(topic: "s") { seq } }')
+    await healthy.subscribe("t", 'subscription { ticks(topic: "a") { seq } }')
+    await wait_subscriptions(stalled_bench, 2)
+    await asyncio.to_thread(http, stalled_bench, "POST", "/publish", {"topic": "s", "count": 1, "payloadBytes": 0, "intervalUs": 0})
+    errored = asyncio.ensure_future(stalled.next_data("s", timeout=10))
+    await asyncio.to_thread(http, stalled_bench, "POST", "/publish", {"topic": "a", "count": 3, "payloadBytes": 0, "intervalUs": 0})
+    for seq in range(3):
+        assert await healthy.next_data("t") == {"data": {"ticks": {"seq": seq}}}
+    # The healthy subscriber was served while the stalled resolver still ran.
+    assert not errored.done()
+    payload = await errored
+    assert payload["data"] is None and payload["errors"][0]["message"], payload
+    await stalled.close()
+    await healthy.close()

@@ -99,6 +99,22 @@ impl Schema {
         Some(f.arguments.iter().map(|a| a.name.to_string()).collect())
     }
 
+    /// Names of the fields of the root type of `kind` (`Query`, `Mutation`
+    /// or `Subscription`), in SDL order; empty if the schema has no such root.
+    pub fn root_field_names(&self, kind: super::OperationKind) -> Vec<String> {
+        let ty = match kind {
+            super::OperationKind::Query => OperationType::Query,
+            super::OperationKind::Mutation => OperationType::Mutation,
+            super::OperationKind::Subscription => OperationType::Subscription,
+        };
+        self.inner
+            .schema
+            .root_operation(ty)
+            .and_then(|name| self.inner.schema.get_object(name))
+            .map(|t| t.fields.keys().map(ToString::to_string).collect())
+            .unwrap_or_default()
+    }
+
     /// Whether a type of that name exists (objects, interfaces, scalars, ...).
     pub fn has_type(&self, name: &str) -> bool {
         self.inner.schema.types.contains_key(name)

@@ -114,6 +114,10 @@ class Engine:
             raise ValueError(f"unknown broker {broker!r}: expected 'memory', 'redis://HOST:PORT' or 'nats://HOST:PORT'")
         self._schema = schema
         self._fields: Dict[str, List[str]] = {name: list(args) for name, args in _native.inspect_schema(schema)}
+        query_fields, mutation_fields = _native.inspect_roots(schema)
+        self._root_fields: Dict[str, List[str]] = {"Query": list(query_fields), "Mutation": list(mutation_fields)}
+        self._queries: Dict[str, Callable[..., Any]] = {}
+        self._mutations: Dict[str, Callable[..., Any]] = {}
         self._bindings: Dict[str, Dict[str, Any]] = {}
         self._on_connect: Optional[Callable[..., Any]] = None
         self._authorize: Optional[Callable[..., Any]] = None
@@ -223,6 +227,45 @@ class Engine:
         self._on_connect = function
         return function
 
+    def _root_resolver(self, root: str, field: str, resolvers: Dict[str, Callable[..., Any]]) -> Callable[[F], F]:
+        self._check_open()
+        if field not in self._root_fields[root]:
+            known = ", ".join(self._root_fields[root]) or "none"
+            raise SubsError(f"`{root}` has no field `{field}` (fields: {known})")
+        if self._execute is not None:
+            raise SubsError("an @engine.execute hook executes queries and mutations: give it or root-field resolvers, not both")
+
+        def decorate(function: F) -> F:
+            count, variadic = _positional_count(function)
+            if not variadic and count < 2:
+                raise TypeError(f"resolver of `{root}.{field}` must take (arguments, context)")
+            resolvers[field] = function
+            return function
+
+        return decorate
+
+    def query(self, field: str) -> Callable[[F], F]:
+        """Decorates the resolver of root field `field` of `Query`:
+        `(arguments, context) -> value`, `def` or `async def`. subs then
+        executes queries itself: each selected root field's resolver runs (a
+        query's concurrently), and the operation's selection set is applied to
+        its value (aliases, fragments, `@skip`/`@include`, `__typename` and
+        introspection as the GraphQL spec says). `arguments` holds the field's
+        arguments, variables substituted and defaults applied; `context` is a
+        `RootContext` (`principal`, `init_payload`, `variables`, `field`,
+        `response_key`, `kind`). An exception becomes a field error (`null`
+        there, bubbling up from a non-null field); a selected field without a
+        resolver is a field error too. A plain `def` runs on a worker thread,
+        an `async def` on the engine's loop. `@engine.authorize` still decides
+        first, on every root field the operation selects."""
+        return self._root_resolver("Query", field, self._queries)
+
+    def mutation(self, field: str) -> Callable[[F], F]:
+        """Decorates the resolver of root field `field` of `Mutation`, like
+        `query`; a mutation's root fields run one after the other, in
+        document order."""
+        return self._root_resolver("Mutation", field, self._mutations)
+
     def execute(self, function: F) -> F:
         """Decorates the executor of queries and mutations sent over the
         socket: `(query, variables, operation_name, principal) -> dict`,
@@ -237,8 +280,12 @@ class Engine:
                 return result
 
         subs validates the document against its schema first. Without this
-        hook such operations get a GraphQL error; subscriptions never reach it."""
+        hook such operations get a GraphQL error, unless root-field resolvers
+        (`@engine.query`, `@engine.mutation`) execute them: give one or the
+        other. Subscriptions never reach it."""
         self._check_open()
+        if self._queries or self._mutations:
+            raise SubsError("root-field resolvers (@engine.query, @engine.mutation) execute queries and mutations: give them or an @engine.execute hook, not both")
         self._execute = function
         return function
 
@@ -314,6 +361,8 @@ class Engine:
                 tenant_field=self._tenant_field,
                 deliver_untagged_to_tenants=self._deliver_untagged,
                 execute=self._execute,
+                queries=dict(self._queries) or None,
+                mutations=dict(self._mutations) or None,
                 **self._options,
             )
             return self._native
