@@ -32,6 +32,8 @@ pub(crate) struct Scenario {
     /// Which targets run it, with how many events (per topic).
     pub(crate) events: Events,
     pub(crate) interval_us: u64,
+    /// Filler characters per event (`None`: the load generator's default, 64).
+    pub(crate) payload_bytes: Option<usize>,
 }
 
 /// The events a scenario publishes, per target.
@@ -70,7 +72,32 @@ fn scenario(
         connections,
         events: Events::All(events),
         interval_us,
+        payload_bytes: None,
     }
+}
+
+/// The scenarios of issue 13 about one misbehaving party: a resolver that
+/// never returns (only subs' bench server has the `stalled` field) and a
+/// reader that stops reading (subs beside the raw server).
+fn stalled_scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            id: "stalled_resolver".into(),
+            kind: "stalled-resolver",
+            connections: 20,
+            events: Events::Only(vec![(SUBS, 1000)]),
+            interval_us: 0,
+            payload_bytes: None,
+        },
+        Scenario {
+            id: "stalled_reader".into(),
+            kind: "stalled-reader",
+            connections: 20,
+            events: Events::Only(vec![("raw", 20_000), (SUBS, 20_000)]),
+            interval_us: 0,
+            payload_bytes: Some(8 * 1024),
+        },
+    ]
 }
 
 /// The loopback scenarios of a run (bench-contract.md, "What is measured"),
@@ -85,6 +112,9 @@ pub(crate) fn scenarios(quick: bool) -> Vec<Scenario> {
             scenario("filtered_c1000", "filtered", 1000, 50, 0),
             scenario("memory", "memory", 1000, 0, 0),
         ]
+        .into_iter()
+        .chain(stalled_scenarios())
+        .collect()
     } else {
         vec![
             scenario("fanout_c100", "fanout", 100, 1000, 0),
@@ -96,6 +126,9 @@ pub(crate) fn scenarios(quick: bool) -> Vec<Scenario> {
             scenario("filtered_c1000", "filtered", 1000, 50, 0),
             scenario("memory", "memory", 5000, 0, 0),
         ]
+        .into_iter()
+        .chain(stalled_scenarios())
+        .collect()
     }
 }
 
@@ -145,6 +178,7 @@ pub(crate) fn python_scenarios(quick: bool) -> Vec<Scenario> {
                 (ARIADNE, peer_events),
             ]),
             interval_us: 0,
+            payload_bytes: None,
         },
         Scenario {
             id: "py_paced200_c1000".into(),
@@ -157,6 +191,7 @@ pub(crate) fn python_scenarios(quick: bool) -> Vec<Scenario> {
                 (ARIADNE, paced_events),
             ]),
             interval_us: 200_000,
+            payload_bytes: None,
         },
     ]
 }
@@ -508,6 +543,12 @@ fn run_loopback(
                     "--interval-us",
                     &s.interval_us.to_string(),
                 ])
+                .args(
+                    s.payload_bytes
+                        .map(|p| ["--payload-bytes".to_owned(), p.to_string()])
+                        .into_iter()
+                        .flatten(),
+                )
                 .arg("--server-log")
                 .arg(logs.join(format!("{}-{}.log", target.label, s.id)))
                 .arg("--out")
@@ -576,6 +617,52 @@ pub(crate) fn loopback_figures(report: &Value) -> Vec<(&'static str, f64)> {
             1.0,
         );
     }
+    // The stalled scenarios' own figures.
+    put(
+        "p99_with_over_without_stalled",
+        get(&["stalled_resolver", "p99_with_over_without"]),
+        1.0,
+    );
+    put(
+        "throughput_with_over_without_stalled",
+        get(&["stalled_resolver", "throughput_with_over_without"]),
+        1.0,
+    );
+    put(
+        "without_stalled_p99_ms",
+        get(&["stalled_resolver", "without_stalled", "p99_us"]),
+        1e-3,
+    );
+    put(
+        "with_stalled_p99_ms",
+        get(&["stalled_resolver", "with_stalled", "p99_us"]),
+        1e-3,
+    );
+    put(
+        "without_stalled_deliveries_per_sec",
+        get(&["stalled_resolver", "without_stalled", "deliveries_per_sec"]),
+        1.0,
+    );
+    put(
+        "with_stalled_deliveries_per_sec",
+        get(&["stalled_resolver", "with_stalled", "deliveries_per_sec"]),
+        1.0,
+    );
+    put(
+        "rss_growth_mib",
+        get(&["stalled_reader", "rss_growth_mib"]),
+        1.0,
+    );
+    put(
+        "healthy_lost",
+        get(&["stalled_reader", "healthy_lost"]),
+        1.0,
+    );
+    put(
+        "healthy_completion_s",
+        get(&["stalled_reader", "healthy", "duration_s"]),
+        1.0,
+    );
     // A server's own counter (subs' Python bench server answers it in
     // `/stats`): resolver calls over the whole run.
     let resolver_calls = get(&["server_stats_after", "resolverCalls"]);
@@ -750,12 +837,19 @@ mod tests {
                 assert_eq!(paced.events_for(label), None, "{label}");
             }
         }
-        // The Rust scenarios run every target of their section.
+        // The Rust scenarios run every target of their section, but the
+        // stalled ones (the `stalled` field is subs' own).
         assert!(
             scenarios(true)
                 .iter()
+                .filter(|s| !s.id.starts_with("stalled_"))
                 .all(|s| s.events_for("peer").is_some())
         );
+        let stalled = stalled_scenarios();
+        assert_eq!(stalled[0].events_for(SUBS), Some(1000));
+        assert_eq!(stalled[0].events_for("raw"), None);
+        assert_eq!(stalled[1].events_for("raw"), Some(20_000));
+        assert_eq!(stalled[1].payload_bytes, Some(8192));
     }
 
     #[test]
@@ -916,7 +1010,13 @@ mod tests {
             "rss_per_connection_bytes": 1.0, "expected": 1, "delivered": 1, "lost": 0,
             "out_of_order": 0, "deliveries_per_sec": 1.0, "events": 1,
             "latency": {"p50_us": 1.0, "p99_us": 1.0, "max_us": 1.0},
-            "server_cpu_per_delivery_us": 1.0, "server_stats_after": {"resolverCalls": 1}
+            "server_cpu_per_delivery_us": 1.0, "server_stats_after": {"resolverCalls": 1},
+            "stalled_resolver": {
+                "p99_with_over_without": 1.0, "throughput_with_over_without": 1.0,
+                "without_stalled": {"p99_us": 1.0, "deliveries_per_sec": 1.0},
+                "with_stalled": {"p99_us": 1.0, "deliveries_per_sec": 1.0}
+            },
+            "stalled_reader": {"rss_growth_mib": 1.0, "healthy_lost": 0, "healthy": {"duration_s": 1.0}}
         });
         let figures: Vec<&str> = loopback_figures(&full)
             .into_iter()

@@ -7,6 +7,8 @@
 //!   events, and the server's resident memory and CPU time from `/proc`.
 //! - [`rawserver`]: the floor for this machine, a hand-written server for the
 //!   same contract with no GraphQL engine (binary `subs-rawserver`).
+//! - [`stalled`]: the stalled-resolver and stalled-reader scenarios of the
+//!   load generator.
 //! - [`inproc`]: the in-process benchmarks of the engine (binary
 //!   `subs-inproc`), timed by the small harness in [`harness`].
 //!
@@ -19,4 +21,5 @@ pub mod inproc;
 pub mod loadgen;
 pub mod rawserver;
 pub mod scan;
+pub mod stalled;
 pub mod sys;

@@ -42,6 +42,12 @@ pub enum Scenario {
     Filtered,
     /// N idle subscribed connections; nothing is published.
     Memory,
+    /// N topics with one subscriber each, K events each, without and then
+    /// beside a `stalled` subscription (see [`crate::stalled`]).
+    StalledResolver,
+    /// N healthy subscribers and one that stops reading, K events on one
+    /// topic (see [`crate::stalled`]).
+    StalledReader,
 }
 
 impl std::str::FromStr for Scenario {
@@ -52,7 +58,11 @@ impl std::str::FromStr for Scenario {
             "paced" => Self::Paced,
             "filtered" => Self::Filtered,
             "memory" => Self::Memory,
-            other => bail!("unknown scenario {other:?} (fanout, paced, filtered, memory)"),
+            "stalled-resolver" => Self::StalledResolver,
+            "stalled-reader" => Self::StalledReader,
+            other => bail!(
+                "unknown scenario {other:?} (fanout, paced, filtered, memory, stalled-resolver, stalled-reader)"
+            ),
         })
     }
 }
@@ -187,29 +197,35 @@ pub struct Report {
     /// own counters beside the contract's, e.g. `resolverCalls`), `null` if
     /// the request failed.
     pub server_stats_after: serde_json::Value,
+    /// The stalled-resolver scenario's own figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stalled_resolver: Option<crate::stalled::StalledResolverFigures>,
+    /// The stalled-reader scenario's own figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stalled_reader: Option<crate::stalled::StalledReaderFigures>,
 }
 
 /// What one client connection saw.
 #[derive(Debug, Default)]
-struct ConnResult {
-    latencies_ns: Vec<u64>,
+pub(crate) struct ConnResult {
+    pub(crate) latencies_ns: Vec<u64>,
     seen: Vec<u64>,
-    distinct: u64,
-    out_of_order: u64,
-    duplicates: u64,
-    ended_early: bool,
-    first_sent_ns: u64,
-    last_receipt_ns: u64,
+    pub(crate) distinct: u64,
+    pub(crate) out_of_order: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) ended_early: bool,
+    pub(crate) first_sent_ns: u64,
+    pub(crate) last_receipt_ns: u64,
 }
 
-struct Shared {
-    delivered: AtomicU64,
-    subscribed: AtomicUsize,
-    failed: AtomicUsize,
-    last_progress_ns: AtomicU64,
+pub(crate) struct Shared {
+    pub(crate) delivered: AtomicU64,
+    pub(crate) subscribed: AtomicUsize,
+    pub(crate) failed: AtomicUsize,
+    pub(crate) last_progress_ns: AtomicU64,
 }
 
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     u64::try_from(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -297,7 +313,10 @@ fn source_ip(i: usize, total: usize) -> Option<IpAddr> {
     Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, block)))
 }
 
-async fn open(addr: SocketAddr, source: Option<IpAddr>) -> Result<WebSocketStream<TcpStream>> {
+pub(crate) async fn open(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+) -> Result<WebSocketStream<TcpStream>> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -350,7 +369,7 @@ async fn handshake(
 }
 
 #[allow(clippy::too_many_arguments)] // one task's whole context; a struct would only rename it
-async fn client(
+pub(crate) async fn client(
     index: usize,
     addr: SocketAddr,
     source: Option<IpAddr>,
@@ -479,6 +498,31 @@ async fn run_async(options: &Options) -> Result<Report> {
         .stats()
         .await
         .context("the server does not answer GET /stats")?;
+    if matches!(
+        options.scenario,
+        Scenario::StalledResolver | Scenario::StalledReader
+    ) {
+        let report = Report {
+            label: options.label.clone(),
+            scenario: if options.scenario == Scenario::StalledResolver {
+                "stalled-resolver".into()
+            } else {
+                "stalled-reader".into()
+            },
+            connections: options.connections,
+            events: options.events,
+            payload_bytes: options.payload_bytes,
+            cpu_tick_ms: 1000.0 / sys::clock_ticks_per_second() as f64,
+            ..Report::default()
+        };
+        let report = if options.scenario == Scenario::StalledResolver {
+            crate::stalled::stalled_resolver(options, addr, &mut http, report).await
+        } else {
+            crate::stalled::stalled_reader(options, addr, pid, &mut http, report).await
+        };
+        drop(server);
+        return report;
+    }
     // Let the server settle after start before the memory baseline.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_before = sys::rss_bytes(pid).unwrap_or(0);

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use subs_bench::loadgen::{self, Options};
 
 const USAGE: &str = "usage: subs-loadgen (--target CMD | --addr HOST:PORT [--pid PID]) [options]
-  --scenario fanout|paced|filtered|memory   (default fanout)
+  --scenario fanout|paced|filtered|memory|stalled-resolver|stalled-reader   (default fanout)
   --publish-addr H:P     publish through another instance sharing a broker
   --connections N        connections, one subscription each (default 1000)
   --events K             events per topic (default 1000)
