@@ -25,8 +25,13 @@ use crate::stats::{Stats, StatsSnapshot};
 /// Tunables of the engine, with defaults suited to thousands of connections.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Messages a connection may have waiting for its writer (default 1024).
+    /// Messages a connection may have waiting for its writer (default 4096).
     pub outbound_queue_capacity: usize,
+    /// Bytes a connection may hold for its writer (default 1 MiB): queued
+    /// messages plus those its writer took but has not written yet. The
+    /// slow-consumer policy applies to whichever limit is hit first. One
+    /// message always fits into an empty connection.
+    pub outbound_queue_bytes: usize,
     /// What happens when that queue is full (default: close the connection).
     pub slow_consumer_policy: SlowConsumerPolicy,
     /// Protocol timeouts and limits.
@@ -45,7 +50,8 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            outbound_queue_capacity: 1024,
+            outbound_queue_capacity: 4096,
+            outbound_queue_bytes: 1 << 20,
             slow_consumer_policy: SlowConsumerPolicy::default(),
             protocol: subs_protocol::Config::default(),
             dispatch_shards: std::thread::available_parallelism().map_or(2, usize::from),

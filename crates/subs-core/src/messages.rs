@@ -27,3 +27,14 @@ pub fn unbound_field(field: &str) -> String {
 pub fn executor_failed(message: &str) -> String {
     format!("Execution failed: {message}")
 }
+/// Close reason (4403) when the authentication hook did not answer within
+/// its deadline ([`crate::HookDeadlines::authenticate`]).
+pub const AUTHENTICATION_TIMED_OUT: &str = "Authentication timed out";
+/// GraphQL error when an executor hook panicked (its message may hold
+/// internals, so the client gets this instead).
+pub const EXECUTOR_PANICKED: &str = "Internal error while executing the operation";
+/// GraphQL error (wrapped by [`executor_failed`]) when the executor did not
+/// answer within [`crate::HookDeadlines::execute`].
+pub fn execution_timed_out(deadline: std::time::Duration) -> String {
+    format!("timed out after {} ms", deadline.as_millis())
+}

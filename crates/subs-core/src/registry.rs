@@ -82,7 +82,7 @@ impl Group {
                     delivered += 1;
                     stats.frame_dropped();
                 }
-                Push::Overflow => stats.frame_dropped(),
+                Push::Overflow | Push::DroppedNewest => stats.frame_dropped(),
                 Push::Closed => {}
             }
         }

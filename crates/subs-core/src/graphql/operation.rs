@@ -40,6 +40,8 @@ pub struct PreparedOperation {
     document: Valid<ExecutableDocument>,
     operation: Node<Operation>,
     root_field: Option<Node<Field>>,
+    /// Every root field selected, through fragments too (for authorization).
+    root_fields: Box<[Node<Field>]>,
     source: Box<str>,
     operation_name: Option<Box<str>>,
     kind: OperationKind,
@@ -87,13 +89,15 @@ impl PreparedOperation {
         if facts.cost > plan::MAX_PLANNED_FIELDS {
             return Err(plan::too_large());
         }
-        let root_field = operation.root_fields(&document).next().cloned();
+        let root_fields: Box<[Node<Field>]> = operation.root_fields(&document).cloned().collect();
+        let root_field = root_fields.first().cloned();
         let plan = plan::build(schema, implementers, &document, &operation)?;
         Ok(PreparedOperation {
             schema: schema.clone(),
             document,
             operation,
             root_field,
+            root_fields,
             source: query.into(),
             operation_name: operation_name.map(Into::into),
             kind,
@@ -188,27 +192,27 @@ impl PreparedOperation {
     /// is absent; a variable that is absent falls back to the argument's
     /// default). Enum values become strings. For routing filters.
     pub fn root_arguments(&self, variables: &Map<String, Value>) -> Map<String, Value> {
-        let mut out = Map::new();
-        let Some(field) = &self.root_field else {
-            return out;
-        };
-        for def in &field.definition.arguments {
-            let given = field.specified_argument_by_name(&def.name);
-            let value = match given {
-                Some(v) => match &**v {
-                    AstValue::Variable(var) if !variables.contains_key(var.as_str()) => def
-                        .default_value
-                        .as_ref()
-                        .map(|d| ast_to_json(d, variables)),
-                    _ => Some(ast_to_json(v, variables)),
-                },
-                None => def
-                    .default_value
-                    .as_ref()
-                    .map(|d| ast_to_json(d, variables)),
-            };
-            if let Some(v) = value {
-                out.insert(def.name.to_string(), v);
+        self.root_field
+            .as_ref()
+            .map(|field| field_arguments(field, variables))
+            .unwrap_or_default()
+    }
+
+    /// Every root field the operation selects (fragments and inline fragments
+    /// followed, `@skip`/`@include` not evaluated, so nothing is missed), as
+    /// (field name, arguments like [`PreparedOperation::root_arguments`]): what
+    /// an authorizer must see. A field selected twice with the same arguments
+    /// is listed once.
+    pub fn root_field_arguments(
+        &self,
+        variables: &Map<String, Value>,
+    ) -> Vec<(&str, Map<String, Value>)> {
+        let mut out: Vec<(&str, Map<String, Value>)> = Vec::with_capacity(self.root_fields.len());
+        for field in &self.root_fields {
+            let arguments = field_arguments(field, variables);
+            let name = field.name.as_str();
+            if !out.iter().any(|(n, a)| *n == name && *a == arguments) {
+                out.push((name, arguments));
             }
         }
         out
@@ -234,6 +238,31 @@ impl PreparedOperation {
         );
         bytes::Bytes::from(out)
     }
+}
+
+/// A field's argument values as JSON (see [`PreparedOperation::root_arguments`]).
+fn field_arguments(field: &Field, variables: &Map<String, Value>) -> Map<String, Value> {
+    let mut out = Map::new();
+    for def in &field.definition.arguments {
+        let given = field.specified_argument_by_name(&def.name);
+        let value = match given {
+            Some(v) => match &**v {
+                AstValue::Variable(var) if !variables.contains_key(var.as_str()) => def
+                    .default_value
+                    .as_ref()
+                    .map(|d| ast_to_json(d, variables)),
+                _ => Some(ast_to_json(v, variables)),
+            },
+            None => def
+                .default_value
+                .as_ref()
+                .map(|d| ast_to_json(d, variables)),
+        };
+        if let Some(v) = value {
+            out.insert(def.name.to_string(), v);
+        }
+    }
+    out
 }
 
 /// Convert a GraphQL literal to JSON, substituting variables (absent → null).

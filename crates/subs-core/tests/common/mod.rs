@@ -87,8 +87,20 @@ impl Client {
         self.send_text(&message.to_string()).await;
     }
 
+    /// Sends one frame and lets every host hook it started answer (the
+    /// session runs hooks on their own tasks).
     pub(crate) async fn send_text(&mut self, text: &str) {
-        self.session.handle_text(text, Instant::now()).await;
+        self.session.handle_text(text, Instant::now());
+        self.settle().await;
+    }
+
+    /// Waits until no host hook of the session is running, then collects.
+    pub(crate) async fn settle(&mut self) {
+        while self.session.pending_hooks() > 0 {
+            tokio::time::timeout(WAIT, self.session.ready())
+                .await
+                .expect("a host hook answers in time");
+        }
         self.collect();
     }
 
