@@ -10,8 +10,8 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
-use crate::driver::{CLOSE_TIMEOUT, Inbound, Transport, WriteFailed};
 pub use crate::driver::WRITE_STALL_TIMEOUT;
+use crate::driver::{CLOSE_TIMEOUT, Inbound, Transport, WriteFailed};
 
 /// Socket buffer sizes chosen for many mostly idle connections: tungstenite
 /// allocates its read buffer eagerly (128 KiB by default), so it is kept small;

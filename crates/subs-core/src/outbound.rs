@@ -101,7 +101,12 @@ pub(crate) enum Push {
 }
 
 impl ConnectionShared {
-    pub(crate) fn new(id: u64, capacity: usize, max_bytes: usize, policy: SlowConsumerPolicy) -> Self {
+    pub(crate) fn new(
+        id: u64,
+        capacity: usize,
+        max_bytes: usize,
+        policy: SlowConsumerPolicy,
+    ) -> Self {
         Self {
             id,
             queue: Mutex::new(Queue::default()),

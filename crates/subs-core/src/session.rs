@@ -243,7 +243,9 @@ impl Session {
     pub fn refuse_oversized_frame(&mut self) {
         let security = &self.engine.inner.security;
         let max = security.hygiene().max_frame_bytes;
-        if let Err(denied) = security.check_message(&mut self.budget, max.saturating_add(1), Instant::now()) {
+        if let Err(denied) =
+            security.check_message(&mut self.budget, max.saturating_add(1), Instant::now())
+        {
             self.refuse_connection(denied);
         }
     }
@@ -307,7 +309,7 @@ impl Session {
 
     /// Host hooks still running (authenticator, executors).
     pub fn pending_hooks(&self) -> usize {
-        self.hooks.len()
+        usize::from(self.authenticating) + self.executing.len()
     }
 
     /// Handles the passing of [`Session::poll_timeout`]'s deadline.
@@ -612,9 +614,10 @@ impl Session {
                 arguments,
             })
             .collect();
-        let checked = inner
-            .security
-            .check_operation(&requests, operation.facts(), &mut self.budget);
+        let checked =
+            inner
+                .security
+                .check_operation(&requests, operation.facts(), &mut self.budget);
         drop(requests);
         if let Err(denied) = checked {
             self.refuse_operation(&id, denied);
@@ -622,7 +625,11 @@ impl Session {
         }
         match operation.kind() {
             OperationKind::Subscription => {
-                let arguments = fields.into_iter().next().map(|(_, a)| a).unwrap_or_default();
+                let arguments = fields
+                    .into_iter()
+                    .next()
+                    .map(|(_, a)| a)
+                    .unwrap_or_default();
                 self.start_subscription(id, operation.clone(), variables, arguments);
             }
             kind @ (OperationKind::Query | OperationKind::Mutation) => {
@@ -837,6 +844,7 @@ impl Session {
         self.shared.mark_closed();
         // Hooks in flight answer nobody now.
         self.hooks = FuturesUnordered::new();
+        self.authenticating = false;
         self.held = VecDeque::new();
         for (_, (_, task)) in self.executing.drain() {
             task.abort();

@@ -7,8 +7,10 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
-use subs_adapters::driver::{CLOSE_TIMEOUT, Inbound as DriverInbound, Transport, WriteFailed, drive};
 use subs_adapters::CancellationToken;
+use subs_adapters::driver::{
+    CLOSE_TIMEOUT, Inbound as DriverInbound, Transport, WriteFailed, drive,
+};
 use subs_core::{Engine, Session};
 use tokio::sync::mpsc;
 
