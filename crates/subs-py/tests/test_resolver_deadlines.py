@@ -37,6 +37,15 @@ async def subscribe(session: Any, id: str, field: str) -> None:
     await session.receive(json.dumps({"id": id, "type": "subscribe", "payload": {"query": query}}))
 
 
+async def subscribed(engine: Engine, count: int) -> None:
+    """Waits until the engine holds `count` subscriptions (a session registers
+    a subscription on its own driver, after `receive` returns)."""
+    deadline = time.monotonic() + 5
+    while engine.stats().subscriptions != count:
+        assert time.monotonic() < deadline, engine.stats()
+        await asyncio.sleep(0.005)
+
+
 async def nexts(session: Any, count: int, timeout: float = 5.0) -> List[Tuple[str, Any]]:
     """The next `count` `next` frames as (id, payload), waiting up to `timeout`."""
     got: List[Tuple[str, Any]] = []
@@ -71,6 +80,7 @@ async def test_an_async_resolver_is_cancelled_at_its_deadline() -> None:
 
     session = await connect(engine)
     await subscribe(session, "s", "stuck")
+    await subscribed(engine, 1)
     await engine.publish("stuck", {"n": 1})
     [(id, payload)] = await nexts(session, 1)
     assert id == "s"
@@ -101,6 +111,7 @@ async def test_a_sync_resolver_that_sleeps_does_not_stop_other_topics() -> None:
     await session.receive(json.dumps({"id": "slow-a", "type": "subscribe", "payload": {"query": "subscription { slow { id } }"}}))
     await session.receive(json.dumps({"id": "slow-b", "type": "subscribe", "payload": {"query": "subscription { slow { id who } }"}}))
     await subscribe(session, "fast", "fast")
+    await subscribed(engine, 3)
     assert engine.stats().groups == 3
     for n in range(3):
         await engine.publish("slow", {"n": n})
@@ -140,6 +151,7 @@ async def test_a_resolver_sees_only_its_own_subscribers_principal() -> None:
     for session in (alice, bob):
         await subscribe(session, "mine", "whoami")
         await subscribe(session, "shared", "whoshared")
+    await subscribed(engine, 4)
     assert engine.stats().groups == 3, "two personal groups, one shared"
     await engine.publish("whoami", {"n": 1})
     await engine.publish("whoshared", {"n": 1})
