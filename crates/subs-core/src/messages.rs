@@ -19,6 +19,11 @@ pub const NO_EXECUTOR: &str =
 /// GraphQL error in a `next` payload when a resolver panicked (the panic's
 /// message may hold internals, so the client gets this instead).
 pub const RESOLVER_PANICKED: &str = "Internal error while resolving the event";
+/// GraphQL error in a `next` payload when a resolver overran its deadline
+/// ([`crate::HookDeadlines::resolver`]) for that event.
+pub fn resolver_timed_out(deadline: std::time::Duration) -> String {
+    format!("Resolver timed out after {} ms", deadline.as_millis())
+}
 /// GraphQL error when the subscription's root field has no event binding or source.
 pub fn unbound_field(field: &str) -> String {
     format!("Subscription field `{field}` is not bound to any event source")

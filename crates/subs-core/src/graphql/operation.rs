@@ -33,6 +33,49 @@ pub enum OperationKind {
 /// selection.
 pub use subs_security::OperationFacts;
 
+/// Which document and operation a prepared operation is, whatever its source
+/// text's whitespace, comments or cache entry: the key under which identical
+/// subscriptions share a query group.
+///
+/// It is apollo-compiler's serialization of the validated document (computed
+/// once, at prepare time) and the operation name. The hash only speeds up
+/// lookups: equality compares the normalized text itself, so a collision can
+/// never put two documents in one group.
+#[derive(Debug, Clone)]
+pub(crate) struct DocumentIdentity {
+    hash: u64,
+    normalized: Arc<str>,
+    operation_name: Option<Box<str>>,
+}
+
+impl DocumentIdentity {
+    fn new(document: &ExecutableDocument, operation_name: Option<&str>) -> Self {
+        let normalized: Arc<str> = Arc::from(document.serialize().no_indent().to_string());
+        Self {
+            hash: super::schema::document_hash(&normalized, operation_name),
+            normalized,
+            operation_name: operation_name.map(Into::into),
+        }
+    }
+}
+
+impl PartialEq for DocumentIdentity {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash
+            && self.operation_name == other.operation_name
+            && (Arc::ptr_eq(&self.normalized, &other.normalized)
+                || self.normalized == other.normalized)
+    }
+}
+
+impl Eq for DocumentIdentity {}
+
+impl std::hash::Hash for DocumentIdentity {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
 /// A parsed, validated and planned operation. `Send + Sync`; shared through
 /// `Arc` by every subscription that uses the same document.
 pub struct PreparedOperation {
@@ -47,6 +90,7 @@ pub struct PreparedOperation {
     kind: OperationKind,
     facts: OperationFacts,
     hash: u64,
+    identity: DocumentIdentity,
     plan: Plan,
     size_hint: AtomicUsize,
 }
@@ -92,6 +136,7 @@ impl PreparedOperation {
         let root_fields: Box<[Node<Field>]> = operation.root_fields(&document).cloned().collect();
         let root_field = root_fields.first().cloned();
         let plan = plan::build(schema, implementers, &document, &operation)?;
+        let identity = DocumentIdentity::new(&document, operation_name);
         Ok(PreparedOperation {
             schema: schema.clone(),
             document,
@@ -103,6 +148,7 @@ impl PreparedOperation {
             kind,
             facts,
             hash,
+            identity,
             plan,
             size_hint: AtomicUsize::new(64),
         })
@@ -144,6 +190,18 @@ impl PreparedOperation {
     /// for grouping identical subscriptions.
     pub fn document_hash(&self) -> u64 {
         self.hash
+    }
+
+    /// The document's identity for grouping (normalized text and operation
+    /// name), shared by every prepared copy of the same document.
+    pub(crate) fn identity(&self) -> &DocumentIdentity {
+        &self.identity
+    }
+
+    /// apollo-compiler's serialization of the validated document: equal for
+    /// documents that differ only in whitespace, commas or comments.
+    pub fn normalized_document(&self) -> &str {
+        &self.identity.normalized
     }
 
     pub(crate) fn document(&self) -> &Valid<ExecutableDocument> {
