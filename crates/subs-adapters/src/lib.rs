@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 
 pub mod broker;
+pub mod driver;
 mod error;
 pub mod messages;
 pub mod server;

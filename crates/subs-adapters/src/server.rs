@@ -323,7 +323,7 @@ pub async fn serve_socket<S>(
     permit: subs_security::ConnectionPermit,
     shutdown: CancellationToken,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
     use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;

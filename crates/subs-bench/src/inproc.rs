@@ -134,7 +134,8 @@ fn session(runtime: &Runtime, engine: &Engine) -> Session {
         ConnectionFacts::default(),
         now,
     );
-    runtime.block_on(session.handle_text(r#"{"type":"connection_init"}"#, now));
+    let _entered = runtime.enter();
+    session.handle_text(r#"{"type":"connection_init"}"#, now);
     while session.poll_transmit().is_some() {}
     session
 }
@@ -149,12 +150,11 @@ fn subscribe_frame(id: &str, query: &str, variables: Option<Value>) -> String {
 
 /// Subscribes `session` with every frame; panics if any was refused.
 fn subscribe_all(runtime: &Runtime, session: &mut Session, frames: &[String]) {
-    runtime.block_on(async {
-        let now = Instant::now();
-        for frame in frames {
-            session.handle_text(frame, now).await;
-        }
-    });
+    let _entered = runtime.enter();
+    let now = Instant::now();
+    for frame in frames {
+        session.handle_text(frame, now);
+    }
     if let Some(frame) = session.poll_transmit() {
         panic!("a benchmark subscription was refused: {frame}");
     }

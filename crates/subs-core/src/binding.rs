@@ -44,8 +44,11 @@ impl From<&str> for ResolverError {
 }
 
 /// What a resolver or a stream source is given. Resolvers run once per query
-/// group: `principal` is the group's representative, and every member of a
-/// group shares the same security scope (see `subs_security::EventFilter::scope_key`).
+/// group per event; what the context says about who asks depends on the
+/// field's [`ResolverScope`]: under [`ResolverScope::Subscriber`] (the default)
+/// every member of the group has the same principal and init payload, so they
+/// are the subscriber's own; under [`ResolverScope::Shared`] the principal is
+/// the anonymous one and there is no init payload.
 #[derive(Debug, Clone)]
 pub struct ResolveContext {
     /// The topic the event was published on (empty for stream sources).
@@ -56,9 +59,11 @@ pub struct ResolveContext {
     pub variables: Arc<Map<String, Value>>,
     /// The root field's arguments, variables substituted.
     pub arguments: Arc<Map<String, Value>>,
-    /// The authenticated principal of the group.
+    /// The subscriber's principal (the anonymous principal for a resolver of
+    /// [`ResolverScope::Shared`] scope).
     pub principal: Arc<Principal>,
-    /// The `connection_init` payload of the group's representative connection.
+    /// The subscriber's `connection_init` payload (`None` for a resolver of
+    /// [`ResolverScope::Shared`] scope).
     pub init_payload: Option<Arc<Map<String, Value>>>,
 }
 
@@ -98,7 +103,34 @@ where
     }
 }
 
+/// Whose context a field's resolver may depend on; this decides which
+/// subscriptions share its work.
+///
+/// Identical subscriptions (same document, variables and security scope) form
+/// one group and the resolver runs once per group and event. A resolver that
+/// reads who asks would hand one subscriber's answer to another if the group
+/// mixed subscribers, so by default it does not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ResolverScope {
+    /// The resolver may depend on the subscriber: groups never mix connections
+    /// whose principal (id, tenant, roles, claims) or `connection_init` payload
+    /// differ, and the resolver sees the subscriber's own. The default.
+    #[default]
+    Subscriber,
+    /// The resolver does not depend on who asks: groups are shared by every
+    /// principal (within the security scope of the event filter), and the
+    /// resolver gets the anonymous principal and no init payload.
+    Shared,
+}
+
 /// An extra predicate on top of the argument index: `(event, arguments) -> deliver?`.
+///
+/// It runs synchronously on the dispatcher, once per group and event, like
+/// the security event filter: it must be quick and must never block (a
+/// synchronous closure cannot be pre-empted, so a blocking one holds up every
+/// topic of its dispatcher shard). Slow work belongs in a resolver, which runs
+/// off the dispatcher under a deadline.
 pub type EventPredicate = Arc<dyn Fn(&Value, &Map<String, Value>) -> bool + Send + Sync>;
 
 /// How one root field of `Subscription` receives its events.
@@ -117,6 +149,7 @@ pub struct FieldBinding {
     pub(crate) predicate: Option<EventPredicate>,
     pub(crate) resolver: Option<Arc<dyn Resolver>>,
     pub(crate) stream: Option<Arc<dyn StreamSource>>,
+    pub(crate) scope: ResolverScope,
 }
 
 impl fmt::Debug for FieldBinding {
@@ -127,6 +160,7 @@ impl fmt::Debug for FieldBinding {
             .field("predicate", &self.predicate.is_some())
             .field("resolver", &self.resolver.is_some())
             .field("stream", &self.stream.is_some())
+            .field("scope", &self.scope)
             .finish()
     }
 }
@@ -171,7 +205,8 @@ impl FieldBinding {
         self
     }
 
-    /// An extra predicate evaluated after the index, once per group and event.
+    /// An extra predicate evaluated after the index, once per group and event,
+    /// synchronously on the dispatcher: it must not block (see [`EventPredicate`]).
     #[must_use]
     pub fn predicate(
         mut self,
@@ -181,7 +216,10 @@ impl FieldBinding {
         self
     }
 
-    /// A resolver turning the event into the field's value, once per group.
+    /// A resolver turning the event into the field's value, once per group
+    /// and event, under the resolver deadline
+    /// ([`crate::HookDeadlines::resolver`]). By default it is of
+    /// [`ResolverScope::Subscriber`] scope; see [`FieldBinding::shared`].
     #[must_use]
     pub fn resolver(mut self, resolver: impl Resolver) -> Self {
         self.resolver = Some(Arc::new(resolver));
@@ -192,6 +230,21 @@ impl FieldBinding {
     #[must_use]
     pub fn shared_resolver(mut self, resolver: Arc<dyn Resolver>) -> Self {
         self.resolver = Some(resolver);
+        self
+    }
+
+    /// Declares that the resolver does not depend on who asks
+    /// ([`ResolverScope::Shared`]): one group serves every principal, and the
+    /// resolver gets the anonymous principal and no init payload.
+    #[must_use]
+    pub fn shared(self) -> Self {
+        self.scope(ResolverScope::Shared)
+    }
+
+    /// Sets the resolver's scope (default [`ResolverScope::Subscriber`]).
+    #[must_use]
+    pub fn scope(mut self, scope: ResolverScope) -> Self {
+        self.scope = scope;
         self
     }
 

@@ -2,10 +2,10 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Weak};
 
-use futures_util::{FutureExt, StreamExt};
+use futures_util::FutureExt;
 use parking_lot::Mutex;
 use rustc_hash::FxBuildHasher;
 use serde_json::Value;
@@ -14,19 +14,27 @@ use tokio::sync::mpsc;
 
 use crate::Error;
 use crate::HookDeadlines;
-use crate::binding::{FieldBinding, ResolveContext, Resolver};
+use crate::binding::{FieldBinding, Resolver};
 use crate::broker::{Broker, Event, EventSink, InMemoryBroker};
 use crate::graphql::Schema;
 use crate::hooks::{Authenticator, Executor};
 use crate::outbound::SlowConsumerPolicy;
-use crate::registry::{BoundField, Group, Registration, RegistrationHandle, ShardIndex};
+use crate::pipeline::Job;
+use crate::registry::{
+    BoundField, ContextIdentity, Group, Registration, RegistrationHandle, ShardIndex,
+};
 use crate::stats::{Stats, StatsSnapshot};
 
 /// Tunables of the engine, with defaults suited to thousands of connections.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Messages a connection may have waiting for its writer (default 1024).
+    /// Messages a connection may have waiting for its writer (default 4096).
     pub outbound_queue_capacity: usize,
+    /// Bytes a connection may hold for its writer (default 1 MiB): queued
+    /// messages plus those its writer took but has not written yet. The
+    /// slow-consumer policy applies to whichever limit is hit first. One
+    /// message always fits into an empty connection.
+    pub outbound_queue_bytes: usize,
     /// What happens when that queue is full (default: close the connection).
     pub slow_consumer_policy: SlowConsumerPolicy,
     /// Protocol timeouts and limits.
@@ -36,8 +44,15 @@ pub struct EngineConfig {
     pub dispatch_shards: usize,
     /// Events waiting per dispatcher before `publish` waits (default 4096).
     pub event_queue_capacity: usize,
-    /// Groups resolved concurrently for one event (default 64).
+    /// Resolutions in flight per query group (default 64): a group's resolver
+    /// runs for up to that many events at once, and their answers are
+    /// delivered in event order. Groups resolve independently of each other.
     pub resolver_concurrency: usize,
+    /// Events waiting per query group behind its resolutions in flight
+    /// (default 1024). When full, the event is dropped for that group (its
+    /// subscribers miss it) and counted in `resolver_events_dropped`: the
+    /// dispatcher never waits for a resolver.
+    pub resolver_queue_capacity: usize,
     /// How long each kind of host hook may run (see [`HookDeadlines`]).
     pub deadlines: HookDeadlines,
 }
@@ -45,12 +60,14 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            outbound_queue_capacity: 1024,
+            outbound_queue_capacity: 4096,
+            outbound_queue_bytes: 1 << 20,
             slow_consumer_policy: SlowConsumerPolicy::default(),
             protocol: subs_protocol::Config::default(),
             dispatch_shards: std::thread::available_parallelism().map_or(2, usize::from),
             event_queue_capacity: 4096,
             resolver_concurrency: 64,
+            resolver_queue_capacity: 1024,
             deadlines: HookDeadlines::default(),
         }
     }
@@ -181,6 +198,7 @@ impl EngineBuilder {
                 predicate: binding.predicate.clone(),
                 resolver: binding.resolver.clone(),
                 stream: binding.stream.clone(),
+                scope: binding.scope,
             };
             fields.insert(name, Arc::new(field));
         }
@@ -205,7 +223,8 @@ impl EngineBuilder {
         let broker = self
             .broker
             .unwrap_or_else(|| Arc::new(InMemoryBroker::new()));
-        let inner = Arc::new(EngineInner {
+        let inner = Arc::new_cyclic(|this| EngineInner {
+            this: this.clone(),
             schema: self.schema,
             fields,
             shards,
@@ -250,6 +269,8 @@ pub(crate) struct Shard {
 }
 
 pub(crate) struct EngineInner {
+    /// The engine itself, for the tasks it spawns: they must not keep it alive.
+    pub(crate) this: Weak<EngineInner>,
     pub(crate) schema: Schema,
     pub(crate) fields: HashMap<String, Arc<BoundField>>,
     pub(crate) shards: Box<[Shard]>,
@@ -340,10 +361,12 @@ impl Engine {
     }
 
     /// Dispatches an event to local subscribers now, bypassing the broker and the
-    /// dispatcher queue (brokers normally go through [`EventSink`]). Returns
-    /// the number of payloads queued.
+    /// dispatcher queue (brokers normally go through [`EventSink`]), and waits
+    /// until every group it matches has answered (groups with a resolver
+    /// answer from their own pipeline, at the latest at the resolver
+    /// deadline). Returns the number of payloads queued.
     pub async fn dispatch(&self, event: Event) -> usize {
-        self.inner.dispatch(event).await
+        self.inner.dispatch(event, true).await
     }
 
     /// The security checks of the HTTP upgrade (origin, connections per
@@ -417,9 +440,17 @@ impl EngineInner {
     pub(crate) fn register(&self, registration: Registration) -> RegistrationHandle {
         let topic = registration.field.topic.clone();
         let shard_number = self.shard_of(&topic);
+        // Canonicalized here, once per subscription and outside the shard's
+        // lock; events never pay for it.
+        let context = registration.field.keys_by_context().then(|| {
+            ContextIdentity::of(
+                &registration.principal,
+                registration.init_payload.as_deref(),
+            )
+        });
         let mut index = self.shards[shard_number].index.lock();
         let first = !index.has_topic(&topic);
-        let handle = index.register(shard_number, registration, &self.stats);
+        let handle = index.register(shard_number, registration, context, &self.stats);
         drop(index);
         if first {
             self.broker.interest(&topic, true);
@@ -443,7 +474,11 @@ impl EngineInner {
         }
     }
 
-    pub(crate) async fn dispatch(&self, event: Event) -> usize {
+    /// Routes one event: groups without a resolver are projected and served
+    /// here; groups with one get the event in their pipeline (see
+    /// `pipeline.rs`) and this returns without waiting for them, unless
+    /// `wait` asks for their count of payloads queued.
+    pub(crate) async fn dispatch(&self, event: Event, wait: bool) -> usize {
         self.stats.event_dispatched();
         let payload = match event.payload.to_value() {
             Ok(payload) => payload,
@@ -460,63 +495,43 @@ impl EngineInner {
             &mut groups,
         );
         let mut delivered = 0;
-        let mut pending = Vec::new();
-        for group in groups {
-            if !self.admits(&group, &payload) {
+        // Started when the event reaches its groups: the same instant for all.
+        let mut deadline = None;
+        let mut answers = Vec::new();
+        for group in &groups {
+            if !self.admits(group, &payload) {
                 continue;
             }
-            match &group.field.resolver {
+            match &group.pipeline {
                 None => {
                     let bytes = group.operation.project(&group.variables, Ok(&payload));
                     delivered += group.deliver(&bytes, &self.stats);
                 }
-                Some(_) => pending.push(group),
+                Some(pipeline) => {
+                    let deadline = *deadline.get_or_insert_with(|| {
+                        tokio::time::Instant::now() + self.config.deadlines.resolver
+                    });
+                    let done = wait.then(|| {
+                        let (done, answer) = tokio::sync::oneshot::channel();
+                        answers.push(answer);
+                        done
+                    });
+                    pipeline.submit(
+                        group,
+                        self,
+                        Job {
+                            event: payload.clone(),
+                            deadline,
+                            done,
+                        },
+                    );
+                }
             }
         }
-        if !pending.is_empty() {
-            let topic = event.topic.clone();
-            let mut resolved = futures_util::stream::iter(pending)
-                .map(|group| {
-                    let context = ResolveContext {
-                        topic: topic.clone(),
-                        event: payload.clone(),
-                        variables: group.variables.clone(),
-                        arguments: group.arguments.clone(),
-                        principal: group.principal.clone(),
-                        init_payload: group.init_payload.clone(),
-                    };
-                    let resolver = group.field.resolver.clone();
-                    async move {
-                        let outcome = match resolver {
-                            // A panicking resolver is a failed resolution for its
-                            // group, not the end of this shard's dispatcher.
-                            Some(resolver) => {
-                                std::panic::AssertUnwindSafe(resolver.resolve(context))
-                                    .catch_unwind()
-                                    .await
-                                    .unwrap_or_else(|_| {
-                                        Err(crate::messages::RESOLVER_PANICKED.into())
-                                    })
-                            }
-                            None => Ok(Value::Null),
-                        };
-                        (group, outcome)
-                    }
-                })
-                .buffer_unordered(self.config.resolver_concurrency.max(1));
-            while let Some((group, outcome)) = resolved.next().await {
-                self.stats.resolver_called(outcome.is_err());
-                let bytes = match &outcome {
-                    Ok(value) => group.operation.project(&group.variables, Ok(value)),
-                    Err(error) => {
-                        tracing::debug!(field = %group.field.name, %error, "resolver failed");
-                        group
-                            .operation
-                            .project(&group.variables, Err(&error.message))
-                    }
-                };
-                delivered += group.deliver(&bytes, &self.stats);
-            }
+        drop(groups);
+        for answer in answers {
+            // A dropped answer is an event the group's full queue refused.
+            delivered += answer.await.unwrap_or(0);
         }
         delivered
     }
@@ -547,7 +562,7 @@ async fn run_dispatcher(engine: std::sync::Weak<EngineInner>, mut events: mpsc::
         // A panic in host code (a predicate, an event filter) loses this event,
         // never the dispatcher and every topic it serves.
         let topic = event.topic.clone();
-        if std::panic::AssertUnwindSafe(engine.dispatch(event))
+        if std::panic::AssertUnwindSafe(engine.dispatch(event, false))
             .catch_unwind()
             .await
             .is_err()

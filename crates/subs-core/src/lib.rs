@@ -9,6 +9,7 @@ mod error;
 mod hooks;
 pub mod messages;
 mod outbound;
+mod pipeline;
 mod registry;
 mod root;
 mod session;
@@ -18,7 +19,7 @@ pub mod graphql;
 
 pub use binding::{
     EventPredicate, FieldBinding, ResolveContext, Resolver, ResolverError, ResolverFuture,
-    StreamSource,
+    ResolverScope, StreamSource,
 };
 pub use broker::{
     Broker, BrokerStats, ENVELOPE_VERSION, Envelope, Event, EventPayload, EventSink, InMemoryBroker,

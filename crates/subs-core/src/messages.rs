@@ -19,6 +19,11 @@ pub const NO_EXECUTOR: &str =
 /// GraphQL error in a `next` payload when a resolver panicked (the panic's
 /// message may hold internals, so the client gets this instead).
 pub const RESOLVER_PANICKED: &str = "Internal error while resolving the event";
+/// GraphQL error in a `next` payload when a resolver overran its deadline
+/// ([`crate::HookDeadlines::resolver`]) for that event.
+pub fn resolver_timed_out(deadline: std::time::Duration) -> String {
+    format!("Resolver timed out after {} ms", deadline.as_millis())
+}
 /// GraphQL error when the subscription's root field has no event binding or source.
 pub fn unbound_field(field: &str) -> String {
     format!("Subscription field `{field}` is not bound to any event source")
@@ -31,4 +36,15 @@ pub fn executor_failed(message: &str) -> String {
 /// resolver is bound to (and the host installed no executor).
 pub fn no_root_resolver(root_type: &str, field: &str) -> String {
     format!("Field `{root_type}.{field}` has no resolver on this server")
+}
+/// Close reason (4403) when the authentication hook did not answer within
+/// its deadline ([`crate::HookDeadlines::authenticate`]).
+pub const AUTHENTICATION_TIMED_OUT: &str = "Authentication timed out";
+/// GraphQL error when an executor hook panicked (its message may hold
+/// internals, so the client gets this instead).
+pub const EXECUTOR_PANICKED: &str = "Internal error while executing the operation";
+/// GraphQL error (wrapped by [`executor_failed`]) when the executor did not
+/// answer within [`crate::HookDeadlines::execute`].
+pub fn execution_timed_out(deadline: std::time::Duration) -> String {
+    format!("timed out after {} ms", deadline.as_millis())
 }

@@ -4,7 +4,7 @@
 //! everything queued in one go so it can write a batch of frames and flush once.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -35,10 +35,38 @@ pub(crate) enum Outbound {
     Complete(u64),
 }
 
+/// What one queued message counts against the byte limit beyond its payload:
+/// the `next` envelope with the subscription id around it.
+const ENVELOPE_BYTES: usize = 64;
+
+impl Outbound {
+    /// The bytes this message will take once framed (estimated envelope).
+    fn weight(&self) -> u64 {
+        let payload = match self {
+            Outbound::Next(_, payload) => payload.len(),
+            Outbound::Complete(_) => 0,
+        };
+        (payload + ENVELOPE_BYTES) as u64
+    }
+}
+
 #[derive(Debug, Default)]
 struct Queue {
     items: VecDeque<Outbound>,
+    /// The weight of `items`.
+    bytes: u64,
+    /// Weight ever taken by the writer, and the part of it known written:
+    /// the difference is still on its way to the socket and counts too.
+    drained: u64,
+    written: u64,
     overflowed: bool,
+}
+
+impl Queue {
+    /// Bytes the connection holds: queued, plus drained but not yet written.
+    fn held(&self) -> u64 {
+        self.bytes + (self.drained - self.written)
+    }
 }
 
 /// The shared half of a connection: what the dispatcher sees of it.
@@ -47,7 +75,10 @@ pub(crate) struct ConnectionShared {
     pub(crate) id: u64,
     queue: Mutex<Queue>,
     capacity: usize,
+    max_bytes: u64,
     policy: SlowConsumerPolicy,
+    /// `Queue::drained`, readable without the lock.
+    drained_bytes: AtomicU64,
     notify: Notify,
     /// Wakes stream sources waiting for room (see `wait_for_room`).
     drained: Notify,
@@ -58,8 +89,11 @@ pub(crate) struct ConnectionShared {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Push {
     Queued,
-    /// Queued after dropping the oldest message.
+    /// Queued after dropping the oldest message(s).
     DroppedOldest,
+    /// Not queued: under `DropOldest`, the bytes over the limit were already
+    /// taken by the writer, so this message is the one dropped.
+    DroppedNewest,
     /// The queue is full and the policy closes the connection; nothing queued.
     Overflow,
     /// The connection is gone.
@@ -67,12 +101,19 @@ pub(crate) enum Push {
 }
 
 impl ConnectionShared {
-    pub(crate) fn new(id: u64, capacity: usize, policy: SlowConsumerPolicy) -> Self {
+    pub(crate) fn new(
+        id: u64,
+        capacity: usize,
+        max_bytes: usize,
+        policy: SlowConsumerPolicy,
+    ) -> Self {
         Self {
             id,
             queue: Mutex::new(Queue::default()),
             capacity: capacity.max(1),
+            max_bytes: max_bytes.max(1) as u64,
             policy,
+            drained_bytes: AtomicU64::new(0),
             notify: Notify::new(),
             drained: Notify::new(),
             closed: AtomicBool::new(false),
@@ -88,8 +129,13 @@ impl ConnectionShared {
             return Push::Overflow;
         }
         let was_empty = queue.items.is_empty();
+        let weight = item.weight();
         let mut outcome = Push::Queued;
-        if queue.items.len() >= self.capacity {
+        // Whichever limit is hit first applies; one message always fits in
+        // an empty connection, however large, or it could never be sent.
+        while queue.items.len() >= self.capacity
+            || (queue.held() + weight > self.max_bytes && queue.held() > 0)
+        {
             match self.policy {
                 SlowConsumerPolicy::Close => {
                     queue.overflowed = true;
@@ -97,12 +143,18 @@ impl ConnectionShared {
                     self.notify.notify_one();
                     return Push::Overflow;
                 }
-                SlowConsumerPolicy::DropOldest => {
-                    queue.items.pop_front();
-                    outcome = Push::DroppedOldest;
-                }
+                SlowConsumerPolicy::DropOldest => match queue.items.pop_front() {
+                    Some(oldest) => {
+                        queue.bytes -= oldest.weight();
+                        outcome = Push::DroppedOldest;
+                    }
+                    // What is over the limit is already on its way to the
+                    // socket: the newest message is the one dropped.
+                    None => return Push::DroppedNewest,
+                },
             }
         }
+        queue.bytes += weight;
         queue.items.push_back(item);
         drop(queue);
         // Only the first message after the writer drained needs a wake-up; the
@@ -118,10 +170,27 @@ impl ConnectionShared {
     pub(crate) fn drain_into(&self, out: &mut VecDeque<Outbound>) -> bool {
         let mut queue = self.queue.lock();
         std::mem::swap(&mut queue.items, out);
+        queue.drained += queue.bytes;
+        queue.bytes = 0;
+        self.drained_bytes.store(queue.drained, Ordering::Relaxed);
         let overflowed = queue.overflowed;
         drop(queue);
         self.drained.notify_waiters();
         overflowed
+    }
+
+    /// Bytes ever taken by the writer (a mark for [`Self::mark_written`]).
+    pub(crate) fn drained_bytes(&self) -> u64 {
+        self.drained_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Everything taken up to `mark` (a [`Self::drained_bytes`] reading) has
+    /// been written to the socket and no longer counts against the limit.
+    pub(crate) fn mark_written(&self, mark: u64) {
+        let mut queue = self.queue.lock();
+        if mark > queue.written && mark <= queue.drained {
+            queue.written = mark;
+        }
     }
 
     /// Whether the queue overflowed under the Close policy.
@@ -152,6 +221,7 @@ impl ConnectionShared {
         self.closed.store(true, Ordering::Relaxed);
         let mut queue = self.queue.lock();
         queue.items = VecDeque::new();
+        queue.bytes = 0;
         drop(queue);
         self.drained.notify_waiters();
     }

@@ -18,8 +18,10 @@ use serde_json::{Map, Value};
 use smallvec::SmallVec;
 use subs_security::{Principal, ScopeKey};
 
-use crate::graphql::PreparedOperation;
+use crate::binding::ResolverScope;
+use crate::graphql::{DocumentIdentity, PreparedOperation};
 use crate::outbound::{ConnectionShared, Outbound, Push};
+use crate::pipeline::Pipeline;
 use crate::stats::Stats;
 
 /// A root field of `Subscription` with its binding resolved against the schema.
@@ -31,18 +33,71 @@ pub(crate) struct BoundField {
     pub(crate) predicate: Option<crate::binding::EventPredicate>,
     pub(crate) resolver: Option<Arc<dyn crate::binding::Resolver>>,
     pub(crate) stream: Option<Arc<dyn crate::binding::StreamSource>>,
+    pub(crate) scope: ResolverScope,
 }
 
-/// Subscriptions with the same operation, variables and security scope: they
+impl BoundField {
+    /// Whether the groups of this field are split by subscriber context: only
+    /// a resolver can depend on who asks (projection does not).
+    pub(crate) fn keys_by_context(&self) -> bool {
+        self.resolver.is_some() && self.scope == ResolverScope::Subscriber
+    }
+}
+
+/// Who a subscription's resolver answers for, under
+/// [`ResolverScope::Subscriber`]: the principal (id, tenant, roles, claims)
+/// and the `connection_init` payload as canonical JSON. Groups of a field
+/// keyed by it never mix subscribers whose context differs. The hash only
+/// speeds up lookups; equality compares the text.
+#[derive(Debug, Clone)]
+pub(crate) struct ContextIdentity {
+    hash: u64,
+    text: Arc<str>,
+}
+
+impl ContextIdentity {
+    pub(crate) fn of(principal: &Principal, init_payload: Option<&Map<String, Value>>) -> Self {
+        let context = serde_json::json!({
+            "id": principal.id,
+            "tenant": principal.tenant,
+            "roles": principal.roles,
+            "claims": principal.claims,
+            "init": init_payload,
+        });
+        let text = canonical_json(&context);
+        Self {
+            hash: std::hash::BuildHasher::hash_one(&FxBuildHasher, text.as_str()),
+            text: Arc::from(text),
+        }
+    }
+}
+
+impl PartialEq for ContextIdentity {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.text == other.text
+    }
+}
+
+impl Eq for ContextIdentity {}
+
+impl std::hash::Hash for ContextIdentity {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// Subscriptions with the same document, variables, security scope and (for
+/// a field whose resolver is of subscriber scope) subscriber context: they
 /// receive byte-identical payloads, so the work is done once for all of them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct GroupKey {
-    /// Pointer identity of the cached operation: the group holds the `Arc`, so
-    /// the address cannot be reused while the group lives. Unlike a hash of the
-    /// text, it cannot collide and mix two documents.
-    operation: usize,
+    /// The document's normalized text and operation name, not a cache entry:
+    /// a document evicted from the schema's cache and prepared again, or sent
+    /// with other whitespace, still joins its group.
+    document: DocumentIdentity,
     variables: Box<str>,
     scope: ScopeKey,
+    context: Option<ContextIdentity>,
 }
 
 pub(crate) struct Group {
@@ -52,9 +107,17 @@ pub(crate) struct Group {
     pub(crate) operation: Arc<PreparedOperation>,
     pub(crate) variables: Arc<Map<String, Value>>,
     pub(crate) arguments: Arc<Map<String, Value>>,
-    /// Representative of the group's scope: every member sees the same events.
+    /// Representative of the group's security scope, for the event filter:
+    /// every member sees the same events.
     pub(crate) principal: Arc<Principal>,
-    pub(crate) init_payload: Option<Arc<Map<String, Value>>>,
+    /// What the resolver is told of who asks: the members' own principal and
+    /// init payload (they share them under [`ResolverScope::Subscriber`]), or
+    /// the anonymous principal and none under [`ResolverScope::Shared`].
+    pub(crate) resolver_principal: Arc<Principal>,
+    pub(crate) resolver_init_payload: Option<Arc<Map<String, Value>>>,
+    /// The resolver pipeline, for a field with a resolver; `None` keeps the
+    /// inline path (no task, no queue) for the others.
+    pub(crate) pipeline: Option<Pipeline>,
     key: GroupKey,
     partition: PartitionPaths,
     filter_value: Box<str>,
@@ -82,7 +145,7 @@ impl Group {
                     delivered += 1;
                     stats.frame_dropped();
                 }
-                Push::Overflow => stats.frame_dropped(),
+                Push::Overflow | Push::DroppedNewest => stats.frame_dropped(),
                 Push::Closed => {}
             }
         }
@@ -137,17 +200,22 @@ pub(crate) struct ShardIndex {
 }
 
 impl ShardIndex {
+    /// Adds one subscription to its group, creating the group if needed.
+    /// `context` is the subscriber's [`ContextIdentity`] when its field keys
+    /// groups by it (computed by the caller, outside the shard's lock).
     pub(crate) fn register(
         &mut self,
         shard: usize,
         registration: Registration,
+        context: Option<ContextIdentity>,
         stats: &Stats,
     ) -> RegistrationHandle {
         let key = GroupKey {
-            operation: Arc::as_ptr(&registration.operation) as usize,
+            document: registration.operation.identity().clone(),
             variables: canonical_json(&Value::Object((*registration.variables).clone()))
                 .into_boxed_str(),
             scope: registration.scope.clone(),
+            context,
         };
         let group = match self.by_key.entry(key.clone()) {
             Entry::Occupied(entry) => self.groups[entry.get()].clone(),
@@ -165,7 +233,19 @@ impl ShardIndex {
                     variables: registration.variables.clone(),
                     arguments: registration.arguments.clone(),
                     principal: registration.principal.clone(),
-                    init_payload: registration.init_payload.clone(),
+                    resolver_principal: match registration.field.scope {
+                        ResolverScope::Shared => Arc::new(Principal::anonymous()),
+                        ResolverScope::Subscriber => registration.principal.clone(),
+                    },
+                    resolver_init_payload: match registration.field.scope {
+                        ResolverScope::Shared => None,
+                        ResolverScope::Subscriber => registration.init_payload.clone(),
+                    },
+                    pipeline: registration
+                        .field
+                        .resolver
+                        .as_ref()
+                        .map(|_| Pipeline::default()),
                     key,
                     partition,
                     filter_value,

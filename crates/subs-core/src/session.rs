@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
@@ -17,7 +18,7 @@ use subs_security::{
 use crate::binding::ResolveContext;
 use crate::engine::Engine;
 use crate::graphql::{GraphQLErrors, OperationKind, PreparedOperation};
-use crate::hooks::{AuthRequest, ExecuteRequest};
+use crate::hooks::{Accepted, AuthRequest, ExecuteRequest};
 use crate::messages;
 use crate::outbound::{ConnectionShared, Outbound, Push};
 use crate::registry::{Registration, RegistrationHandle};
@@ -67,6 +68,66 @@ pub struct Session {
     budget: ConnectionBudget,
     permit: Option<ConnectionPermit>,
     torn_down: bool,
+    /// Host hooks in flight (the authenticator, executors), each on its own
+    /// task with its deadline: the connection keeps serving deliveries,
+    /// keepalive, timeouts and shutdown while they run.
+    hooks: FuturesUnordered<HookTask>,
+    /// Frames that arrived while the authenticator runs, replayed in order
+    /// once it has answered (legacy clients send `start` right after
+    /// `connection_init`). Size- and rate-checked already; at most
+    /// [`MAX_HELD_FRAMES`].
+    held: VecDeque<Frame>,
+    authenticating: bool,
+    /// Queries and mutations being executed, by client id: the key of the
+    /// operation, so a late answer for a completed or replaced id is dropped.
+    executing: FxHashMap<Arc<str>, (u64, tokio::task::AbortHandle)>,
+    /// The outbound bytes handed to the transport (see
+    /// [`Session::poll_transmit`] and [`Session::mark_written`]).
+    transmitted_mark: u64,
+}
+
+/// Frames a client may send while its authentication runs; one more closes
+/// the connection like a message flood (4429).
+const MAX_HELD_FRAMES: usize = 32;
+
+/// One inbound frame, owned, while it waits for the authenticator.
+enum Frame {
+    Text(Box<str>),
+    Binary(Box<[u8]>),
+}
+
+/// What a finished hook task reports back to its session.
+enum HookOutcome {
+    Authenticated {
+        outcome: Result<Accepted, Rejection>,
+        init_payload: Option<Map<String, Value>>,
+    },
+    Executed {
+        id: Arc<str>,
+        key: u64,
+        response: Result<bytes::Bytes, String>,
+    },
+}
+
+/// A hook running on its own task; aborted when the session drops it.
+struct HookTask(tokio::task::JoinHandle<HookOutcome>);
+
+impl std::future::Future for HookTask {
+    type Output = Option<HookOutcome>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        // An aborted task (its operation was completed) reports nothing.
+        self.0.poll_unpin(cx).map(Result::ok)
+    }
+}
+
+impl Drop for HookTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -114,6 +175,7 @@ impl Session {
         let shared = Arc::new(ConnectionShared::new(
             id,
             inner.config.outbound_queue_capacity,
+            inner.config.outbound_queue_bytes,
             inner.config.slow_consumer_policy,
         ));
         inner.stats.connection_opened();
@@ -132,6 +194,11 @@ impl Session {
             budget: inner.security.connection_budget(),
             permit,
             torn_down: false,
+            hooks: FuturesUnordered::new(),
+            held: VecDeque::new(),
+            authenticating: false,
+            executing: FxHashMap::default(),
+            transmitted_mark: 0,
         }
     }
 
@@ -156,24 +223,93 @@ impl Session {
         self.subscriptions.len()
     }
 
-    /// Handles one text frame from the client; may await the authentication hook
-    /// or the executor.
-    pub async fn handle_text(&mut self, text: &str, now: Instant) {
+    /// Handles one text frame from the client. Never waits: host hooks it
+    /// starts (authenticator, executor) run on their own tasks, and their
+    /// answers are applied by [`Session::ready`].
+    pub fn handle_text(&mut self, text: &str, now: Instant) {
+        self.handle_frame(Frame::Text(text.into()), now);
+    }
+
+    /// Handles a binary frame: the same checks as a text frame, then the
+    /// protocol decides (graphql-transport-ws refuses it with 4400; legacy
+    /// graphql-ws reads it as UTF-8 text).
+    pub fn handle_binary(&mut self, data: &[u8], now: Instant) {
+        self.handle_frame(Frame::Binary(data.into()), now);
+    }
+
+    /// The transport refused a frame over its size limit while reading it
+    /// (configured from the same setting, `Hygiene::max_frame_bytes`): the
+    /// same close and count as a frame that reached [`Session::handle_text`].
+    pub fn refuse_oversized_frame(&mut self) {
+        let security = &self.engine.inner.security;
+        let max = security.hygiene().max_frame_bytes;
+        if let Err(denied) =
+            security.check_message(&mut self.budget, max.saturating_add(1), Instant::now())
+        {
+            self.refuse_connection(denied);
+        }
+    }
+
+    /// Every inbound frame, text or binary, takes this path: size and rate
+    /// first (nothing is parsed before them), then the protocol machine.
+    fn handle_frame(&mut self, frame: Frame, now: Instant) {
         if self.connection.is_closed() {
             return;
         }
+        let len = match &frame {
+            Frame::Text(text) => text.len(),
+            Frame::Binary(data) => data.len(),
+        };
         let security = &self.engine.inner.security;
-        if let Err(denied) = security.check_message(&mut self.budget, text.len(), now) {
+        if let Err(denied) = security.check_message(&mut self.budget, len, now) {
             self.refuse_connection(denied);
             return;
         }
-        self.connection.handle_text(text, now);
-        self.process_events(now).await;
+        if self.authenticating {
+            if self.held.len() >= MAX_HELD_FRAMES {
+                let denied = Denied {
+                    reason: subs_security::RejectReason::RateLimit,
+                    rejection: Rejection::too_many_requests(
+                        subs_security::messages::TOO_MANY_MESSAGES,
+                    ),
+                };
+                security.stats().record(denied.reason);
+                self.refuse_connection(denied);
+                return;
+            }
+            self.held.push_back(frame);
+            return;
+        }
+        match &frame {
+            Frame::Text(text) => self.connection.handle_text(text, now),
+            Frame::Binary(data) => self.connection.handle_binary(data, now),
+        }
+        self.process_events(now);
     }
 
-    /// Handles a binary frame (the protocol refuses them).
-    pub fn handle_binary(&mut self, data: &[u8], now: Instant) {
-        self.connection.handle_binary(data, now);
+    /// Resolves when there is something to do: the dispatcher queued
+    /// messages for this connection, or a host hook answered (its answer is
+    /// applied before this returns). Then call [`Session::flush_outbound`] and
+    /// send what [`Session::poll_transmit`] yields.
+    pub async fn ready(&mut self) {
+        if self.hooks.is_empty() {
+            self.shared.notified().await;
+            return;
+        }
+        tokio::select! {
+            biased;
+            Some(outcome) = self.hooks.next() => {
+                if let Some(outcome) = outcome {
+                    self.apply_hook(outcome, Instant::now());
+                }
+            }
+            () = self.shared.notified() => {}
+        }
+    }
+
+    /// Host hooks still running (authenticator, executors).
+    pub fn pending_hooks(&self) -> usize {
+        usize::from(self.authenticating) + self.executing.len()
     }
 
     /// Handles the passing of [`Session::poll_timeout`]'s deadline.
@@ -186,7 +322,9 @@ impl Session {
         self.connection.poll_timeout()
     }
 
-    /// Resolves when the dispatcher has queued something for this connection.
+    /// Resolves when the dispatcher has queued something for this
+    /// connection; a transport whose write is stalled waits on this (only the
+    /// overflow matters then), otherwise use [`Session::ready`].
     pub async fn outbound_ready(&self) {
         self.shared.notified().await;
     }
@@ -247,10 +385,23 @@ impl Session {
         self.shared.is_overflowed()
     }
 
-    /// The next frame to send.
+    /// The next frame to send. Once it answers `None`, everything taken from
+    /// the outbound queue so far has been handed out: call
+    /// [`Session::mark_written`] when the transport has written it.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<String> {
-        self.connection.poll_transmit()
+        let frame = self.connection.poll_transmit();
+        if frame.is_none() {
+            self.transmitted_mark = self.shared.drained_bytes();
+        }
+        frame
+    }
+
+    /// The transport wrote (and flushed) every frame handed out before
+    /// [`Session::poll_transmit`] last answered `None`: those bytes no longer
+    /// count against the outbound byte limit.
+    pub fn mark_written(&mut self) {
+        self.shared.mark_written(self.transmitted_mark);
     }
 
     /// The close to perform, once; after it the session sends nothing and holds
@@ -286,11 +437,13 @@ impl Session {
         self.connection.is_closed()
     }
 
-    async fn process_events(&mut self, now: Instant) {
-        while let Some(event) = self.connection.poll_event() {
+    fn process_events(&mut self, now: Instant) {
+        while !self.authenticating
+            && let Some(event) = self.connection.poll_event()
+        {
             match event {
-                ProtocolEvent::ConnectionInit { payload } => self.connection_init(payload).await,
-                ProtocolEvent::Subscribe { id, payload } => self.subscribe(id, payload, now).await,
+                ProtocolEvent::ConnectionInit { payload } => self.connection_init(payload),
+                ProtocolEvent::Subscribe { id, payload } => self.subscribe(id, payload, now),
                 ProtocolEvent::Complete { id } => {
                     self.remove_subscription(id.as_str(), "client completed");
                 }
@@ -299,19 +452,104 @@ impl Session {
         }
     }
 
-    async fn connection_init(&mut self, payload: Option<Map<String, Value>>) {
+    /// Runs `hook` (which applies its own deadline) on its own task; its
+    /// outcome is applied by [`Session::ready`].
+    fn spawn_hook<F>(&mut self, hook: F)
+    where
+        F: std::future::Future<Output = HookOutcome> + Send + 'static,
+    {
+        let task = self.engine.inner.runtime.spawn(hook);
+        self.hooks.push(HookTask(task));
+    }
+
+    fn connection_init(&mut self, payload: Option<Map<String, Value>>) {
         let inner = self.engine.inner.clone();
-        let outcome = match &inner.authenticator {
-            Some(authenticator) => {
-                authenticator
-                    .authenticate(AuthRequest {
-                        init_payload: payload.clone(),
-                        connection: self.facts.clone(),
-                    })
-                    .await
-            }
-            None => Ok(Principal::anonymous().into()),
+        let Some(authenticator) = inner.authenticator.clone() else {
+            self.authenticated(Ok(Principal::anonymous().into()), payload);
+            return;
         };
+        self.authenticating = true;
+        let deadline = inner.config.deadlines.authenticate;
+        let request = AuthRequest {
+            init_payload: payload.clone(),
+            connection: self.facts.clone(),
+        };
+        let connection = self.shared.id;
+        self.spawn_hook(async move {
+            let outcome = std::panic::AssertUnwindSafe(tokio::time::timeout(
+                deadline,
+                authenticator.authenticate(request),
+            ))
+            .catch_unwind()
+            .await;
+            let outcome = match outcome {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(_)) => {
+                    tracing::warn!(connection, ?deadline, "authentication hook timed out");
+                    Err(Rejection::forbidden(messages::AUTHENTICATION_TIMED_OUT))
+                }
+                Err(_) => {
+                    tracing::error!(connection, "authentication hook panicked");
+                    Err(Rejection::close(
+                        subs_protocol::close::INTERNAL,
+                        subs_protocol::close::reason::INTERNAL,
+                    ))
+                }
+            };
+            HookOutcome::Authenticated {
+                outcome,
+                init_payload: payload,
+            }
+        });
+    }
+
+    fn apply_hook(&mut self, outcome: HookOutcome, now: Instant) {
+        match outcome {
+            HookOutcome::Authenticated {
+                outcome,
+                init_payload,
+            } => {
+                self.authenticating = false;
+                self.authenticated(outcome, init_payload);
+                // Frames that waited for the answer, in order.
+                while !self.authenticating
+                    && !self.connection.is_closed()
+                    && let Some(frame) = self.held.pop_front()
+                {
+                    match &frame {
+                        Frame::Text(text) => self.connection.handle_text(text, now),
+                        Frame::Binary(data) => self.connection.handle_binary(data, now),
+                    }
+                    self.process_events(now);
+                }
+                self.held = VecDeque::new();
+            }
+            HookOutcome::Executed { id, key, response } => {
+                if self.executing.get(&id).is_none_or(|(k, _)| *k != key) {
+                    return;
+                }
+                self.executing.remove(&id);
+                self.budget.release_subscription();
+                match response {
+                    Ok(bytes) => {
+                        let _ = self.connection.send_next(&id, &bytes);
+                        let _ = self.connection.send_complete(&id);
+                    }
+                    Err(message) => self.send_errors(
+                        &id,
+                        &GraphQLErrors::single(messages::executor_failed(&message)),
+                    ),
+                }
+            }
+        }
+    }
+
+    fn authenticated(
+        &mut self,
+        outcome: Result<Accepted, Rejection>,
+        payload: Option<Map<String, Value>>,
+    ) {
+        let inner = self.engine.inner.clone();
         let accepted = match outcome {
             Ok(accepted) => accepted,
             Err(rejection) => {
@@ -332,9 +570,19 @@ impl Session {
         let _ = self.connection.accept(accepted.ack_payload);
     }
 
-    async fn subscribe(&mut self, id: String, payload: SubscribePayload, now: Instant) {
+    fn subscribe(&mut self, id: String, payload: SubscribePayload, now: Instant) {
         let id: Arc<str> = Arc::from(id);
         let inner = self.engine.inner.clone();
+        // What costs nothing comes first: rate, count and size are checked
+        // before the document is parsed.
+        if let Err(denied) =
+            inner
+                .security
+                .admit_operation(&mut self.budget, payload.query.len(), now)
+        {
+            self.refuse_operation(&id, denied);
+            return;
+        }
         let operation = match inner
             .schema
             .prepare(&payload.query, payload.operation_name.as_deref())
@@ -342,6 +590,7 @@ impl Session {
             Ok(operation) => operation,
             Err(errors) => {
                 tracing::debug!(connection = self.shared.id, %id, "invalid operation");
+                self.budget.release_subscription();
                 self.send_errors(&id, &errors);
                 return;
             }
@@ -349,34 +598,41 @@ impl Session {
         let variables = match operation.coerce_variables(payload.variables.as_ref()) {
             Ok(variables) => variables,
             Err(errors) => {
+                self.budget.release_subscription();
                 self.send_errors(&id, &errors);
                 return;
             }
         };
-        let root_field = operation.root_field_name().to_owned();
-        let arguments = operation.root_arguments(&variables);
-        let request = SubscribeRequest {
-            principal: &self.principal,
-            root_field: &root_field,
-            arguments: &arguments,
-        };
-        if let Err(denied) =
+        let fields = operation.root_field_arguments(&variables);
+        let requests: Vec<SubscribeRequest<'_>> = fields
+            .iter()
+            .map(|(root_field, arguments)| SubscribeRequest {
+                principal: &self.principal,
+                root_field,
+                arguments,
+            })
+            .collect();
+        let checked =
             inner
                 .security
-                .check_subscribe(&request, operation.facts(), &mut self.budget, now)
-        {
+                .check_operation(&requests, operation.facts(), &mut self.budget);
+        drop(requests);
+        if let Err(denied) = checked {
             self.refuse_operation(&id, denied);
             return;
         }
         match operation.kind() {
             OperationKind::Subscription => {
-                self.start_subscription(id, operation, variables, arguments)
+                let arguments = fields
+                    .into_iter()
+                    .next()
+                    .map(|(_, a)| a)
+                    .unwrap_or_default();
+                self.start_subscription(id, operation.clone(), variables, arguments);
             }
             kind @ (OperationKind::Query | OperationKind::Mutation) => {
-                self.execute(id, kind, &payload, &operation, variables)
-                    .await;
-                // One-shot operations end here: they no longer count against the budget.
-                self.budget.release_subscription();
+                drop(fields);
+                self.execute(id, kind, payload, &operation, variables);
             }
         }
     }
@@ -450,11 +706,15 @@ impl Session {
         self.subscriptions.insert(key, active);
     }
 
-    async fn execute(
+    /// A query or mutation: introspection is answered here; anything else
+    /// goes to the executor on its own task, with its deadline. Its count in
+    /// the budget is released when the answer is sent or the client
+    /// completes it.
+    fn execute(
         &mut self,
         id: Arc<str>,
         kind: OperationKind,
-        payload: &SubscribePayload,
+        payload: SubscribePayload,
         operation: &PreparedOperation,
         variables: Arc<Map<String, Value>>,
     ) {
@@ -462,32 +722,59 @@ impl Session {
         if kind == OperationKind::Query
             && let Some(response) = operation.execute_introspection(&inner.schema, &variables)
         {
+            self.budget.release_subscription();
             let _ = self.connection.send_next(&id, &response);
             let _ = self.connection.send_complete(&id);
             return;
         }
         let Some(executor) = inner.executor.clone() else {
+            self.budget.release_subscription();
             self.send_errors(&id, &GraphQLErrors::single(messages::NO_EXECUTOR));
             return;
         };
         let request = ExecuteRequest {
             kind,
-            query: payload.query.clone(),
-            operation_name: payload.operation_name.clone(),
+            query: payload.query,
+            operation_name: payload.operation_name,
             variables,
             principal: self.principal.clone(),
             init_payload: self.init_payload.clone(),
         };
-        match executor.execute_response(request).await {
-            Ok(bytes) => {
-                let _ = self.connection.send_next(&id, &bytes);
-                let _ = self.connection.send_complete(&id);
+        self.next_key += 1;
+        let key = self.next_key;
+        let deadline = inner.config.deadlines.execute;
+        let connection = self.shared.id;
+        let task_id = id.clone();
+        let task = inner.runtime.spawn(async move {
+            let response = std::panic::AssertUnwindSafe(tokio::time::timeout(
+                deadline,
+                executor.execute_response(request),
+            ))
+            .catch_unwind()
+            .await;
+            let response = match response {
+                Ok(Ok(response)) => response,
+                Ok(Err(_)) => {
+                    tracing::warn!(connection, id = %task_id, ?deadline, "executor timed out");
+                    Err(messages::execution_timed_out(deadline))
+                }
+                Err(_) => {
+                    tracing::error!(connection, id = %task_id, "executor panicked");
+                    Err(messages::EXECUTOR_PANICKED.to_owned())
+                }
+            };
+            HookOutcome::Executed {
+                id: task_id,
+                key,
+                response,
             }
-            Err(message) => self.send_errors(
-                &id,
-                &GraphQLErrors::single(messages::executor_failed(&message)),
-            ),
+        });
+        if let Some((_, previous)) = self.executing.insert(id, (key, task.abort_handle())) {
+            // The legacy protocol's `start` may reuse a running id.
+            previous.abort();
+            self.budget.release_subscription();
         }
+        self.hooks.push(HookTask(task));
     }
 
     fn send_errors(&mut self, id: &str, errors: &GraphQLErrors) {
@@ -525,6 +812,11 @@ impl Session {
     }
 
     fn remove_subscription(&mut self, id: &str, why: &'static str) {
+        if let Some((_, task)) = self.executing.remove(id) {
+            task.abort();
+            self.budget.release_subscription();
+            tracing::info!(connection = self.shared.id, id, why, "operation cancelled");
+        }
         let Some(key) = self.keys.remove(id) else {
             return;
         };
@@ -549,6 +841,13 @@ impl Session {
         }
         self.torn_down = true;
         self.shared.mark_closed();
+        // Hooks in flight answer nobody now.
+        self.hooks = FuturesUnordered::new();
+        self.authenticating = false;
+        self.held = VecDeque::new();
+        for (_, (_, task)) in self.executing.drain() {
+            task.abort();
+        }
         let ids: Vec<Arc<str>> = self.keys.keys().cloned().collect();
         for id in ids {
             self.remove_subscription(&id, "connection closed");
@@ -605,7 +904,7 @@ async fn run_stream(
         };
         if matches!(
             connection.push(Outbound::Next(key, payload)),
-            Push::Closed | Push::Overflow
+            Push::Closed | Push::Overflow | Push::DroppedNewest
         ) {
             return;
         }

@@ -23,8 +23,15 @@ pub struct StatsSnapshot {
     pub slow_consumer_closes: u64,
     /// Resolver invocations (one per group per event).
     pub resolver_calls: u64,
-    /// Resolver invocations that failed.
+    /// Resolver invocations that failed (an error, a panic or a timeout).
     pub resolver_errors: u64,
+    /// Resolver invocations that overran the resolver deadline (also counted
+    /// in `resolver_errors`).
+    pub resolver_timeouts: u64,
+    /// Events a group with a resolver dropped because its waiting queue was
+    /// full (see `EngineConfig::resolver_queue_capacity`): its subscribers
+    /// miss that event.
+    pub resolver_events_dropped: u64,
     /// Group deliveries skipped by the event filter (row or tenant rule).
     pub events_filtered: u64,
     /// Events whose payload bytes were not valid JSON.
@@ -43,6 +50,8 @@ pub(crate) struct Stats {
     slow_consumer_closes: AtomicU64,
     resolver_calls: AtomicU64,
     resolver_errors: AtomicU64,
+    resolver_timeouts: AtomicU64,
+    resolver_events_dropped: AtomicU64,
     events_filtered: AtomicU64,
     invalid_events: AtomicU64,
 }
@@ -64,6 +73,8 @@ impl Stats {
             slow_consumer_closes: self.slow_consumer_closes.load(Relaxed),
             resolver_calls: self.resolver_calls.load(Relaxed),
             resolver_errors: self.resolver_errors.load(Relaxed),
+            resolver_timeouts: self.resolver_timeouts.load(Relaxed),
+            resolver_events_dropped: self.resolver_events_dropped.load(Relaxed),
             events_filtered: self.events_filtered.load(Relaxed),
             invalid_events: self.invalid_events.load(Relaxed),
         }
@@ -107,6 +118,12 @@ impl Stats {
         if failed {
             self.resolver_errors.fetch_add(1, Relaxed);
         }
+    }
+    pub(crate) fn resolver_timed_out(&self) {
+        self.resolver_timeouts.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn resolver_event_dropped(&self) {
+        self.resolver_events_dropped.fetch_add(1, Relaxed);
     }
     pub(crate) fn event_filtered(&self) {
         self.events_filtered.fetch_add(1, Relaxed);

@@ -179,3 +179,118 @@ async fn delivery_rate_caps_each_subscription() {
     let rejected = engine.security_stats();
     assert_eq!(rejected.rejected(RejectReason::RateLimit), 15);
 }
+
+/// An engine whose only binding limit is bytes: 64 KiB per connection.
+fn engine_with_bytes(policy: SlowConsumerPolicy) -> Engine {
+    builder()
+        .config(EngineConfig {
+            outbound_queue_capacity: 1_000_000,
+            outbound_queue_bytes: 64 * 1024,
+            slow_consumer_policy: policy,
+            ..EngineConfig::default()
+        })
+        .build()
+        .unwrap()
+}
+
+/// An 8 KiB event for `serviceUpdated`.
+fn big_service(i: usize) -> Value {
+    let mut event = service("1", &format!("{i}:{}", "x".repeat(8 * 1024)));
+    event["seq"] = json!(i);
+    event
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_byte_limit_closes_a_slow_consumer_of_large_events() {
+    assert_eq!(EngineConfig::default().outbound_queue_bytes, 1 << 20);
+    let engine = engine_with_bytes(SlowConsumerPolicy::Close);
+    let mut slow = subscribed(&engine).await;
+    let mut fast = subscribed(&engine).await;
+    for i in 0..40 {
+        engine
+            .publish("serviceUpdated", big_service(i))
+            .await
+            .unwrap();
+        let frames = fast.recv_n(1).await;
+        assert_eq!(names(&frames).len(), 1, "the fast session gets event {i}");
+    }
+    // 40 x 8 KiB is far over 64 KiB: the slow one overflowed long before.
+    let frames = slow.recv_for(Duration::from_millis(20)).await;
+    assert!(slow.is_closed());
+    assert!(
+        frames.len() <= 8,
+        "at most 64 KiB of 8 KiB events: {}",
+        frames.len()
+    );
+    assert_eq!(
+        slow.expect_close(),
+        (
+            messages::SLOW_CONSUMER_CLOSE_CODE,
+            messages::SLOW_CONSUMER_CLOSE_REASON.to_owned()
+        )
+    );
+    assert_eq!(engine.stats().slow_consumer_closes, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_taken_by_the_writer_count_until_it_marks_them_written() {
+    let engine = engine_with_bytes(SlowConsumerPolicy::Close);
+    let mut client = subscribed(&engine).await;
+    // The writer takes every message as it comes (as a driver does) but the
+    // socket never confirms a write: the bytes still count.
+    client.confirm_writes = false;
+    let mut taken = 0;
+    for i in 0..40 {
+        engine
+            .publish("serviceUpdated", big_service(i))
+            .await
+            .unwrap();
+        taken += names(&client.recv_n(1).await).len();
+        if client.is_closed() {
+            break;
+        }
+    }
+    assert!(
+        client.is_closed(),
+        "taken but unwritten bytes hit the limit"
+    );
+    assert!(taken <= 8, "{taken} events of 8 KiB were taken");
+    assert_eq!(engine.stats().slow_consumer_closes, 1);
+
+    // The same, with every batch marked written: nothing overflows.
+    let mut client = subscribed(&engine).await;
+    for i in 0..40 {
+        engine
+            .publish("serviceUpdated", big_service(i))
+            .await
+            .unwrap();
+        assert_eq!(names(&client.recv_n(1).await).len(), 1);
+        client.session.mark_written();
+    }
+    assert!(!client.is_closed());
+    assert_eq!(engine.stats().slow_consumer_closes, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_oldest_keeps_the_newest_within_the_byte_limit() {
+    let engine = engine_with_bytes(SlowConsumerPolicy::DropOldest);
+    let mut slow = subscribed(&engine).await;
+    let mut fast = subscribed(&engine).await;
+    for i in 0..40 {
+        engine
+            .publish("serviceUpdated", big_service(i))
+            .await
+            .unwrap();
+        assert_eq!(names(&fast.recv_n(1).await).len(), 1);
+    }
+    let frames = slow.recv_for(Duration::from_millis(20)).await;
+    let seqs: Vec<usize> = names(&frames)
+        .iter()
+        .map(|n| n.split(':').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(!slow.is_closed());
+    assert!(seqs.len() <= 8 && !seqs.is_empty(), "{seqs:?}");
+    assert_eq!(*seqs.last().unwrap(), 39, "the newest is kept");
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
+    assert_eq!(engine.stats().frames_dropped, (40 - seqs.len()) as u64);
+}

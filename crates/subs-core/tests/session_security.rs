@@ -98,7 +98,7 @@ async fn authorization_refusal_is_a_graphql_error_for_that_id() {
     assert_eq!(frames[0]["type"], "error");
     assert_eq!(
         frames[0]["payload"][0]["message"],
-        "not authorized to subscribe to `newServiceRequest`"
+        "not authorized to access `newServiceRequest`"
     );
     assert!(!agent.is_closed());
 

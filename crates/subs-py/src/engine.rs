@@ -91,12 +91,18 @@ fn field_binding(
         let with_context: bool = binding
             .get_item("with_context")?
             .map_or(Ok(true), |w| w.extract())?;
-        result = result.resolver(PyResolver {
-            field: field.clone(),
-            function: resolver.unbind(),
+        let shared: bool = binding
+            .get_item("shared")?
+            .map_or(Ok(false), |s| s.extract())?;
+        result = result.resolver(PyResolver::new(
+            field.clone(),
+            &resolver,
             with_context,
-            locals: locals.clone(),
-        });
+            locals.clone(),
+        )?);
+        if shared {
+            result = result.shared();
+        }
     }
     Ok((field, result))
 }
@@ -110,7 +116,8 @@ impl NativeEngine {
         event_filter = None, event_filter_scope = None, tenant_field = None,
         deliver_untagged_to_tenants = false, init_timeout_ms = None,
         max_frame_bytes = None, outbound_queue_capacity = None, keepalive_ms = None,
-        broker = None, execute = None, queries = None, mutations = None
+        broker = None, execute = None, resolver_timeout_ms = None, queries = None,
+        mutations = None
     ))]
     #[allow(clippy::too_many_arguments)] // a Python constructor with keyword arguments
     fn new(
@@ -130,6 +137,7 @@ impl NativeEngine {
         keepalive_ms: Option<u64>,
         broker: Option<String>,
         execute: Option<Bound<'_, PyAny>>,
+        resolver_timeout_ms: Option<u64>,
         queries: Option<Bound<'_, PyDict>>,
         mutations: Option<Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
@@ -197,6 +205,9 @@ impl NativeEngine {
         let mut config = EngineConfig::default();
         if let Some(capacity) = outbound_queue_capacity {
             config.outbound_queue_capacity = capacity.max(1);
+        }
+        if let Some(ms) = resolver_timeout_ms {
+            config.deadlines = config.deadlines.resolver(Duration::from_millis(ms.max(1)));
         }
         if let Some(ms) = keepalive_ms {
             config.protocol.keepalive_interval = (ms > 0).then(|| Duration::from_millis(ms));

@@ -4,16 +4,18 @@
 //!
 //! Each acquires the GIL only to call the function and convert values; an
 //! awaitable result is run on the engine's asyncio loop (its `TaskLocals`)
-//! and awaited from tokio without holding the GIL.
+//! and awaited from tokio without holding the GIL. Resolvers go further (see
+//! [`PyResolver`]): a plain `def` runs on tokio's blocking pool, never on a
+//! worker, and a coroutine is cancelled when the engine gives up on it.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyDict, PyTuple};
 use pyo3_async_runtimes::TaskLocals;
 use serde_json::Value;
 use subs_core::{
@@ -49,6 +51,164 @@ pub(crate) async fn finish(called: PyResult<Called>) -> PyResult<Py<PyAny>> {
     }
 }
 
+/// The asyncio task of one awaitable, shared by the loop side (which creates
+/// it) and the tokio side (which may cancel it first).
+#[derive(Default)]
+struct TaskSlot {
+    task: Option<Py<PyAny>>,
+    cancelled: bool,
+}
+
+fn lock(slot: &Mutex<TaskSlot>) -> std::sync::MutexGuard<'_, TaskSlot> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs on the loop thread: wraps the awaitable in a task, unless the tokio
+/// side gave up before the loop got to it.
+#[pyclass]
+struct StartTask {
+    awaitable: Option<Py<PyAny>>,
+    answer: Option<tokio::sync::oneshot::Sender<PyResult<Py<PyAny>>>>,
+    slot: Arc<Mutex<TaskSlot>>,
+}
+
+#[pymethods]
+impl StartTask {
+    fn __call__(&mut self, py: Python<'_>) -> PyResult<()> {
+        let Some(awaitable) = self.awaitable.take() else {
+            return Ok(());
+        };
+        let awaitable = awaitable.into_bound(py);
+        if lock(&self.slot).cancelled {
+            // Never started: close the coroutine so Python does not warn that
+            // it was never awaited.
+            if let Ok(close) = awaitable.getattr(intern!(py, "close")) {
+                let _ = close.call0();
+            }
+            return Ok(());
+        }
+        let task = py
+            .import(intern!(py, "asyncio"))?
+            .call_method1(intern!(py, "ensure_future"), (awaitable,))?;
+        let answer = TaskAnswer {
+            answer: self.answer.take(),
+        };
+        task.call_method1(intern!(py, "add_done_callback"), (answer,))?;
+        // The lock is never held while Python runs, on either side.
+        let cancelled = {
+            let mut slot = lock(&self.slot);
+            if !slot.cancelled {
+                slot.task = Some(task.clone().unbind());
+            }
+            slot.cancelled
+        };
+        if cancelled {
+            task.call_method0(intern!(py, "cancel"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The task's done callback: hands its result (or exception) to tokio.
+#[pyclass]
+struct TaskAnswer {
+    answer: Option<tokio::sync::oneshot::Sender<PyResult<Py<PyAny>>>>,
+}
+
+#[pymethods]
+impl TaskAnswer {
+    fn __call__(&mut self, task: &Bound<'_, PyAny>) {
+        let result = task
+            .call_method0(intern!(task.py(), "result"))
+            .map(Bound::unbind);
+        if let Some(answer) = self.answer.take() {
+            // The tokio side may have given up: nobody to tell.
+            let _ = answer.send(result);
+        }
+    }
+}
+
+/// Cancels the asyncio task when the tokio side drops the future before the
+/// task finished (its deadline passed, or its group left).
+struct CancelOnDrop {
+    slot: Arc<Mutex<TaskSlot>>,
+    event_loop: Py<PyAny>,
+    finished: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let task = {
+            let mut slot = lock(&self.slot);
+            slot.cancelled = true;
+            slot.task.take()
+        };
+        let Some(task) = task else {
+            return; // not started yet: `StartTask` sees `cancelled`
+        };
+        let _ = Python::try_attach(|py| {
+            let cancelled = task
+                .bind(py)
+                .getattr(intern!(py, "cancel"))
+                .and_then(|cancel| {
+                    self.event_loop
+                        .bind(py)
+                        .call_method1(intern!(py, "call_soon_threadsafe"), (cancel,))
+                });
+            if let Err(error) = cancelled {
+                tracing::debug!(target: "subs::python", error = %describe(py, &error), "cancelling a resolver task failed");
+            }
+        });
+    }
+}
+
+/// Like [`settle`], but the asyncio task behind an awaitable is cancelled
+/// when the returned future is dropped before it finished: dropping the
+/// future of `pyo3_async_runtimes::into_future` only stops listening, and the
+/// Python task would run on.
+pub(crate) fn settle_cancellable(
+    locals: &TaskLocals,
+    result: Bound<'_, PyAny>,
+) -> PyResult<Called> {
+    let py = result.py();
+    if !result.hasattr(intern!(py, "__await__"))? {
+        return Ok(Called::Ready(result.unbind()));
+    }
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let slot = Arc::new(Mutex::new(TaskSlot::default()));
+    let start = StartTask {
+        awaitable: Some(result.unbind()),
+        answer: Some(answer),
+        slot: slot.clone(),
+    };
+    let event_loop = locals.event_loop(py);
+    let kwargs = PyDict::new(py);
+    kwargs.set_item(intern!(py, "context"), locals.context(py))?;
+    event_loop.call_method(intern!(py, "call_soon_threadsafe"), (start,), Some(&kwargs))?;
+    let guard = CancelOnDrop {
+        slot,
+        event_loop: event_loop.unbind(),
+        finished: false,
+    };
+    Ok(Called::Pending(Box::pin(async move {
+        // Moved in whole (not just the field assigned below): the future owns
+        // the guard, and dropping the future cancels the task.
+        let mut guard = guard;
+        let outcome = answered.await;
+        guard.finished = true;
+        match outcome {
+            Ok(result) => result,
+            // The loop dropped the callback without calling it (it closed).
+            Err(_) => Err(pyo3::exceptions::asyncio::CancelledError::new_err(
+                "the event loop dropped the task",
+            )),
+        }
+    })))
+}
+
 fn resolver_error(py: Python<'_>, field: &str, error: &PyErr) -> ResolverError {
     let message = describe(py, error);
     tracing::warn!(target: "subs::python", field, error = %message, "resolver raised");
@@ -56,39 +216,124 @@ fn resolver_error(py: Python<'_>, field: &str, error: &PyErr) -> ResolverError {
 }
 
 /// A Python resolver: `fn(event, variables[, context])`, sync or async.
+///
+/// An `async def` is called on the tokio side (the call only builds the
+/// coroutine) and runs as a task on the engine's asyncio loop; when the engine
+/// drops the resolution (at the resolver deadline, or when the group leaves)
+/// the task is cancelled, so the coroutine sees `asyncio.CancelledError`.
+///
+/// A plain `def` runs on tokio's blocking pool: it may hold the GIL or sleep
+/// without taking a runtime worker from the dispatchers and the connections.
+/// A thread cannot be interrupted, so past the deadline its answer is
+/// discarded (the subscribers already got the timeout error) and the thread
+/// is free when the function returns.
 pub(crate) struct PyResolver {
-    pub(crate) field: String,
-    pub(crate) function: Py<PyAny>,
-    pub(crate) with_context: bool,
-    pub(crate) locals: TaskLocals,
+    field: Arc<str>,
+    function: Arc<Py<PyAny>>,
+    with_context: bool,
+    is_async: bool,
+    locals: TaskLocals,
+}
+
+impl PyResolver {
+    pub(crate) fn new(
+        field: String,
+        function: &Bound<'_, PyAny>,
+        with_context: bool,
+        locals: TaskLocals,
+    ) -> PyResult<Self> {
+        let py = function.py();
+        let is_async = py
+            .import(intern!(py, "inspect"))?
+            .call_method1(intern!(py, "iscoroutinefunction"), (function,))?
+            .is_truthy()?;
+        Ok(Self {
+            field: field.into(),
+            function: Arc::new(function.clone().unbind()),
+            with_context,
+            is_async,
+            locals,
+        })
+    }
+}
+
+/// Calls the resolver function; an awaitable result is started on the loop.
+fn call_resolver(
+    py: Python<'_>,
+    function: &Py<PyAny>,
+    with_context: bool,
+    locals: &TaskLocals,
+    context: &ResolveContext,
+) -> PyResult<Called> {
+    let event = to_python(py, &context.event)?;
+    let variables = to_python_dict(py, &context.variables)?;
+    let result = if with_context {
+        let info = Context::from_resolve(context);
+        function.bind(py).call1((event, variables, info))?
+    } else {
+        function.bind(py).call1((event, variables))?
+    };
+    settle_cancellable(locals, result)
+}
+
+fn resolved(
+    py: Python<'_>,
+    field: &str,
+    outcome: PyResult<Py<PyAny>>,
+) -> Result<Value, ResolverError> {
+    match outcome {
+        Ok(value) => to_value(value.bind(py), "result").map_err(|error| {
+            let message = format!("resolver of `{field}` returned {error}");
+            tracing::warn!(target: "subs::python", field, error = %message, "resolver result refused");
+            ResolverError { message }
+        }),
+        Err(error) => Err(resolver_error(py, field, &error)),
+    }
 }
 
 impl subs_core::Resolver for PyResolver {
     fn resolve(&self, context: ResolveContext) -> ResolverFuture {
         let field = self.field.clone();
-        let called = Python::attach(|py| -> PyResult<Called> {
-            let event = to_python(py, &context.event)?;
-            let variables = to_python_dict(py, &context.variables)?;
-            let result = if self.with_context {
-                let info = Context::from_resolve(&context);
-                self.function.bind(py).call1((event, variables, info))?
-            } else {
-                self.function.bind(py).call1((event, variables))?
-            };
-            settle(&self.locals, result)
-        });
+        if self.is_async {
+            let called = Python::attach(|py| {
+                call_resolver(
+                    py,
+                    &self.function,
+                    self.with_context,
+                    &self.locals,
+                    &context,
+                )
+            });
+            return Box::pin(async move {
+                let outcome = finish(called).await;
+                Python::attach(|py| resolved(py, &field, outcome))
+            });
+        }
+        let function = self.function.clone();
+        let locals = self.locals.clone();
+        let with_context = self.with_context;
         Box::pin(async move {
-            let outcome = finish(called).await;
-            Python::attach(|py| {
-                match outcome {
-                Ok(value) => to_value(value.bind(py), "result").map_err(|error| {
-                    let message = format!("resolver of `{field}` returned {error}");
-                    tracing::warn!(target: "subs::python", field, error = %message, "resolver result refused");
-                    ResolverError { message }
-                }),
-                Err(error) => Err(resolver_error(py, &field, &error)),
-            }
+            let blocking_field = field.clone();
+            let ran = tokio::task::spawn_blocking(move || {
+                Python::attach(|py| {
+                    match call_resolver(py, &function, with_context, &locals, &context) {
+                        Ok(Called::Ready(value)) => Ok(resolved(py, &blocking_field, Ok(value))),
+                        Ok(Called::Pending(future)) => Err(future),
+                        Err(error) => Ok(Err(resolver_error(py, &blocking_field, &error))),
+                    }
+                })
             })
+            .await;
+            match ran {
+                Ok(Ok(done)) => done,
+                // A `def` that returned an awaitable: it runs on the loop.
+                Ok(Err(pending)) => {
+                    let outcome = pending.await;
+                    Python::attach(|py| resolved(py, &field, outcome))
+                }
+                Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+                Err(_) => Err(ResolverError::from("the resolver's thread was cancelled")),
+            }
         })
     }
 }

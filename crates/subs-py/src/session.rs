@@ -7,6 +7,10 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
+use subs_adapters::CancellationToken;
+use subs_adapters::driver::{
+    CLOSE_TIMEOUT, Inbound as DriverInbound, Transport, WriteFailed, drive,
+};
 use subs_core::{Engine, Session};
 use tokio::sync::mpsc;
 
@@ -239,53 +243,69 @@ fn signal(hub: &HubSlot) {
     }
 }
 
+/// The Python side of a session as the one driver's transport: frames come
+/// from `receive`, batches go to `outgoing()` or the hub. A batch counts as
+/// written once the channel takes it; with its two slots full (Python is
+/// still sending, or the hub holds the session parked) the driver waits and
+/// serves the slow-consumer policy and the stall timeout meanwhile, exactly
+/// as it does for a socket that does not read.
+struct PyTransport {
+    inbound: mpsc::Receiver<Inbound>,
+    outbound: Option<mpsc::Sender<Outbound>>,
+    hub: Arc<HubSlot>,
+}
+
+impl Transport for PyTransport {
+    type Text = String;
+    type Binary = Vec<u8>;
+
+    async fn receive(&mut self) -> DriverInbound<String, Vec<u8>> {
+        match self.inbound.recv().await {
+            Some(Inbound::Text(text)) => DriverInbound::Text(text),
+            Some(Inbound::Binary(data)) => DriverInbound::Binary(data),
+            None => DriverInbound::Closed,
+        }
+    }
+
+    async fn send_batch(&mut self, frames: Vec<String>) -> Result<(), WriteFailed> {
+        let outbound = self.outbound.as_ref().ok_or(WriteFailed)?;
+        outbound
+            .send(Outbound::Frames(frames))
+            .await
+            .map_err(|_| WriteFailed)?;
+        signal(&self.hub);
+        Ok(())
+    }
+
+    async fn close(&mut self, close: subs_protocol::Close) {
+        if let Some(outbound) = &self.outbound {
+            let close = Outbound::Close(close.code, close.reason.into_owned());
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, outbound.send(close)).await;
+            signal(&self.hub);
+        }
+    }
+}
+
+impl Drop for PyTransport {
+    fn drop(&mut self) {
+        // A hub learns the session has ended once the channel is closed.
+        self.outbound.take();
+        signal(&self.hub);
+    }
+}
+
 async fn run(
-    mut session: Session,
-    mut inbound: mpsc::Receiver<Inbound>,
+    session: Session,
+    inbound: mpsc::Receiver<Inbound>,
     outbound: mpsc::Sender<Outbound>,
     hub: Arc<HubSlot>,
 ) {
-    loop {
-        let mut frames = Vec::new();
-        while let Some(frame) = session.poll_transmit() {
-            frames.push(frame);
-        }
-        if !frames.is_empty() {
-            if outbound.send(Outbound::Frames(frames)).await.is_err() {
-                break;
-            }
-            signal(&hub);
-        }
-        if let Some(close) = session.poll_close() {
-            let _ = outbound
-                .send(Outbound::Close(close.code, close.reason.into_owned()))
-                .await;
-            break;
-        }
-        let deadline = session.poll_timeout();
-        tokio::select! {
-            biased;
-            () = session.outbound_ready() => {
-                session.flush_outbound();
-            }
-            frame = inbound.recv() => match frame {
-                Some(Inbound::Text(text)) => session.handle_text(&text, Instant::now()).await,
-                Some(Inbound::Binary(data)) => session.handle_binary(&data, Instant::now()),
-                None => break,
-            },
-            () = sleep_until(deadline) => session.handle_timeout(Instant::now()),
-        }
-    }
-    // Dropping the session removes its registrations.
-    drop(session);
-    // A hub learns the session has ended once the channel is closed.
-    drop(outbound);
-    signal(&hub);
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-        None => std::future::pending().await,
-    }
+    let transport = PyTransport {
+        inbound,
+        outbound: Some(outbound),
+        hub,
+    };
+    // Python servers stop their connections themselves; the engine's
+    // shutdown reaches them through their own close.
+    drive(session, transport, CancellationToken::new()).await;
 }

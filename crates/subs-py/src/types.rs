@@ -165,13 +165,15 @@ impl Context {
         to_python_dict(py, &self.arguments)
     }
 
-    /// The principal of the group (every member shares its security scope).
+    /// The subscriber's principal; the anonymous principal for a resolver
+    /// declared `shared=True`.
     #[getter]
     fn principal(&self) -> PyPrincipal {
         PyPrincipal::from_arc(self.principal.clone())
     }
 
-    /// The `connection_init` payload of the group's representative connection.
+    /// The subscriber's `connection_init` payload; `None` for a resolver
+    /// declared `shared=True`.
     #[getter]
     fn init_payload<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
         self.init_payload
@@ -213,6 +215,8 @@ pub(crate) struct Stats {
     slow_consumer_closes: u64,
     resolver_calls: u64,
     resolver_errors: u64,
+    resolver_timeouts: u64,
+    resolver_events_dropped: u64,
     events_filtered: u64,
     invalid_events: u64,
     security_rejections: u64,
@@ -239,6 +243,8 @@ impl Stats {
             slow_consumer_closes: s.slow_consumer_closes,
             resolver_calls: s.resolver_calls,
             resolver_errors: s.resolver_errors,
+            resolver_timeouts: s.resolver_timeouts,
+            resolver_events_dropped: s.resolver_events_dropped,
             events_filtered: s.events_filtered,
             invalid_events: s.invalid_events,
             security_rejections: refused,
@@ -272,7 +278,7 @@ impl Stats {
 }
 
 impl Stats {
-    fn pairs(&self) -> [(&'static str, u64); 17] {
+    fn pairs(&self) -> [(&'static str, u64); 19] {
         [
             ("connections", self.connections),
             ("subscriptions", self.subscriptions),
@@ -284,6 +290,8 @@ impl Stats {
             ("slow_consumer_closes", self.slow_consumer_closes),
             ("resolver_calls", self.resolver_calls),
             ("resolver_errors", self.resolver_errors),
+            ("resolver_timeouts", self.resolver_timeouts),
+            ("resolver_events_dropped", self.resolver_events_dropped),
             ("events_filtered", self.events_filtered),
             ("invalid_events", self.invalid_events),
             ("security_rejections", self.security_rejections),

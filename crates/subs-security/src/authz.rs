@@ -1,12 +1,15 @@
-//! Authorization per subscribe: may this principal subscribe to this root field
-//! with these arguments?
+//! Authorization per root field: may this principal select this root field
+//! with these arguments? Every root field of an operation is asked about,
+//! fragments included, and one refusal refuses the whole operation.
 
 use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
 
 use crate::{Principal, Rejection, messages};
 
-/// What an [`Authorizer`] decides on.
+/// What an [`Authorizer`] decides on: one root field of an operation (the
+/// single field of a subscription, or each root field of a query or
+/// mutation, however it is reached: aliases and fragments do not hide one).
 #[derive(Debug, Clone, Copy)]
 pub struct SubscribeRequest<'a> {
     /// The connection's principal.

@@ -222,7 +222,8 @@ impl ConnectionBudget {
     }
 
     /// Uncounts one subscription. Call exactly once for every subscribe that
-    /// [`SecurityConfig::check_subscribe`] accepted, when it ends for any
+    /// [`SecurityConfig::admit_operation`] accepted and [`SecurityConfig::check_operation`]
+    /// did not refuse, when it ends for any
     /// reason (complete, error, stop, connection close).
     pub fn release_subscription(&mut self) {
         self.active = self.active.saturating_sub(1);
@@ -445,16 +446,18 @@ impl SecurityConfig {
         Ok(())
     }
 
-    /// Every subscribe, in this order: subscribe rate, operation limits,
-    /// authorization, subscriptions per connection. Each refusal is a GraphQL
-    /// error, unless the authorizer returns a close. On success the
-    /// subscription is counted in `budget`: release it with
+    /// Every operation (subscribe, or a query or mutation over the socket),
+    /// before its document is parsed: the subscribe rate, the subscriptions
+    /// per connection and the document size, the checks that cost nothing,
+    /// so a flood of large or invalid documents is refused before any parsing.
+    /// On success the operation is counted in `budget`; when
+    /// [`SecurityConfig::check_operation`] refuses it later, the count is
+    /// released there, otherwise release it with
     /// [`ConnectionBudget::release_subscription`] when it ends.
-    pub fn check_subscribe(
+    pub fn admit_operation(
         &self,
-        req: &SubscribeRequest<'_>,
-        facts: &OperationFacts,
         budget: &mut ConnectionBudget,
+        document_bytes: usize,
         now: Instant,
     ) -> Result<(), Denied> {
         if let Some(rl) = &mut budget.subscribe
@@ -465,12 +468,6 @@ impl SecurityConfig {
                 Rejection::graphql(messages::subscribe_rate_exceeded(retry.0)),
             ));
         }
-        self.operation_limits
-            .check(facts)
-            .map_err(|e| self.deny(RejectReason::OperationLimit, e.into()))?;
-        self.authorizer
-            .authorize(req)
-            .map_err(|r| self.deny(RejectReason::Authorization, r))?;
         if let Some(max) = budget.max_subscriptions
             && budget.active >= max
         {
@@ -479,9 +476,60 @@ impl SecurityConfig {
                 Rejection::graphql(messages::too_many_subscriptions(max)),
             ));
         }
+        self.operation_limits
+            .check_document_bytes(document_bytes)
+            .map_err(|e| self.deny(RejectReason::OperationLimit, e.into()))?;
         budget.active += 1;
-        self.stats.record_subscription_accepted();
         Ok(())
+    }
+
+    /// After parsing and validation: the operation limits, then the
+    /// authorizer on every root field the operation selects (`requests`, one
+    /// per root field, fragments included). One refused field refuses the
+    /// whole operation, so its value is never computed. A refusal releases
+    /// the count taken by [`SecurityConfig::admit_operation`] and is a GraphQL
+    /// error, unless the authorizer returns a close.
+    pub fn check_operation(
+        &self,
+        requests: &[SubscribeRequest<'_>],
+        facts: &OperationFacts,
+        budget: &mut ConnectionBudget,
+    ) -> Result<(), Denied> {
+        let checked = self
+            .operation_limits
+            .check(facts)
+            .map_err(|e| self.deny(RejectReason::OperationLimit, e.into()))
+            .and_then(|()| {
+                requests.iter().try_for_each(|request| {
+                    self.authorizer
+                        .authorize(request)
+                        .map_err(|r| self.deny(RejectReason::Authorization, r))
+                })
+            });
+        match checked {
+            Ok(()) => {
+                self.stats.record_subscription_accepted();
+                Ok(())
+            }
+            Err(denied) => {
+                budget.release_subscription();
+                Err(denied)
+            }
+        }
+    }
+
+    /// Both steps at once for a caller that already parsed the operation and
+    /// has one root field: [`SecurityConfig::admit_operation`], then
+    /// [`SecurityConfig::check_operation`].
+    pub fn check_subscribe(
+        &self,
+        req: &SubscribeRequest<'_>,
+        facts: &OperationFacts,
+        budget: &mut ConnectionBudget,
+        now: Instant,
+    ) -> Result<(), Denied> {
+        self.admit_operation(budget, facts.document_bytes, now)?;
+        self.check_operation(std::slice::from_ref(req), facts, budget)
     }
 
     /// The principal's scope for query grouping: [`ScopeKey::SHARED`] without

@@ -36,7 +36,7 @@ pub const FRAME_TOO_LARGE: &str = "Frame too large";
 
 /// GraphQL error: the principal may not subscribe to `field`.
 pub fn not_authorized(field: &str) -> String {
-    format!("not authorized to subscribe to `{field}`")
+    format!("not authorized to access `{field}`")
 }
 
 /// GraphQL error: the connection already holds `max` subscriptions.

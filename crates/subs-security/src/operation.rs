@@ -180,6 +180,19 @@ impl OperationLimits {
         self
     }
 
+    /// Checks a document's size before it is parsed (the same limit that
+    /// [`OperationLimits::check`] applies to `facts.document_bytes`).
+    pub fn check_document_bytes(&self, document_bytes: usize) -> Result<(), LimitExceeded> {
+        match self.max_document_bytes {
+            Some(max) if document_bytes > max => Err(LimitExceeded {
+                limit: Limit::DocumentBytes,
+                value: document_bytes,
+                max,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Checks `facts` against every limit, in the order document size, depth,
     /// aliases, root fields, directives, cost; reports the first one exceeded.
     /// A value equal to its maximum is allowed.

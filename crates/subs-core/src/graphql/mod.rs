@@ -37,6 +37,7 @@ mod plan;
 mod schema;
 
 pub use errors::{GraphQLError, GraphQLErrors};
+pub(crate) use operation::DocumentIdentity;
 pub(crate) use operation::field_arguments;
 pub use operation::{OperationFacts, OperationKind, PreparedOperation};
 pub use plan::MAX_PLANNED_FIELDS;

@@ -33,6 +33,49 @@ pub enum OperationKind {
 /// selection.
 pub use subs_security::OperationFacts;
 
+/// Which document and operation a prepared operation is, whatever its source
+/// text's whitespace, comments or cache entry: the key under which identical
+/// subscriptions share a query group.
+///
+/// It is apollo-compiler's serialization of the validated document (computed
+/// once, at prepare time) and the operation name. The hash only speeds up
+/// lookups: equality compares the normalized text itself, so a collision can
+/// never put two documents in one group.
+#[derive(Debug, Clone)]
+pub(crate) struct DocumentIdentity {
+    hash: u64,
+    normalized: Arc<str>,
+    operation_name: Option<Box<str>>,
+}
+
+impl DocumentIdentity {
+    fn new(document: &ExecutableDocument, operation_name: Option<&str>) -> Self {
+        let normalized: Arc<str> = Arc::from(document.serialize().no_indent().to_string());
+        Self {
+            hash: super::schema::document_hash(&normalized, operation_name),
+            normalized,
+            operation_name: operation_name.map(Into::into),
+        }
+    }
+}
+
+impl PartialEq for DocumentIdentity {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash
+            && self.operation_name == other.operation_name
+            && (Arc::ptr_eq(&self.normalized, &other.normalized)
+                || self.normalized == other.normalized)
+    }
+}
+
+impl Eq for DocumentIdentity {}
+
+impl std::hash::Hash for DocumentIdentity {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
 /// A parsed, validated and planned operation. `Send + Sync`; shared through
 /// `Arc` by every subscription that uses the same document.
 pub struct PreparedOperation {
@@ -40,11 +83,14 @@ pub struct PreparedOperation {
     document: Valid<ExecutableDocument>,
     operation: Node<Operation>,
     root_field: Option<Node<Field>>,
+    /// Every root field selected, through fragments too (for authorization).
+    root_fields: Box<[Node<Field>]>,
     source: Box<str>,
     operation_name: Option<Box<str>>,
     kind: OperationKind,
     facts: OperationFacts,
     hash: u64,
+    identity: DocumentIdentity,
     plan: Plan,
     size_hint: AtomicUsize,
 }
@@ -87,18 +133,22 @@ impl PreparedOperation {
         if facts.cost > plan::MAX_PLANNED_FIELDS {
             return Err(plan::too_large());
         }
-        let root_field = operation.root_fields(&document).next().cloned();
+        let root_fields: Box<[Node<Field>]> = operation.root_fields(&document).cloned().collect();
+        let root_field = root_fields.first().cloned();
         let plan = plan::build(schema, implementers, &document, &operation)?;
+        let identity = DocumentIdentity::new(&document, operation_name);
         Ok(PreparedOperation {
             schema: schema.clone(),
             document,
             operation,
             root_field,
+            root_fields,
             source: query.into(),
             operation_name: operation_name.map(Into::into),
             kind,
             facts,
             hash,
+            identity,
             plan,
             size_hint: AtomicUsize::new(64),
         })
@@ -140,6 +190,18 @@ impl PreparedOperation {
     /// for grouping identical subscriptions.
     pub fn document_hash(&self) -> u64 {
         self.hash
+    }
+
+    /// The document's identity for grouping (normalized text and operation
+    /// name), shared by every prepared copy of the same document.
+    pub(crate) fn identity(&self) -> &DocumentIdentity {
+        &self.identity
+    }
+
+    /// apollo-compiler's serialization of the validated document: equal for
+    /// documents that differ only in whitespace, commas or comments.
+    pub fn normalized_document(&self) -> &str {
+        &self.identity.normalized
     }
 
     pub(crate) fn document(&self) -> &Valid<ExecutableDocument> {
@@ -188,10 +250,30 @@ impl PreparedOperation {
     /// is absent; a variable that is absent falls back to the argument's
     /// default). Enum values become strings. For routing filters.
     pub fn root_arguments(&self, variables: &Map<String, Value>) -> Map<String, Value> {
-        match &self.root_field {
-            Some(field) => field_arguments(field, variables),
-            None => Map::new(),
+        self.root_field
+            .as_ref()
+            .map(|field| field_arguments(field, variables))
+            .unwrap_or_default()
+    }
+
+    /// Every root field the operation selects (fragments and inline fragments
+    /// followed, `@skip`/`@include` not evaluated, so nothing is missed), as
+    /// (field name, arguments like [`PreparedOperation::root_arguments`]): what
+    /// an authorizer must see. A field selected twice with the same arguments
+    /// is listed once.
+    pub fn root_field_arguments(
+        &self,
+        variables: &Map<String, Value>,
+    ) -> Vec<(&str, Map<String, Value>)> {
+        let mut out: Vec<(&str, Map<String, Value>)> = Vec::with_capacity(self.root_fields.len());
+        for field in &self.root_fields {
+            let arguments = field_arguments(field, variables);
+            let name = field.name.as_str();
+            if !out.iter().any(|(n, a)| *n == name && *a == arguments) {
+                out.push((name, arguments));
+            }
         }
+        out
     }
 
     /// The root fields `variables` leave selected, in response order.
@@ -239,9 +321,7 @@ impl PreparedOperation {
     }
 }
 
-/// A field's argument values as JSON, with variables substituted and
-/// argument defaults applied (an argument neither given nor defaulted is
-/// absent; a variable that is absent falls back to the argument's default).
+/// A field's argument values as JSON (see [`PreparedOperation::root_arguments`]).
 pub(crate) fn field_arguments(field: &Field, variables: &Map<String, Value>) -> Map<String, Value> {
     let mut out = Map::new();
     for def in &field.definition.arguments {

@@ -54,6 +54,9 @@ pub(crate) fn service(id: impl Into<Value>, name: &str) -> Value {
 pub(crate) struct Client {
     pub(crate) session: Session,
     raw: VecDeque<String>,
+    /// Whether collected frames count as written (as a driver confirms a
+    /// flushed batch); off to model a socket that never takes them.
+    pub(crate) confirm_writes: bool,
 }
 
 impl Client {
@@ -66,6 +69,7 @@ impl Client {
         Self {
             session,
             raw: VecDeque::new(),
+            confirm_writes: true,
         }
     }
 
@@ -73,12 +77,16 @@ impl Client {
         Self {
             session: Session::new(engine, protocol, ConnectionFacts::default(), Instant::now()),
             raw: VecDeque::new(),
+            confirm_writes: true,
         }
     }
 
     fn collect(&mut self) {
         while let Some(frame) = self.session.poll_transmit() {
             self.raw.push_back(frame);
+        }
+        if self.confirm_writes {
+            self.session.mark_written();
         }
     }
 
@@ -87,8 +95,20 @@ impl Client {
         self.send_text(&message.to_string()).await;
     }
 
+    /// Sends one frame and lets every host hook it started answer (the
+    /// session runs hooks on their own tasks).
     pub(crate) async fn send_text(&mut self, text: &str) {
-        self.session.handle_text(text, Instant::now()).await;
+        self.session.handle_text(text, Instant::now());
+        self.settle().await;
+    }
+
+    /// Waits until no host hook of the session is running, then collects.
+    pub(crate) async fn settle(&mut self) {
+        while self.session.pending_hooks() > 0 {
+            tokio::time::timeout(WAIT, self.session.ready())
+                .await
+                .expect("a host hook answers in time");
+        }
         self.collect();
     }
 
@@ -183,7 +203,7 @@ impl Client {
             if now >= deadline {
                 return out;
             }
-            let _ = tokio::time::timeout(deadline - now, self.session.outbound_ready()).await;
+            let _ = tokio::time::timeout(deadline - now, self.session.ready()).await;
         }
     }
 

@@ -109,6 +109,7 @@ class Engine:
         keepalive: Optional[float] = 12.0,
         max_frame_bytes: int = 64 * 1024,
         outbound_queue_capacity: int = 1024,
+        resolver_timeout: Optional[float] = None,
     ) -> None:
         if broker not in ("memory", "", None) and not (isinstance(broker, str) and broker.startswith(_NETWORK_BROKERS)):
             raise ValueError(f"unknown broker {broker!r}: expected 'memory', 'redis://HOST:PORT' or 'nats://HOST:PORT'")
@@ -132,6 +133,8 @@ class Engine:
             "keepalive_ms": 0 if keepalive is None else int(keepalive * 1000),
             "max_frame_bytes": max_frame_bytes,
             "outbound_queue_capacity": outbound_queue_capacity,
+            # None keeps the engine's default (subs-core's HookDeadlines, 5 s).
+            "resolver_timeout_ms": None if resolver_timeout is None else max(1, int(resolver_timeout * 1000)),
         }
         self._native: Optional[_native.Engine] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -172,6 +175,7 @@ class Engine:
         *,
         topic: Optional[str] = None,
         filters: Optional[Mapping[str, str]] = None,
+        shared: bool = False,
     ) -> Callable[[F], F]:
         """Decorates the resolver of root field `field`:
         `(event, variables[, context]) -> value`, `def` or `async def`.
@@ -180,6 +184,18 @@ class Engine:
         per subscriber); its result is the field's value, to which each
         subscriber's selection set is applied. An exception becomes a GraphQL
         error in that event's `next` payload; the subscription goes on.
+
+        By default a group holds subscribers of one principal and init payload
+        only, and `context.principal` / `context.init_payload` are theirs.
+        `shared=True` declares that the resolver does not depend on who asks:
+        one group serves every principal, and the context carries the
+        anonymous principal and no init payload.
+
+        Each call has the engine's `resolver_timeout` (in seconds, 5 by default): past
+        it, the subscribers get a GraphQL error for that event and an
+        `async def` is cancelled (it sees `asyncio.CancelledError`). A plain
+        `def` runs in a worker thread, never on the engine's event threads; it
+        cannot be interrupted, so past the deadline its answer is discarded.
         """
 
         def decorate(function: F) -> F:
@@ -190,6 +206,7 @@ class Engine:
             binding = self._bindings[field]
             binding["resolver"] = function
             binding["with_context"] = variadic or count >= 3
+            binding["shared"] = shared
             return function
 
         return decorate
