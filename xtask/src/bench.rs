@@ -94,7 +94,11 @@ fn stalled_scenarios() -> Vec<Scenario> {
             kind: "stalled-reader",
             connections: 20,
             events: Events::Only(vec![("raw", 20_000), (SUBS, 20_000)]),
-            interval_us: 0,
+            // 2,000 events/s, 16 MB/s per subscriber: what a healthy reader
+            // on this box keeps up with inside the engine's default queue
+            // bounds (an unpaced burst of 160 MB overflows every queue, which
+            // would measure the burst, not the stalled reader).
+            interval_us: 500,
             payload_bytes: Some(8 * 1024),
         },
     ]
@@ -850,6 +854,7 @@ mod tests {
         assert_eq!(stalled[0].events_for("raw"), None);
         assert_eq!(stalled[1].events_for("raw"), Some(20_000));
         assert_eq!(stalled[1].payload_bytes, Some(8192));
+        assert_eq!(stalled[1].interval_us, 500);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //!   run against the same server in one run; the report gives the N topics'
 //!   p99 and throughput for each.
 //! - **stalled reader**: one connection subscribes and stops reading while N
-//!   healthy ones get K events on the same topic. The report gives the
+//!   healthy ones get K events on the same topic, one every `interval_us`. The report gives the
 //!   server's resident memory growth (peak during the run, sampled every
 //!   20 ms, minus the figure just before publishing), the healthy
 //!   subscribers' completion time and what became of the stalled connection.
@@ -360,8 +360,13 @@ pub(crate) async fn stalled_reader(
             }
         })
     };
-    http.publish(READER_TOPIC, options.events, options.payload_bytes, 0)
-        .await?;
+    http.publish(
+        READER_TOPIC,
+        options.events,
+        options.payload_bytes,
+        options.interval_us,
+    )
+    .await?;
     healthy.wait(options.idle_timeout).await;
     let expected = healthy.expected;
     let results = healthy.finish().await;
