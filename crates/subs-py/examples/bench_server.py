@@ -49,9 +49,6 @@ def make_engine(python_resolver: bool = False) -> Engine:
         schema=SCHEMA,
         broker=broker,
         init_timeout=int(os.environ.get("INIT_TIMEOUT_MS", "3000")) / 1000,
-        # A burst of K events may queue K payloads per connection before its
-        # writer catches up: keep room for the contract's bursts.
-        outbound_queue_capacity=1 << 16,
     )
     if python_resolver:
         # The same routing, with a Python resolver on top: it runs once per

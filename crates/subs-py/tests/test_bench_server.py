@@ -13,7 +13,7 @@ from typing import Dict, Iterator, Optional
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from support import EXAMPLES, Client, free_port
+from support import EXAMPLES, Client, free_port, wait_until
 
 
 # asgi: SubsMiddleware on uvicorn (frames written in batches on the server's
@@ -103,17 +103,24 @@ async def test_reject_and_init_timeout(bench: int) -> None:
 
 
 @pytest.mark.parametrize("compression", ["deflate", None])
-async def test_a_slow_reader_holds_up_no_one_and_gets_everything(bench: int, compression: Optional[str]) -> None:
-    """The slow reader's socket fills (the server's flow control pauses its
-    writes) while the other subscriber gets every event; once it reads again
-    it gets all of them, in order. With and without permessage-deflate (on
-    uvicorn, subs frames the messages itself only without it)."""
+async def test_a_slow_reader_holds_up_no_one_and_is_closed_with_1013(bench: int, compression: Optional[str]) -> None:
+    """A reader that stops reading while 19 MB are published to it, with the
+    engine's default queue limits (1 MiB per connection): the other subscriber
+    gets every event in order, and the slow one gets a prefix of them in order,
+    then the 1013 close (its subscription ends at once). With and without
+    permessage-deflate (on uvicorn, subs frames the messages itself only
+    without it)."""
     url = f"ws://127.0.0.1:{bench}/graphql"
     slow = await Client.open(url, max_queue=1, compression=compression)
     fast = await Client.open(url, compression=compression)
     for client in (slow, fast):
         await client.subscribe("1", 'subscription { ticks(topic: "big") { seq payload } }')
-    await asyncio.sleep(0.1)
+
+    def subscribed() -> bool:
+        status, stats = http(bench, "GET", "/stats")
+        return status == 200 and stats["subscriptions"] == 2
+
+    assert await asyncio.to_thread(wait_until, subscribed)
     count, size = 300, 64_000  # about 19 MB: more than the kernel and the transport buffers hold
     await asyncio.to_thread(
         http, bench, "POST", "/publish", {"topic": "big", "count": count, "payloadBytes": size, "intervalUs": 0}
@@ -121,11 +128,14 @@ async def test_a_slow_reader_holds_up_no_one_and_gets_everything(bench: int, com
     for seq in range(count):
         tick = (await fast.next_data("1", timeout=20))["data"]["ticks"]
         assert tick["seq"] == seq and len(tick["payload"]) == size
-    for seq in range(count):
-        assert (await slow.next_data("1", timeout=20))["data"]["ticks"]["seq"] == seq
+    received = []
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            received.append((await slow.next_data("1", timeout=20))["data"]["ticks"]["seq"])
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+    assert received == list(range(len(received))) and len(received) < count
     status, stats = await asyncio.to_thread(http, bench, "GET", "/stats")
-    assert status == 200 and stats["subscriptions"] >= 2
-    await slow.close()
+    assert status == 200 and stats["subscriptions"] == 1
     await fast.close()
 
 
