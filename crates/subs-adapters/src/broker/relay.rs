@@ -290,3 +290,85 @@ pub(crate) async fn deliver(sink: &EventSink, event: Event) -> bool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope_bytes(topic: &str, origin: &str, seq: u64) -> Vec<u8> {
+        Envelope::new(&Event::bytes(topic, "{}"), Arc::from(origin), seq).encode()
+    }
+
+    #[test]
+    fn sent_sequence_numbers_are_capped_and_restart_at_one() {
+        let relay = Relay::with_sent_max(4);
+        let origin: Arc<str> = Arc::from("me");
+        for round in 1..=3 {
+            for topic in ["a", "b", "c", "d"] {
+                let envelope = relay.envelope(&Event::bytes(topic, "{}"), origin.clone());
+                assert_eq!(envelope.seq, round);
+            }
+        }
+        // A fifth topic: every numbering restarts, the map never exceeds the cap.
+        assert_eq!(
+            relay.envelope(&Event::bytes("e", "{}"), origin.clone()).seq,
+            1
+        );
+        assert_eq!(relay.envelope(&Event::bytes("a", "{}"), origin).seq, 1);
+        assert!(relay.bookkeeping().sequences_sent <= 4);
+    }
+
+    #[test]
+    fn a_restarted_numbering_is_not_a_gap_and_a_real_gap_still_is() {
+        let relay = Relay::default();
+        for seq in 1..=5 {
+            assert!(
+                relay
+                    .accept(&envelope_bytes("t", "other", seq), "me")
+                    .is_some()
+            );
+        }
+        // The publisher restarted at 1 (its map was cleared): no gap.
+        for seq in 1..=2 {
+            assert!(
+                relay
+                    .accept(&envelope_bytes("t", "other", seq), "me")
+                    .is_some()
+            );
+        }
+        assert_eq!(relay.stats().missed, 0);
+        // 3 and 4 lost: counted.
+        assert!(
+            relay
+                .accept(&envelope_bytes("t", "other", 5), "me")
+                .is_some()
+        );
+        assert_eq!(relay.stats().missed, 2);
+        assert_eq!(relay.bookkeeping().sequences_seen, 1);
+        relay.forget_topic("t");
+        assert_eq!(relay.bookkeeping().sequences_seen, 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_interest_queue_becomes_one_resync_and_is_counted() {
+        let relay = Arc::new(Relay::default());
+        let attachment = Attachment::new(relay.clone());
+        let mut receiver = attachment
+            .pending
+            .lock()
+            .take()
+            .expect("the receiver is handed out once");
+        for n in 0..INTEREST_QUEUE + 5 {
+            attachment.interest_changed(&format!("topic-{n}"));
+        }
+        assert_eq!(relay.stats().interest_overflows, 5);
+        // The queue holds at most its capacity; the overflow is one resync.
+        assert!(matches!(receiver.recv().await, Some(Interest::Resync)));
+        for n in 0..INTEREST_QUEUE {
+            match receiver.recv().await {
+                Some(Interest::Topic(topic)) => assert_eq!(&*topic, format!("topic-{n}")),
+                other => panic!("expected topic-{n}, got {other:?}"),
+            }
+        }
+    }
+}
