@@ -197,11 +197,12 @@ async fn subscriber(
             if !previous.contains(&topic) {
                 relay.forget_topic(&topic);
             }
-            if control
+            if let Err(error) = control
                 .subscribe(format!("{CHANNEL_PREFIX}{topic}"))
                 .await
-                .is_err()
             {
+                relay.subscribe_failed();
+                tracing::warn!(%topic, %error, "Redis subscribe failed; reconnecting");
                 healthy = false;
                 break;
             }
@@ -279,8 +280,14 @@ async fn sync_topic(
     let channel = format!("{CHANNEL_PREFIX}{topic}");
     if wanted && !subscribed.contains(&topic) {
         relay.forget_topic(&topic);
+        let result = control.subscribe(channel).await;
+        if let Err(error) = &result {
+            // The reconnection that follows subscribes it again, with backoff.
+            relay.subscribe_failed();
+            tracing::warn!(%topic, %error, "Redis subscribe failed; reconnecting");
+        }
         subscribed.insert(topic);
-        control.subscribe(channel).await
+        result
     } else if !wanted && subscribed.remove(&topic) {
         // The topic's sequence numbers go with its subscription.
         relay.forget_topic(&topic);

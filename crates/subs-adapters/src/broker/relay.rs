@@ -43,8 +43,11 @@ pub(crate) struct Relay {
     /// Per topic this instance is subscribed to, per origin: the last
     /// sequence number received. A topic's entry goes when its subscription
     /// ends ([`Relay::forget_topic`]).
-    seen: Mutex<HashMap<Arc<str>, HashMap<Arc<str>, u64>>>,
+    seen: Mutex<HashMap<Arc<str>, LastSeen>>,
 }
+
+/// Per origin: the last sequence number received on one topic.
+type LastSeen = HashMap<Arc<str>, u64>;
 
 impl Default for Relay {
     fn default() -> Self {
