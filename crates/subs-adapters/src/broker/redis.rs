@@ -197,10 +197,7 @@ async fn subscriber(
             if !previous.contains(&topic) {
                 relay.forget_topic(&topic);
             }
-            if let Err(error) = control
-                .subscribe(format!("{CHANNEL_PREFIX}{topic}"))
-                .await
-            {
+            if let Err(error) = control.subscribe(format!("{CHANNEL_PREFIX}{topic}")).await {
                 relay.subscribe_failed();
                 tracing::warn!(%topic, %error, "Redis subscribe failed; reconnecting");
                 healthy = false;
