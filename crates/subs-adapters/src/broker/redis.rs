@@ -8,14 +8,15 @@
 
 use std::sync::Arc;
 
-use super::{
-    Attachment, Backoff, Bookkeeping, Interest, InterestReceiver, Relay, StartupPolicy, deliver,
-};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use subs_core::{Broker, BrokerStats, Event, EventSink};
+
+use super::{
+    Attachment, Backoff, Bookkeeping, Interest, InterestReceiver, Relay, StartupPolicy, deliver,
+};
 
 /// Channel prefix: keeps subs' channels apart from the application's.
 pub const CHANNEL_PREFIX: &str = "subs:";
