@@ -339,3 +339,34 @@ async fn malformed_outbox_rows_are_counted_and_skipped() {
         .batch_execute(&format!("DROP TABLE IF EXISTS {table}"))
         .await;
 }
+
+/// A query that fails (the table is gone) does not end the source: it logs,
+/// reconnects with backoff and delivers again once the table is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_outbox_query_is_retried_until_it_reads_again() {
+    let mut outbox = Outbox::new().await;
+    let (topic, _instance, source, mut client) = outbox.started().await;
+    outbox.write(&topic, 0..1, false).await;
+    assert_eq!(ns(&mut client, 1).await, vec![0]);
+    outbox.drop_table().await;
+    // The next read fails at once: a notification wakes the source.
+    outbox
+        .client
+        .batch_execute(&format!("NOTIFY {}", outbox.table))
+        .await
+        .expect("NOTIFY");
+    eventually(STEP, "the source retries the failing query", || {
+        let reconnects = source.reconnects();
+        async move { reconnects >= 2 }
+    })
+    .await;
+    outbox
+        .client
+        .batch_execute(&create_table_sql(&outbox.table))
+        .await
+        .expect("create the outbox table again");
+    outbox.write(&topic, 1..3, false).await;
+    assert_eq!(ns(&mut client, 2).await, vec![1, 2]);
+    source.stop().await;
+    outbox.drop_table().await;
+}
