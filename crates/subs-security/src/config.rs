@@ -21,7 +21,7 @@ use crate::{
 /// | `subscribe_rate` | 20 per second, burst 50 |
 /// | `message_rate` | 100 per second, burst 200 |
 /// | `delivery_rate` (per subscription) | off |
-/// | `max_connections` (open at once, whole process) | 20,000: above the 10,000 one process is benchmarked with, below a raised file-descriptor limit (65,536), so the refusal is a clear 503 rather than failing `accept` calls; set it from your own limit and memory |
+/// | `max_connections` (open at once, per engine: every clone of its `SecurityConfig` shares the count) | 20,000: above the 10,000 one process is benchmarked with, below a raised file-descriptor limit (65,536), so the refusal is a clear 503 rather than failing `accept` calls; set it from your own limit and memory |
 /// | `max_connections_per_ip` | off: behind a proxy or NAT many clients share one address; turn it on when the adapter sees client addresses |
 /// | `max_connections_per_principal` | 100 (the anonymous principal is never counted) |
 /// | `ipv6_prefix_len` (addresses counted together) | 64 |
@@ -37,7 +37,7 @@ pub struct Limits {
     pub message_rate: Option<Quota>,
     /// Events delivered per subscription; the engine drops events over it.
     pub delivery_rate: Option<Quota>,
-    /// WebSocket connections open at once in this process (whatever their
+    /// WebSocket connections open at once on this engine (whatever their
     /// address); refusal is HTTP 503 with `Retry-After` before the upgrade
     /// (close 1013 where a transport can only close).
     pub max_connections: Option<usize>,
