@@ -90,8 +90,7 @@ fuzz_target!(|data: &[u8]| {
         };
         driver
             .session
-            .handle_text(r#"{"type":"connection_init"}"#, now)
-            .await;
+            .handle_text(r#"{"type":"connection_init"}"#, now);
         driver.drain();
         // Records: [op][len][len bytes].
         while let [op, len, tail @ ..] = rest {
@@ -101,7 +100,7 @@ fuzz_target!(|data: &[u8]| {
             match op % 8 {
                 0..=3 => {
                     let text = String::from_utf8_lossy(body);
-                    driver.session.handle_text(&text, now).await;
+                    driver.session.handle_text(&text, now);
                 }
                 4 => driver.session.handle_binary(body, now),
                 5 => {
