@@ -155,7 +155,9 @@ impl Group {
         if !full.is_empty() {
             let deadline = tokio::time::Instant::now() + grace;
             for (connection, item) in full {
-                connection.wait_for_room_until(item.weight(), deadline).await;
+                connection
+                    .wait_for_room_until(item.weight(), deadline)
+                    .await;
                 delivered += count(connection.push(item), stats);
             }
         }

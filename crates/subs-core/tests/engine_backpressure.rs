@@ -334,7 +334,10 @@ async fn a_burst_is_paced_by_a_reader_that_keeps_up_and_a_stalled_one_is_closed(
         }
     }
     burst.await.unwrap();
-    assert!(!reader.is_closed(), "the reader kept up: paced, never closed");
+    assert!(
+        !reader.is_closed(),
+        "the reader kept up: paced, never closed"
+    );
     assert_eq!(seqs, (0..200).collect::<Vec<_>>(), "every event, in order");
     // The one that took nothing was closed once its grace ran out.
     let _ = stalled.recv_for(Duration::from_millis(20)).await;
