@@ -23,7 +23,7 @@ fn main() -> Result<()> {
         "fuzz" => fuzz(rest),
         "wheel" => python::task(rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <ci | fuzz [seconds]>");
+            println!("usage: cargo xtask <ci | fuzz [seconds] [target...]>");
             Ok(())
         }
         other => bail!("unknown task {other:?} (args {rest:?}); try `cargo xtask help`"),
@@ -91,9 +91,18 @@ fn ci() -> Result<()> {
     }
     services::ensure()?;
     run("cargo", &["test", "--workspace", "--locked"])?;
+    // Built and exercised on every change, so a target that no longer builds
+    // or a crash the seeds reach fails CI; the long runs are `cargo xtask fuzz`.
+    fuzz_targets(&FUZZ_TARGETS, CI_FUZZ_SECONDS)?;
     python::python_tests()?;
     Ok(())
 }
+
+/// The fuzz targets in `fuzz/fuzz_targets/`.
+const FUZZ_TARGETS: [&str; 2] = ["frames", "session"];
+
+/// How long CI runs each fuzz target.
+const CI_FUZZ_SECONDS: u64 = 30;
 
 /// Sanitizer-coverage flags that let libFuzzer guide a stable-toolchain build
 /// (what cargo-fuzz passes, without needing cargo-fuzz or nightly).
@@ -104,10 +113,12 @@ const FUZZ_RUSTFLAGS: &str = "-Cpasses=sancov-module \
     -Cllvm-args=-sanitizer-coverage-trace-compares \
     --cfg fuzzing -Cdebug-assertions -Coverflow-checks";
 
-/// `cargo xtask fuzz [seconds]`: build `fuzz/` (its own workspace) in release
-/// with coverage instrumentation and run the `frames` target for `seconds`
-/// (default 60), starting from the committed `fuzz/seeds/frames/`. Findings land
-/// in `fuzz/artifacts/`, the growing corpus in `fuzz/corpus/` (both ignored by git).
+/// `cargo xtask fuzz [seconds] [target...]`: build `fuzz/` (its own
+/// workspace) in release with coverage instrumentation and run each target
+/// (default: all of [`FUZZ_TARGETS`]) for `seconds` (default 60), starting from
+/// the committed `fuzz/seeds/<target>/`. Findings land in
+/// `fuzz/artifacts/<target>/`, the growing corpus in `fuzz/corpus/<target>/`
+/// (both ignored by git).
 fn fuzz(rest: &[String]) -> Result<()> {
     let seconds: u64 = match rest.first() {
         Some(s) => s
@@ -115,47 +126,73 @@ fn fuzz(rest: &[String]) -> Result<()> {
             .with_context(|| format!("seconds must be a number, not {s:?}"))?,
         None => 60,
     };
+    let named: Vec<&str> = rest.iter().skip(1).map(String::as_str).collect();
+    if let Some(unknown) = named.iter().find(|t| !FUZZ_TARGETS.contains(t)) {
+        bail!("unknown fuzz target {unknown:?} (targets: {FUZZ_TARGETS:?})");
+    }
+    if named.is_empty() {
+        fuzz_targets(&FUZZ_TARGETS, seconds)
+    } else {
+        fuzz_targets(&named, seconds)
+    }
+}
+
+/// Builds the fuzz workspace once, then runs each of `targets` for `seconds`;
+/// fails on the first target that finds a crash.
+fn fuzz_targets(targets: &[&str], seconds: u64) -> Result<()> {
     let root = workspace_root();
     let dir = root.join("fuzz");
     // An explicit --target keeps the instrumentation off build scripts and proc macros.
     let host = host_triple()?;
     eprintln!("$ RUSTFLAGS=<sancov> cargo build --release --target {host} (in fuzz/)");
-    let status = Command::new("cargo")
-        .args(["build", "--release", "--bin", "frames", "--target", &host])
+    let mut build = Command::new("cargo");
+    build.args(["build", "--release", "--locked", "--target", &host]);
+    for target in targets {
+        build.args(["--bin", target]);
+    }
+    let status = build
         .arg("--target-dir")
         .arg(dir.join("target"))
         .current_dir(&dir)
         .env("RUSTFLAGS", FUZZ_RUSTFLAGS)
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        // The fuzz workspace has a target dir of its own (its flags differ).
+        .env_remove("CARGO_TARGET_DIR")
         .status()
         .context("cannot start cargo")?;
     if !status.success() {
-        bail!("building the fuzz target failed with {status}");
+        bail!("building the fuzz targets failed with {status}");
     }
-    let corpus = dir.join("corpus").join("frames");
-    let artifacts = dir.join("artifacts").join("frames");
-    std::fs::create_dir_all(&corpus)?;
-    std::fs::create_dir_all(&artifacts)?;
-    let binary = dir
-        .join("target")
-        .join(&host)
-        .join("release")
-        .join("frames");
-    let status = Command::new(&binary)
-        .arg(&corpus)
-        .arg(dir.join("seeds").join("frames"))
-        .arg(format!("-max_total_time={seconds}"))
-        .arg(format!("-dict={}", dir.join("frames.dict").display()))
-        .arg(format!("-artifact_prefix={}/", artifacts.display()))
-        .arg("-print_final_stats=1")
-        .current_dir(&dir)
-        .status()
-        .with_context(|| format!("cannot start {}", binary.display()))?;
-    if !status.success() {
-        bail!(
-            "the fuzzer found a failure ({status}); see {}",
-            artifacts.display()
-        );
+    for target in targets {
+        let corpus = dir.join("corpus").join(target);
+        let artifacts = dir.join("artifacts").join(target);
+        let seeds = dir.join("seeds").join(target);
+        std::fs::create_dir_all(&corpus)?;
+        std::fs::create_dir_all(&artifacts)?;
+        let binary = dir.join("target").join(&host).join("release").join(target);
+        let mut command = Command::new(&binary);
+        command.arg(&corpus);
+        if seeds.is_dir() {
+            command.arg(&seeds);
+        }
+        let dict = dir.join(format!("{target}.dict"));
+        if dict.is_file() {
+            command.arg(format!("-dict={}", dict.display()));
+        }
+        eprintln!("$ fuzz/target/.../{target} for {seconds} s");
+        let status = command
+            .arg(format!("-max_total_time={seconds}"))
+            .arg(format!("-artifact_prefix={}/", artifacts.display()))
+            .arg("-print_final_stats=1")
+            .current_dir(&dir)
+            .status()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        if !status.success() {
+            bail!(
+                "the fuzzer found a failure in {target} ({status}); see {}",
+                artifacts.display()
+            );
+        }
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use subs_core::{Engine, Session};
 use subs_protocol::Protocol;
 use subs_security::ConnectionFacts;
@@ -42,13 +42,26 @@ pub struct ServerConfig {
     pub http_handler: Option<HttpHandler>,
     /// How long graceful shutdown waits for connections to finish (default 10 s).
     pub shutdown_grace: Duration,
+    /// How long a client has to send a request's whole head (request line
+    /// and headers), from the moment the server starts reading it: on a new
+    /// connection, and after each response on a kept-alive one. A client that
+    /// sends less, or nothing, is disconnected then (default 10 s, the
+    /// [`DEFAULT_HEADER_READ_TIMEOUT`]; `None` = wait forever, which lets
+    /// idle TCP connections hold the server's sockets).
+    pub header_read_timeout: Option<Duration>,
 }
+
+/// The default [`ServerConfig::header_read_timeout`]: long enough for a slow
+/// mobile client to send a few hundred bytes, short enough that a client
+/// holding half-open requests ties up few sockets.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for ServerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerConfig")
             .field("path", &self.path)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("header_read_timeout", &self.header_read_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -59,6 +72,7 @@ impl Default for ServerConfig {
             path: "/graphql".into(),
             http_handler: None,
             shutdown_grace: Duration::from_secs(10),
+            header_read_timeout: Some(DEFAULT_HEADER_READ_TIMEOUT),
         }
     }
 }
@@ -68,6 +82,13 @@ impl ServerConfig {
     #[must_use]
     pub fn path(mut self, path: impl Into<String>) -> Self {
         self.path = path.into();
+        self
+    }
+
+    /// Sets the [`ServerConfig::header_read_timeout`] (`None` = off).
+    #[must_use]
+    pub fn header_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.header_read_timeout = timeout.into();
         self
     }
 
@@ -169,6 +190,7 @@ async fn accept_loop(
         let config = config.clone();
         let shutdown = shutdown.clone();
         let connection_tracker = tracker.clone();
+        let header_read_timeout = config.header_read_timeout;
         tracker.spawn(async move {
             let service = service_fn(move |request| {
                 let engine = engine.clone();
@@ -181,7 +203,11 @@ async fn accept_loop(
                     )
                 }
             });
+            // Without a timer hyper cannot time anything: the header-read
+            // timeout would be silently ignored.
             let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             if let Err(error) = connection.await {
@@ -257,17 +283,7 @@ pub(crate) fn upgrade<B>(
     let facts = connection_facts(headers, peer);
     let permit = match engine.admit(&facts) {
         Ok(permit) => permit,
-        Err(rejection) => {
-            tracing::info!(?peer, %rejection, "upgrade refused");
-            let status = if rejection.close_code()
-                == Some(subs_security::messages::CLOSE_TOO_MANY_REQUESTS)
-            {
-                StatusCode::TOO_MANY_REQUESTS
-            } else {
-                StatusCode::FORBIDDEN
-            };
-            return text(status, &format!("{rejection}\n"));
-        }
+        Err(rejection) => return refusal(&rejection),
     };
     let offered: Vec<String> = headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
@@ -359,6 +375,20 @@ pub fn connection_facts(headers: &http::HeaderMap, peer: Option<SocketAddr>) -> 
             .collect(),
         peer,
     }
+}
+
+/// The HTTP answer to an upgrade refused before it happened: the status and
+/// `Retry-After` that subs-security maps the refusal to, and its text.
+pub(crate) fn refusal(rejection: &subs_security::Rejection) -> Response<Body> {
+    let status = StatusCode::from_u16(rejection.http_status()).unwrap_or(StatusCode::FORBIDDEN);
+    let mut response = text(status, &format!("{}\n", rejection.message()));
+    if let Some(after) = rejection.retry_after() {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(after.as_secs().max(1)),
+        );
+    }
+    response
 }
 
 /// A plain-text response.

@@ -270,3 +270,103 @@ async fn rows_held_back_by_an_unrelated_writer_arrive_when_it_ends_without_notif
         .await;
     outbox.drop_table().await;
 }
+
+/// A table whose payload is nullable text: rows with a NULL payload, a payload
+/// that is not JSON and a NULL topic sit between two good rows. The good rows
+/// arrive in order, each bad one is counted and passed, and the source keeps
+/// running (it used to panic on the first one and end silently).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_outbox_rows_are_counted_and_skipped() {
+    let client = postgres().await;
+    let table = unique("outbox_loose").replace('-', "_");
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id bigserial PRIMARY KEY, txid xid8 NOT NULL DEFAULT pg_current_xact_id(), topic text, payload text)"
+        ))
+        .await
+        .expect("create the loose table");
+    let topic = unique("outbox-topic");
+    let instance = Instance::start(&topic, Arc::new(InMemoryBroker::new())).await;
+    let mut config = OutboxConfig::new(format!("{POSTGRES} application_name={table}"));
+    config.table.clone_from(&table);
+    config.channel.clone_from(&table);
+    let source = OutboxSource::start(instance.engine.clone(), config)
+        .await
+        .expect("the outbox source starts");
+    let mut subscriber = instance.subscriber("k").await;
+    let good = |n: i64| format!(r#"{{"key":"k","n":{n},"text":"row {n}"}}"#);
+    let insert = format!("INSERT INTO {table} (topic, payload) VALUES ($1, $2)");
+    let rows: [(Option<&str>, Option<String>); 5] = [
+        (Some(&topic), Some(good(1))),
+        (Some(&topic), None),
+        (Some(&topic), Some("not json {".to_owned())),
+        (None, Some(good(99))),
+        (Some(&topic), Some(good(2))),
+    ];
+    for (row_topic, payload) in &rows {
+        client
+            .execute(&insert, &[row_topic, payload])
+            .await
+            .expect("INSERT");
+    }
+    client
+        .batch_execute(&format!("NOTIFY {table}"))
+        .await
+        .expect("NOTIFY");
+    let mut got = ns(&mut subscriber, 2).await;
+    got.extend(ns_until_quiet(&mut subscriber, Duration::from_millis(300)).await);
+    assert_eq!(got, vec![1, 2], "both good rows, in order, nothing else");
+    assert_eq!(source.delivered(), 2);
+    assert_eq!(source.malformed_rows(), 3);
+    assert_eq!(
+        source.reconnects(),
+        0,
+        "a bad row is not a failure of the source"
+    );
+
+    // Still reading after them.
+    client
+        .execute(&insert, &[&topic, &good(3)])
+        .await
+        .expect("INSERT");
+    client
+        .batch_execute(&format!("NOTIFY {table}"))
+        .await
+        .expect("NOTIFY");
+    assert_eq!(ns(&mut subscriber, 1).await, vec![3]);
+    source.stop().await;
+    let _ = client
+        .batch_execute(&format!("DROP TABLE IF EXISTS {table}"))
+        .await;
+}
+
+/// A query that fails (the table is gone) does not end the source: it logs,
+/// reconnects with backoff and delivers again once the table is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_outbox_query_is_retried_until_it_reads_again() {
+    let mut outbox = Outbox::new().await;
+    let (topic, _instance, source, mut client) = outbox.started().await;
+    outbox.write(&topic, 0..1, false).await;
+    assert_eq!(ns(&mut client, 1).await, vec![0]);
+    outbox.drop_table().await;
+    // The next read fails at once: a notification wakes the source.
+    outbox
+        .client
+        .batch_execute(&format!("NOTIFY {}", outbox.table))
+        .await
+        .expect("NOTIFY");
+    eventually(STEP, "the source retries the failing query", || {
+        let reconnects = source.reconnects();
+        async move { reconnects >= 2 }
+    })
+    .await;
+    outbox
+        .client
+        .batch_execute(&create_table_sql(&outbox.table))
+        .await
+        .expect("create the outbox table again");
+    outbox.write(&topic, 1..3, false).await;
+    assert_eq!(ns(&mut client, 2).await, vec![1, 2]);
+    source.stop().await;
+    outbox.drop_table().await;
+}

@@ -196,6 +196,12 @@ pub struct BrokerStats {
     pub missed: u64,
     /// Envelopes that could not be decoded.
     pub invalid: u64,
+    /// Interest changes that found the broker's bounded queue full; the broker
+    /// then compared all its subscriptions with the registry (nothing lost).
+    pub interest_overflows: u64,
+    /// Subscribe attempts to the broker that failed (each is retried with
+    /// backoff while the topic has local subscribers).
+    pub subscribe_failures: u64,
 }
 
 /// The wire format of an event between instances: one JSON object.

@@ -30,6 +30,12 @@ use crate::stats::{Stats, StatsSnapshot};
 pub struct EngineConfig {
     /// Messages a connection may have waiting for its writer (default 4096).
     pub outbound_queue_capacity: usize,
+    /// How long a subscriber whose queue is full may take to make room
+    /// before the `Close` policy applies (default 1 s). Its dispatcher (or
+    /// resolver pipeline) waits meanwhile, so a burst is paced by the readers
+    /// that keep up, the way TCP paces a writer; a reader that takes nothing
+    /// for this long is closed with 1013 and holds up nothing after that.
+    pub slow_consumer_grace: std::time::Duration,
     /// Bytes a connection may hold for its writer (default 1 MiB): queued
     /// messages plus those its writer took but has not written yet. The
     /// slow-consumer policy applies to whichever limit is hit first. One
@@ -62,6 +68,7 @@ impl Default for EngineConfig {
         Self {
             outbound_queue_capacity: 4096,
             outbound_queue_bytes: 1 << 20,
+            slow_consumer_grace: std::time::Duration::from_secs(1),
             slow_consumer_policy: SlowConsumerPolicy::default(),
             protocol: subs_protocol::Config::default(),
             dispatch_shards: std::thread::available_parallelism().map_or(2, usize::from),
@@ -505,7 +512,9 @@ impl EngineInner {
             match &group.pipeline {
                 None => {
                     let bytes = group.operation.project(&group.variables, Ok(&payload));
-                    delivered += group.deliver(&bytes, &self.stats);
+                    delivered += group
+                        .deliver(&bytes, &self.stats, self.config.slow_consumer_grace)
+                        .await;
                 }
                 Some(pipeline) => {
                     let deadline = *deadline.get_or_insert_with(|| {

@@ -41,7 +41,7 @@ const ENVELOPE_BYTES: usize = 64;
 
 impl Outbound {
     /// The bytes this message will take once framed (estimated envelope).
-    fn weight(&self) -> u64 {
+    pub(crate) fn weight(&self) -> u64 {
         let payload = match self {
             Outbound::Next(_, payload) => payload.len(),
             Outbound::Complete(_) => 0,
@@ -120,28 +120,42 @@ impl ConnectionShared {
         }
     }
 
+    /// Queues `item`, or applies the slow-consumer policy when a limit is hit.
     pub(crate) fn push(&self, item: Outbound) -> Push {
+        match self.queue(item, false) {
+            Ok(outcome) => outcome,
+            Err(_) => unreachable!("a push that may not wait never reports Full"),
+        }
+    }
+
+    /// Like [`Self::push`], but under the `Close` policy a full queue hands
+    /// the item back (nothing changed), so the caller can wait for room
+    /// ([`Self::wait_for_room_until`]) and then [`Self::push`] it.
+    pub(crate) fn try_push(&self, item: Outbound) -> Result<Push, Outbound> {
+        self.queue(item, true)
+    }
+
+    fn queue(&self, item: Outbound, may_wait: bool) -> Result<Push, Outbound> {
         if self.closed.load(Ordering::Relaxed) {
-            return Push::Closed;
+            return Ok(Push::Closed);
         }
         let mut queue = self.queue.lock();
         if queue.overflowed {
-            return Push::Overflow;
+            return Ok(Push::Overflow);
         }
         let was_empty = queue.items.is_empty();
         let weight = item.weight();
         let mut outcome = Push::Queued;
         // Whichever limit is hit first applies; one message always fits in
         // an empty connection, however large, or it could never be sent.
-        while queue.items.len() >= self.capacity
-            || (queue.held() + weight > self.max_bytes && queue.held() > 0)
-        {
+        while !self.fits(&queue, weight) {
             match self.policy {
+                SlowConsumerPolicy::Close if may_wait => return Err(item),
                 SlowConsumerPolicy::Close => {
                     queue.overflowed = true;
                     drop(queue);
                     self.notify.notify_one();
-                    return Push::Overflow;
+                    return Ok(Push::Overflow);
                 }
                 SlowConsumerPolicy::DropOldest => match queue.items.pop_front() {
                     Some(oldest) => {
@@ -150,7 +164,7 @@ impl ConnectionShared {
                     }
                     // What is over the limit is already on its way to the
                     // socket: the newest message is the one dropped.
-                    None => return Push::DroppedNewest,
+                    None => return Ok(Push::DroppedNewest),
                 },
             }
         }
@@ -162,7 +176,29 @@ impl ConnectionShared {
         if was_empty {
             self.notify.notify_one();
         }
-        outcome
+        Ok(outcome)
+    }
+
+    fn fits(&self, queue: &Queue, weight: u64) -> bool {
+        queue.items.len() < self.capacity
+            && (queue.held() + weight <= self.max_bytes || queue.held() == 0)
+    }
+
+    /// Waits until a message of `weight` bytes fits, the connection is gone,
+    /// or `deadline` passes (then the caller's [`Self::push`] applies the
+    /// policy).
+    pub(crate) async fn wait_for_room_until(&self, weight: u64, deadline: tokio::time::Instant) {
+        loop {
+            // Created before the check: `notify_waiters` reaches a `Notified`
+            // from its creation on, so no wake-up is lost in between.
+            let drained = self.drained.notified();
+            if self.closed.load(Ordering::Relaxed) || self.fits(&self.queue.lock(), weight) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Takes everything queued, leaving the queue empty, so the caller writes
@@ -190,6 +226,8 @@ impl ConnectionShared {
         let mut queue = self.queue.lock();
         if mark > queue.written && mark <= queue.drained {
             queue.written = mark;
+            drop(queue);
+            self.drained.notify_waiters();
         }
     }
 
@@ -198,16 +236,22 @@ impl ConnectionShared {
         self.queue.lock().overflowed
     }
 
-    /// Waits until the queue is at most half full (or the connection is gone).
-    pub(crate) async fn wait_for_room(&self) {
+    /// Waits until the queue is at most half full in messages and a message of
+    /// `weight` bytes fits (or the connection is gone): how a stream source is
+    /// paced by its reader instead of tripping the slow-consumer policy.
+    pub(crate) async fn wait_for_room(&self, weight: u64) {
         loop {
             // Created before the check: `notify_waiters` reaches a `Notified`
             // from its creation on, so no wake-up is lost in between.
             let drained = self.drained.notified();
-            if self.closed.load(Ordering::Relaxed)
-                || self.queue.lock().items.len() < self.capacity.div_ceil(2)
-            {
+            if self.closed.load(Ordering::Relaxed) {
                 return;
+            }
+            {
+                let queue = self.queue.lock();
+                if queue.items.len() < self.capacity.div_ceil(2) && self.fits(&queue, weight) {
+                    return;
+                }
             }
             drained.await;
         }

@@ -136,7 +136,9 @@ async fn run(
             // Answers first: they free a slot and keep memory low.
             biased;
             Some((outcome, done)) = in_flight.next(), if !in_flight.is_empty() => {
-                if !deliver(&group, &engine, outcome, done, budget) {
+                // Waits while a member's queue is full (up to the slow-consumer
+                // grace): answers keep their order, and a burst is paced.
+                if !deliver(&group, &engine, outcome, done, budget).await {
                     return;
                 }
             }
@@ -177,7 +179,7 @@ async fn resolve(
 }
 
 /// Projects and queues one answer; false when the group or the engine is gone.
-fn deliver(
+async fn deliver(
     group: &Weak<Group>,
     engine: &Weak<EngineInner>,
     outcome: Outcome,
@@ -209,7 +211,8 @@ fn deliver(
             )
         }
     };
-    let delivered = group.deliver(&bytes, &engine.stats);
+    let grace = engine.config.slow_consumer_grace;
+    let delivered = group.deliver(&bytes, &engine.stats, grace).await;
     if let Some(done) = done {
         let _ = done.send(delivered);
     }

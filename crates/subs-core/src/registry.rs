@@ -9,6 +9,7 @@ use std::collections::hash_map::Entry;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use indexmap::IndexMap;
@@ -134,23 +135,50 @@ pub(crate) struct Group {
 type Subscribers = IndexMap<(u64, u64), Arc<ConnectionShared>, FxBuildHasher>;
 
 impl Group {
-    /// Queues the shared bytes for every subscriber; returns how many got them.
-    pub(crate) fn deliver(&self, payload: &Bytes, stats: &Stats) -> usize {
-        let subscribers = self.subscribers.lock();
+    /// Queues the shared bytes for every subscriber; returns how many got
+    /// them. A subscriber whose queue is full (under the `Close` policy) gets
+    /// until `grace` from now to make room, and the caller waits meanwhile:
+    /// a burst is paced by readers that keep up, while a reader that does not
+    /// take anything within the grace is closed by the policy.
+    pub(crate) async fn deliver(&self, payload: &Bytes, stats: &Stats, grace: Duration) -> usize {
+        let mut full: SmallVec<[(Arc<ConnectionShared>, Outbound); 2]> = SmallVec::new();
         let mut delivered = 0;
-        for (&(_, key), connection) in subscribers.iter() {
-            match connection.push(Outbound::Next(key, payload.clone())) {
-                Push::Queued => delivered += 1,
-                Push::DroppedOldest => {
-                    delivered += 1;
-                    stats.frame_dropped();
+        {
+            let subscribers = self.subscribers.lock();
+            for (&(_, key), connection) in subscribers.iter() {
+                match connection.try_push(Outbound::Next(key, payload.clone())) {
+                    Ok(outcome) => delivered += count(outcome, stats),
+                    Err(item) => full.push((connection.clone(), item)),
                 }
-                Push::Overflow | Push::DroppedNewest => stats.frame_dropped(),
-                Push::Closed => {}
+            }
+        }
+        if !full.is_empty() {
+            let deadline = tokio::time::Instant::now() + grace;
+            for (connection, item) in full {
+                connection
+                    .wait_for_room_until(item.weight(), deadline)
+                    .await;
+                delivered += count(connection.push(item), stats);
             }
         }
         stats.frames_queued(delivered);
         delivered
+    }
+}
+
+/// Counts one push: 1 when the subscriber got the message.
+fn count(outcome: Push, stats: &Stats) -> usize {
+    match outcome {
+        Push::Queued => 1,
+        Push::DroppedOldest => {
+            stats.frame_dropped();
+            1
+        }
+        Push::Overflow | Push::DroppedNewest => {
+            stats.frame_dropped();
+            0
+        }
+        Push::Closed => 0,
     }
 }
 

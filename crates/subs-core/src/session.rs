@@ -897,13 +897,14 @@ async fn run_stream(
                 (panicked(), true)
             }
         };
-        connection.wait_for_room().await;
         let payload = match &item {
             Ok(value) => operation.project(&variables, Ok(value)),
             Err(error) => operation.project(&variables, Err(&error.message)),
         };
+        let next = Outbound::Next(key, payload);
+        connection.wait_for_room(next.weight()).await;
         if matches!(
-            connection.push(Outbound::Next(key, payload)),
+            connection.push(next),
             Push::Closed | Push::Overflow | Push::DroppedNewest
         ) {
             return;

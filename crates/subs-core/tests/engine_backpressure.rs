@@ -294,3 +294,67 @@ async fn drop_oldest_keeps_the_newest_within_the_byte_limit() {
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
     assert_eq!(engine.stats().frames_dropped, (40 - seqs.len()) as u64);
 }
+
+/// 200 events of 8 KiB (1.6 MB) published in one burst from another task,
+/// against a 64 KiB limit per connection.
+async fn burst_to(engine: &Engine) -> (Client, Client, tokio::task::JoinHandle<()>) {
+    let reader = subscribed(engine).await;
+    let stalled = subscribed(engine).await;
+    let publisher = engine.clone();
+    let burst = tokio::spawn(async move {
+        for i in 0..200 {
+            publisher
+                .publish("serviceUpdated", big_service(i))
+                .await
+                .unwrap();
+        }
+    });
+    (reader, stalled, burst)
+}
+
+fn paced_engine(grace: Duration) -> Engine {
+    builder()
+        .config(EngineConfig {
+            outbound_queue_bytes: 64 * 1024,
+            slow_consumer_grace: grace,
+            ..EngineConfig::default()
+        })
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_is_paced_by_a_reader_that_keeps_up_and_a_stalled_one_is_closed() {
+    let engine = paced_engine(Duration::from_millis(300));
+    let (mut reader, mut stalled, burst) = burst_to(&engine).await;
+    let mut seqs = Vec::new();
+    while seqs.len() < 200 && !reader.is_closed() {
+        for name in names(&reader.recv_n(1).await) {
+            seqs.push(name.split(':').next().unwrap().parse::<usize>().unwrap());
+        }
+    }
+    burst.await.unwrap();
+    assert!(
+        !reader.is_closed(),
+        "the reader kept up: paced, never closed"
+    );
+    assert_eq!(seqs, (0..200).collect::<Vec<_>>(), "every event, in order");
+    // The one that took nothing was closed once its grace ran out.
+    let _ = stalled.recv_for(Duration::from_millis(20)).await;
+    assert!(stalled.is_closed());
+    assert_eq!(stalled.expect_close().0, messages::SLOW_CONSUMER_CLOSE_CODE);
+    assert_eq!(engine.stats().slow_consumer_closes, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_grace_the_same_burst_overflows_the_reader() {
+    let engine = paced_engine(Duration::ZERO);
+    let (mut reader, _stalled, burst) = burst_to(&engine).await;
+    burst.await.unwrap();
+    let mut received = 0;
+    while !reader.is_closed() {
+        received += names(&reader.recv_n(1).await).len();
+    }
+    assert!(received < 200, "the burst outran the reader: {received}");
+    assert_eq!(reader.expect_close().0, messages::SLOW_CONSUMER_CLOSE_CODE);
+}

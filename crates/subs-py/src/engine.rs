@@ -115,7 +115,8 @@ impl NativeEngine {
         schema, bindings, event_loop, *, on_connect = None, authorize = None,
         event_filter = None, event_filter_scope = None, tenant_field = None,
         deliver_untagged_to_tenants = false, init_timeout_ms = None,
-        max_frame_bytes = None, outbound_queue_capacity = None, keepalive_ms = None,
+        max_frame_bytes = None, outbound_queue_capacity = None, outbound_queue_bytes = None,
+        keepalive_ms = None,
         broker = None, execute = None, resolver_timeout_ms = None, queries = None,
         mutations = None
     ))]
@@ -134,6 +135,7 @@ impl NativeEngine {
         init_timeout_ms: Option<u64>,
         max_frame_bytes: Option<usize>,
         outbound_queue_capacity: Option<usize>,
+        outbound_queue_bytes: Option<usize>,
         keepalive_ms: Option<u64>,
         broker: Option<String>,
         execute: Option<Bound<'_, PyAny>>,
@@ -205,6 +207,9 @@ impl NativeEngine {
         let mut config = EngineConfig::default();
         if let Some(capacity) = outbound_queue_capacity {
             config.outbound_queue_capacity = capacity.max(1);
+        }
+        if let Some(bytes) = outbound_queue_bytes {
+            config.outbound_queue_bytes = bytes.max(1);
         }
         if let Some(ms) = resolver_timeout_ms {
             config.deadlines = config.deadlines.resolver(Duration::from_millis(ms.max(1)));

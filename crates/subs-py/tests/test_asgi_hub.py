@@ -137,3 +137,39 @@ async def test_publish_with_room_completes_without_a_loop_round_trip() -> None:
 
     client.inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
     await asyncio.wait_for(task, 5)
+
+
+async def test_hub_parked_connection_that_overflows_is_closed_with_1013() -> None:
+    """A client whose send never completes keeps its session parked; its
+    bounded queue still overflows (1 MiB by default) and closes it with 1013,
+    releasing its subscription at once, while another client gets every event."""
+    engine = Engine(schema=SCHEMA)
+    engine.bind("things")
+    engine.start()
+    app = engine.asgi()
+    gate = asyncio.Event()
+    fast, slow = FakeConnection(["graphql-transport-ws"]), FakeConnection(["graphql-transport-ws"], gate)
+    tasks = [asyncio.ensure_future(app(c.scope, c.receive, c.send)) for c in (fast, slow)]
+    for c in (fast, slow):
+        c.frame({"type": "connection_init"})
+        c.frame({"id": "1", "type": "subscribe", "payload": {"query": "subscription { things { id n } }"}})
+    await until(lambda: engine.stats().subscriptions == 2)
+    filler = "x" * (64 * 1024)
+    for n in range(100):
+        await engine.publish("things", {"id": filler, "n": n})
+        # The fast client reads each event before the next is published.
+        await until(lambda: len(fast.nexts()) == n + 1)
+    assert fast.nexts() == list(range(100))
+    # Still parked (the gate is shut), yet closed and unsubscribed.
+    await until(lambda: engine.stats().slow_consumer_closes == 1)
+    await until(lambda: engine.stats().subscriptions == 1)
+    assert not gate.is_set()
+    gate.set()
+    await until(lambda: any(m["type"] == "websocket.close" for m in slow.sent))
+    close = next(m for m in slow.sent if m["type"] == "websocket.close")
+    assert close["code"] == 1013
+    assert len(slow.nexts()) < 100
+    fast.inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
+    slow.inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
+    await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    await until(lambda: engine.stats().connections == 0)

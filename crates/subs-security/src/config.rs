@@ -21,6 +21,7 @@ use crate::{
 /// | `subscribe_rate` | 20 per second, burst 50 |
 /// | `message_rate` | 100 per second, burst 200 |
 /// | `delivery_rate` (per subscription) | off |
+/// | `max_connections` (open at once, per engine: every clone of its `SecurityConfig` shares the count) | 20,000: above the 10,000 one process is benchmarked with, below a raised file-descriptor limit (65,536), so the refusal is a clear 503 rather than failing `accept` calls; set it from your own limit and memory |
 /// | `max_connections_per_ip` | off: behind a proxy or NAT many clients share one address; turn it on when the adapter sees client addresses |
 /// | `max_connections_per_principal` | 100 (the anonymous principal is never counted) |
 /// | `ipv6_prefix_len` (addresses counted together) | 64 |
@@ -36,6 +37,10 @@ pub struct Limits {
     pub message_rate: Option<Quota>,
     /// Events delivered per subscription; the engine drops events over it.
     pub delivery_rate: Option<Quota>,
+    /// WebSocket connections open at once on this engine (whatever their
+    /// address); refusal is HTTP 503 with `Retry-After` before the upgrade
+    /// (close 1013 where a transport can only close).
+    pub max_connections: Option<usize>,
     /// Open connections per address; refusal closes with 4429.
     pub max_connections_per_ip: Option<usize>,
     /// Open connections per principal; refusal closes with 4429.
@@ -51,6 +56,7 @@ impl Default for Limits {
             subscribe_rate: Some(Quota::from_parts(Duration::from_millis(50), 50)),
             message_rate: Some(Quota::from_parts(Duration::from_millis(10), 200)),
             delivery_rate: None,
+            max_connections: Some(DEFAULT_MAX_CONNECTIONS),
             max_connections_per_ip: None,
             max_connections_per_principal: Some(100),
             ipv6_prefix_len: 64,
@@ -58,7 +64,17 @@ impl Default for Limits {
     }
 }
 
+/// The default of [`Limits::max_connections`] (see the table there for why).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+
 impl Limits {
+    /// Sets `max_connections` (`None` = off).
+    #[must_use]
+    pub fn max_connections(mut self, max: impl Into<Option<usize>>) -> Self {
+        self.max_connections = max.into();
+        self
+    }
+
     /// Sets `max_subscriptions_per_connection` (`None` = off).
     #[must_use]
     pub fn max_subscriptions_per_connection(mut self, max: impl Into<Option<usize>>) -> Self {
@@ -112,6 +128,9 @@ impl Limits {
         let zero = |setting| Err(Error::ZeroLimit { setting });
         if self.max_subscriptions_per_connection == Some(0) {
             return zero("max_subscriptions_per_connection");
+        }
+        if self.max_connections == Some(0) {
+            return zero("max_connections");
         }
         if self.max_connections_per_ip == Some(0) {
             return zero("max_connections_per_ip");
@@ -359,6 +378,7 @@ impl SecurityConfigBuilder {
             self.limits.max_connections_per_ip,
             self.limits.max_connections_per_principal,
         )
+        .unchecked_max_connections(self.limits.max_connections)
         .ipv6_prefix_len(self.limits.ipv6_prefix_len);
         SecurityConfig {
             operation_limits: self.operation_limits,
@@ -383,16 +403,18 @@ impl SecurityConfig {
         Denied { reason, rejection }
     }
 
-    /// At the HTTP upgrade: the origin check, then the per-address count.
-    /// Hold the permit for the connection's life.
+    /// At the HTTP upgrade: the origin check, then the total count
+    /// (`max_connections`: [`RejectReason::ServerAtCapacity`], close 1013,
+    /// HTTP 503), then the per-address count. Hold the permit for the
+    /// connection's life: dropping it frees its place.
     pub fn accept_upgrade(&self, facts: &ConnectionFacts) -> Result<ConnectionPermit, Denied> {
         self.hygiene
             .origin
             .check(facts.origin())
             .map_err(|r| self.deny(RejectReason::Origin, r))?;
         self.connections
-            .try_open(facts.peer.map(|p| p.ip()))
-            .map_err(|r| self.deny(RejectReason::ConnectionLimit, r))
+            .open(facts.peer.map(|p| p.ip()))
+            .map_err(|(reason, r)| self.deny(reason, r))
     }
 
     /// After the authentication hook accepted `principal`: the per-principal

@@ -1,11 +1,11 @@
-//! Counting open connections per address and per principal.
+//! Counting open connections: in total, per address and per principal.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rustc_hash::FxHashMap;
 
-use crate::{Error, Principal, Rejection, messages};
+use crate::{Error, Principal, RejectReason, Rejection, messages};
 
 /// The principal key counted: (tenant, id), so equal ids in different tenants
 /// are different principals.
@@ -15,9 +15,9 @@ fn principal_key(p: &Principal) -> PrincipalKey {
     (p.tenant.clone(), p.id.clone())
 }
 
-/// Counts open connections per IP address and per principal, refusing those
-/// over the maxima. Memory is bounded by the number of open connections:
-/// an entry is removed when its count drops to zero.
+/// Counts open connections in total, per IP address and per principal,
+/// refusing those over the maxima. Memory is bounded by the number of open
+/// connections: an entry is removed when its count drops to zero.
 ///
 /// IPv4-mapped IPv6 addresses count as their IPv4 address, and IPv6 addresses
 /// are grouped by prefix (default /64, what one host usually owns). The
@@ -27,6 +27,8 @@ fn principal_key(p: &Principal) -> PrincipalKey {
 /// releases through a drop guard.
 #[derive(Debug, Clone)]
 pub struct ConnectionLimiter {
+    max_total: Option<usize>,
+    total: usize,
     max_per_ip: Option<usize>,
     max_per_principal: Option<usize>,
     ipv6_prefix_len: u8,
@@ -53,12 +55,33 @@ impl ConnectionLimiter {
     /// Without the zero checks (the config validates them itself).
     pub(crate) fn unchecked(max_per_ip: Option<usize>, max_per_principal: Option<usize>) -> Self {
         Self {
+            max_total: None,
+            total: 0,
             max_per_ip,
             max_per_principal,
             ipv6_prefix_len: 64,
             per_ip: FxHashMap::default(),
             per_principal: FxHashMap::default(),
         }
+    }
+
+    /// Caps the connections open at once, whatever their address (`None` =
+    /// no cap; `Some(0)` is an error). Refusal is close 1013 "try again
+    /// later", HTTP 503 before the upgrade.
+    pub fn max_connections(mut self, max: Option<usize>) -> Result<Self, Error> {
+        if max == Some(0) {
+            return Err(Error::ZeroLimit {
+                setting: "max_connections",
+            });
+        }
+        self.max_total = max;
+        Ok(self)
+    }
+
+    /// Sets the cap without the zero check (the config validates it itself).
+    pub(crate) fn unchecked_max_connections(mut self, max: Option<usize>) -> Self {
+        self.max_total = max;
+        self
     }
 
     /// Groups IPv6 addresses by this prefix length (default 64; 128 counts
@@ -86,7 +109,46 @@ impl ConnectionLimiter {
         }
     }
 
-    /// Counts a new connection from `ip`, or refuses it with close 4429.
+    /// Counts a new connection (from `peer`, when known): refused with close
+    /// 1013 when `max_connections` are open, or with 4429 when its address
+    /// has its maximum. Nothing is counted when it is refused.
+    pub fn try_open(&mut self, peer: Option<IpAddr>) -> Result<(), Rejection> {
+        self.open(peer).map_err(|(_, rejection)| rejection)
+    }
+
+    /// [`Self::try_open`], with the reason for the stats.
+    pub(crate) fn open(&mut self, peer: Option<IpAddr>) -> Result<(), (RejectReason, Rejection)> {
+        // The global cap first: it is about the server, not the client, and
+        // its answer (503, retry later) is what a client must see then.
+        if self.max_total.is_some_and(|max| self.total >= max) {
+            return Err((
+                RejectReason::ServerAtCapacity,
+                Rejection::try_again_later(messages::SERVER_AT_CAPACITY),
+            ));
+        }
+        if let Some(ip) = peer {
+            self.try_open_ip(ip)
+                .map_err(|r| (RejectReason::ConnectionLimit, r))?;
+        }
+        self.total += 1;
+        Ok(())
+    }
+
+    /// Uncounts a connection opened with [`Self::try_open`].
+    pub fn release(&mut self, peer: Option<IpAddr>) {
+        if let Some(ip) = peer {
+            self.release_ip(ip);
+        }
+        self.total = self.total.saturating_sub(1);
+    }
+
+    /// Connections open now (counted by [`Self::try_open`]).
+    pub fn open_connections(&self) -> usize {
+        self.total
+    }
+
+    /// Counts a new connection from `ip` per address only (not in the
+    /// total; see [`Self::try_open`]), or refuses it with close 4429.
     pub fn try_open_ip(&mut self, ip: IpAddr) -> Result<(), Rejection> {
         let key = self.address_key(ip);
         let count = self.per_ip.get(&key).copied().unwrap_or(0);
@@ -179,11 +241,18 @@ impl SharedConnectionLimiter {
     }
 
     /// Counts a new connection from `peer` (not counted per address if
-    /// unknown). The permit uncounts it, and its principal, when dropped.
+    /// unknown), or refuses it (see [`ConnectionLimiter::try_open`]). The
+    /// permit uncounts it, and its principal, when dropped.
     pub fn try_open(&self, peer: Option<IpAddr>) -> Result<ConnectionPermit, Rejection> {
-        if let Some(ip) = peer {
-            self.lock().try_open_ip(ip)?;
-        }
+        self.open(peer).map_err(|(_, rejection)| rejection)
+    }
+
+    /// [`Self::try_open`], with the reason for the stats.
+    pub(crate) fn open(
+        &self,
+        peer: Option<IpAddr>,
+    ) -> Result<ConnectionPermit, (RejectReason, Rejection)> {
+        self.lock().open(peer)?;
         Ok(ConnectionPermit {
             limiter: Arc::clone(&self.inner),
             ip: peer,
@@ -194,6 +263,11 @@ impl SharedConnectionLimiter {
     /// Open connections counted for `ip`'s address key.
     pub fn connections_from(&self, ip: IpAddr) -> usize {
         self.lock().connections_from(ip)
+    }
+
+    /// Connections open now (permits alive).
+    pub fn open_connections(&self) -> usize {
+        self.lock().open_connections()
     }
 
     /// Open connections counted for `principal`.
@@ -251,9 +325,7 @@ impl ConnectionPermit {
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
         let mut limiter = lock(&self.limiter);
-        if let Some(ip) = self.ip {
-            limiter.release_ip(ip);
-        }
+        limiter.release(self.ip);
         if let Some(p) = &self.principal {
             limiter.release_principal(p);
         }

@@ -17,6 +17,13 @@ pub const CLOSE_FORBIDDEN: u16 = 4403;
 pub const CLOSE_TOO_MANY_REQUESTS: u16 = 4429;
 /// Close code (RFC 6455): a frame larger than the configured maximum.
 pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
+/// Close code (RFC 6455 registry, "Try Again Later"): the server is at its
+/// connection capacity. Before the upgrade it is answered as HTTP 503 (see
+/// [`crate::Rejection::http_status`]).
+pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+
+/// How long a client refused for capacity is told to wait (`Retry-After`).
+pub const AT_CAPACITY_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// The longest close reason a WebSocket close frame can carry, in bytes.
 pub const MAX_CLOSE_REASON_BYTES: usize = 123;
@@ -27,6 +34,8 @@ pub const FORBIDDEN: &str = "Forbidden";
 pub const ORIGIN_NOT_ALLOWED: &str = "Origin not allowed";
 /// Close reason: too many open connections from one address.
 pub const TOO_MANY_CONNECTIONS_FROM_ADDRESS: &str = "Too many connections from this address";
+/// Close reason and HTTP 503 body: the server holds `max_connections` already.
+pub const SERVER_AT_CAPACITY: &str = "Server at connection capacity, try again later";
 /// Close reason: too many open connections for one principal.
 pub const TOO_MANY_CONNECTIONS_FOR_PRINCIPAL: &str = "Too many connections for this principal";
 /// Close reason: the connection sent messages faster than its rate.

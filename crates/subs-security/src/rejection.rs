@@ -51,6 +51,12 @@ impl Rejection {
         Self::close(messages::CLOSE_TOO_MANY_REQUESTS, reason)
     }
 
+    /// Close with 1013 and `reason` (the server is at capacity; answered
+    /// as HTTP 503 with `Retry-After` before the upgrade).
+    pub fn try_again_later(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self::close(messages::CLOSE_TRY_AGAIN_LATER, reason)
+    }
+
     /// Close with 4400 and `reason` (malformed input).
     pub fn bad_request(reason: impl Into<Cow<'static, str>>) -> Self {
         Self::close(messages::CLOSE_BAD_REQUEST, reason)
@@ -77,6 +83,26 @@ impl Rejection {
             Self::Close { reason, .. } => reason,
             Self::GraphQLError { message } => message,
         }
+    }
+
+    /// The HTTP status of this refusal when it happens before the WebSocket
+    /// upgrade: the one mapping every HTTP adapter uses. 1013 (capacity) is
+    /// 503, 4429 (a per-address or per-principal limit) is 429, 4400 is 400,
+    /// every other refusal is 403.
+    pub fn http_status(&self) -> u16 {
+        match self.close_code() {
+            Some(messages::CLOSE_TRY_AGAIN_LATER) => 503,
+            Some(messages::CLOSE_TOO_MANY_REQUESTS) => 429,
+            Some(messages::CLOSE_BAD_REQUEST) => 400,
+            _ => 403,
+        }
+    }
+
+    /// How long the client should wait before trying again (the HTTP
+    /// `Retry-After`), for refusals that are about load rather than the client.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        (self.close_code() == Some(messages::CLOSE_TRY_AGAIN_LATER))
+            .then_some(messages::AT_CAPACITY_RETRY_AFTER)
     }
 
     /// Whether this rejection closes the connection.

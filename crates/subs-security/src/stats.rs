@@ -17,6 +17,8 @@ pub enum RejectReason {
     RateLimit,
     /// Too many connections from an address or for a principal.
     ConnectionLimit,
+    /// The server already held `max_connections` (refused with HTTP 503).
+    ServerAtCapacity,
     /// The `Origin` header was not allowed.
     Origin,
     /// A frame exceeded the maximum frame size.
@@ -27,13 +29,14 @@ pub enum RejectReason {
 
 impl RejectReason {
     /// Every reason, in declaration order.
-    pub const ALL: [RejectReason; 9] = [
+    pub const ALL: [RejectReason; 10] = [
         Self::Authentication,
         Self::Authorization,
         Self::OperationLimit,
         Self::SubscriptionLimit,
         Self::RateLimit,
         Self::ConnectionLimit,
+        Self::ServerAtCapacity,
         Self::Origin,
         Self::FrameTooLarge,
         Self::EventFiltered,
@@ -48,6 +51,7 @@ impl RejectReason {
             Self::SubscriptionLimit => "subscription_limit",
             Self::RateLimit => "rate_limit",
             Self::ConnectionLimit => "connection_limit",
+            Self::ServerAtCapacity => "server_at_capacity",
             Self::Origin => "origin",
             Self::FrameTooLarge => "frame_too_large",
             Self::EventFiltered => "event_filtered",

@@ -188,3 +188,57 @@ fn shared_limiter_never_exceeds_the_maximum_concurrently() {
     drop(all);
     assert_eq!(shared.tracked_keys(), 0);
 }
+
+#[test]
+fn total_cap_counts_every_connection_and_releases_on_drop() {
+    let shared = SharedConnectionLimiter::new(
+        ConnectionLimiter::new(Some(1), None)
+            .unwrap()
+            .max_connections(Some(2))
+            .unwrap(),
+    );
+    let a = ip("203.0.113.20");
+    let first = shared.try_open(Some(a)).unwrap();
+    // Refused per address: not counted in the total either.
+    assert_eq!(
+        shared.try_open(Some(a)).unwrap_err().close_code(),
+        Some(messages::CLOSE_TOO_MANY_REQUESTS)
+    );
+    assert_eq!(shared.open_connections(), 1);
+    let unknown = shared.try_open(None).unwrap(); // no address: counted in the total
+    assert_eq!(shared.open_connections(), 2);
+    let refused = shared.try_open(Some(ip("203.0.113.21"))).unwrap_err();
+    assert_eq!(
+        refused,
+        Rejection::try_again_later(messages::SERVER_AT_CAPACITY)
+    );
+    assert_eq!(refused.close_code(), Some(1013));
+    assert_eq!(refused.http_status(), 503);
+    assert_eq!(
+        refused.retry_after(),
+        Some(messages::AT_CAPACITY_RETRY_AFTER)
+    );
+    // The refused address was not counted: releasing one frees its place.
+    assert_eq!(shared.connections_from(ip("203.0.113.21")), 0);
+    drop(unknown);
+    assert_eq!(shared.open_connections(), 1);
+    let second = shared.try_open(Some(ip("203.0.113.21"))).unwrap();
+    drop((first, second));
+    assert_eq!(shared.open_connections(), 0);
+    assert_eq!(shared.tracked_keys(), 0);
+    assert!(matches!(
+        ConnectionLimiter::new(None, None)
+            .unwrap()
+            .max_connections(Some(0)),
+        Err(Error::ZeroLimit { .. })
+    ));
+}
+
+#[test]
+fn refusals_map_to_http_statuses() {
+    assert_eq!(Rejection::too_many_requests("x").http_status(), 429);
+    assert_eq!(Rejection::too_many_requests("x").retry_after(), None);
+    assert_eq!(Rejection::forbidden("x").http_status(), 403);
+    assert_eq!(Rejection::bad_request("x").http_status(), 400);
+    assert_eq!(Rejection::try_again_later("x").http_status(), 503);
+}

@@ -351,3 +351,35 @@ fn public_types_are_send_and_sync() {
     send_sync::<Arc<dyn Authorizer>>();
     send_sync::<Arc<dyn EventFilter>>();
 }
+
+#[test]
+fn the_total_cap_refuses_with_its_own_reason_and_frees_on_drop() {
+    let c = SecurityConfig::builder()
+        .limits(Limits::default().max_connections(1))
+        .build()
+        .unwrap();
+    assert_eq!(
+        Limits::default().max_connections,
+        Some(subs_security::DEFAULT_MAX_CONNECTIONS)
+    );
+    let p1 = c.accept_upgrade(&facts_from("192.0.2.1:1", None)).unwrap();
+    let d = c
+        .accept_upgrade(&facts_from("192.0.2.2:1", None))
+        .unwrap_err();
+    assert_eq!(d.reason, RejectReason::ServerAtCapacity);
+    assert_eq!(d.rejection.http_status(), 503);
+    assert_eq!(d.rejection.message(), messages::SERVER_AT_CAPACITY);
+    drop(p1);
+    let _p2 = c.accept_upgrade(&facts_from("192.0.2.2:1", None)).unwrap();
+    let s = c.stats().snapshot();
+    assert_eq!(s.rejected(RejectReason::ServerAtCapacity), 1);
+    assert_eq!(s.rejected(RejectReason::ConnectionLimit), 0);
+    assert!(matches!(
+        SecurityConfig::builder()
+            .limits(Limits::default().max_connections(0))
+            .build(),
+        Err(subs_security::Error::ZeroLimit {
+            setting: "max_connections"
+        })
+    ));
+}

@@ -4,7 +4,7 @@
 //! and a Rust instance share one broker.
 
 use std::sync::Arc;
-#[cfg(any(feature = "redis", feature = "postgres"))]
+#[cfg(any(feature = "redis", feature = "nats", feature = "postgres"))]
 use std::time::Duration;
 
 #[cfg(feature = "nats")]
@@ -27,13 +27,13 @@ pub enum StartupPolicy {
 }
 
 /// Exponential backoff between reconnection attempts: 50 ms doubling to 5 s.
-#[cfg(any(feature = "redis", feature = "postgres"))]
+#[cfg(any(feature = "redis", feature = "nats", feature = "postgres"))]
 #[derive(Debug, Clone)]
 pub(crate) struct Backoff {
     next: Duration,
 }
 
-#[cfg(any(feature = "redis", feature = "postgres"))]
+#[cfg(any(feature = "redis", feature = "nats", feature = "postgres"))]
 impl Backoff {
     const FIRST: Duration = Duration::from_millis(50);
     const MAX: Duration = Duration::from_secs(5);
@@ -55,7 +55,21 @@ impl Backoff {
 #[cfg(any(feature = "redis", feature = "nats"))]
 mod relay;
 #[cfg(any(feature = "redis", feature = "nats"))]
-pub(crate) use relay::{Attachment, Relay, deliver};
+pub(crate) use relay::{Attachment, Interest, InterestReceiver, Relay, deliver};
+
+/// The sizes of a networked broker's bookkeeping, for tests that check it is
+/// bounded (not a stable API).
+#[cfg(any(feature = "redis", feature = "nats"))]
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bookkeeping {
+    /// Topics subscribed on the broker.
+    pub subscribed: usize,
+    /// (topic, origin) pairs whose last received sequence number is kept.
+    pub sequences_seen: usize,
+    /// Topics whose last sent sequence number is kept.
+    pub sequences_sent: usize,
+}
 
 /// A broker from a URL: `memory`, `redis://...` or `nats://...` (each network
 /// broker needs its cargo feature).

@@ -6,14 +6,16 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use subs_core::{Broker, BrokerStats, Event, EventSink};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Attachment, Relay, StartupPolicy, deliver};
+use super::{
+    Attachment, Backoff, Bookkeeping, Interest, InterestReceiver, Relay, StartupPolicy, deliver,
+};
 
 /// Subject prefix: keeps subs' subjects apart from the application's.
 pub const SUBJECT_PREFIX: &str = "subs.";
@@ -44,6 +46,8 @@ pub struct NatsBroker {
     client: async_nats::Client,
     relay: Arc<Relay>,
     attachment: Attachment,
+    /// Subscribes to fail on purpose before trying for real (tests only).
+    injected_failures: Arc<AtomicU32>,
 }
 
 impl std::fmt::Debug for NatsBroker {
@@ -91,9 +95,23 @@ impl NatsBroker {
             .map_err(|e| crate::Error::Broker(format!("cannot reach NATS at {url}: {e}")))?;
         Ok(Arc::new(Self {
             client,
-            relay,
-            attachment: Attachment::new(),
+            relay: relay.clone(),
+            attachment: Attachment::new(relay),
+            injected_failures: Arc::default(),
         }))
+    }
+
+    /// The sizes of the broker's bookkeeping (for tests; not a stable API).
+    #[doc(hidden)]
+    pub fn bookkeeping(&self) -> Bookkeeping {
+        self.relay.bookkeeping()
+    }
+
+    /// Makes the next `count` subscribes fail as the NATS client can (for
+    /// tests of the retry; not a stable API).
+    #[doc(hidden)]
+    pub fn fail_next_subscribes(&self, count: u32) {
+        self.injected_failures.store(count, Ordering::Relaxed);
     }
 }
 
@@ -101,9 +119,12 @@ impl Broker for NatsBroker {
     fn attach(&self, sink: EventSink) {
         if let Some(interest) = self.attachment.attach(&sink) {
             tokio::spawn(manage_subscriptions(
-                self.client.clone(),
-                sink,
-                self.relay.clone(),
+                Subscriptions {
+                    client: self.client.clone(),
+                    sink,
+                    relay: self.relay.clone(),
+                    injected_failures: self.injected_failures.clone(),
+                },
                 interest,
             ));
         }
@@ -148,47 +169,117 @@ impl Broker for NatsBroker {
     }
 }
 
-/// Keeps one NATS subscription per topic with local subscribers; each forwards
-/// its messages in order to the engine.
-async fn manage_subscriptions(
+/// What every topic's subscription task needs.
+#[derive(Clone)]
+struct Subscriptions {
     client: async_nats::Client,
     sink: EventSink,
     relay: Arc<Relay>,
-    mut interest: mpsc::UnboundedReceiver<Arc<str>>,
-) {
-    let Some(own_origin) = sink.instance_id() else {
-        return;
-    };
-    let mut forwarders: HashMap<Arc<str>, JoinHandle<()>> = HashMap::new();
-    while let Some(topic) = interest.recv().await {
-        forwarders.retain(|_, task| !task.is_finished());
-        let wanted = sink.is_interested(&topic);
-        if wanted && !forwarders.contains_key(&topic) {
-            let mut subscriber = match client.subscribe(subject_for(&topic)).await {
+    injected_failures: Arc<AtomicU32>,
+}
+
+impl Subscriptions {
+    async fn subscribe(&self, topic: &str) -> Result<async_nats::Subscriber, String> {
+        let injected = self
+            .injected_failures
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        if injected {
+            return Err(
+                async_nats::SubscribeError::new(async_nats::SubscribeErrorKind::Other).to_string(),
+            );
+        }
+        self.client
+            .subscribe(subject_for(topic))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// One topic's life on NATS: subscribe (retried with backoff while it
+    /// fails), forward its messages in order, and subscribe again if the
+    /// subscription ends while local subscribers remain. Aborted when the
+    /// last local subscriber goes (dropping the subscriber unsubscribes).
+    async fn run_topic(self, topic: Arc<str>, origin: Arc<str>) {
+        // Dropped with the task (aborted when interest ends), so after any
+        // envelope it was still accepting: the topic's sequence numbers go
+        // with its subscription.
+        let _forget = ForgetOnDrop {
+            relay: self.relay.clone(),
+            topic: topic.clone(),
+        };
+        let mut backoff = Backoff::new();
+        while self.sink.is_interested(&topic) {
+            let mut subscriber = match self.subscribe(&topic).await {
                 Ok(subscriber) => subscriber,
                 Err(error) => {
-                    tracing::error!(%topic, %error, "NATS subscribe failed");
+                    self.relay.subscribe_failed();
+                    tracing::warn!(%topic, %error, "NATS subscribe failed; retrying");
+                    backoff.wait().await;
                     continue;
                 }
             };
-            relay.forget_topic(&topic);
-            let (sink, relay, origin) = (sink.clone(), relay.clone(), own_origin.clone());
-            forwarders.insert(
-                topic,
-                tokio::spawn(async move {
-                    while let Some(message) = subscriber.next().await {
-                        if let Some(event) = relay.accept(&message.payload, &origin)
-                            && !deliver(&sink, event).await
-                        {
-                            return;
-                        }
-                    }
-                }),
-            );
-        } else if !wanted && let Some(task) = forwarders.remove(&topic) {
-            // Dropping the subscriber inside the task unsubscribes.
-            task.abort();
+            backoff.reset();
+            self.relay.forget_topic(&topic);
+            while let Some(message) = subscriber.next().await {
+                if let Some(event) = self.relay.accept(&message.payload, &origin)
+                    && !deliver(&self.sink, event).await
+                {
+                    return;
+                }
+            }
+            tracing::warn!(%topic, "NATS subscription ended; subscribing again");
+            backoff.wait().await;
         }
+    }
+}
+
+struct ForgetOnDrop {
+    relay: Arc<Relay>,
+    topic: Arc<str>,
+}
+
+impl Drop for ForgetOnDrop {
+    fn drop(&mut self) {
+        self.relay.forget_topic(&self.topic);
+    }
+}
+
+/// Keeps one NATS subscription per topic with local subscribers; each forwards
+/// its messages in order to the engine.
+async fn manage_subscriptions(subscriptions: Subscriptions, mut interest: InterestReceiver) {
+    let Some(own_origin) = subscriptions.sink.instance_id() else {
+        return;
+    };
+    let sink = subscriptions.sink.clone();
+    let relay = subscriptions.relay.clone();
+    let mut forwarders: HashMap<Arc<str>, JoinHandle<()>> = HashMap::new();
+    while let Some(change) = interest.recv().await {
+        forwarders.retain(|_, task| !task.is_finished());
+        let topics = match change {
+            Interest::Topic(topic) => vec![topic],
+            // Every topic either side knows of: the registry's and ours.
+            Interest::Resync => {
+                let mut all = sink.interested_topics();
+                all.extend(forwarders.keys().cloned());
+                all
+            }
+        };
+        for topic in topics {
+            // Decide on the registry's state now, not on the order in which
+            // racing notifications arrived.
+            let wanted = sink.is_interested(&topic);
+            if wanted && !forwarders.contains_key(&topic) {
+                let task = tokio::spawn(
+                    subscriptions
+                        .clone()
+                        .run_topic(topic.clone(), own_origin.clone()),
+                );
+                forwarders.insert(topic, task);
+            } else if !wanted && let Some(task) = forwarders.remove(&topic) {
+                task.abort();
+            }
+        }
+        relay.set_subscribed(forwarders.len());
     }
     for task in forwarders.into_values() {
         task.abort();

@@ -121,6 +121,7 @@ pub struct OutboxSource {
 struct SourceState {
     delivered: AtomicU64,
     reconnects: AtomicU64,
+    malformed: AtomicU64,
     position: parking_lot::Mutex<OutboxPosition>,
 }
 
@@ -167,9 +168,17 @@ impl OutboxSource {
         self.state.delivered.load(Relaxed)
     }
 
-    /// Reconnections so far.
+    /// Reconnections so far (a query that fails, e.g. on a table of another
+    /// shape, counts too: the source reconnects and retries with backoff).
     pub fn reconnects(&self) -> u64 {
         self.state.reconnects.load(Relaxed)
+    }
+
+    /// Rows skipped because they could not be read: a NULL or non-text
+    /// topic, a NULL payload or one that is not JSON. Each is logged at
+    /// error level with its id, then passed (the position moves on).
+    pub fn malformed_rows(&self) -> u64 {
+        self.state.malformed.load(Relaxed)
     }
 
     /// The position of the last row delivered: give it back as
@@ -217,13 +226,16 @@ async fn listen_once(
     let (client, mut connection) = tokio_postgres::connect(&config.connection, NoTls)
         .await
         .map_err(|e| e.to_string())?;
-    let (wake_tx, mut wake) = tokio::sync::mpsc::unbounded_channel::<()>();
+    // One pending wake-up is enough: a read catches up on every row, so a
+    // notification that finds one pending is dropped (the queue stays one
+    // slot, however fast writers notify).
+    let (wake_tx, mut wake) = tokio::sync::mpsc::channel::<()>(1);
     let driver = tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(message) = messages.next().await {
             match message {
                 Ok(AsyncMessage::Notification(_)) => {
-                    let _ = wake_tx.send(());
+                    let _ = wake_tx.try_send(());
                 }
                 Ok(_) => {}
                 Err(error) => {
@@ -237,12 +249,11 @@ async fn listen_once(
         .batch_execute(&format!("LISTEN {}", config.channel))
         .await
         .map_err(|e| e.to_string())?;
-    backoff.reset();
     // Only transactions older than the snapshot's oldest running one: they
     // are over, so no row can still appear behind the position.
     let read = client
         .prepare(&format!(
-            "SELECT txid::text, id, topic, payload::text FROM {table} \
+            "SELECT txid::text, id::bigint, topic::text, payload::text FROM {table} \
              WHERE (txid, id) > ($1::text::xid8, $2::bigint) \
                AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
              ORDER BY txid, id LIMIT $3",
@@ -261,6 +272,7 @@ async fn listen_once(
         ))
         .await
         .map_err(|e| e.to_string())?;
+    let mut first_read = true;
     let result = async {
         loop {
             // Catch up first: rows committed while disconnected, or since the
@@ -272,23 +284,33 @@ async fn listen_once(
                     .query(&read, &[&txid, &from.id, &config.batch])
                     .await
                     .map_err(|e| e.to_string())?;
+                // Only a source that reads is healthy: one whose query keeps
+                // failing backs off further on every attempt.
+                if std::mem::take(&mut first_read) {
+                    backoff.reset();
+                }
                 let count = rows.len();
                 for row in rows {
-                    let position = OutboxPosition {
-                        txid: parse_txid(&row.get::<_, String>(0)).map_err(|e| e.to_string())?,
-                        id: row.get(1),
-                    };
-                    let topic: String = row.get(2);
-                    let payload: String = row.get(3);
-                    if engine
-                        .publish_local(Event::bytes(topic, payload.into_bytes()))
-                        .await
-                        .is_err()
-                    {
-                        return Ok(());
+                    let position = row_position(&row)?;
+                    match row_event(&row) {
+                        Ok(event) => {
+                            if engine.publish_local(event).await.is_err() {
+                                return Ok(());
+                            }
+                            state.delivered.fetch_add(1, Relaxed);
+                        }
+                        Err(error) => {
+                            state.malformed.fetch_add(1, Relaxed);
+                            tracing::error!(
+                                table = %config.table,
+                                id = position.id,
+                                txid = position.txid,
+                                %error,
+                                "skipped an outbox row that cannot be read"
+                            );
+                        }
                     }
                     *state.position.lock() = position;
-                    state.delivered.fetch_add(1, Relaxed);
                 }
                 if i64::try_from(count).unwrap_or(i64::MAX) < config.batch {
                     let from = *state.position.lock();
@@ -317,6 +339,35 @@ async fn listen_once(
     .await;
     driver.abort();
     result
+}
+
+/// Where a row is: its id is read as `bigint`, its txid as text; a row that
+/// has no position cannot be skipped past, so that fails the read (and the
+/// source retries with backoff, loudly).
+fn row_position(row: &tokio_postgres::Row) -> Result<OutboxPosition, String> {
+    let txid = row
+        .try_get::<_, String>(0)
+        .map_err(|e| format!("outbox row without a transaction id: {e}"))?;
+    Ok(OutboxPosition {
+        txid: parse_txid(&txid).map_err(|e| e.to_string())?,
+        id: row
+            .try_get(1)
+            .map_err(|e| format!("outbox row without an id: {e}"))?,
+    })
+}
+
+/// The event a row carries: a topic and a JSON payload, neither NULL. The
+/// payload is parsed here, once (dispatch uses the value as is).
+fn row_event(row: &tokio_postgres::Row) -> Result<Event, String> {
+    let topic: String = row
+        .try_get(2)
+        .map_err(|e| format!("unreadable topic: {e}"))?;
+    let payload: String = row
+        .try_get(3)
+        .map_err(|e| format!("unreadable payload: {e}"))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&payload).map_err(|e| format!("payload is not JSON: {e}"))?;
+    Ok(Event::json(topic, value))
 }
 
 fn parse_txid(text: &str) -> Result<u64, crate::Error> {

@@ -13,9 +13,10 @@ use futures_util::future::BoxFuture;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use subs_core::{Broker, BrokerStats, Event, EventSink};
-use tokio::sync::mpsc;
 
-use super::{Attachment, Backoff, Relay, StartupPolicy, deliver};
+use super::{
+    Attachment, Backoff, Bookkeeping, Interest, InterestReceiver, Relay, StartupPolicy, deliver,
+};
 
 /// Channel prefix: keeps subs' channels apart from the application's.
 pub const CHANNEL_PREFIX: &str = "subs:";
@@ -73,13 +74,20 @@ impl RedisBroker {
                 None
             }
         };
+        let relay = Arc::new(Relay::default());
         Ok(Arc::new(Self {
             client,
             publisher: Arc::new(tokio::sync::Mutex::new(publisher)),
-            relay: Arc::new(Relay::default()),
+            relay: relay.clone(),
             retry_at: Arc::new(parking_lot::Mutex::new(None)),
-            attachment: Attachment::new(),
+            attachment: Attachment::new(relay),
         }))
+    }
+
+    /// The sizes of the broker's bookkeeping (for tests; not a stable API).
+    #[doc(hidden)]
+    pub fn bookkeeping(&self) -> Bookkeeping {
+        self.relay.bookkeeping()
     }
 }
 
@@ -160,7 +168,7 @@ async fn subscriber(
     client: redis::Client,
     sink: EventSink,
     relay: Arc<Relay>,
-    mut interest: mpsc::UnboundedReceiver<Arc<str>>,
+    mut interest: InterestReceiver,
 ) {
     let Some(own_origin) = sink.instance_id() else {
         return;
@@ -190,16 +198,15 @@ async fn subscriber(
             if !previous.contains(&topic) {
                 relay.forget_topic(&topic);
             }
-            if control
-                .subscribe(format!("{CHANNEL_PREFIX}{topic}"))
-                .await
-                .is_err()
-            {
+            if let Err(error) = control.subscribe(format!("{CHANNEL_PREFIX}{topic}")).await {
+                relay.subscribe_failed();
+                tracing::warn!(%topic, %error, "Redis subscribe failed; reconnecting");
                 healthy = false;
                 break;
             }
             subscribed.insert(topic);
         }
+        relay.set_subscribed(subscribed.len());
         if !healthy {
             backoff.wait().await;
             continue;
@@ -223,22 +230,30 @@ async fn subscriber(
                         return;
                     }
                 }
-                topic = interest.recv() => {
-                    let Some(topic) = topic else { return };
-                    // Decide on the registry's state now, not on the order in
-                    // which racing notifications arrived.
-                    let wanted = sink.is_interested(&topic);
-                    let channel = format!("{CHANNEL_PREFIX}{topic}");
-                    let result = if wanted && !subscribed.contains(&topic) {
-                        relay.forget_topic(&topic);
-                        subscribed.insert(topic);
-                        control.subscribe(channel).await
-                    } else if !wanted && subscribed.remove(&topic) {
-                        control.unsubscribe(channel).await
-                    } else {
-                        Ok(())
+                change = interest.recv() => {
+                    let topics = match change {
+                        None => return,
+                        Some(Interest::Topic(topic)) => vec![topic],
+                        // Every topic either side knows of: the registry's
+                        // and the ones subscribed here.
+                        Some(Interest::Resync) => {
+                            let mut all = sink.interested_topics();
+                            all.extend(subscribed.iter().cloned());
+                            all
+                        }
                     };
-                    if result.is_err() {
+                    let mut failed = false;
+                    for topic in topics {
+                        if sync_topic(&mut control, &mut subscribed, &relay, &sink, topic)
+                            .await
+                            .is_err()
+                        {
+                            failed = true;
+                            break;
+                        }
+                    }
+                    relay.set_subscribed(subscribed.len());
+                    if failed {
                         break;
                     }
                 }
@@ -247,5 +262,35 @@ async fn subscriber(
         previous = subscribed;
         tracing::warn!("Redis pub/sub connection lost; reconnecting");
         backoff.wait().await;
+    }
+}
+
+/// Subscribes to or unsubscribes from `topic` so that it matches the
+/// registry's state now, not the order in which racing notifications arrived.
+async fn sync_topic(
+    control: &mut redis::aio::PubSubSink,
+    subscribed: &mut std::collections::HashSet<Arc<str>>,
+    relay: &Relay,
+    sink: &EventSink,
+    topic: Arc<str>,
+) -> redis::RedisResult<()> {
+    let wanted = sink.is_interested(&topic);
+    let channel = format!("{CHANNEL_PREFIX}{topic}");
+    if wanted && !subscribed.contains(&topic) {
+        relay.forget_topic(&topic);
+        let result = control.subscribe(channel).await;
+        if let Err(error) = &result {
+            // The reconnection that follows subscribes it again, with backoff.
+            relay.subscribe_failed();
+            tracing::warn!(%topic, %error, "Redis subscribe failed; reconnecting");
+        }
+        subscribed.insert(topic);
+        result
+    } else if !wanted && subscribed.remove(&topic) {
+        // The topic's sequence numbers go with its subscription.
+        relay.forget_topic(&topic);
+        control.unsubscribe(channel).await
+    } else {
+        Ok(())
     }
 }

@@ -3,14 +3,28 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use parking_lot::Mutex;
 use subs_core::{BrokerStats, Envelope, Event, EventSink};
+use tokio::sync::{Notify, mpsc};
+
+use super::Bookkeeping;
+
+/// Most topics whose outgoing sequence numbers are kept. Past it the numbering
+/// of every topic restarts at 1 (receivers take a 1 as a restart, see
+/// [`Relay::accept`]), so a publisher of ever new topics holds bounded memory.
+pub(crate) const SENT_TOPICS_MAX: usize = 65_536;
+
+/// Interest changes queued for a broker's task. When the queue is full the
+/// change is not queued: the task resynchronises with the registry instead
+/// (counted in `BrokerStats::interest_overflows`), which loses nothing since
+/// it decides on the registry's state anyway.
+pub(crate) const INTEREST_QUEUE: usize = 1024;
 
 /// Sequence numbers out, gap detection in, and the counters: the part every
 /// networked broker shares.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Relay {
     published: AtomicU64,
     received: AtomicU64,
@@ -18,26 +32,85 @@ pub(crate) struct Relay {
     reconnects: AtomicU64,
     missed: AtomicU64,
     invalid: AtomicU64,
-    /// Per topic: the last sequence number this instance sent.
+    interest_overflows: AtomicU64,
+    subscribe_failures: AtomicU64,
+    /// Topics the broker's task holds a subscription for (a gauge it sets).
+    subscribed: AtomicUsize,
+    /// Per topic: the last sequence number this instance sent (at most
+    /// `sent_max` topics).
     sent: Mutex<HashMap<Arc<str>, u64>>,
-    /// Per (origin, topic): the last sequence number received.
-    seen: Mutex<HashMap<OriginTopic, u64>>,
+    sent_max: usize,
+    /// Per topic this instance is subscribed to, per origin: the last
+    /// sequence number received. A topic's entry goes when its subscription
+    /// ends ([`Relay::forget_topic`]).
+    seen: Mutex<HashMap<Arc<str>, LastSeen>>,
 }
 
-/// A publishing instance and one of its topics.
-type OriginTopic = (Arc<str>, Arc<str>);
+/// Per origin: the last sequence number received on one topic.
+type LastSeen = HashMap<Arc<str>, u64>;
+
+impl Default for Relay {
+    fn default() -> Self {
+        Self::with_sent_max(SENT_TOPICS_MAX)
+    }
+}
 
 impl Relay {
+    pub(crate) fn with_sent_max(sent_max: usize) -> Self {
+        Self {
+            published: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            publish_failures: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            missed: AtomicU64::new(0),
+            invalid: AtomicU64::new(0),
+            interest_overflows: AtomicU64::new(0),
+            subscribe_failures: AtomicU64::new(0),
+            subscribed: AtomicUsize::new(0),
+            sent: Mutex::new(HashMap::new()),
+            sent_max: sent_max.max(1),
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// The next envelope for `event` from `origin`; numbered per topic, so a
     /// receiver subscribed to a subset of topics sees no false gaps.
     pub(crate) fn envelope(&self, event: &Event, origin: Arc<str>) -> Envelope {
         let seq = {
             let mut sent = self.sent.lock();
+            if sent.len() >= self.sent_max && !sent.contains_key(&event.topic) {
+                // Clearing is O(1) amortised and every receiver reads the 1s
+                // that follow as restarts: no false gaps, only gaps of events
+                // lost right at the restart go uncounted.
+                tracing::debug!(
+                    topics = sent.len(),
+                    "broker sequence numbers restart: too many topics published"
+                );
+                sent.clear();
+            }
             let counter = sent.entry(event.topic.clone()).or_insert(0);
             *counter += 1;
             *counter
         };
         Envelope::new(event, origin, seq)
+    }
+
+    /// A subscribe to the broker failed (it is retried).
+    pub(crate) fn subscribe_failed(&self) {
+        self.subscribe_failures.fetch_add(1, Relaxed);
+    }
+
+    /// The broker's task now holds `topics` subscriptions.
+    pub(crate) fn set_subscribed(&self, topics: usize) {
+        self.subscribed.store(topics, Relaxed);
+    }
+
+    pub(crate) fn bookkeeping(&self) -> Bookkeeping {
+        Bookkeeping {
+            subscribed: self.subscribed.load(Relaxed),
+            sequences_sent: self.sent.lock().len(),
+            sequences_seen: self.seen.lock().values().map(HashMap::len).sum(),
+        }
     }
 
     pub(crate) fn published(&self, ok: bool) {
@@ -52,10 +125,11 @@ impl Relay {
         self.reconnects.fetch_add(1, Relaxed);
     }
 
-    /// A fresh subscription to `topic`: forget its sequence numbers, so the
-    /// first envelope after (re)subscribing does not count as a gap.
+    /// A subscription to `topic` starts or ends: forget its sequence numbers,
+    /// so the first envelope after (re)subscribing does not count as a gap and
+    /// a topic no longer subscribed holds no memory.
     pub(crate) fn forget_topic(&self, topic: &str) {
-        self.seen.lock().retain(|(_, t), _| &**t != topic);
+        self.seen.lock().remove(topic);
     }
 
     /// Decodes an envelope from the wire: `None` for our own envelopes (the
@@ -75,8 +149,14 @@ impl Relay {
         {
             let mut seen = self.seen.lock();
             let last = seen
-                .entry((envelope.origin.clone(), envelope.topic.clone()))
+                .entry(envelope.topic.clone())
+                .or_default()
+                .entry(envelope.origin.clone())
                 .or_insert(0);
+            if envelope.seq == 1 {
+                // The origin restarted this topic's numbering (see `envelope`).
+                *last = 0;
+            }
             if *last != 0 && envelope.seq > *last + 1 {
                 let missed = envelope.seq - *last - 1;
                 self.missed.fetch_add(missed, Relaxed);
@@ -96,36 +176,83 @@ impl Relay {
             reconnects: self.reconnects.load(Relaxed),
             missed: self.missed.load(Relaxed),
             invalid: self.invalid.load(Relaxed),
+            interest_overflows: self.interest_overflows.load(Relaxed),
+            subscribe_failures: self.subscribe_failures.load(Relaxed),
         }
     }
 }
 
 /// What every networked broker keeps of its engine: the sink, once attached,
-/// and the channel on which the registry's interest changes (topic names)
-/// reach the broker's background task.
+/// and the bounded queue on which the registry's interest changes (topic
+/// names) reach the broker's background task.
 #[derive(Debug)]
 pub(crate) struct Attachment {
-    interest: tokio::sync::mpsc::UnboundedSender<Arc<str>>,
-    pending: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Arc<str>>>>,
+    interest: mpsc::Sender<Arc<str>>,
+    overflow: Arc<Overflow>,
+    relay: Arc<Relay>,
+    pending: Mutex<Option<InterestReceiver>>,
     sink: std::sync::OnceLock<EventSink>,
 }
 
+/// Set when an interest change found the queue full.
+#[derive(Debug, Default)]
+struct Overflow {
+    resync: AtomicBool,
+    wake: Notify,
+}
+
+/// What the broker's task is asked to do.
+#[derive(Debug)]
+pub(crate) enum Interest {
+    /// The registry gained or lost this topic (the task checks which).
+    Topic(Arc<str>),
+    /// Changes were not queued: compare every subscription with the registry.
+    Resync,
+}
+
+/// The task's end of the interest queue.
+#[derive(Debug)]
+pub(crate) struct InterestReceiver {
+    changes: mpsc::Receiver<Arc<str>>,
+    overflow: Arc<Overflow>,
+}
+
+impl InterestReceiver {
+    /// The next change; `None` once the broker is gone. Cancel-safe.
+    pub(crate) async fn recv(&mut self) -> Option<Interest> {
+        loop {
+            if self
+                .overflow
+                .resync
+                .swap(false, std::sync::atomic::Ordering::AcqRel)
+            {
+                return Some(Interest::Resync);
+            }
+            tokio::select! {
+                biased;
+                topic = self.changes.recv() => return topic.map(Interest::Topic),
+                () = self.overflow.wake.notified() => {}
+            }
+        }
+    }
+}
+
 impl Attachment {
-    pub(crate) fn new() -> Self {
-        let (interest, receiver) = tokio::sync::mpsc::unbounded_channel();
+    pub(crate) fn new(relay: Arc<Relay>) -> Self {
+        let (interest, changes) = mpsc::channel(INTEREST_QUEUE);
+        let overflow = Arc::new(Overflow::default());
         Self {
             interest,
-            pending: Mutex::new(Some(receiver)),
+            overflow: overflow.clone(),
+            relay,
+            pending: Mutex::new(Some(InterestReceiver { changes, overflow })),
             sink: std::sync::OnceLock::new(),
         }
     }
 
     /// Keeps the sink; the first call also hands out the interest receiver
     /// for the broker's task (later calls get `None`).
-    pub(crate) fn attach(
-        &self,
-        sink: &EventSink,
-    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<Arc<str>>> {
+    pub(crate) fn attach(&self, sink: &EventSink) -> Option<InterestReceiver> {
         let receiver = self.pending.lock().take()?;
         let _ = self.sink.set(sink.clone());
         Some(receiver)
@@ -141,7 +268,18 @@ impl Attachment {
 
     /// The registry gained or lost `topic`; the task checks which.
     pub(crate) fn interest_changed(&self, topic: &str) {
-        let _ = self.interest.send(Arc::from(topic));
+        match self.interest.try_send(Arc::from(topic)) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // The flag before the wake-up: the task clears it only
+                // after a wake-up or a change, never misses it.
+                self.overflow
+                    .resync
+                    .store(true, std::sync::atomic::Ordering::Release);
+                self.overflow.wake.notify_one();
+                self.relay.interest_overflows.fetch_add(1, Relaxed);
+            }
+        }
     }
 }
 
@@ -152,6 +290,88 @@ pub(crate) async fn deliver(sink: &EventSink, event: Event) -> bool {
         Err(error) => {
             tracing::debug!(%error, "engine gone; broker task stopping");
             false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope_bytes(topic: &str, origin: &str, seq: u64) -> Vec<u8> {
+        Envelope::new(&Event::bytes(topic, "{}"), Arc::from(origin), seq).encode()
+    }
+
+    #[test]
+    fn sent_sequence_numbers_are_capped_and_restart_at_one() {
+        let relay = Relay::with_sent_max(4);
+        let origin: Arc<str> = Arc::from("me");
+        for round in 1..=3 {
+            for topic in ["a", "b", "c", "d"] {
+                let envelope = relay.envelope(&Event::bytes(topic, "{}"), origin.clone());
+                assert_eq!(envelope.seq, round);
+            }
+        }
+        // A fifth topic: every numbering restarts, the map never exceeds the cap.
+        assert_eq!(
+            relay.envelope(&Event::bytes("e", "{}"), origin.clone()).seq,
+            1
+        );
+        assert_eq!(relay.envelope(&Event::bytes("a", "{}"), origin).seq, 1);
+        assert!(relay.bookkeeping().sequences_sent <= 4);
+    }
+
+    #[test]
+    fn a_restarted_numbering_is_not_a_gap_and_a_real_gap_still_is() {
+        let relay = Relay::default();
+        for seq in 1..=5 {
+            assert!(
+                relay
+                    .accept(&envelope_bytes("t", "other", seq), "me")
+                    .is_some()
+            );
+        }
+        // The publisher restarted at 1 (its map was cleared): no gap.
+        for seq in 1..=2 {
+            assert!(
+                relay
+                    .accept(&envelope_bytes("t", "other", seq), "me")
+                    .is_some()
+            );
+        }
+        assert_eq!(relay.stats().missed, 0);
+        // 3 and 4 lost: counted.
+        assert!(
+            relay
+                .accept(&envelope_bytes("t", "other", 5), "me")
+                .is_some()
+        );
+        assert_eq!(relay.stats().missed, 2);
+        assert_eq!(relay.bookkeeping().sequences_seen, 1);
+        relay.forget_topic("t");
+        assert_eq!(relay.bookkeeping().sequences_seen, 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_interest_queue_becomes_one_resync_and_is_counted() {
+        let relay = Arc::new(Relay::default());
+        let attachment = Attachment::new(relay.clone());
+        let mut receiver = attachment
+            .pending
+            .lock()
+            .take()
+            .expect("the receiver is handed out once");
+        for n in 0..INTEREST_QUEUE + 5 {
+            attachment.interest_changed(&format!("topic-{n}"));
+        }
+        assert_eq!(relay.stats().interest_overflows, 5);
+        // The queue holds at most its capacity; the overflow is one resync.
+        assert!(matches!(receiver.recv().await, Some(Interest::Resync)));
+        for n in 0..INTEREST_QUEUE {
+            match receiver.recv().await {
+                Some(Interest::Topic(topic)) => assert_eq!(&*topic, format!("topic-{n}")),
+                other => panic!("expected topic-{n}, got {other:?}"),
+            }
         }
     }
 }

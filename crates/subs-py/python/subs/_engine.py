@@ -108,7 +108,8 @@ class Engine:
         init_timeout: float = 3.0,
         keepalive: Optional[float] = 12.0,
         max_frame_bytes: int = 64 * 1024,
-        outbound_queue_capacity: int = 1024,
+        outbound_queue_capacity: Optional[int] = None,
+        outbound_queue_bytes: Optional[int] = None,
         resolver_timeout: Optional[float] = None,
     ) -> None:
         if broker not in ("memory", "", None) and not (isinstance(broker, str) and broker.startswith(_NETWORK_BROKERS)):
@@ -132,7 +133,9 @@ class Engine:
             "init_timeout_ms": int(init_timeout * 1000),
             "keepalive_ms": 0 if keepalive is None else int(keepalive * 1000),
             "max_frame_bytes": max_frame_bytes,
+            # None keeps the engine's defaults (4,096 messages, 1 MiB).
             "outbound_queue_capacity": outbound_queue_capacity,
+            "outbound_queue_bytes": outbound_queue_bytes,
             # None keeps the engine's default (subs-core's HookDeadlines, 5 s).
             "resolver_timeout_ms": None if resolver_timeout is None else max(1, int(resolver_timeout * 1000)),
         }

@@ -180,6 +180,7 @@ class Engine:
         init_timeout_ms: Optional[int] = None,
         max_frame_bytes: Optional[int] = None,
         outbound_queue_capacity: Optional[int] = None,
+        outbound_queue_bytes: Optional[int] = None,
         keepalive_ms: Optional[int] = None,
         broker: Optional[str] = None,
         execute: Optional[Callable[[str, Dict[str, Any], Optional[str], Principal], Any]] = None,
