@@ -30,11 +30,15 @@ use crate::stats::{Stats, StatsSnapshot};
 pub struct EngineConfig {
     /// Messages a connection may have waiting for its writer (default 4096).
     pub outbound_queue_capacity: usize,
-    /// How long a subscriber whose queue is full may take to make room
-    /// before the `Close` policy applies (default 1 s). Its dispatcher (or
-    /// resolver pipeline) waits meanwhile, so a burst is paced by the readers
-    /// that keep up, the way TCP paces a writer; a reader that takes nothing
-    /// for this long is closed with 1013 and holds up nothing after that.
+    /// How long a subscriber whose queue is full may go without its writer
+    /// making progress before the `Close` policy applies (default 250 ms).
+    /// Its dispatcher (or resolver pipeline) waits meanwhile, for every full
+    /// subscriber of an event at once: a burst is paced by the readers that
+    /// keep reading, as TCP paces a writer, and a reader that takes nothing
+    /// for this long is closed with 1013, having held its shard up once by at
+    /// most this much. A reader that keeps reading, however slowly, paces its
+    /// shard: `Duration::ZERO` instead closes any subscriber whose queue is
+    /// full at once, so no reader ever waits for another.
     pub slow_consumer_grace: std::time::Duration,
     /// Bytes a connection may hold for its writer (default 1 MiB): queued
     /// messages plus those its writer took but has not written yet. The
@@ -68,7 +72,7 @@ impl Default for EngineConfig {
         Self {
             outbound_queue_capacity: 4096,
             outbound_queue_bytes: 1 << 20,
-            slow_consumer_grace: std::time::Duration::from_secs(1),
+            slow_consumer_grace: std::time::Duration::from_millis(250),
             slow_consumer_policy: SlowConsumerPolicy::default(),
             protocol: subs_protocol::Config::default(),
             dispatch_shards: std::thread::available_parallelism().map_or(2, usize::from),

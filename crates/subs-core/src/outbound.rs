@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -130,7 +131,7 @@ impl ConnectionShared {
 
     /// Like [`Self::push`], but under the `Close` policy a full queue hands
     /// the item back (nothing changed), so the caller can wait for room
-    /// ([`Self::wait_for_room_until`]) and then [`Self::push`] it.
+    /// ([`Self::wait_for_room_while_draining`]) and then [`Self::push`] it.
     pub(crate) fn try_push(&self, item: Outbound) -> Result<Push, Outbound> {
         self.queue(item, true)
     }
@@ -184,10 +185,12 @@ impl ConnectionShared {
             && (queue.held() + weight <= self.max_bytes || queue.held() == 0)
     }
 
-    /// Waits until a message of `weight` bytes fits, the connection is gone,
-    /// or `deadline` passes (then the caller's [`Self::push`] applies the
-    /// policy).
-    pub(crate) async fn wait_for_room_until(&self, weight: u64, deadline: tokio::time::Instant) {
+    /// Waits until a message of `weight` bytes fits or the connection is
+    /// gone, as long as the connection makes progress: each time its writer
+    /// takes or writes something the wait may go on for another `grace`;
+    /// after `grace` without progress it ends (then the caller's
+    /// [`Self::push`] applies the policy).
+    pub(crate) async fn wait_for_room_while_draining(&self, weight: u64, grace: Duration) {
         loop {
             // Created before the check: `notify_waiters` reaches a `Notified`
             // from its creation on, so no wake-up is lost in between.
@@ -195,7 +198,7 @@ impl ConnectionShared {
             if self.closed.load(Ordering::Relaxed) || self.fits(&self.queue.lock(), weight) {
                 return;
             }
-            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+            if tokio::time::timeout(grace, drained).await.is_err() {
                 return;
             }
         }

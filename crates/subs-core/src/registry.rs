@@ -136,28 +136,35 @@ type Subscribers = IndexMap<(u64, u64), Arc<ConnectionShared>, FxBuildHasher>;
 
 impl Group {
     /// Queues the shared bytes for every subscriber; returns how many got
-    /// them. A subscriber whose queue is full (under the `Close` policy) gets
-    /// until `grace` from now to make room, and the caller waits meanwhile:
-    /// a burst is paced by readers that keep up, while a reader that does not
-    /// take anything within the grace is closed by the policy.
+    /// them. With a `grace`, a subscriber whose queue is full (under the
+    /// `Close` policy) may make room as long as its writer keeps making
+    /// progress, at most `grace` apart, and the caller waits meanwhile (for
+    /// every full subscriber at once): a burst is paced by the readers that
+    /// keep reading, while one that takes nothing for `grace` is closed.
+    /// Without one, the policy applies at once.
     pub(crate) async fn deliver(&self, payload: &Bytes, stats: &Stats, grace: Duration) -> usize {
         let mut full: SmallVec<[(Arc<ConnectionShared>, Outbound); 2]> = SmallVec::new();
         let mut delivered = 0;
         {
             let subscribers = self.subscribers.lock();
             for (&(_, key), connection) in subscribers.iter() {
-                match connection.try_push(Outbound::Next(key, payload.clone())) {
+                let item = Outbound::Next(key, payload.clone());
+                if grace.is_zero() {
+                    delivered += count(connection.push(item), stats);
+                    continue;
+                }
+                match connection.try_push(item) {
                     Ok(outcome) => delivered += count(outcome, stats),
                     Err(item) => full.push((connection.clone(), item)),
                 }
             }
         }
         if !full.is_empty() {
-            let deadline = tokio::time::Instant::now() + grace;
+            futures_util::future::join_all(full.iter().map(|(connection, item)| {
+                connection.wait_for_room_while_draining(item.weight(), grace)
+            }))
+            .await;
             for (connection, item) in full {
-                connection
-                    .wait_for_room_until(item.weight(), deadline)
-                    .await;
                 delivered += count(connection.push(item), stats);
             }
         }
