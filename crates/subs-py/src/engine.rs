@@ -16,7 +16,7 @@ use subs_security::{Hygiene, SecurityConfig, TenantRule};
 use crate::convert::to_value;
 use crate::errors::{SubsError, engine_error};
 use crate::hooks::{
-    PyAuthenticator, PyAuthorizer, PyEventFilter, PyExecutor, PyResolver, PyStream,
+    PyAuthenticator, PyAuthorizer, PyEventFilter, PyExecutor, PyHook, PyResolver, PyStream,
 };
 use crate::runtime::{block_on, runtime};
 use crate::session::NativeSession;
@@ -117,7 +117,8 @@ impl NativeEngine {
         deliver_untagged_to_tenants = false, init_timeout_ms = None,
         max_frame_bytes = None, outbound_queue_capacity = None, outbound_queue_bytes = None,
         keepalive_ms = None,
-        broker = None, execute = None, resolver_timeout_ms = None, queries = None,
+        broker = None, execute = None, resolver_timeout_ms = None, authenticate_timeout_ms = None,
+        execute_timeout_ms = None, queries = None,
         mutations = None
     ))]
     #[allow(clippy::too_many_arguments)] // a Python constructor with keyword arguments
@@ -140,6 +141,8 @@ impl NativeEngine {
         broker: Option<String>,
         execute: Option<Bound<'_, PyAny>>,
         resolver_timeout_ms: Option<u64>,
+        authenticate_timeout_ms: Option<u64>,
+        execute_timeout_ms: Option<u64>,
         queries: Option<Bound<'_, PyDict>>,
         mutations: Option<Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
@@ -188,14 +191,12 @@ impl NativeEngine {
         builder = builder.security(security);
         if let Some(on_connect) = on_connect {
             builder = builder.authenticator(PyAuthenticator {
-                function: on_connect.unbind(),
-                locals: locals.clone(),
+                hook: PyHook::new(on_connect, &locals)?,
             });
         }
         if let Some(execute) = execute {
             builder = builder.executor(PyExecutor {
-                function: execute.unbind(),
-                locals: locals.clone(),
+                hook: PyHook::new(execute, &locals)?,
             });
         }
         for (field, resolver) in crate::root::resolvers(queries, &locals)? {
@@ -210,6 +211,14 @@ impl NativeEngine {
         }
         if let Some(bytes) = outbound_queue_bytes {
             config.outbound_queue_bytes = bytes.max(1);
+        }
+        if let Some(ms) = authenticate_timeout_ms {
+            config.deadlines = config
+                .deadlines
+                .authenticate(Duration::from_millis(ms.max(1)));
+        }
+        if let Some(ms) = execute_timeout_ms {
+            config.deadlines = config.deadlines.execute(Duration::from_millis(ms.max(1)));
         }
         if let Some(ms) = resolver_timeout_ms {
             config.deadlines = config.deadlines.resolver(Duration::from_millis(ms.max(1)));

@@ -209,6 +209,64 @@ pub(crate) fn settle_cancellable(
     })))
 }
 
+/// Whether `function` is an `async def` (so calling it only builds a coroutine).
+pub(crate) fn is_coroutine_function(function: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = function.py();
+    py.import(intern!(py, "inspect"))?
+        .call_method1(intern!(py, "iscoroutinefunction"), (function,))?
+        .is_truthy()
+}
+
+/// A Python hook as every hook is called (authenticator, executor, root
+/// resolvers): an `async def` is called here (building the coroutine is
+/// quick) and runs on the host's event loop, cancelled if the returned future
+/// is dropped before it finished (its deadline passed); a plain `def` runs
+/// on tokio's blocking pool, never on a runtime worker, since it may block
+/// and holds the GIL while it runs.
+#[derive(Debug)]
+pub(crate) struct PyHook {
+    function: Arc<Py<PyAny>>,
+    is_async: bool,
+    locals: TaskLocals,
+}
+
+impl PyHook {
+    pub(crate) fn new(function: Bound<'_, PyAny>, locals: &TaskLocals) -> PyResult<Self> {
+        Ok(Self {
+            is_async: is_coroutine_function(&function)?,
+            function: Arc::new(function.unbind()),
+            locals: locals.clone(),
+        })
+    }
+
+    /// Calls the hook with the arguments `args` builds under the GIL.
+    pub(crate) fn call<A>(&self, args: A) -> BoxFuture<'static, PyResult<Py<PyAny>>>
+    where
+        A: for<'py> FnOnce(Python<'py>) -> PyResult<Bound<'py, PyTuple>> + Send + 'static,
+    {
+        let function = self.function.clone();
+        let locals = self.locals.clone();
+        let call = move |py: Python<'_>| -> PyResult<Called> {
+            let result = function.bind(py).call1(args(py)?)?;
+            settle_cancellable(&locals, result)
+        };
+        if self.is_async {
+            let called = Python::attach(call);
+            return Box::pin(finish(called));
+        }
+        Box::pin(async move {
+            let ran = tokio::task::spawn_blocking(move || Python::attach(call)).await;
+            match ran {
+                Ok(called) => finish(called).await,
+                Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+                Err(_) => Err(pyo3::exceptions::PyRuntimeError::new_err(
+                    "the hook's thread was cancelled",
+                )),
+            }
+        })
+    }
+}
+
 fn resolver_error(py: Python<'_>, field: &str, error: &PyErr) -> ResolverError {
     let message = describe(py, error);
     tracing::warn!(target: "subs::python", field, error = %message, "resolver raised");
@@ -433,8 +491,7 @@ impl subs_core::StreamSource for PyStream {
 
 /// The `on_connect` hook: `fn(payload, request) -> Principal | None`.
 pub(crate) struct PyAuthenticator {
-    pub(crate) function: Py<PyAny>,
-    pub(crate) locals: TaskLocals,
+    pub(crate) hook: PyHook,
 }
 
 fn accepted(py: Python<'_>, outcome: PyResult<Py<PyAny>>) -> Result<Accepted, Rejection> {
@@ -473,19 +530,18 @@ impl subs_core::Authenticator for PyAuthenticator {
         &self,
         request: AuthRequest,
     ) -> BoxFuture<'static, Result<Accepted, Rejection>> {
-        let called = Python::attach(|py| -> PyResult<Called> {
+        let called = self.hook.call(move |py| {
             let payload = match &request.init_payload {
                 Some(map) => to_python_dict(py, map)?.into_any(),
                 None => py.None().into_bound(py),
             };
             let info = ConnectionInfo {
-                facts: request.connection.clone(),
+                facts: request.connection,
             };
-            let result = self.function.bind(py).call1((payload, info))?;
-            settle(&self.locals, result)
+            (payload, info).into_pyobject(py)
         });
         Box::pin(async move {
-            let outcome = finish(called).await;
+            let outcome = called.await;
             Python::attach(|py| accepted(py, outcome))
         })
     }
@@ -583,25 +639,24 @@ impl subs_security::EventFilter for PyEventFilter {
 /// returning the whole response object (`{"data": ..., "errors": [...]}`),
 /// e.g. from Ariadne's or Strawberry's own execution.
 pub(crate) struct PyExecutor {
-    pub(crate) function: Py<PyAny>,
-    pub(crate) locals: TaskLocals,
+    pub(crate) hook: PyHook,
 }
 
 impl subs_core::Executor for PyExecutor {
     fn execute(&self, request: ExecuteRequest) -> BoxFuture<'static, Result<Value, String>> {
-        let called = Python::attach(|py| -> PyResult<Called> {
+        let called = self.hook.call(move |py| {
             let variables = to_python_dict(py, &request.variables)?;
             let principal = PyPrincipal::from_arc(request.principal.clone());
-            let result = self.function.bind(py).call1((
+            (
                 request.query.as_str(),
                 variables,
                 request.operation_name.as_deref(),
                 principal,
-            ))?;
-            settle(&self.locals, result)
+            )
+                .into_pyobject(py)
         });
         Box::pin(async move {
-            let outcome = finish(called).await;
+            let outcome = called.await;
             Python::attach(|py| match outcome {
                 Ok(value) => {
                     let response = to_value(value.bind(py), "execute result")

@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use pyo3_async_runtimes::TaskLocals;
@@ -16,7 +15,7 @@ use subs_core::{ResolverError, ResolverFuture, RootContext};
 
 use crate::convert::{to_python_dict, to_value};
 use crate::errors::{SubsError, describe};
-use crate::hooks::{finish, settle};
+use crate::hooks::PyHook;
 use crate::types::PyPrincipal;
 
 /// What a Python root-field resolver gets as its second argument.
@@ -89,10 +88,8 @@ impl PyRootContext {
 /// is called on the tokio side (which only builds the coroutine) and runs on
 /// the engine's asyncio loop.
 pub(crate) struct PyRootResolver {
-    pub(crate) field: String,
-    pub(crate) function: Arc<Py<PyAny>>,
-    pub(crate) is_async: bool,
-    pub(crate) locals: TaskLocals,
+    pub(crate) field: Arc<str>,
+    pub(crate) hook: PyHook,
 }
 
 impl PyRootResolver {
@@ -101,29 +98,11 @@ impl PyRootResolver {
         function: Bound<'_, PyAny>,
         locals: &TaskLocals,
     ) -> PyResult<Self> {
-        let py = function.py();
-        let is_async = py
-            .import(intern!(py, "inspect"))?
-            .call_method1(intern!(py, "iscoroutinefunction"), (&function,))?
-            .is_truthy()?;
         Ok(Self {
-            field,
-            function: Arc::new(function.unbind()),
-            is_async,
-            locals: locals.clone(),
+            field: field.into(),
+            hook: PyHook::new(function, locals)?,
         })
     }
-}
-
-fn call<'py>(
-    py: Python<'py>,
-    function: &Py<PyAny>,
-    arguments: &Map<String, Value>,
-    context: RootContext,
-) -> PyResult<Bound<'py, PyAny>> {
-    let arguments = to_python_dict(py, arguments)?;
-    let context = PyRootContext { inner: context };
-    function.bind(py).call1((arguments, context))
 }
 
 /// The resolver's result as JSON, or its exception as the field error.
@@ -149,29 +128,13 @@ fn outcome(
 impl subs_core::RootResolver for PyRootResolver {
     fn resolve(&self, arguments: Map<String, Value>, context: RootContext) -> ResolverFuture {
         let field = self.field.clone();
-        let function = self.function.clone();
-        if !self.is_async {
-            let name = field.clone();
-            return Box::pin(async move {
-                let blocking = tokio::task::spawn_blocking(move || {
-                    Python::attach(|py| {
-                        let result = call(py, &function, &arguments, context).map(Bound::unbind);
-                        outcome(py, &field, result)
-                    })
-                });
-                blocking.await.unwrap_or_else(|error| {
-                    Err(ResolverError {
-                        message: format!("resolver of `{name}` did not finish: {error}"),
-                    })
-                })
-            });
-        }
-        let called = Python::attach(|py| {
-            let result = call(py, &function, &arguments, context)?;
-            settle(&self.locals, result)
+        let called = self.hook.call(move |py| {
+            let arguments = to_python_dict(py, &arguments)?;
+            let context = PyRootContext { inner: context };
+            (arguments, context).into_pyobject(py)
         });
         Box::pin(async move {
-            let result = finish(called).await;
+            let result = called.await;
             Python::attach(|py| outcome(py, &field, result))
         })
     }

@@ -90,6 +90,11 @@ class _PrivateLoop:
             return cls._loop
 
 
+def _millis(seconds: Optional[float]) -> Optional[int]:
+    """A deadline in seconds as the native engine's milliseconds (None: its default)."""
+    return None if seconds is None else max(1, int(seconds * 1000))
+
+
 class Engine:
     """A subs engine: the GraphQL schema, how each root field of `Subscription`
     gets its events, and the security hooks.
@@ -111,6 +116,8 @@ class Engine:
         outbound_queue_capacity: Optional[int] = None,
         outbound_queue_bytes: Optional[int] = None,
         resolver_timeout: Optional[float] = None,
+        connect_timeout: Optional[float] = None,
+        execute_timeout: Optional[float] = None,
     ) -> None:
         if broker not in ("memory", "", None) and not (isinstance(broker, str) and broker.startswith(_NETWORK_BROKERS)):
             raise ValueError(f"unknown broker {broker!r}: expected 'memory', 'redis://HOST:PORT' or 'nats://HOST:PORT'")
@@ -137,7 +144,11 @@ class Engine:
             "outbound_queue_capacity": outbound_queue_capacity,
             "outbound_queue_bytes": outbound_queue_bytes,
             # None keeps the engine's default (subs-core's HookDeadlines, 5 s).
-            "resolver_timeout_ms": None if resolver_timeout is None else max(1, int(resolver_timeout * 1000)),
+            "resolver_timeout_ms": _millis(resolver_timeout),
+            # None keeps the engine's defaults: 10 s for on_connect, 30 s for
+            # an execute hook or a query/mutation resolver call.
+            "authenticate_timeout_ms": _millis(connect_timeout),
+            "execute_timeout_ms": _millis(execute_timeout),
         }
         self._native: Optional[_native.Engine] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None

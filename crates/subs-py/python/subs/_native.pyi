@@ -185,6 +185,8 @@ class Engine:
         broker: Optional[str] = None,
         execute: Optional[Callable[[str, Dict[str, Any], Optional[str], Principal], Any]] = None,
         resolver_timeout_ms: Optional[int] = None,
+        authenticate_timeout_ms: Optional[int] = None,
+        execute_timeout_ms: Optional[int] = None,
         queries: Optional[Mapping[str, Callable[[Dict[str, Any], RootContext], Any]]] = None,
         mutations: Optional[Mapping[str, Callable[[Dict[str, Any], RootContext], Any]]] = None,
     ) -> "Engine": ...
