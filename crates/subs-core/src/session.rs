@@ -109,6 +109,29 @@ enum HookOutcome {
     },
 }
 
+/// Why a host hook gave no answer.
+enum HookFailure {
+    /// Its deadline passed first.
+    TimedOut,
+    /// It panicked (a bug in host code: its message is not shown to clients).
+    Panicked,
+}
+
+/// Runs a host hook under its deadline, catching its panic.
+async fn guarded<T>(
+    deadline: std::time::Duration,
+    hook: impl std::future::Future<Output = T>,
+) -> Result<T, HookFailure> {
+    match std::panic::AssertUnwindSafe(tokio::time::timeout(deadline, hook))
+        .catch_unwind()
+        .await
+    {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(_elapsed)) => Err(HookFailure::TimedOut),
+        Err(_panic) => Err(HookFailure::Panicked),
+    }
+}
+
 /// A hook running on its own task; aborted when the session drops it.
 struct HookTask(tokio::task::JoinHandle<HookOutcome>);
 
@@ -476,19 +499,13 @@ impl Session {
         };
         let connection = self.shared.id;
         self.spawn_hook(async move {
-            let outcome = std::panic::AssertUnwindSafe(tokio::time::timeout(
-                deadline,
-                authenticator.authenticate(request),
-            ))
-            .catch_unwind()
-            .await;
-            let outcome = match outcome {
-                Ok(Ok(outcome)) => outcome,
-                Ok(Err(_)) => {
+            let outcome = match guarded(deadline, authenticator.authenticate(request)).await {
+                Ok(outcome) => outcome,
+                Err(HookFailure::TimedOut) => {
                     tracing::warn!(connection, ?deadline, "authentication hook timed out");
                     Err(Rejection::forbidden(messages::AUTHENTICATION_TIMED_OUT))
                 }
-                Err(_) => {
+                Err(HookFailure::Panicked) => {
                     tracing::error!(connection, "authentication hook panicked");
                     Err(Rejection::close(
                         subs_protocol::close::INTERNAL,
@@ -746,19 +763,13 @@ impl Session {
         let connection = self.shared.id;
         let task_id = id.clone();
         let task = inner.runtime.spawn(async move {
-            let response = std::panic::AssertUnwindSafe(tokio::time::timeout(
-                deadline,
-                executor.execute_response(request),
-            ))
-            .catch_unwind()
-            .await;
-            let response = match response {
-                Ok(Ok(response)) => response,
-                Ok(Err(_)) => {
+            let response = match guarded(deadline, executor.execute_response(request)).await {
+                Ok(response) => response,
+                Err(HookFailure::TimedOut) => {
                     tracing::warn!(connection, id = %task_id, ?deadline, "executor timed out");
                     Err(messages::execution_timed_out(deadline))
                 }
-                Err(_) => {
+                Err(HookFailure::Panicked) => {
                     tracing::error!(connection, id = %task_id, "executor panicked");
                     Err(messages::EXECUTOR_PANICKED.to_owned())
                 }
