@@ -76,7 +76,7 @@ pub struct Session {
     /// once it has answered (legacy clients send `start` right after
     /// `connection_init`). Size- and rate-checked already; at most
     /// [`MAX_HELD_FRAMES`].
-    held: VecDeque<Frame>,
+    held: VecDeque<HeldFrame>,
     authenticating: bool,
     /// Queries and mutations being executed, by client id: the key of the
     /// operation, so a late answer for a completed or replaced id is dropped.
@@ -90,11 +90,15 @@ pub struct Session {
 /// the connection like a message flood (4429).
 const MAX_HELD_FRAMES: usize = 32;
 
-/// One inbound frame, owned, while it waits for the authenticator.
-enum Frame {
-    Text(Box<str>),
-    Binary(Box<[u8]>),
+/// One inbound frame as received (borrowed) or while it waits for the
+/// authenticator (owned, in `Session::held`).
+enum Frame<T, B> {
+    Text(T),
+    Binary(B),
 }
+
+/// A frame kept until the authenticator answers.
+type HeldFrame = Frame<Box<str>, Box<[u8]>>;
 
 /// What a finished hook task reports back to its session.
 enum HookOutcome {
@@ -250,14 +254,14 @@ impl Session {
     /// starts (authenticator, executor) run on their own tasks, and their
     /// answers are applied by [`Session::ready`].
     pub fn handle_text(&mut self, text: &str, now: Instant) {
-        self.handle_frame(Frame::Text(text.into()), now);
+        self.handle_frame(Frame::<&str, &[u8]>::Text(text), now);
     }
 
     /// Handles a binary frame: the same checks as a text frame, then the
     /// protocol decides (graphql-transport-ws refuses it with 4400; legacy
     /// graphql-ws reads it as UTF-8 text).
     pub fn handle_binary(&mut self, data: &[u8], now: Instant) {
-        self.handle_frame(Frame::Binary(data.into()), now);
+        self.handle_frame(Frame::<&str, &[u8]>::Binary(data), now);
     }
 
     /// The transport refused a frame over its size limit while reading it
@@ -275,7 +279,7 @@ impl Session {
 
     /// Every inbound frame, text or binary, takes this path: size and rate
     /// first (nothing is parsed before them), then the protocol machine.
-    fn handle_frame(&mut self, frame: Frame, now: Instant) {
+    fn handle_frame(&mut self, frame: Frame<&str, &[u8]>, now: Instant) {
         if self.connection.is_closed() {
             return;
         }
@@ -300,10 +304,14 @@ impl Session {
                 self.refuse_connection(denied);
                 return;
             }
-            self.held.push_back(frame);
+            // Copied only here: a frame that need not wait is not copied.
+            self.held.push_back(match frame {
+                Frame::Text(text) => Frame::Text(text.into()),
+                Frame::Binary(data) => Frame::Binary(data.into()),
+            });
             return;
         }
-        match &frame {
+        match frame {
             Frame::Text(text) => self.connection.handle_text(text, now),
             Frame::Binary(data) => self.connection.handle_binary(data, now),
         }
