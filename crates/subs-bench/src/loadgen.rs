@@ -347,6 +347,17 @@ async fn handshake(
     source: Option<IpAddr>,
     topic: &str,
 ) -> Result<WebSocketStream<TcpStream>> {
+    let mut ws = acknowledged(addr, source).await?;
+    ws.send(Message::text(subscribe_frame(topic))).await?;
+    Ok(ws)
+}
+
+/// Opens one connection, sends `connection_init` and waits for the ack
+/// (answering pings meanwhile).
+pub(crate) async fn acknowledged(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+) -> Result<WebSocketStream<TcpStream>> {
     let mut ws = open(addr, source).await?;
     ws.send(Message::text(r#"{"type":"connection_init","payload":{}}"#))
         .await?;
@@ -354,7 +365,7 @@ async fn handshake(
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(text))) => match scanner.scan(text.as_bytes()) {
-                Frame::Ack => break,
+                Frame::Ack => return Ok(ws),
                 Frame::Ping => ws.send(Message::text(r#"{"type":"pong"}"#)).await?,
                 _ => {}
             },
@@ -364,8 +375,6 @@ async fn handshake(
             None => bail!("closed before ack"),
         }
     }
-    ws.send(Message::text(subscribe_frame(topic))).await?;
-    Ok(ws)
 }
 
 #[allow(clippy::too_many_arguments)] // one task's whole context; a struct would only rename it

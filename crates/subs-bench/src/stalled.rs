@@ -26,7 +26,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::http::HttpClient;
-use crate::loadgen::{ConnResult, Options, Report, Shared, client, now_ns, open};
+use crate::loadgen::{ConnResult, Options, Report, Shared, acknowledged, client, now_ns};
 use crate::scan::{Frame, Scanner};
 use crate::sys;
 
@@ -230,23 +230,7 @@ impl Healthy {
 
 /// Opens a connection, waits for its ack and sends one subscribe.
 async fn subscribe(addr: std::net::SocketAddr, query: &str) -> Result<WebSocketStream<TcpStream>> {
-    let mut ws = open(addr, None).await?;
-    ws.send(Message::text(r#"{"type":"connection_init","payload":{}}"#))
-        .await?;
-    let scanner = Scanner::default();
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(text))) => match scanner.scan(text.as_bytes()) {
-                Frame::Ack => break,
-                Frame::Ping => ws.send(Message::text(r#"{"type":"pong"}"#)).await?,
-                _ => {}
-            },
-            Some(Ok(Message::Close(close))) => bail!("closed before ack: {close:?}"),
-            Some(Ok(_)) => {}
-            Some(Err(error)) => return Err(error.into()),
-            None => bail!("closed before ack"),
-        }
-    }
+    let mut ws = acknowledged(addr, None).await?;
     let frame = serde_json::json!({"id": "1", "type": "subscribe", "payload": {"query": query}});
     ws.send(Message::text(frame.to_string())).await?;
     Ok(ws)
