@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::close::{self, Close, Violation};
 use crate::decode::{ClientMessage, decode};
 use crate::encode;
+use crate::stream;
 use crate::{Config, Event, Protocol, UsageError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +24,16 @@ enum State {
     Closed,
 }
 
-/// One GraphQL-over-WebSocket connection, server side, as a sans-IO state machine.
+/// One GraphQL connection, server side, as a sans-IO state machine: a
+/// WebSocket, or an HTTP streaming response (SSE, multipart).
+///
+/// Over HTTP there are no client frames: the request is the
+/// initialisation (the machine starts with a `ConnectionInit` event without
+/// payload, to authenticate from the request's headers), its operation
+/// arrives by [`handle_request`](Self::handle_request), and what
+/// [`poll_transmit`](Self::poll_transmit) yields are body chunks. A stream that
+/// carries one operation (distinct SSE, multipart) closes normally once that
+/// operation ends.
 ///
 /// Feed it what the socket received ([`handle_text`](Self::handle_text),
 /// [`handle_binary`](Self::handle_binary)) and the passing of time
@@ -55,25 +65,43 @@ pub struct Connection {
     transmits: VecDeque<String>,
     close: Option<Close>,
     violation: Option<Violation>,
+    /// Over HTTP, whether an operation was ever requested (distinct SSE and
+    /// multipart carry one) and whether the body's end was queued.
+    requested: bool,
+    body_ended: bool,
 }
 
 impl Connection {
     /// A new connection whose WebSocket handshake completed at `now` with `protocol`.
     pub fn new(protocol: Protocol, config: Config, now: Instant) -> Self {
-        let init_deadline = config.connection_init_timeout.map(|t| now + t);
+        let websocket = protocol.is_websocket();
+        let init_deadline = config
+            .connection_init_timeout
+            .filter(|_| websocket)
+            .map(|t| now + t);
+        let mut events = VecDeque::new();
+        if !websocket {
+            events.push_back(Event::ConnectionInit { payload: None });
+        }
         Connection {
             protocol,
             config,
-            state: State::AwaitingInit,
+            state: if websocket {
+                State::AwaitingInit
+            } else {
+                State::InitReceived
+            },
             now,
             init_deadline,
             next_ping: None,
             pong_deadline: None,
             active: HashSet::new(),
-            events: VecDeque::new(),
+            events,
             transmits: VecDeque::new(),
             close: None,
             violation: None,
+            requested: false,
+            body_ended: false,
         }
     }
 
@@ -90,9 +118,10 @@ impl Connection {
     // ----- peer input -----
 
     /// A text frame from the client, received at `now`.
+    /// Over HTTP there are no frames: ignored.
     pub fn handle_text(&mut self, text: &str, now: Instant) {
         self.tick(now);
-        if self.state == State::Closed {
+        if self.state == State::Closed || !self.protocol.is_websocket() {
             return;
         }
         if text.len() > self.config.max_frame_bytes {
@@ -110,7 +139,7 @@ impl Connection {
     /// allows none (4400); legacy `graphql-ws` servers read it as UTF-8 text.
     pub fn handle_binary(&mut self, data: &[u8], now: Instant) {
         self.tick(now);
-        if self.state == State::Closed {
+        if self.state == State::Closed || !self.protocol.is_websocket() {
             return;
         }
         if data.len() > self.config.max_frame_bytes {
@@ -122,6 +151,45 @@ impl Connection {
                 Ok(text) => self.handle_text(text, now),
                 Err(_) => self.violate(Violation::InvalidUtf8),
             },
+            Protocol::EventStream | Protocol::EventStreamSingle | Protocol::Multipart => {}
+        }
+    }
+
+    /// An operation requested over HTTP (the body or query of a GraphQL over
+    /// HTTP request), under `id`: the application receives it as a
+    /// `Subscribe` event once the connection is acknowledged. Distinct SSE
+    /// and multipart streams carry one operation; a single-connection stream
+    /// any number, each id active at most once.
+    pub fn handle_request(
+        &mut self,
+        id: String,
+        payload: crate::SubscribePayload,
+    ) -> Result<(), UsageError> {
+        self.check_open()?;
+        if self.protocol.is_websocket() {
+            return Err(UsageError::WrongProtocol(
+                "WebSocket operations arrive as frames",
+            ));
+        }
+        if self.requested && self.protocol != Protocol::EventStreamSingle {
+            return Err(UsageError::WrongProtocol(
+                "this stream carries one operation",
+            ));
+        }
+        if !self.active.insert(id.clone()) {
+            return Err(UsageError::DuplicateOperation { id });
+        }
+        self.requested = true;
+        self.events.push_back(Event::Subscribe { id, payload });
+        Ok(())
+    }
+
+    /// The client stopped operation `id` over HTTP (single-connection SSE's
+    /// `DELETE`): the application receives a `Complete` event. Unknown or
+    /// ended ids are ignored, as for a WebSocket `complete`.
+    pub fn handle_cancel(&mut self, id: &str) {
+        if self.state != State::Closed && self.active.remove(id) {
+            self.events.push_back(Event::Complete { id: id.to_owned() });
         }
     }
 
@@ -142,7 +210,11 @@ impl Connection {
             && at <= now
         {
             self.next_ping = Some(now + interval);
-            self.queue_ping(None);
+            if self.protocol.is_websocket() {
+                self.queue_ping(None);
+            } else {
+                self.transmits.push_back(stream::keepalive(self.protocol));
+            }
         }
     }
 
@@ -176,6 +248,9 @@ impl Connection {
                         Protocol::GraphqlWs => {
                             self.events.push_back(Event::Complete { id: id.clone() });
                         }
+                        Protocol::EventStream
+                        | Protocol::EventStreamSingle
+                        | Protocol::Multipart => unreachable!("HTTP has no frames"),
                     }
                 } else {
                     self.active.insert(id.clone());
@@ -220,6 +295,15 @@ impl Connection {
             return;
         }
         self.state = State::Closed;
+        if self.protocol == Protocol::Multipart && !self.body_ended {
+            // A multipart client learns why the stream ends from a last part.
+            self.body_ended = true;
+            self.transmits.push_back(if code == close::NORMAL {
+                stream::MULTIPART_END.to_owned()
+            } else {
+                stream::multipart_fatal(&reason)
+            });
+        }
         self.close = Some(Close::new(code, reason));
         self.init_deadline = None;
         self.next_ping = None;
@@ -239,6 +323,10 @@ impl Connection {
             }
             // `ka` needs no answer, so legacy has no pong deadline.
             Protocol::GraphqlWs => self.transmits.push_back(encode::with_payload("ka", None)),
+            // A stream's keepalive needs no answer either.
+            Protocol::EventStream | Protocol::EventStreamSingle | Protocol::Multipart => {
+                self.transmits.push_back(stream::keepalive(self.protocol))
+            }
         }
     }
 
@@ -274,10 +362,17 @@ impl Connection {
             State::InitReceived | State::Closed => {}
         }
         check_optional_object(ack_payload.as_ref())?;
-        self.transmits
-            .push_back(encode::with_payload("connection_ack", ack_payload));
         self.state = State::Acknowledged;
         self.init_deadline = None;
+        if !self.protocol.is_websocket() {
+            // The response's headers are the acknowledgement; a first
+            // keepalive at once lets the client see the stream is open.
+            self.transmits.push_back(stream::keepalive(self.protocol));
+            self.next_ping = self.config.keepalive_interval.map(|i| self.now + i);
+            return Ok(());
+        }
+        self.transmits
+            .push_back(encode::with_payload("connection_ack", ack_payload));
         if let Some(interval) = self.config.keepalive_interval {
             self.next_ping = Some(self.now + interval);
             if self.protocol == Protocol::GraphqlWs {
@@ -319,6 +414,11 @@ impl Connection {
     pub fn send_next(&mut self, id: &str, payload_json: &[u8]) -> Result<(), UsageError> {
         self.check_active(id)?;
         let payload = raw_json(payload_json, b'{', b'}')?;
+        if !self.protocol.is_websocket() {
+            self.transmits
+                .push_back(stream::next(self.protocol, id, payload));
+            return Ok(());
+        }
         let len = encode::next_len(self.protocol, id, payload.len());
         let mut frame = String::with_capacity(len);
         encode::put_next_head(&mut frame, self.protocol, id);
@@ -339,6 +439,12 @@ impl Connection {
         self.check_active(id)?;
         let errors = raw_json(errors_json, b'[', b']')?;
         match self.protocol {
+            Protocol::EventStream | Protocol::EventStreamSingle | Protocol::Multipart => {
+                self.transmits
+                    .push_back(stream::errors(self.protocol, id, errors));
+                self.end_http_operation(id);
+                return Ok(());
+            }
             Protocol::GraphqlTransportWs => self
                 .transmits
                 .push_back(encode::with_id_raw("error", id, "", errors, "")),
@@ -360,9 +466,27 @@ impl Connection {
     /// Complete active operation `id` (`complete`); ends the operation.
     pub fn send_complete(&mut self, id: &str) -> Result<(), UsageError> {
         self.check_active(id)?;
+        if !self.protocol.is_websocket() {
+            self.end_http_operation(id);
+            return Ok(());
+        }
         self.transmits.push_back(encode::with_id("complete", id));
         self.active.remove(id);
         Ok(())
+    }
+
+    /// Over HTTP, the end of operation `id`: its `complete`; a stream that
+    /// carries one operation then ends normally.
+    fn end_http_operation(&mut self, id: &str) {
+        self.active.remove(id);
+        if self.protocol == Protocol::Multipart {
+            self.body_ended = true;
+        }
+        self.transmits
+            .push_back(stream::complete(self.protocol, id));
+        if self.protocol != Protocol::EventStreamSingle {
+            self.close_with(close::NORMAL, close::reason::NORMAL.into());
+        }
     }
 
     /// Close the connection on the application's initiative, e.g.
@@ -381,6 +505,10 @@ impl Connection {
     pub fn send_ping(&mut self, payload: Option<Value>) -> Result<(), UsageError> {
         self.check_open()?;
         check_optional_object(payload.as_ref())?;
+        if !self.protocol.is_websocket() {
+            self.transmits.push_back(stream::keepalive(self.protocol));
+            return Ok(());
+        }
         self.queue_ping(payload);
         Ok(())
     }

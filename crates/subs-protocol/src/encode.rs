@@ -94,6 +94,9 @@ fn next_head(protocol: Protocol) -> &'static str {
     match protocol {
         Protocol::GraphqlTransportWs => "{\"type\":\"next\",\"id\":",
         Protocol::GraphqlWs => "{\"type\":\"data\",\"id\":",
+        Protocol::EventStream | Protocol::EventStreamSingle | Protocol::Multipart => {
+            unreachable!("stream messages are built by `stream`")
+        }
     }
 }
 
@@ -123,6 +126,11 @@ pub(crate) fn put_next_head(out: &mut impl Sink, protocol: Protocol, id: &str) {
 /// [`Connection::send_next`](crate::Connection::send_next) or
 /// [`Connection::is_active`](crate::Connection::is_active) for that.
 pub fn encode_next(protocol: Protocol, id: &str, payload_json: &[u8], out: &mut Vec<u8>) {
+    if !protocol.is_websocket() {
+        let payload = String::from_utf8_lossy(payload_json);
+        out.extend_from_slice(crate::stream::next(protocol, id, &payload).as_bytes());
+        return;
+    }
     out.reserve(next_len(protocol, id, payload_json.len()));
     put_next_head(out, protocol, id);
     out.extend_from_slice(payload_json);

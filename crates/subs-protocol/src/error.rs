@@ -35,4 +35,16 @@ pub enum UsageError {
     /// object or nothing. The string says which.
     #[error("invalid payload: {0}")]
     InvalidPayload(&'static str),
+    /// A command the connection's protocol has no use for (an HTTP request
+    /// on a WebSocket, a second operation on a stream that carries one); the
+    /// string says which.
+    #[error("not for this protocol: {0}")]
+    WrongProtocol(&'static str),
+    /// [`Connection::handle_request`](crate::Connection::handle_request) with
+    /// an id that is still active.
+    #[error("an operation with id {id:?} is already active")]
+    DuplicateOperation {
+        /// The id that was given.
+        id: String,
+    },
 }

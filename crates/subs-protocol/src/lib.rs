@@ -9,29 +9,65 @@ mod decode;
 mod encode;
 mod error;
 mod event;
+pub mod http;
+mod stream;
 
 pub use close::{Close, Violation};
 pub use connection::Connection;
 pub use encode::encode_next;
 pub use error::UsageError;
 pub use event::{Event, SubscribePayload};
+pub use stream::{EVENT_STREAM_CONTENT_TYPE, MULTIPART_BOUNDARY, MULTIPART_CONTENT_TYPE};
 
-/// A WebSocket sub-protocol for GraphQL.
+/// A protocol a GraphQL client speaks to subs: one of the two WebSocket
+/// sub-protocols, or one of the HTTP streaming protocols.
+///
+/// Over HTTP the request itself is the connection's initialisation (its
+/// headers authenticate it) and operations arrive by
+/// [`Connection::handle_request`] instead of frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
     /// `graphql-transport-ws`: the GraphQL over WebSocket protocol of `graphql-ws`.
     GraphqlTransportWs,
     /// `graphql-ws`: the legacy protocol of Apollo's `subscriptions-transport-ws`.
     GraphqlWs,
+    /// GraphQL over Server-Sent Events (graphql-sse), distinct connections
+    /// mode: one event stream per operation.
+    EventStream,
+    /// graphql-sse, single connection mode: one event stream carries every
+    /// operation of a reservation, each message naming its operation.
+    EventStreamSingle,
+    /// Apollo's multipart HTTP subscription protocol: one `multipart/mixed`
+    /// response per operation.
+    Multipart,
 }
 
 impl Protocol {
-    /// The sub-protocol name for `Sec-WebSocket-Protocol`.
+    /// The protocol's name: for WebSocket, the sub-protocol name for
+    /// `Sec-WebSocket-Protocol`.
     pub const fn name(self) -> &'static str {
         match self {
             Protocol::GraphqlTransportWs => "graphql-transport-ws",
             Protocol::GraphqlWs => "graphql-ws",
+            Protocol::EventStream => "graphql-sse",
+            Protocol::EventStreamSingle => "graphql-sse-single-connection",
+            Protocol::Multipart => "multipart-subscription",
         }
+    }
+
+    /// The transport it runs on, as stats and metrics label it:
+    /// `websocket`, `sse` or `multipart`.
+    pub const fn transport(self) -> &'static str {
+        match self {
+            Protocol::GraphqlTransportWs | Protocol::GraphqlWs => "websocket",
+            Protocol::EventStream | Protocol::EventStreamSingle => "sse",
+            Protocol::Multipart => "multipart",
+        }
+    }
+
+    /// Whether it runs over a WebSocket (frames in both directions).
+    pub const fn is_websocket(self) -> bool {
+        matches!(self, Protocol::GraphqlTransportWs | Protocol::GraphqlWs)
     }
 }
 

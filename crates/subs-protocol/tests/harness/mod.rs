@@ -174,6 +174,7 @@ impl Harness {
         let kind = match self.conn.protocol() {
             Protocol::GraphqlTransportWs => "subscribe",
             Protocol::GraphqlWs => "start",
+            other => panic!("{other:?} has no frames"),
         };
         self.send(json!({"type": kind, "id": id, "payload": {"query": "subscription { s }"}}));
         assert!(
