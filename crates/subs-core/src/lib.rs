@@ -1,12 +1,14 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+mod admission;
 mod binding;
 mod broker;
 mod deadlines;
 mod engine;
 mod error;
 mod hooks;
+mod http;
 pub mod messages;
 mod outbound;
 mod pipeline;
@@ -27,6 +29,7 @@ pub use broker::{
 pub use deadlines::HookDeadlines;
 pub use engine::{Engine, EngineBuilder, EngineConfig};
 pub use error::Error;
+pub use http::{HttpOutcome, HttpRequest};
 pub use hooks::{Accepted, AuthRequest, Authenticator, ExecuteRequest, Executor};
 pub use outbound::SlowConsumerPolicy;
 pub use root::{RootContext, RootResolver};

@@ -13,6 +13,9 @@ pub const GOING_AWAY_CLOSE_CODE: u16 = 1001;
 /// Close reason when the server shuts down.
 pub const GOING_AWAY_CLOSE_REASON: &str = "Server shutting down";
 
+/// GraphQL error for a subscription sent by GraphQL over HTTP with a JSON
+/// `Accept`: it needs a stream.
+pub const SUBSCRIPTION_NEEDS_A_STREAM: &str = "Subscriptions need a stream: send the request with `Accept: text/event-stream` (Server-Sent Events) or `multipart/mixed;subscriptionSpec=1.0`, or subscribe over WebSocket";
 /// GraphQL error for a query or mutation when the host installed no executor.
 pub const NO_EXECUTOR: &str =
     "This server executes only subscriptions and introspection over this connection";

@@ -12,9 +12,9 @@ use serde_json::{Map, Value};
 use subs_protocol::{Close, Connection, Event as ProtocolEvent, Protocol, SubscribePayload};
 use subs_security::{
     ConnectionBudget, ConnectionFacts, ConnectionPermit, Denied, Principal, Rejection,
-    SubscribeRequest,
 };
 
+use crate::admission::{self, Refused};
 use crate::binding::ResolveContext;
 use crate::engine::Engine;
 use crate::graphql::{GraphQLErrors, OperationKind, PreparedOperation};
@@ -113,29 +113,6 @@ enum HookOutcome {
     },
 }
 
-/// Why a host hook gave no answer.
-enum HookFailure {
-    /// Its deadline passed first.
-    TimedOut,
-    /// It panicked (a bug in host code: its message is not shown to clients).
-    Panicked,
-}
-
-/// Runs a host hook under its deadline, catching its panic.
-async fn guarded<T>(
-    deadline: std::time::Duration,
-    hook: impl std::future::Future<Output = T>,
-) -> Result<T, HookFailure> {
-    match std::panic::AssertUnwindSafe(tokio::time::timeout(deadline, hook))
-        .catch_unwind()
-        .await
-    {
-        Ok(Ok(answer)) => Ok(answer),
-        Ok(Err(_elapsed)) => Err(HookFailure::TimedOut),
-        Err(_panic) => Err(HookFailure::Panicked),
-    }
-}
-
 /// A hook running on its own task; aborted when the session drops it.
 struct HookTask(tokio::task::JoinHandle<HookOutcome>);
 
@@ -207,7 +184,7 @@ impl Session {
         ));
         inner.stats.connection_opened();
         tracing::info!(connection = id, protocol = protocol.name(), peer = ?facts.peer, "connection opened");
-        Self {
+        let mut session = Self {
             engine: engine.clone(),
             connection: Connection::new(protocol, inner.config.protocol.clone(), now),
             shared,
@@ -226,7 +203,11 @@ impl Session {
             authenticating: false,
             executing: FxHashMap::default(),
             transmitted_mark: 0,
-        }
+        };
+        // Over HTTP the request is the initialisation: authentication starts
+        // at once, from the request's headers.
+        session.process_events(now);
+        session
     }
 
     /// This connection's number, unique within the engine.
@@ -262,6 +243,34 @@ impl Session {
     /// graphql-ws reads it as UTF-8 text).
     pub fn handle_binary(&mut self, data: &[u8], now: Instant) {
         self.handle_frame(Frame::<&str, &[u8]>::Binary(data), now);
+    }
+
+    /// An operation that arrived by HTTP (graphql-sse, multipart): it runs
+    /// once the request is authenticated, like a `subscribe` frame, under
+    /// `id` (the client's `operationId` in single-connection mode).
+    pub fn handle_request(
+        &mut self,
+        id: String,
+        payload: SubscribePayload,
+        now: Instant,
+    ) -> Result<(), subs_protocol::UsageError> {
+        self.connection.handle_request(id, payload)?;
+        self.process_events(now);
+        Ok(())
+    }
+
+    /// The client stopped operation `id` over HTTP (single-connection
+    /// `DELETE`); unknown ids are ignored.
+    pub fn handle_cancel(&mut self, id: &str, now: Instant) {
+        self.connection.handle_cancel(id);
+        self.process_events(now);
+    }
+
+    /// Whether the connection was accepted by the authenticator and is open.
+    /// Over HTTP, the adapter waits for this (or the close) before it
+    /// chooses the response's status.
+    pub fn is_acknowledged(&self) -> bool {
+        self.connection.is_acknowledged()
     }
 
     /// The transport refused a frame over its size limit while reading it
@@ -495,32 +504,18 @@ impl Session {
 
     fn connection_init(&mut self, payload: Option<Map<String, Value>>) {
         let inner = self.engine.inner.clone();
-        let Some(authenticator) = inner.authenticator.clone() else {
+        if inner.authenticator.is_none() {
             self.authenticated(Ok(Principal::anonymous().into()), payload);
             return;
-        };
+        }
         self.authenticating = true;
-        let deadline = inner.config.deadlines.authenticate;
         let request = AuthRequest {
             init_payload: payload.clone(),
             connection: self.facts.clone(),
         };
         let connection = self.shared.id;
         self.spawn_hook(async move {
-            let outcome = match guarded(deadline, authenticator.authenticate(request)).await {
-                Ok(outcome) => outcome,
-                Err(HookFailure::TimedOut) => {
-                    tracing::warn!(connection, ?deadline, "authentication hook timed out");
-                    Err(Rejection::forbidden(messages::AUTHENTICATION_TIMED_OUT))
-                }
-                Err(HookFailure::Panicked) => {
-                    tracing::error!(connection, "authentication hook panicked");
-                    Err(Rejection::close(
-                        subs_protocol::close::INTERNAL,
-                        subs_protocol::close::reason::INTERNAL,
-                    ))
-                }
-            };
+            let outcome = admission::authenticate(&inner, request, connection).await;
             HookOutcome::Authenticated {
                 outcome,
                 init_payload: payload,
@@ -598,66 +593,29 @@ impl Session {
     fn subscribe(&mut self, id: String, payload: SubscribePayload, now: Instant) {
         let id: Arc<str> = Arc::from(id);
         let inner = self.engine.inner.clone();
-        // What costs nothing comes first: rate, count and size are checked
-        // before the document is parsed.
-        if let Err(denied) =
-            inner
-                .security
-                .admit_operation(&mut self.budget, payload.query.len(), now)
-        {
-            self.refuse_operation(&id, denied);
-            return;
-        }
-        let operation = match inner
-            .schema
-            .prepare(&payload.query, payload.operation_name.as_deref())
-        {
-            Ok(operation) => operation,
-            Err(errors) => {
+        let admitted = match admission::admit(
+            &inner,
+            &mut self.budget,
+            &self.principal,
+            &payload,
+            now,
+        ) {
+            Ok(admitted) => admitted,
+            Err(Refused::Denied(denied)) => return self.refuse_operation(&id, denied),
+            Err(Refused::Invalid(errors)) => {
                 tracing::debug!(connection = self.shared.id, %id, "invalid operation");
-                self.budget.release_subscription();
-                self.send_errors(&id, &errors);
-                return;
+                return self.send_errors(&id, &errors);
             }
         };
-        let variables = match operation.coerce_variables(payload.variables.as_ref()) {
-            Ok(variables) => variables,
-            Err(errors) => {
-                self.budget.release_subscription();
-                self.send_errors(&id, &errors);
-                return;
-            }
-        };
-        let fields = operation.root_field_arguments(&variables);
-        let requests: Vec<SubscribeRequest<'_>> = fields
-            .iter()
-            .map(|(root_field, arguments)| SubscribeRequest {
-                principal: &self.principal,
-                root_field,
-                arguments,
-            })
-            .collect();
-        let checked =
-            inner
-                .security
-                .check_operation(&requests, operation.facts(), &mut self.budget);
-        drop(requests);
-        if let Err(denied) = checked {
-            self.refuse_operation(&id, denied);
-            return;
-        }
-        match operation.kind() {
-            OperationKind::Subscription => {
-                let arguments = fields
-                    .into_iter()
-                    .next()
-                    .map(|(_, a)| a)
-                    .unwrap_or_default();
-                self.start_subscription(id, operation.clone(), variables, arguments);
-            }
+        match admitted.operation.kind() {
+            OperationKind::Subscription => self.start_subscription(
+                id,
+                admitted.operation,
+                admitted.variables,
+                admitted.arguments,
+            ),
             kind @ (OperationKind::Query | OperationKind::Mutation) => {
-                drop(fields);
-                self.execute(id, kind, payload, &operation, variables);
+                self.execute(id, kind, payload, &admitted.operation, admitted.variables);
             }
         }
     }
@@ -771,17 +729,8 @@ impl Session {
         let connection = self.shared.id;
         let task_id = id.clone();
         let task = inner.runtime.spawn(async move {
-            let response = match guarded(deadline, executor.execute_response(request)).await {
-                Ok(response) => response,
-                Err(HookFailure::TimedOut) => {
-                    tracing::warn!(connection, id = %task_id, ?deadline, "executor timed out");
-                    Err(messages::execution_timed_out(deadline))
-                }
-                Err(HookFailure::Panicked) => {
-                    tracing::error!(connection, id = %task_id, "executor panicked");
-                    Err(messages::EXECUTOR_PANICKED.to_owned())
-                }
-            };
+            let response =
+                admission::execute(executor, deadline, request, connection, &task_id).await;
             HookOutcome::Executed {
                 id: task_id,
                 key,
