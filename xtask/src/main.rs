@@ -1,5 +1,5 @@
 //! Project automation, so every developer and CI run the same steps:
-//! `cargo xtask ci | bench | fuzz | wheel`.
+//! `cargo xtask ci | bench | fuzz | wheel | node`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 mod bench;
 mod bench_gates;
 mod bench_report;
+mod node;
 mod python;
 mod services;
 
@@ -22,8 +23,11 @@ fn main() -> Result<()> {
         "bench" => bench::run(rest),
         "fuzz" => fuzz(rest),
         "wheel" => python::task(rest),
+        "node" => node::node_tests(),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <ci | fuzz [seconds] [target...]>");
+            println!(
+                "usage: cargo xtask <ci | bench [--quick] | fuzz [seconds] [target...] | wheel [--test] | node>"
+            );
             Ok(())
         }
         other => bail!("unknown task {other:?} (args {rest:?}); try `cargo xtask help`"),
