@@ -164,17 +164,36 @@ where
     }
 }
 
+/// The contract's principals: over WebSocket from the init payload
+/// (`{"user", "roles", "reject"}`), over HTTP from the headers `X-User`,
+/// `X-Roles` (comma-separated) and `X-Reject: true`.
 async fn authenticate(request: AuthRequest) -> Result<Accepted, Rejection> {
-    let reject = request
-        .init_payload
-        .as_ref()
-        .and_then(|p| p.get("reject"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    if reject {
+    let Some(payload) = request.init_payload else {
+        let headers = &request.connection;
+        if headers
+            .header("x-reject")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        {
+            return Err(Rejection::forbidden("Forbidden"));
+        }
+        let Some(user) = headers.header("x-user").filter(|u| !u.is_empty()) else {
+            return Ok(Principal::anonymous().into());
+        };
+        let roles = headers
+            .header("x-roles")
+            .map(|roles| {
+                roles
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|r| !r.is_empty())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        return Ok(Principal::new(user).with_roles(roles).into());
+    };
+    if payload.get("reject").and_then(Value::as_bool) == Some(true) {
         return Err(Rejection::forbidden("Forbidden"));
     }
-    let payload = request.init_payload.unwrap_or_default();
     let Some(user) = payload.get("user").and_then(Value::as_str) else {
         return Ok(Principal::anonymous().into());
     };

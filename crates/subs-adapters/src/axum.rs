@@ -1,4 +1,6 @@
-//! axum integration (feature `axum`): a router, or a handler to mount anywhere.
+//! axum integration (feature `axum`): a router, or a handler to mount anywhere,
+//! answering WebSocket upgrades and GraphQL over HTTP (queries, mutations,
+//! SSE and multipart streams) on one path.
 //!
 //! ```no_run
 //! # async fn run(engine: subs_core::Engine) -> std::io::Result<()> {
@@ -13,13 +15,13 @@ use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::any;
 use subs_core::Engine;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::messages;
-use crate::server::{is_upgrade, text, upgrade};
+use crate::http::HttpEndpoint;
+use crate::server::{is_upgrade, upgrade};
 
 /// subs mounted in an axum application; clone it freely.
 #[derive(Debug, Clone)]
@@ -27,30 +29,35 @@ pub struct Subs {
     engine: Engine,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    endpoint: HttpEndpoint,
 }
 
 impl Subs {
-    /// Serves `engine` over WebSocket.
+    /// Serves `engine` over WebSocket and GraphQL over HTTP.
     pub fn new(engine: Engine) -> Self {
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let endpoint = HttpEndpoint::new(engine.clone(), shutdown.clone(), tracker.clone());
         Self {
             engine,
-            shutdown: CancellationToken::new(),
-            tracker: TaskTracker::new(),
+            shutdown,
+            tracker,
+            endpoint,
         }
     }
 
-    /// A router answering WebSocket upgrades on `path`.
+    /// A router answering WebSocket upgrades and GraphQL over HTTP on `path`.
     pub fn router<S>(&self, path: &str) -> axum::Router<S>
     where
         S: Clone + Send + Sync + 'static,
     {
         axum::Router::new()
-            .route(path, get(handler))
+            .route(path, any(handler))
             .with_state(self.clone())
     }
 
-    /// Completes every subscription, closes every connection with 1001 and
-    /// waits for them (call it after axum's own graceful shutdown began).
+    /// Completes every subscription, closes every connection with 1001 (and
+    /// ends every HTTP stream) and waits for them (call it after axum's own graceful shutdown began).
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
         self.tracker.close();
@@ -58,19 +65,21 @@ impl Subs {
     }
 }
 
-/// The upgrade handler, for routers built by hand (`State<Subs>`).
+/// The endpoint handler, for routers built by hand (`State<Subs>`; route
+/// every method to it).
 pub async fn handler(State(subs): State<Subs>, request: Request) -> Response {
-    if !is_upgrade(&request) {
-        return text(
-            http::StatusCode::UPGRADE_REQUIRED,
-            messages::UPGRADE_REQUIRED,
-        )
-        .into_response();
-    }
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0);
+    if !is_upgrade(&request) {
+        return subs
+            .endpoint
+            .handle(request, peer)
+            .await
+            .map(axum::body::Body::new)
+            .into_response();
+    }
     upgrade(
         request,
         peer,

@@ -27,6 +27,16 @@ pub enum Inbound<T, B> {
     Binary(B),
     /// The transport refused a frame over its size limit while reading it.
     TooBig,
+    /// An operation that arrived by HTTP for this stream (graphql-sse single
+    /// connection mode: a `POST` with the stream's token).
+    Operation {
+        /// The client's `operationId`.
+        id: String,
+        /// The operation.
+        payload: subs_protocol::SubscribePayload,
+    },
+    /// The client stopped an operation by HTTP (a `DELETE` with its id).
+    Cancel(String),
     /// The peer is gone (closed, or the read failed).
     Closed,
 }
@@ -111,6 +121,12 @@ pub async fn drive<T: Transport>(
                         Inbound::Text(text) => session.handle_text(&text, Instant::now()),
                         Inbound::Binary(data) => session.handle_binary(&data, Instant::now()),
                         Inbound::TooBig => session.refuse_oversized_frame(),
+                        Inbound::Operation { id, payload } => {
+                            if let Err(error) = session.handle_request(id, payload, Instant::now()) {
+                                tracing::debug!(connection = session.id(), %error, "operation refused");
+                            }
+                        }
+                        Inbound::Cancel(id) => session.handle_cancel(&id, Instant::now()),
                         Inbound::Closed => break,
                     },
                     () = &mut timer, if armed.is_some() => {

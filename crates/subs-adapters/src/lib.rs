@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod driver;
 mod error;
+pub mod http;
 pub mod messages;
 pub mod server;
 pub mod websocket;
@@ -12,5 +13,6 @@ pub mod websocket;
 pub mod axum;
 
 pub use error::Error;
+pub use http::HttpEndpoint;
 pub use server::{Server, ServerConfig};
 pub use tokio_util::sync::CancellationToken;

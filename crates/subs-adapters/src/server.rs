@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::http::{HttpBody, HttpEndpoint};
 use crate::messages;
 use crate::websocket::{drive, websocket_config};
 
@@ -49,6 +50,10 @@ pub struct ServerConfig {
     /// [`DEFAULT_HEADER_READ_TIMEOUT`]; `None` = wait forever, which lets
     /// idle TCP connections hold the server's sockets).
     pub header_read_timeout: Option<Duration>,
+    /// Whether the endpoint path answers GraphQL over HTTP (queries,
+    /// mutations, SSE and multipart streams) besides WebSocket upgrades.
+    /// Default on.
+    pub graphql_over_http: bool,
 }
 
 /// The default [`ServerConfig::header_read_timeout`]: long enough for a slow
@@ -73,15 +78,24 @@ impl Default for ServerConfig {
             http_handler: None,
             shutdown_grace: Duration::from_secs(10),
             header_read_timeout: Some(DEFAULT_HEADER_READ_TIMEOUT),
+            graphql_over_http: true,
         }
     }
 }
 
 impl ServerConfig {
-    /// Serve WebSockets on `path`.
+    /// Serve GraphQL (WebSocket upgrades and GraphQL over HTTP) on `path`.
     #[must_use]
     pub fn path(mut self, path: impl Into<String>) -> Self {
         self.path = path.into();
+        self
+    }
+
+    /// Turns GraphQL over HTTP on the endpoint path on or off (see
+    /// [`ServerConfig::graphql_over_http`]).
+    #[must_use]
+    pub fn graphql_over_http(mut self, enabled: bool) -> Self {
+        self.graphql_over_http = enabled;
         self
     }
 
@@ -171,6 +185,7 @@ async fn accept_loop(
 ) {
     let tracker = TaskTracker::new();
     let config = Arc::new(config);
+    let endpoint = HttpEndpoint::new(engine.clone(), shutdown.clone(), tracker.clone());
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -190,6 +205,7 @@ async fn accept_loop(
         let config = config.clone();
         let shutdown = shutdown.clone();
         let connection_tracker = tracker.clone();
+        let endpoint = endpoint.clone();
         let header_read_timeout = config.header_read_timeout;
         tracker.spawn(async move {
             let service = service_fn(move |request| {
@@ -197,10 +213,16 @@ async fn accept_loop(
                 let config = config.clone();
                 let shutdown = shutdown.clone();
                 let tracker = connection_tracker.clone();
+                let endpoint = endpoint.clone();
                 async move {
-                    Ok::<_, Infallible>(
-                        handle(request, peer, engine, config, shutdown, tracker).await,
-                    )
+                    let route = Route {
+                        engine,
+                        config,
+                        shutdown,
+                        tracker,
+                        endpoint,
+                    };
+                    Ok::<_, Infallible>(route.handle(request, peer).await)
                 }
             });
             // Without a timer hyper cannot time anything: the header-read
@@ -226,27 +248,41 @@ async fn accept_loop(
     }
 }
 
-async fn handle(
-    request: Request<Incoming>,
-    peer: SocketAddr,
+/// Everything one request needs to be routed.
+struct Route {
     engine: Engine,
     config: Arc<ServerConfig>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
-) -> Response<Body> {
-    if request.uri().path() != config.path {
-        return match &config.http_handler {
-            Some(handler) => handler(request).await,
-            None => text(StatusCode::NOT_FOUND, messages::NOT_FOUND),
-        };
+    endpoint: HttpEndpoint,
+}
+
+impl Route {
+    /// The endpoint path takes WebSocket upgrades and GraphQL over HTTP;
+    /// every other path goes to the host's handler.
+    async fn handle(self, request: Request<Incoming>, peer: SocketAddr) -> Response<HttpBody> {
+        if request.uri().path() != self.config.path {
+            return match &self.config.http_handler {
+                Some(handler) => handler(request).await.map(Either::Left),
+                None => text(StatusCode::NOT_FOUND, messages::NOT_FOUND).map(Either::Left),
+            };
+        }
+        if is_upgrade(&request) {
+            return upgrade(
+                request,
+                Some(peer),
+                self.engine,
+                self.shutdown,
+                &self.tracker,
+            )
+            .map(Either::Left);
+        }
+        if !self.config.graphql_over_http {
+            return text(StatusCode::UPGRADE_REQUIRED, messages::UPGRADE_REQUIRED)
+                .map(Either::Left);
+        }
+        self.endpoint.handle(request, Some(peer)).await
     }
-    if !is_upgrade(&request) {
-        return match &config.http_handler {
-            Some(handler) => handler(request).await,
-            None => text(StatusCode::UPGRADE_REQUIRED, messages::UPGRADE_REQUIRED),
-        };
-    }
-    upgrade(request, Some(peer), engine, shutdown, &tracker)
 }
 
 pub(crate) fn is_upgrade<B>(request: &Request<B>) -> bool {

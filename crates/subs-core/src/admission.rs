@@ -148,7 +148,11 @@ pub(crate) fn admit(
         .check_operation(&requests, operation.facts(), budget)
         .map_err(Refused::Denied)?;
     drop(requests);
-    let arguments = fields.into_iter().next().map(|(_, a)| a).unwrap_or_default();
+    let arguments = fields
+        .into_iter()
+        .next()
+        .map(|(_, a)| a)
+        .unwrap_or_default();
     Ok(Admitted {
         operation: operation.clone(),
         variables,

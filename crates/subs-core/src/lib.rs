@@ -29,8 +29,8 @@ pub use broker::{
 pub use deadlines::HookDeadlines;
 pub use engine::{Engine, EngineBuilder, EngineConfig};
 pub use error::Error;
-pub use http::{HttpOutcome, HttpRequest};
 pub use hooks::{Accepted, AuthRequest, Authenticator, ExecuteRequest, Executor};
+pub use http::{HttpOutcome, HttpRequest};
 pub use outbound::SlowConsumerPolicy;
 pub use root::{RootContext, RootResolver};
 pub use session::Session;

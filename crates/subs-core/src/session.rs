@@ -84,6 +84,8 @@ pub struct Session {
     /// The outbound bytes handed to the transport (see
     /// [`Session::poll_transmit`] and [`Session::mark_written`]).
     transmitted_mark: u64,
+    /// Whether the authenticator accepted the connection.
+    accepted: bool,
 }
 
 /// Frames a client may send while its authentication runs; one more closes
@@ -203,6 +205,7 @@ impl Session {
             authenticating: false,
             executing: FxHashMap::default(),
             transmitted_mark: 0,
+            accepted: false,
         };
         // Over HTTP the request is the initialisation: authentication starts
         // at once, from the request's headers.
@@ -266,11 +269,12 @@ impl Session {
         self.process_events(now);
     }
 
-    /// Whether the connection was accepted by the authenticator and is open.
-    /// Over HTTP, the adapter waits for this (or the close) before it
-    /// chooses the response's status.
-    pub fn is_acknowledged(&self) -> bool {
-        self.connection.is_acknowledged()
+    /// Whether the authenticator accepted the connection (it may have
+    /// closed since: a stream whose one operation failed validation at once).
+    /// Over HTTP, the adapter waits for this or the close before it chooses
+    /// the response's status.
+    pub fn was_accepted(&self) -> bool {
+        self.accepted
     }
 
     /// The transport refused a frame over its size limit while reading it
@@ -543,6 +547,8 @@ impl Session {
                     self.process_events(now);
                 }
                 self.held = VecDeque::new();
+                // Over HTTP the operation waits in the machine, not as a frame.
+                self.process_events(now);
             }
             HookOutcome::Executed { id, key, response } => {
                 if self.executing.get(&id).is_none_or(|(k, _)| *k != key) {
@@ -587,26 +593,22 @@ impl Session {
         tracing::info!(connection = self.shared.id, principal = %accepted.principal.id, "connection acknowledged");
         self.principal = Arc::new(accepted.principal);
         self.init_payload = payload.map(Arc::new);
+        self.accepted = true;
         let _ = self.connection.accept(accepted.ack_payload);
     }
 
     fn subscribe(&mut self, id: String, payload: SubscribePayload, now: Instant) {
         let id: Arc<str> = Arc::from(id);
         let inner = self.engine.inner.clone();
-        let admitted = match admission::admit(
-            &inner,
-            &mut self.budget,
-            &self.principal,
-            &payload,
-            now,
-        ) {
-            Ok(admitted) => admitted,
-            Err(Refused::Denied(denied)) => return self.refuse_operation(&id, denied),
-            Err(Refused::Invalid(errors)) => {
-                tracing::debug!(connection = self.shared.id, %id, "invalid operation");
-                return self.send_errors(&id, &errors);
-            }
-        };
+        let admitted =
+            match admission::admit(&inner, &mut self.budget, &self.principal, &payload, now) {
+                Ok(admitted) => admitted,
+                Err(Refused::Denied(denied)) => return self.refuse_operation(&id, denied),
+                Err(Refused::Invalid(errors)) => {
+                    tracing::debug!(connection = self.shared.id, %id, "invalid operation");
+                    return self.send_errors(&id, &errors);
+                }
+            };
         match admitted.operation.kind() {
             OperationKind::Subscription => self.start_subscription(
                 id,

@@ -317,7 +317,9 @@ mod tests {
 
     #[test]
     fn refuses_malformed_requests_with_the_specified_status() {
-        let cases: [(&str, Option<&str>, Option<&str>, &[u8], u16); 8] = [
+        /// Method, query string, content type, body, expected status.
+        type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8], u16);
+        let cases: [Case<'_>; 8] = [
             ("PUT", None, None, b"", 405),
             ("POST", None, Some("text/plain"), b"{}", 415),
             ("POST", None, None, b"{}", 415),

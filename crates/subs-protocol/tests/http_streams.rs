@@ -5,6 +5,12 @@ use std::time::{Duration, Instant};
 
 use subs_protocol::{Config, Connection, Event, Protocol, SubscribePayload, UsageError, close};
 
+/// The machine reads no clock; the test picks a starting instant once.
+#[allow(clippy::disallowed_methods)]
+fn t0() -> Instant {
+    Instant::now()
+}
+
 fn payload() -> SubscribePayload {
     SubscribePayload {
         query: "subscription { s }".into(),
@@ -34,7 +40,7 @@ fn accepted(protocol: Protocol, now: Instant) -> Connection {
 
 #[test]
 fn a_distinct_event_stream_carries_one_operation_and_ends_after_it() {
-    let now = Instant::now();
+    let now = t0();
     let mut conn = accepted(Protocol::EventStream, now);
     assert_eq!(drain(&mut conn), ":\n\n", "a keepalive at once");
     conn.handle_request("op".into(), payload()).unwrap();
@@ -56,7 +62,7 @@ fn a_distinct_event_stream_carries_one_operation_and_ends_after_it() {
 
 #[test]
 fn request_errors_arrive_inside_the_accepted_stream() {
-    let mut conn = accepted(Protocol::EventStream, Instant::now());
+    let mut conn = accepted(Protocol::EventStream, t0());
     drain(&mut conn);
     conn.handle_request("op".into(), payload()).unwrap();
     conn.send_error("op", br#"[{"message":"bad"}]"#).unwrap();
@@ -69,7 +75,7 @@ fn request_errors_arrive_inside_the_accepted_stream() {
 
 #[test]
 fn a_single_connection_stream_names_each_operation_and_stays_open() {
-    let mut conn = accepted(Protocol::EventStreamSingle, Instant::now());
+    let mut conn = accepted(Protocol::EventStreamSingle, t0());
     drain(&mut conn);
     conn.handle_request("a".into(), payload()).unwrap();
     conn.handle_request("b".into(), payload()).unwrap();
@@ -93,7 +99,7 @@ fn a_single_connection_stream_names_each_operation_and_stays_open() {
 
 #[test]
 fn operations_requested_before_the_acknowledgement_wait_for_it() {
-    let mut conn = Connection::new(Protocol::Multipart, Config::default(), Instant::now());
+    let mut conn = Connection::new(Protocol::Multipart, Config::default(), t0());
     conn.handle_request("op".into(), payload()).unwrap();
     assert_eq!(
         conn.poll_event(),
@@ -112,7 +118,7 @@ fn operations_requested_before_the_acknowledgement_wait_for_it() {
 
 #[test]
 fn multipart_heartbeats_and_a_fatal_close_ends_the_body_once() {
-    let now = Instant::now();
+    let now = t0();
     let mut conn = accepted(Protocol::Multipart, now);
     let heartbeat = "\r\n--graphql\r\ncontent-type: application/json; charset=utf-8\r\n\r\n{}";
     assert_eq!(drain(&mut conn), heartbeat);
@@ -132,7 +138,7 @@ fn multipart_heartbeats_and_a_fatal_close_ends_the_body_once() {
 
 #[test]
 fn multipart_completion_ends_the_body_without_an_error() {
-    let mut conn = accepted(Protocol::Multipart, Instant::now());
+    let mut conn = accepted(Protocol::Multipart, t0());
     drain(&mut conn);
     conn.handle_request("op".into(), payload()).unwrap();
     conn.send_complete("op").unwrap();
@@ -142,18 +148,14 @@ fn multipart_completion_ends_the_body_without_an_error() {
 
 #[test]
 fn websocket_connections_take_no_http_requests_and_streams_no_frames() {
-    let mut ws = Connection::new(
-        Protocol::GraphqlTransportWs,
-        Config::default(),
-        Instant::now(),
-    );
+    let mut ws = Connection::new(Protocol::GraphqlTransportWs, Config::default(), t0());
     assert!(matches!(
         ws.handle_request("x".into(), payload()),
         Err(UsageError::WrongProtocol(_))
     ));
-    let mut sse = accepted(Protocol::EventStream, Instant::now());
+    let mut sse = accepted(Protocol::EventStream, t0());
     drain(&mut sse);
-    sse.handle_text(r#"{"type":"connection_init"}"#, Instant::now());
+    sse.handle_text(r#"{"type":"connection_init"}"#, t0());
     assert_eq!(sse.poll_event(), None);
     assert_eq!(sse.poll_transmit(), None);
 }

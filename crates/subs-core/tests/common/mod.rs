@@ -131,6 +131,7 @@ impl Client {
         let kind = match self.session.protocol() {
             Protocol::GraphqlTransportWs => "subscribe",
             Protocol::GraphqlWs => "start",
+            other => panic!("{other:?} has no frames"),
         };
         self.send(
             json!({"type": kind, "id": id, "payload": {"query": query, "variables": variables}}),
@@ -142,6 +143,7 @@ impl Client {
         let kind = match self.session.protocol() {
             Protocol::GraphqlTransportWs => "complete",
             Protocol::GraphqlWs => "stop",
+            other => panic!("{other:?} has no frames"),
         };
         self.send(json!({"type": kind, "id": id})).await;
     }
