@@ -207,6 +207,7 @@ async fn accept_loop(
         let connection_tracker = tracker.clone();
         let endpoint = endpoint.clone();
         let header_read_timeout = config.header_read_timeout;
+        let connection_shutdown = shutdown.clone();
         tracker.spawn(async move {
             let service = service_fn(move |request| {
                 let engine = engine.clone();
@@ -232,7 +233,18 @@ async fn accept_loop(
                 .header_read_timeout(header_read_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
-            if let Err(error) = connection.await {
+            tokio::pin!(connection);
+            // On shutdown an idle kept-alive connection closes at once and a
+            // busy one after its response (a stream ends when its session
+            // does): none holds the shutdown for its whole grace period.
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = connection_shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = ended {
                 tracing::debug!(%error, "http connection ended with an error");
             }
         });
