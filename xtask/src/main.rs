@@ -95,6 +95,9 @@ fn ci() -> Result<()> {
     }
     services::ensure()?;
     run("cargo", &["test", "--workspace", "--locked"])?;
+    // The reference clients (graphql-http's audits, graphql-sse, graphql-ws)
+    // against the bench servers' HTTP and WebSocket sides.
+    node::node_tests()?;
     // Built and exercised on every change, so a target that no longer builds
     // or a crash the seeds reach fails CI; the long runs are `cargo xtask fuzz`.
     fuzz_targets(&FUZZ_TARGETS, CI_FUZZ_SECONDS)?;

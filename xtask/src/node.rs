@@ -1,5 +1,5 @@
-//! `cargo xtask node`: the reference clients in Node (`tests/node/`) against
-//! every bench server of [`SERVERS`].
+//! `cargo xtask node` (also a step of `cargo xtask ci`): the reference
+//! clients in Node (`tests/node/`) against every bench server of [`SERVERS`].
 //!
 //! The pinned packages (`tests/node/package-lock.json`) are installed with
 //! `npm ci` when `tests/node/node_modules` is missing or older than the lock
