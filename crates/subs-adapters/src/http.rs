@@ -119,6 +119,13 @@ impl HttpEndpoint {
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let engine = &self.inner.engine;
+        if let Err(denied) = engine
+            .security()
+            .admit_http_request(peer.map(|p| p.ip()), Instant::now())
+        {
+            return refusal_answer(&denied.rejection);
+        }
         let (parts, body) = request.into_parts();
         let accept = parts
             .headers
@@ -153,12 +160,18 @@ impl HttpEndpoint {
                     .await
             }
             ResponseFormat::GraphQLResponseJson | ResponseFormat::Json | ResponseFormat::Html => {
+                // A request counts as a connection while it runs: the origin
+                // policy and the connection caps apply to it too.
+                let _permit = match engine.admit(&facts) {
+                    Ok(permit) => permit,
+                    Err(rejection) => return refusal_answer(&rejection),
+                };
                 let request = HttpRequest {
                     payload,
                     connection: facts,
                     is_get: parts.method == Method::GET,
                 };
-                outcome_answer(format, self.inner.engine.execute_http(request).await)
+                outcome_answer(format, engine.execute_http(request).await)
             }
         }
     }

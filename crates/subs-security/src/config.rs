@@ -8,9 +8,9 @@ use serde_json::Value;
 
 use crate::connections::{ConnectionLimiter, ConnectionPermit, SharedConnectionLimiter};
 use crate::{
-    AllowAll, Authorizer, ConnectionFacts, Error, EventFilter, OperationFacts, OperationLimits,
-    OriginPolicy, Principal, Quota, RateLimiter, RejectReason, Rejection, ScopeKey, SecurityStats,
-    SubscribeRequest, TenantRule, filter::AllOf, messages,
+    AllowAll, Authorizer, ConnectionFacts, Error, EventFilter, KeyedRateLimiter, OperationFacts,
+    OperationLimits, OriginPolicy, Principal, Quota, RateLimiter, RejectReason, Rejection,
+    ScopeKey, SecurityStats, SubscribeRequest, TenantRule, filter::AllOf, messages,
 };
 
 /// Resource limits per connection, per subscription and per peer.
@@ -24,6 +24,7 @@ use crate::{
 /// | `max_connections` (open at once, per engine: every clone of its `SecurityConfig` shares the count) | 20,000: above the 10,000 one process is benchmarked with, below a raised file-descriptor limit (65,536), so the refusal is a clear 503 rather than failing `accept` calls; set it from your own limit and memory |
 /// | `max_connections_per_ip` | off: behind a proxy or NAT many clients share one address; turn it on when the adapter sees client addresses |
 /// | `max_connections_per_principal` | 100 (the anonymous principal is never counted) |
+/// | `http_request_rate_per_ip` (GraphQL over HTTP requests per address) | off, as `max_connections_per_ip` |
 /// | `ipv6_prefix_len` (addresses counted together) | 64 |
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -45,6 +46,11 @@ pub struct Limits {
     pub max_connections_per_ip: Option<usize>,
     /// Open connections per principal; refusal closes with 4429.
     pub max_connections_per_principal: Option<usize>,
+    /// GraphQL over HTTP requests (queries, mutations, streams, single-connection
+    /// operations) per address, counted like `max_connections_per_ip`
+    /// (IPv6 by prefix); refusal is HTTP 429. At most
+    /// [`HTTP_RATE_TRACKED_ADDRESSES`] addresses are tracked at once.
+    pub http_request_rate_per_ip: Option<Quota>,
     /// IPv6 prefix length by which addresses are counted together.
     pub ipv6_prefix_len: u8,
 }
@@ -59,10 +65,16 @@ impl Default for Limits {
             max_connections: Some(DEFAULT_MAX_CONNECTIONS),
             max_connections_per_ip: None,
             max_connections_per_principal: Some(100),
+            http_request_rate_per_ip: None,
             ipv6_prefix_len: 64,
         }
     }
 }
+
+/// Addresses [`Limits::http_request_rate_per_ip`] tracks at once; an idle
+/// address's slot is reused first, so a flood of new addresses cannot reset
+/// a busy one's limit.
+pub const HTTP_RATE_TRACKED_ADDRESSES: usize = 65_536;
 
 /// The default of [`Limits::max_connections`] (see the table there for why).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
@@ -100,6 +112,13 @@ impl Limits {
     #[must_use]
     pub fn delivery_rate(mut self, quota: impl Into<Option<Quota>>) -> Self {
         self.delivery_rate = quota.into();
+        self
+    }
+
+    /// Sets `http_request_rate_per_ip` (`None` = off).
+    #[must_use]
+    pub fn http_request_rate_per_ip(mut self, quota: impl Into<Option<Quota>>) -> Self {
+        self.http_request_rate_per_ip = quota.into();
         self
     }
 
@@ -260,6 +279,8 @@ pub struct SecurityConfig {
     limits: Limits,
     hygiene: Hygiene,
     connections: SharedConnectionLimiter,
+    /// `Limits::http_request_rate_per_ip`, shared by every clone.
+    http_requests: Option<Arc<std::sync::Mutex<KeyedRateLimiter<std::net::IpAddr>>>>,
     stats: Arc<SecurityStats>,
 }
 
@@ -380,6 +401,11 @@ impl SecurityConfigBuilder {
         )
         .unchecked_max_connections(self.limits.max_connections)
         .ipv6_prefix_len(self.limits.ipv6_prefix_len);
+        let http_requests = self.limits.http_request_rate_per_ip.and_then(|quota| {
+            KeyedRateLimiter::new(quota, HTTP_RATE_TRACKED_ADDRESSES)
+                .ok()
+                .map(|limiter| Arc::new(std::sync::Mutex::new(limiter)))
+        });
         SecurityConfig {
             operation_limits: self.operation_limits,
             authorizer: self.authorizer.unwrap_or_else(|| Arc::new(AllowAll)),
@@ -387,6 +413,7 @@ impl SecurityConfigBuilder {
             limits: self.limits,
             hygiene: self.hygiene,
             connections: SharedConnectionLimiter::new(limiter),
+            http_requests,
             stats: Arc::new(SecurityStats::new()),
         }
     }
@@ -434,6 +461,33 @@ impl SecurityConfig {
     /// The authentication hook refused: counts it and returns what to send.
     pub fn authentication_failed(&self, rejection: Rejection) -> Denied {
         self.deny(RejectReason::Authentication, rejection)
+    }
+
+    /// Counts one GraphQL over HTTP request from `peer` against
+    /// [`Limits::http_request_rate_per_ip`], or refuses it (HTTP 429). A
+    /// request with no known address is not counted.
+    pub fn admit_http_request(
+        &self,
+        peer: Option<std::net::IpAddr>,
+        now: Instant,
+    ) -> Result<(), Denied> {
+        let (Some(limiter), Some(ip)) = (&self.http_requests, peer) else {
+            return Ok(());
+        };
+        let key = self.connections.address_key(ip);
+        let checked = limiter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .check(&key, now);
+        checked.map_err(|retry| {
+            self.deny(
+                RejectReason::RateLimit,
+                Rejection::close(
+                    messages::CLOSE_TOO_MANY_REQUESTS,
+                    messages::http_request_rate_exceeded(retry.0),
+                ),
+            )
+        })
     }
 
     /// A fresh budget for a new connection.

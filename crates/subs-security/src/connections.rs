@@ -240,6 +240,11 @@ impl SharedConnectionLimiter {
         lock(&self.inner)
     }
 
+    /// The address as counted (see [`ConnectionLimiter::address_key`]).
+    pub fn address_key(&self, ip: IpAddr) -> IpAddr {
+        self.lock().address_key(ip)
+    }
+
     /// Counts a new connection from `peer` (not counted per address if
     /// unknown), or refuses it (see [`ConnectionLimiter::try_open`]). The
     /// permit uncounts it, and its principal, when dropped.

@@ -53,6 +53,15 @@ pub fn too_many_subscriptions(max: usize) -> String {
     format!("too many subscriptions on this connection (maximum {max})")
 }
 
+/// HTTP 429: GraphQL over HTTP requests from one address arrive faster than
+/// `Limits::http_request_rate_per_ip`.
+pub fn http_request_rate_exceeded(retry_after: Duration) -> String {
+    format!(
+        "too many requests from this address; retry after {} ms",
+        ceil_millis(retry_after)
+    )
+}
+
 /// GraphQL error: subscribe requests arrive faster than the subscribe rate.
 pub fn subscribe_rate_exceeded(retry_after: Duration) -> String {
     format!(
