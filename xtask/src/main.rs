@@ -56,7 +56,7 @@ fn run(program: &str, args: &[&str]) -> Result<()> {
 
 /// The one command CI runs: formatting, lints with warnings denied, every test.
 /// The feature sets of subs-adapters that CI builds alone.
-const ADAPTER_FEATURE_SETS: [&str; 5] = ["", "axum", "redis", "nats", "postgres"];
+const ADAPTER_FEATURE_SETS: [&str; 6] = ["", "axum", "redis", "nats", "postgres", "async-graphql"];
 
 fn ci() -> Result<()> {
     run("cargo", &["fmt", "--all", "--check"])?;

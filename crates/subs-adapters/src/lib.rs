@@ -12,6 +12,9 @@ pub mod websocket;
 #[cfg(feature = "axum")]
 pub mod axum;
 
+#[cfg(feature = "async-graphql")]
+pub mod async_graphql;
+
 pub use error::Error;
 pub use http::HttpEndpoint;
 pub use server::{Server, ServerConfig};

@@ -28,8 +28,8 @@ pub enum ResponseFormat {
     Html,
 }
 
-/// Picks the format to answer with from an `Accept` header. No header
-/// means `application/json`, as the specification asks. Among the formats
+/// Picks the format to answer with from an `Accept` header. No header, and
+/// `*/*`, mean `application/json`, as the specification asks. Among the formats
 /// with the client's highest quality, subs prefers a stream (clients name
 /// one only when they want it: Apollo's clients send
 /// `multipart/mixed;subscriptionSpec=1.0,application/json`), then
@@ -62,7 +62,9 @@ pub fn negotiate(accept: Option<&str>) -> Option<ResponseFormat> {
         let candidates: &[ResponseFormat] = match media.as_str() {
             "application/graphql-response+json" => &[ResponseFormat::GraphQLResponseJson],
             "application/json" => &[ResponseFormat::Json],
-            "application/*" | "*/*" => &[ResponseFormat::GraphQLResponseJson],
+            // The specification asks for the legacy type here, for clients
+            // written before `application/graphql-response+json`.
+            "application/*" | "*/*" => &[ResponseFormat::Json],
             "text/event-stream" => &[ResponseFormat::EventStream],
             "multipart/mixed" if subscription_spec => &[ResponseFormat::Multipart],
             "text/html" => &[ResponseFormat::Html],
@@ -255,7 +257,8 @@ mod tests {
                 Some("application/json, application/graphql-response+json"),
                 Some(GraphQLResponseJson),
             ),
-            (Some("*/*"), Some(GraphQLResponseJson)),
+            (Some("*/*"), Some(Json)),
+            (Some("application/*"), Some(Json)),
             (Some("text/event-stream"), Some(EventStream)),
             // Apollo Client, Apollo Kotlin and iOS, gql:
             (
