@@ -425,6 +425,14 @@ async fn sse_multipart_and_websocket_subscribers_share_one_group() {
     .unwrap();
     until(&engine, "three subscribers", |s| s.subscriptions == 3).await;
     assert_eq!(engine.stats().groups, 1, "one group across transports");
+    let transports = engine.stats().transports;
+    for (name, counts) in [
+        ("websocket", transports.websocket),
+        ("sse", transports.sse),
+        ("multipart", transports.multipart),
+    ] {
+        assert_eq!((counts.connections, counts.subscriptions), (1, 1), "{name}");
+    }
     publish(&engine, 0..1).await;
     let mut sse = StreamReader::new(sse);
     let mut multipart = StreamReader::new(multipart);

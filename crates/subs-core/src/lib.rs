@@ -34,7 +34,7 @@ pub use http::{HttpOutcome, HttpRequest};
 pub use outbound::SlowConsumerPolicy;
 pub use root::{RootContext, RootResolver};
 pub use session::Session;
-pub use stats::StatsSnapshot;
+pub use stats::{StatsSnapshot, TransportSnapshot, TransportsSnapshot};
 
 pub use subs_protocol as protocol;
 pub use subs_security as security;

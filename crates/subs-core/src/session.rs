@@ -184,7 +184,7 @@ impl Session {
             inner.config.outbound_queue_bytes,
             inner.config.slow_consumer_policy,
         ));
-        inner.stats.connection_opened();
+        inner.stats.connection_opened(protocol);
         tracing::info!(connection = id, protocol = protocol.name(), peer = ?facts.peer, "connection opened");
         let mut session = Self {
             engine: engine.clone(),
@@ -680,7 +680,7 @@ impl Session {
                 topic: field.topic.clone(),
             }
         };
-        inner.stats.subscription_added();
+        inner.stats.subscription_added(self.connection.protocol());
         tracing::info!(connection = self.shared.id, %id, field = %field.name, "subscription started");
         let active = Active {
             id: id.clone(),
@@ -801,7 +801,7 @@ impl Session {
             Source::Stream { task } => task.abort(),
         }
         self.budget.release_subscription();
-        inner.stats.subscription_removed();
+        inner.stats.subscription_removed(self.connection.protocol());
         tracing::info!(connection = self.shared.id, id, why, "subscription stopped");
     }
 
@@ -828,7 +828,10 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.teardown();
-        self.engine.inner.stats.connection_closed();
+        self.engine
+            .inner
+            .stats
+            .connection_closed(self.connection.protocol());
         tracing::info!(connection = self.shared.id, "connection closed");
     }
 }

@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
+use subs_protocol::Protocol;
+
 /// A point-in-time view of the engine's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StatsSnapshot {
@@ -9,6 +11,8 @@ pub struct StatsSnapshot {
     pub connections: u64,
     /// Active subscriptions (topic-bound and stream-bound).
     pub subscriptions: u64,
+    /// Open connections and active subscriptions by transport.
+    pub transports: TransportsSnapshot,
     /// Query groups in the registry.
     pub groups: u64,
     /// Events handed to the engine by `publish` (before the broker).
@@ -38,8 +42,46 @@ pub struct StatsSnapshot {
     pub invalid_events: u64,
 }
 
+/// Connections and subscriptions of one transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TransportSnapshot {
+    /// Open connections (WebSocket connections, or HTTP streams).
+    pub connections: u64,
+    /// Active subscriptions.
+    pub subscriptions: u64,
+}
+
+/// [`TransportSnapshot`]s by transport, as `Protocol::transport` names them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TransportsSnapshot {
+    /// graphql-transport-ws and legacy graphql-ws.
+    pub websocket: TransportSnapshot,
+    /// graphql-sse, both modes.
+    pub sse: TransportSnapshot,
+    /// Apollo's multipart protocol.
+    pub multipart: TransportSnapshot,
+}
+
+/// The counters of one transport.
+#[derive(Debug, Default)]
+struct TransportCounters {
+    connections: AtomicI64,
+    subscriptions: AtomicI64,
+}
+
+impl TransportCounters {
+    fn snapshot(&self) -> TransportSnapshot {
+        TransportSnapshot {
+            connections: positive(self.connections.load(Relaxed)),
+            subscriptions: positive(self.subscriptions.load(Relaxed)),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
+    /// By transport: WebSocket, SSE, multipart.
+    transports: [TransportCounters; 3],
     connections: AtomicI64,
     subscriptions: AtomicI64,
     groups: AtomicI64,
@@ -65,6 +107,11 @@ impl Stats {
         StatsSnapshot {
             connections: positive(self.connections.load(Relaxed)),
             subscriptions: positive(self.subscriptions.load(Relaxed)),
+            transports: TransportsSnapshot {
+                websocket: self.transports[0].snapshot(),
+                sse: self.transports[1].snapshot(),
+                multipart: self.transports[2].snapshot(),
+            },
             groups: positive(self.groups.load(Relaxed)),
             events_published: self.events_published.load(Relaxed),
             events_dispatched: self.events_dispatched.load(Relaxed),
@@ -80,17 +127,28 @@ impl Stats {
         }
     }
 
-    pub(crate) fn connection_opened(&self) {
+    fn transport(&self, protocol: Protocol) -> &TransportCounters {
+        &self.transports[match protocol {
+            Protocol::GraphqlTransportWs | Protocol::GraphqlWs => 0,
+            Protocol::EventStream | Protocol::EventStreamSingle => 1,
+            Protocol::Multipart => 2,
+        }]
+    }
+    pub(crate) fn connection_opened(&self, protocol: Protocol) {
         self.connections.fetch_add(1, Relaxed);
+        self.transport(protocol).connections.fetch_add(1, Relaxed);
     }
-    pub(crate) fn connection_closed(&self) {
+    pub(crate) fn connection_closed(&self, protocol: Protocol) {
         self.connections.fetch_sub(1, Relaxed);
+        self.transport(protocol).connections.fetch_sub(1, Relaxed);
     }
-    pub(crate) fn subscription_added(&self) {
+    pub(crate) fn subscription_added(&self, protocol: Protocol) {
         self.subscriptions.fetch_add(1, Relaxed);
+        self.transport(protocol).subscriptions.fetch_add(1, Relaxed);
     }
-    pub(crate) fn subscription_removed(&self) {
+    pub(crate) fn subscription_removed(&self, protocol: Protocol) {
         self.subscriptions.fetch_sub(1, Relaxed);
+        self.transport(protocol).subscriptions.fetch_sub(1, Relaxed);
     }
     pub(crate) fn group_added(&self) {
         self.groups.fetch_add(1, Relaxed);
