@@ -6,12 +6,15 @@ use std::sync::Arc;
 
 use async_graphql::{Context, Object, Subscription};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use serde_json::{Value, json};
 use subs_adapters::async_graphql::AsyncGraphQLExecutor;
-use subs_adapters::server::{Server, ServerConfig};
 use subs_core::security::{Principal, Rejection};
 use subs_core::{Accepted, AuthRequest, Engine, FieldBinding};
+
+mod http_support;
+
+use http_support::{body_json, send, serve};
 
 struct Query;
 
@@ -54,22 +57,12 @@ async fn authenticate(request: AuthRequest) -> Result<Accepted, Rejection> {
 }
 
 async fn post(addr: std::net::SocketAddr, user: &str, body: Value) -> (u16, Value) {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let request = http::Request::post("/graphql")
-        .header("host", "test")
-        .header("content-type", "application/json")
+    let request = http_support::post(None)
         .header("x-user", user)
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap())
+    let response = send(addr, request).await;
+    (response.status().as_u16(), body_json(response).await)
 }
 
 #[tokio::test]
@@ -83,13 +76,7 @@ async fn an_async_graphql_schema_answers_queries_and_mutations() {
         .bind("ticks", FieldBinding::topic("ticks"))
         .build()
         .unwrap();
-    let server = Server::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        engine.clone(),
-        ServerConfig::default(),
-    )
-    .await
-    .unwrap();
+    let server = serve(engine).await;
     let addr = server.local_addr();
     let (status, body) = post(
         addr,

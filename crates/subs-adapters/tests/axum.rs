@@ -1,15 +1,17 @@
 //! The axum integration on a real socket: upgrade, subscribe, receive.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use subs_adapters::axum::Subs;
 use subs_core::Engine;
 use subs_core::graphql::Schema;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+mod http_support;
+
+use http_support::{StreamReader, body_json, post_json, send, serve_axum, until};
 
 async fn next_json<S>(socket: &mut S) -> Value
 where
@@ -29,17 +31,7 @@ where
 async fn axum_router_serves_subscriptions() {
     let schema = Schema::parse("type Query { a: Int } type Greeting { name: String! text: String! } type Subscription { greetings(name: String): Greeting! }").unwrap();
     let engine = Engine::builder(schema).build().unwrap();
-    let subs = Subs::new(engine.clone());
-    let app = axum::Router::new().merge(subs.router("/graphql"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-    });
+    let (addr, subs) = serve_axum(engine.clone()).await;
 
     let mut request = format!("ws://{addr}/graphql")
         .into_client_request()
@@ -101,74 +93,36 @@ async fn axum_router_serves_subscriptions() {
 
 #[tokio::test]
 async fn axum_router_serves_graphql_over_http_and_event_streams() {
-    use http_body_util::BodyExt;
-
     let schema = Schema::parse("type Query { a: Int } type Subscription { ticks: Int! }").unwrap();
     let engine = Engine::builder(schema).build().unwrap();
-    let subs = Subs::new(engine.clone());
-    let app = axum::Router::new().merge(subs.router("/graphql"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-    });
-    let request = |accept: &'static str, query: &str| {
-        http::Request::post("/graphql")
-            .header("host", "test")
-            .header("content-type", "application/json")
-            .header("accept", accept)
-            .body(http_body_util::Full::new(bytes::Bytes::from(
-                json!({ "query": query }).to_string(),
-            )))
-            .unwrap()
-    };
-    let connect = || async {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(connection);
-        sender
-    };
+    let (addr, subs) = serve_axum(engine.clone()).await;
     // Introspection is answered by subs itself, over HTTP too.
-    let answer = connect()
-        .await
-        .send_request(request(
-            "application/graphql-response+json",
-            "{ __typename }",
-        ))
-        .await
-        .unwrap();
+    let answer = send(
+        addr,
+        post_json(
+            Some("application/graphql-response+json"),
+            json!({"query": "{ __typename }"}),
+        ),
+    )
+    .await;
     assert_eq!(answer.status(), 200);
-    let body = answer.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(&body[..], br#"{"data":{"__typename":"Query"}}"#);
+    assert_eq!(
+        body_json(answer).await,
+        json!({"data": {"__typename": "Query"}})
+    );
 
-    let stream = connect()
-        .await
-        .send_request(request("text/event-stream", "subscription { ticks }"))
-        .await
-        .unwrap();
+    let stream = send(
+        addr,
+        post_json(
+            Some("text/event-stream"),
+            json!({"query": "subscription { ticks }"}),
+        ),
+    )
+    .await;
     assert_eq!(stream.status(), 200);
-    let mut body = stream.into_body();
-    while engine.stats().subscriptions < 1 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let mut stream = StreamReader::new(stream);
+    until(&engine, "the stream subscribed", |s| s.subscriptions == 1).await;
     engine.publish("ticks", json!(7)).await.unwrap();
-    let mut text = String::new();
-    while !text.contains("data: {\"data\":{\"ticks\":7}}") {
-        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
-            .await
-            .expect("an event in time")
-            .expect("the stream is open")
-            .unwrap();
-        if let Some(data) = frame.data_ref() {
-            text.push_str(std::str::from_utf8(data).unwrap());
-        }
-    }
+    stream.until("data: {\"data\":{\"ticks\":7}}").await;
     subs.shutdown().await;
 }

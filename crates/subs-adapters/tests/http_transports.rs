@@ -3,23 +3,20 @@
 //! graphql-sse (both modes) and Apollo's multipart protocol, under the same
 //! authenticator, outbound limits, groups and shutdown as WebSocket sessions.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
+use serde_json::json;
 use subs_adapters::server::{Server, ServerConfig};
 use subs_core::graphql::Schema;
 use subs_core::security::{Principal, Rejection};
 use subs_core::{Accepted, AuthRequest, Engine, FieldBinding, ResolverError, RootContext};
-use tokio::net::TcpStream;
 
-/// An outer bound for what should happen much sooner.
-const GENEROUS: Duration = Duration::from_secs(10);
+mod http_support;
+
+use http_support::{GENEROUS, StreamReader, body_json, post, post_json, send, serve, until};
 
 const SCHEMA: &str = "
     type Query { hello: String! whoami: String! }
@@ -49,112 +46,7 @@ async fn server() -> (Server, Engine) {
         .authenticator(authenticate)
         .build()
         .unwrap();
-    let server = Server::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        engine.clone(),
-        ServerConfig::default(),
-    )
-    .await
-    .unwrap();
-    (server, engine)
-}
-
-/// Sends one request on a fresh connection.
-async fn send(addr: SocketAddr, request: Request<Full<Bytes>>) -> Response<Incoming> {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    tokio::time::timeout(GENEROUS, sender.send_request(request))
-        .await
-        .expect("no answer")
-        .unwrap()
-}
-
-fn post(accept: Option<&str>) -> http::request::Builder {
-    let mut builder = Request::post("/graphql")
-        .header("host", "test")
-        .header("content-type", "application/json");
-    if let Some(accept) = accept {
-        builder = builder.header("accept", accept);
-    }
-    builder
-}
-
-fn post_json(accept: Option<&str>, body: Value) -> Request<Full<Bytes>> {
-    post(accept)
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap()
-}
-
-async fn body_json(response: Response<Incoming>) -> Value {
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    serde_json::from_slice(&bytes).unwrap()
-}
-
-/// Waits until `condition` holds on the engine's stats.
-async fn until(engine: &Engine, what: &str, condition: impl Fn(&subs_core::StatsSnapshot) -> bool) {
-    let waited = tokio::time::timeout(GENEROUS, async {
-        loop {
-            if condition(&engine.stats()) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-    assert!(waited.is_ok(), "never: {what} ({:?})", engine.stats());
-}
-
-/// Reads a stream's body until `text` holds `needle` (or fails).
-struct StreamReader {
-    body: Incoming,
-    text: String,
-}
-
-impl StreamReader {
-    fn new(response: Response<Incoming>) -> Self {
-        Self {
-            body: response.into_body(),
-            text: String::new(),
-        }
-    }
-
-    async fn until(&mut self, needle: &str) {
-        let read = tokio::time::timeout(GENEROUS, async {
-            while !self.text.contains(needle) {
-                match self.body.frame().await {
-                    Some(Ok(frame)) => {
-                        if let Some(data) = frame.data_ref() {
-                            self.text.push_str(std::str::from_utf8(data).unwrap());
-                        }
-                    }
-                    _ => return false,
-                }
-            }
-            true
-        })
-        .await;
-        assert!(
-            read == Ok(true),
-            "stream ended or stalled before {needle:?}; got {:?}",
-            self.text
-        );
-    }
-
-    /// Reads to the end of the body.
-    async fn read_to_end(&mut self) {
-        let read = tokio::time::timeout(GENEROUS, async {
-            while let Some(Ok(frame)) = self.body.frame().await {
-                if let Some(data) = frame.data_ref() {
-                    self.text.push_str(std::str::from_utf8(data).unwrap());
-                }
-            }
-        })
-        .await;
-        assert!(read.is_ok(), "the stream did not end: {:?}", self.text);
-    }
+    (serve(engine.clone()).await, engine)
 }
 
 async fn publish(engine: &Engine, seqs: std::ops::Range<u64>) {

@@ -14,9 +14,9 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-/// An outer bound for things that should happen much sooner: a test that
-/// fails does so here instead of hanging.
-const GENEROUS: Duration = Duration::from_secs(10);
+mod http_support;
+
+use http_support::GENEROUS;
 
 fn engine(limits: Limits) -> Engine {
     let schema = Schema::parse("type Query { a: Int } type Subscription { ticks: Int! }").unwrap();
@@ -136,13 +136,7 @@ async fn the_cap_refuses_with_503_and_frees_places(addr: SocketAddr, engine: &En
 #[tokio::test]
 async fn the_server_refuses_over_max_connections_with_503() {
     let engine = engine(Limits::default().max_connections(2));
-    let server = Server::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        engine.clone(),
-        ServerConfig::default(),
-    )
-    .await
-    .unwrap();
+    let server = http_support::serve(engine.clone()).await;
     the_cap_refuses_with_503_and_frees_places(server.local_addr(), &engine).await;
     server.shutdown().await;
 }
@@ -150,17 +144,7 @@ async fn the_server_refuses_over_max_connections_with_503() {
 #[tokio::test]
 async fn axum_refuses_over_max_connections_with_503() {
     let engine = engine(Limits::default().max_connections(2));
-    let subs = subs_adapters::axum::Subs::new(engine.clone());
-    let app = axum::Router::new().merge(subs.router("/graphql"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-    });
+    let (addr, subs) = http_support::serve_axum(engine.clone()).await;
     the_cap_refuses_with_503_and_frees_places(addr, &engine).await;
     subs.shutdown().await;
 }

@@ -1,0 +1,152 @@
+//! What the HTTP tests share: servers on a free port (hyper and axum), a
+//! client that sends one request per connection, and readers that wait on
+//! observable conditions (a stream's text, the engine's stats), never on a
+//! fixed sleep.
+#![allow(dead_code)] // each test file uses its own part
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use subs_adapters::server::{Server, ServerConfig};
+use subs_core::Engine;
+use tokio::net::TcpStream;
+
+/// An outer bound for what should happen much sooner: a test that fails
+/// does so here instead of hanging.
+pub(crate) const GENEROUS: Duration = Duration::from_secs(10);
+
+/// The hyper server on a free port.
+pub(crate) async fn serve(engine: Engine) -> Server {
+    Server::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        engine,
+        ServerConfig::default(),
+    )
+    .await
+    .unwrap()
+}
+
+/// The axum integration on a free port.
+pub(crate) async fn serve_axum(engine: Engine) -> (SocketAddr, subs_adapters::axum::Subs) {
+    let subs = subs_adapters::axum::Subs::new(engine);
+    let app = axum::Router::new().merge(subs.router("/graphql"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
+    (addr, subs)
+}
+
+/// Sends one request on a fresh connection.
+pub(crate) async fn send(addr: SocketAddr, request: Request<Full<Bytes>>) -> Response<Incoming> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    tokio::time::timeout(GENEROUS, sender.send_request(request))
+        .await
+        .expect("no answer")
+        .unwrap()
+}
+
+pub(crate) fn post(accept: Option<&str>) -> http::request::Builder {
+    let mut builder = Request::post("/graphql")
+        .header("host", "test")
+        .header("content-type", "application/json");
+    if let Some(accept) = accept {
+        builder = builder.header("accept", accept);
+    }
+    builder
+}
+
+pub(crate) fn post_json(accept: Option<&str>, body: Value) -> Request<Full<Bytes>> {
+    post(accept)
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+pub(crate) async fn body_json(response: Response<Incoming>) -> Value {
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// Waits until `condition` holds on the engine's stats.
+pub(crate) async fn until(
+    engine: &Engine,
+    what: &str,
+    condition: impl Fn(&subs_core::StatsSnapshot) -> bool,
+) {
+    let waited = tokio::time::timeout(GENEROUS, async {
+        loop {
+            if condition(&engine.stats()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "never: {what} ({:?})", engine.stats());
+}
+
+/// Reads a stream's body until `text` holds `needle` (or fails).
+pub(crate) struct StreamReader {
+    body: Incoming,
+    /// Everything read so far.
+    pub(crate) text: String,
+}
+
+impl StreamReader {
+    pub(crate) fn new(response: Response<Incoming>) -> Self {
+        Self {
+            body: response.into_body(),
+            text: String::new(),
+        }
+    }
+
+    pub(crate) async fn until(&mut self, needle: &str) {
+        let read = tokio::time::timeout(GENEROUS, async {
+            while !self.text.contains(needle) {
+                match self.body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            self.text.push_str(std::str::from_utf8(data).unwrap());
+                        }
+                    }
+                    _ => return false,
+                }
+            }
+            true
+        })
+        .await;
+        assert!(
+            read == Ok(true),
+            "stream ended or stalled before {needle:?}; got {:?}",
+            self.text
+        );
+    }
+
+    /// Reads to the end of the body.
+    pub(crate) async fn read_to_end(&mut self) {
+        let read = tokio::time::timeout(GENEROUS, async {
+            while let Some(Ok(frame)) = self.body.frame().await {
+                if let Some(data) = frame.data_ref() {
+                    self.text.push_str(std::str::from_utf8(data).unwrap());
+                }
+            }
+        })
+        .await;
+        assert!(read.is_ok(), "the stream did not end: {:?}", self.text);
+    }
+}
