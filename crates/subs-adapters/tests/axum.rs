@@ -7,11 +7,10 @@ use serde_json::{Value, json};
 use subs_core::Engine;
 use subs_core::graphql::Schema;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 mod http_support;
 
-use http_support::{StreamReader, body_json, post_json, send, serve_axum, until};
+use http_support::{StreamReader, body_json, post_json, send, serve_axum, until, ws_connect};
 
 async fn next_json<S>(socket: &mut S) -> Value
 where
@@ -33,14 +32,7 @@ async fn axum_router_serves_subscriptions() {
     let engine = Engine::builder(schema).build().unwrap();
     let (addr, subs) = serve_axum(engine.clone()).await;
 
-    let mut request = format!("ws://{addr}/graphql")
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let (mut socket, response) = ws_connect(addr).await.unwrap();
     assert_eq!(
         response.headers()["sec-websocket-protocol"],
         "graphql-transport-ws"

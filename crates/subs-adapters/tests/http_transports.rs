@@ -16,7 +16,10 @@ use subs_core::{Accepted, AuthRequest, Engine, FieldBinding, ResolverError, Root
 
 mod http_support;
 
-use http_support::{GENEROUS, StreamReader, body_json, post, post_json, send, serve, until};
+use http_support::{
+    GENEROUS, StreamReader, body_json, post, post_json, send, serve, subscribed_stream, until,
+    ws_connect,
+};
 
 const SCHEMA: &str = "
     type Query { hello: String! whoami: String! }
@@ -166,22 +169,15 @@ async fn queries_and_mutations_get_the_statuses_of_graphql_over_http() {
 #[tokio::test]
 async fn an_event_stream_delivers_in_order_and_leaves_nothing_behind_when_the_client_goes() {
     let (server, engine) = server().await;
-    let response = send(
+    let mut stream = subscribed_stream(
         server.local_addr(),
-        post_json(
-            Some("text/event-stream"),
-            json!({"query": "subscription { ticks { seq } }"}),
-        ),
+        &engine,
+        "text/event-stream",
+        "subscription { ticks { seq } }",
+        "text/event-stream; charset=utf-8",
     )
     .await;
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(
-        response.headers()["content-type"],
-        "text/event-stream; charset=utf-8"
-    );
-    let mut stream = StreamReader::new(response);
     stream.until(":\n\n").await;
-    until(&engine, "the stream subscribed", |s| s.subscriptions == 1).await;
     publish(&engine, 0..3).await;
     stream.until("\"seq\":2").await;
     let events: Vec<&str> = stream
@@ -247,22 +243,15 @@ async fn request_errors_and_refusals_of_a_stream() {
 #[tokio::test]
 async fn multipart_parts_carry_payloads_and_shutdown_ends_the_body() {
     let (server, engine) = server().await;
-    let response = send(
+    let mut stream = subscribed_stream(
         server.local_addr(),
-        post_json(
-            Some("multipart/mixed;boundary=\"graphql\";subscriptionSpec=1.0,application/json"),
-            json!({"query": "subscription { ticks { seq } }"}),
-        ),
+        &engine,
+        "multipart/mixed;boundary=\"graphql\";subscriptionSpec=1.0,application/json",
+        "subscription { ticks { seq } }",
+        "multipart/mixed; boundary=\"graphql\"; subscriptionSpec=\"1.0\"",
     )
     .await;
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(
-        response.headers()["content-type"],
-        "multipart/mixed; boundary=\"graphql\"; subscriptionSpec=\"1.0\""
-    );
-    let mut stream = StreamReader::new(response);
     stream.until("{}").await;
-    until(&engine, "the stream subscribed", |s| s.subscriptions == 1).await;
     publish(&engine, 0..2).await;
     stream
         .until("{\"payload\":{\"data\":{\"ticks\":{\"seq\":1}}}}")
@@ -286,7 +275,6 @@ async fn multipart_parts_carry_payloads_and_shutdown_ends_the_body() {
 async fn sse_multipart_and_websocket_subscribers_share_one_group() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
     let (server, engine) = server().await;
     let addr = server.local_addr();
@@ -297,14 +285,7 @@ async fn sse_multipart_and_websocket_subscribers_share_one_group() {
         post_json(Some("multipart/mixed;subscriptionSpec=1.0"), query.clone()),
     )
     .await;
-    let mut request = format!("ws://{addr}/graphql")
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let (mut ws, _) = ws_connect(addr).await.unwrap();
     ws.send(Message::text(
         json!({"type": "connection_init"}).to_string(),
     ))

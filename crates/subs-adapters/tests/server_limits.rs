@@ -12,11 +12,10 @@ use subs_security::{Limits, RejectReason, SecurityConfig, messages};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 mod http_support;
 
-use http_support::GENEROUS;
+use http_support::{GENEROUS, WsClient};
 
 fn engine(limits: Limits) -> Engine {
     let schema = Schema::parse("type Query { a: Int } type Subscription { ticks: Int! }").unwrap();
@@ -78,17 +77,8 @@ async fn a_half_sent_request_head_is_cut_off_at_the_header_read_timeout() {
     server.shutdown().await;
 }
 
-type Client = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
-
-async fn upgrade(addr: SocketAddr) -> Result<Client, WsError> {
-    let mut request = format!("ws://{addr}/graphql")
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    tokio_tungstenite::connect_async(request)
+async fn upgrade(addr: SocketAddr) -> Result<WsClient, WsError> {
+    http_support::ws_connect(addr)
         .await
         .map(|(socket, _)| socket)
 }

@@ -150,3 +150,46 @@ impl StreamReader {
         assert!(read.is_ok(), "the stream did not end: {:?}", self.text);
     }
 }
+
+/// A WebSocket client of the test servers.
+pub(crate) type WsClient =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// Upgrades to `graphql-transport-ws` on `/graphql`; the upgrade's answer too.
+pub(crate) async fn ws_connect(
+    addr: SocketAddr,
+) -> Result<(WsClient, http::Response<Option<Vec<u8>>>), tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}/graphql")
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    tokio_tungstenite::connect_async(request).await
+}
+
+/// Subscribes `query` over HTTP with `accept`, checks the stream's status
+/// and `content_type`, and waits until the engine counts `subscriptions`.
+pub(crate) async fn subscribed_stream(
+    addr: SocketAddr,
+    engine: &Engine,
+    accept: &str,
+    query: &str,
+    content_type: &str,
+) -> StreamReader {
+    let subscriptions = engine.stats().subscriptions + 1;
+    let response = send(
+        addr,
+        post_json(Some(accept), serde_json::json!({ "query": query })),
+    )
+    .await;
+    assert_eq!(response.status(), http::StatusCode::OK, "{accept}");
+    assert_eq!(response.headers()["content-type"], content_type);
+    until(engine, "the stream subscribed", |s| {
+        s.subscriptions == subscriptions
+    })
+    .await;
+    StreamReader::new(response)
+}
