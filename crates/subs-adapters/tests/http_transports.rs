@@ -366,7 +366,7 @@ async fn multipart_parts_carry_payloads_and_shutdown_ends_the_body() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         response.headers()["content-type"],
-        "multipart/mixed; boundary=\"graphql\"; subscriptionSpec=\"1.0\""
+        "multipart/mixed;boundary=graphql;subscriptionSpec=1.0"
     );
     let mut stream = StreamReader::new(response);
     stream.until("{}").await;
