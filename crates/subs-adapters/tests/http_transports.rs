@@ -248,7 +248,7 @@ async fn multipart_parts_carry_payloads_and_shutdown_ends_the_body() {
         &engine,
         "multipart/mixed;boundary=\"graphql\";subscriptionSpec=1.0,application/json",
         "subscription { ticks { seq } }",
-        "multipart/mixed; boundary=\"graphql\"; subscriptionSpec=\"1.0\"",
+        "multipart/mixed;boundary=graphql;subscriptionSpec=1.0",
     )
     .await;
     stream.until("{}").await;

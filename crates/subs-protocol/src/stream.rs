@@ -16,13 +16,15 @@
 use crate::Protocol;
 use crate::encode::{json_str_len, put_json_str};
 
-/// The multipart boundary subs answers with (`boundary="graphql"`, as Apollo's
-/// router and clients use).
+/// The multipart boundary subs answers with (`graphql`, as Apollo's router
+/// and clients use).
 pub const MULTIPART_BOUNDARY: &str = "graphql";
 
-/// The `Content-Type` of a multipart subscription response.
-pub const MULTIPART_CONTENT_TYPE: &str =
-    "multipart/mixed; boundary=\"graphql\"; subscriptionSpec=\"1.0\"";
+/// The `Content-Type` of a multipart subscription response. Both parameters
+/// are tokens, so they go unquoted: some clients look for the literal
+/// `boundary=graphql` and `subscriptionSpec=1.0` (Python's gql 4.4 refuses
+/// the quoted spellings).
+pub const MULTIPART_CONTENT_TYPE: &str = "multipart/mixed;boundary=graphql;subscriptionSpec=1.0";
 
 /// The `Content-Type` of an event stream.
 pub const EVENT_STREAM_CONTENT_TYPE: &str = "text/event-stream; charset=utf-8";

@@ -9,6 +9,10 @@ Environment: PORT (default 4000), INIT_TIMEOUT_MS (default 3000), BROKER
 (`memory` or unset), RESOLVER_TIMEOUT_MS (the engine's resolver deadline;
 default: the engine's own). Prints `READY <port>` once it accepts connections.
 
+`/graphql` also answers GraphQL over HTTP in every mode (queries, mutations,
+graphql-sse, Apollo multipart); a request's principal comes from its `X-User`
+and `X-Roles` headers, and `X-Reject: true` refuses it (403).
+
 Every engine queue and limit is left at its default: what is measured is what
 a user gets. Queries and mutations are executed by subs itself, from the
 root-field resolvers (`@engine.query`, `@engine.mutation`).
@@ -25,7 +29,7 @@ import threading
 import time
 from typing import Any, Dict, Optional, Tuple
 
-from subs import Engine, Principal, Reject, RootContext, SubsMiddleware
+from subs import ConnectionInfo, Engine, Principal, Reject, RootContext, SubsMiddleware
 
 SCHEMA = """
 type Query {
@@ -119,8 +123,17 @@ def make_engine(python_resolver: bool = False) -> Engine:
         return field != "secret" or principal.has_role("admin")
 
     @engine.on_connect
-    def authenticate(payload: Optional[Dict[str, Any]], request: Any) -> Optional[Principal]:
-        payload = payload or {}
+    def authenticate(payload: Optional[Dict[str, Any]], request: ConnectionInfo) -> Optional[Principal]:
+        if payload is None:
+            # GraphQL over HTTP (no init payload): the principal comes from
+            # the request's headers.
+            if (request.header("x-reject") or "").lower() == "true":
+                raise Reject("Forbidden")
+            user = request.header("x-user")
+            if not user:
+                return None
+            roles = [role.strip() for role in (request.header("x-roles") or "").split(",") if role.strip()]
+            return Principal(user, roles=roles)
         if payload.get("reject") is True:
             raise Reject("rejected by the bench contract")
         user = payload.get("user")
@@ -242,7 +255,8 @@ def run_asgi(engine: Engine, port: int, behind_routing: bool = False) -> None:
 
     routes = [Route("/publish", http, methods=["POST"]), Route("/stats", http, methods=["GET"])]
     if behind_routing:
-        routes.append(WebSocketRoute("/graphql", engine.asgi()))
+        graphql = engine.asgi()
+        routes += [WebSocketRoute("/graphql", graphql), Route("/graphql", graphql)]
     app = Starlette(routes=routes)
     if not behind_routing:
         app.add_middleware(SubsMiddleware, engine=engine, path="/graphql")

@@ -2,13 +2,16 @@
 //! runtime, with Python hooks.
 
 use std::future::Future;
+use std::sync::OnceLock;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyDict, PyTuple};
 use pyo3_async_runtimes::TaskLocals;
+use subs_adapters::{CancellationToken, HttpEndpoint};
 use subs_core::graphql::Schema;
 use subs_core::{Engine, EngineConfig, FieldBinding};
 use subs_security::{Hygiene, SecurityConfig, TenantRule};
@@ -28,6 +31,16 @@ use crate::types::Stats;
 pub(crate) struct NativeEngine {
     pub(crate) engine: Engine,
     pub(crate) locals: TaskLocals,
+    /// GraphQL over HTTP for Python servers, made on first use.
+    http: OnceLock<HttpEndpoint>,
+    /// Ends the endpoint's streams when the engine goes away.
+    http_shutdown: CancellationToken,
+}
+
+impl Drop for NativeEngine {
+    fn drop(&mut self) {
+        self.http_shutdown.cancel();
+    }
 }
 
 /// What `await engine.publish(...)` gets when the event was queued at once:
@@ -242,7 +255,12 @@ impl NativeEngine {
             let _entered = runtime().enter();
             builder.build().map_err(|e| engine_error(&e))?
         };
-        Ok(Self { engine, locals })
+        Ok(Self {
+            engine,
+            locals,
+            http: OnceLock::new(),
+            http_shutdown: CancellationToken::new(),
+        })
     }
 
     /// `await engine.publish(topic, payload)`: converts now, queues without the GIL.
@@ -343,6 +361,42 @@ impl NativeEngine {
         crate::server::NativeServer::start(py, &self.engine, host, port, path.to_owned(), handler)
     }
 
+    /// Answers one GraphQL over HTTP request on the endpoint path (queries
+    /// and mutations, graphql-sse, Apollo multipart): an awaitable of
+    /// `(status, headers, body)`, `headers` a list of `(bytes, bytes)`,
+    /// `body` either `bytes` or an `HttpStream` to write chunk by chunk.
+    /// `target` is the request's path and query string; `body` the whole
+    /// request body (more than `http_body_limit` bytes is answered 413).
+    #[pyo3(signature = (method, target, headers, body, peer = None))]
+    fn http<'py>(
+        &self,
+        py: Python<'py>,
+        method: &str,
+        target: &str,
+        headers: Vec<(PyBackedBytes, PyBackedBytes)>,
+        body: &[u8],
+        peer: Option<&str>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let endpoint = self
+            .http
+            .get_or_init(|| {
+                HttpEndpoint::new(
+                    self.engine.clone(),
+                    self.http_shutdown.clone(),
+                    tokio_util::task::TaskTracker::new(),
+                )
+            })
+            .clone();
+        crate::http::handle(py, endpoint, method, target, &headers, body, peer)
+    }
+
+    /// The largest request body the HTTP endpoint reads (the engine's
+    /// `max_frame_bytes`).
+    #[getter]
+    fn http_body_limit(&self) -> usize {
+        self.engine.max_frame_bytes()
+    }
+
     /// A snapshot of the counters.
     fn stats(&self) -> Stats {
         Stats::new(
@@ -425,6 +479,7 @@ mod tests {
         check::<crate::session::NativeSession>();
         check::<crate::hub::NativeHub>();
         check::<crate::server::NativeServer>();
+        check::<crate::http::HttpStream>();
         check::<crate::types::PyPrincipal>();
         check::<crate::types::Stats>();
         check::<crate::hooks::PyResolver>();

@@ -8,6 +8,7 @@ mod convert;
 mod engine;
 mod errors;
 mod hooks;
+mod http;
 mod hub;
 mod logging;
 mod root;
@@ -28,6 +29,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<session::NativeSession>()?;
     m.add_class::<hub::NativeHub>()?;
     m.add_class::<server::NativeServer>()?;
+    m.add_class::<http::HttpStream>()?;
     m.add_class::<types::PyPrincipal>()?;
     m.add_class::<types::ConnectionInfo>()?;
     m.add_class::<types::Context>()?;

@@ -1,4 +1,5 @@
-"""The ASGI WebSocket endpoint."""
+"""The ASGI endpoint: GraphQL over WebSocket and over HTTP (queries and
+mutations, graphql-sse, Apollo multipart) on one path."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from typing import (
     Union,
 )
 
-from ._native import Hub, Reject, Session
+from ._native import HttpStream, Hub, Reject, Session
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -296,6 +297,72 @@ async def pump(session: Session, receive: Receive, send: Send) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def serve_http(engine: "Engine", scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers one ASGI HTTP request with subs' GraphQL over HTTP endpoint:
+    queries and mutations (JSON), and streams for clients that ask for one
+    (`Accept: text/event-stream`: graphql-sse, both modes;
+    `multipart/mixed;subscriptionSpec=1.0`: Apollo multipart). A stream's
+    chunks are sent as they come; a client that disconnects ends it (and its
+    subscriptions) at once."""
+    native = engine.start()
+    limit = native.http_body_limit
+    body = bytearray()
+    more = True
+    while more:
+        message = await receive()
+        kind = message["type"]
+        if kind == "http.disconnect":
+            return
+        if kind == "http.request":
+            body += message.get("body") or b""
+            more = bool(message.get("more_body"))
+            if len(body) > limit:  # the endpoint answers 413; read no more
+                del body[limit + 1 :]
+                break
+    target = scope.get("raw_path") or scope.get("path", "/").encode()
+    query = scope.get("query_string")
+    if query:
+        target = target + b"?" + query
+    headers = [(name, value) for name, value in scope.get("headers", ())]
+    status, response_headers, answer = await native.http(
+        scope.get("method", "GET"), target.decode("latin-1"), headers, bytes(body), _peer(scope)
+    )
+    await send({"type": "http.response.start", "status": status, "headers": response_headers})
+    if isinstance(answer, HttpStream):
+        await _stream(answer, receive, send)
+    else:
+        await send({"type": "http.response.body", "body": answer})
+
+
+async def _stream(stream: HttpStream, receive: Receive, send: Send) -> None:
+    """Sends `stream`'s chunks until it ends or the client disconnects;
+    always closes it (the session and its subscriptions end)."""
+
+    async def writer() -> None:
+        while True:
+            chunk = await stream.next()
+            if chunk is None:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    async def watcher() -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    tasks = (asyncio.ensure_future(writer()), asyncio.ensure_future(watcher()))
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stream.close()
+        for task in tasks:
+            task.cancel()
+        # The client may be gone: a failed send is not an error of the server.
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def _websocket_signature() -> Optional[inspect.Signature]:
     try:
         from starlette.websockets import WebSocket
@@ -307,18 +374,23 @@ def _websocket_signature() -> Optional[inspect.Signature]:
 
 
 class SubsASGI:
-    """An ASGI app serving subs over WebSocket at whatever path it is mounted.
+    """An ASGI app serving subs at whatever path it is mounted: GraphQL over
+    WebSocket, and GraphQL over HTTP on the same path (queries and mutations,
+    graphql-sse in both modes, Apollo multipart subscriptions).
 
-    - any ASGI server or Starlette: `WebSocketRoute("/graphql/ws", engine.asgi())`
-      (it is called as `app(scope, receive, send)`);
-    - FastAPI: `app.add_api_websocket_route("/graphql/ws", engine.asgi())`
-      (FastAPI reads `__signature__` and calls it with `websocket=`).
+    - any ASGI server or Starlette: `WebSocketRoute("/graphql", engine.asgi())`
+      and `Route("/graphql", engine.asgi())` (it is called as
+      `app(scope, receive, send)`);
+    - FastAPI: `app.add_api_websocket_route("/graphql", engine.asgi())`
+      (FastAPI reads `__signature__` and calls it with `websocket=`) and
+      `app.add_route("/graphql", engine.asgi())`.
 
-    Plain HTTP requests get 426 Upgrade Required.
+    `http=False`: plain HTTP requests get 426 Upgrade Required instead.
     """
 
-    def __init__(self, engine: "Engine") -> None:
+    def __init__(self, engine: "Engine", *, http: bool = True) -> None:
         self.engine = engine
+        self.http = http
         self._hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Hub]" = weakref.WeakKeyDictionary()
         signature = _websocket_signature()
         if signature is not None:
@@ -343,6 +415,8 @@ class SubsASGI:
             if hub is None:
                 hub = self._hubs[loop] = _Hub()
             await serve_websocket(self.engine, scope, receive, send, hub)
+        elif kind == "http" and self.http:
+            await serve_http(self.engine, scope, receive, send)
         elif kind == "http":
             body = b"this endpoint speaks GraphQL over WebSocket (graphql-transport-ws)\n"
             await send(
@@ -369,20 +443,25 @@ class SubsMiddleware:
 
         app.add_middleware(SubsMiddleware, engine=engine, path="/graphql/ws")   # FastAPI, Starlette
 
+    `path` takes WebSocket connections and GraphQL over HTTP (queries and
+    mutations, graphql-sse, Apollo multipart). `http=False` leaves plain HTTP
+    at `path` to the app (say, another GraphQL server answering queries
+    there), and only WebSocket connections to subs.
+
     Same protocol as `engine.asgi()`, but ahead of the framework's routing it
     gets the server's own `send`: on uvicorn (websockets-sansio, its default)
     a batch of messages for a connection leaves in one write instead of one
     system call per message, several times cheaper under fan-out.
     """
 
-    def __init__(self, app: Any, engine: "Engine", path: str = "/graphql/ws") -> None:
+    def __init__(self, app: Any, engine: "Engine", path: str = "/graphql/ws", *, http: bool = True) -> None:
         self.app = app
         self.path = path
         self.endpoint = SubsASGI(engine)
+        self._types = ("websocket", "http") if http else ("websocket",)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Plain HTTP at the path gets the endpoint's 426 Upgrade Required.
-        if scope["type"] in ("websocket", "http") and self._matches(scope):
+        if scope["type"] in self._types and self._matches(scope):
             await self.endpoint(scope, receive, send)
         else:
             await self.app(scope, receive, send)
@@ -393,4 +472,4 @@ class SubsMiddleware:
         return bool(path == self.path or (root and path == root + self.path))
 
 
-__all__: Tuple[str, ...] = ("SubsASGI", "SubsMiddleware", "serve_websocket", "pump")
+__all__: Tuple[str, ...] = ("SubsASGI", "SubsMiddleware", "serve_http", "serve_websocket", "pump")

@@ -420,13 +420,32 @@ class Engine:
         `groups`, `resolver_calls`, ...)."""
         return self.start().stats()
 
-    def asgi(self) -> "SubsASGI":
-        """The WebSocket endpoint: an ASGI app for Starlette's
-        `WebSocketRoute(path, engine.asgi())` and any ASGI server, also
-        accepted by FastAPI's `app.add_api_websocket_route(path, engine.asgi())`."""
+    def asgi(self, *, http: bool = True) -> "SubsASGI":
+        """The endpoint as an ASGI app: WebSocket for Starlette's
+        `WebSocketRoute(path, engine.asgi())` (FastAPI:
+        `app.add_api_websocket_route(path, engine.asgi())`), and GraphQL over
+        HTTP (queries, mutations, graphql-sse, Apollo multipart) for
+        `Route(path, engine.asgi())` (FastAPI: `app.add_route(path,
+        engine.asgi())`). `http=False` answers plain HTTP with 426."""
         from ._asgi import SubsASGI
 
-        return SubsASGI(self)
+        return SubsASGI(self, http=http)
+
+    def http(
+        self,
+        method: str,
+        target: str,
+        headers: Iterable[Tuple[bytes, bytes]],
+        body: bytes = b"",
+        peer: Optional[str] = None,
+    ) -> Awaitable[Tuple[int, List[Tuple[bytes, bytes]], Union[bytes, _native.HttpStream]]]:
+        """GraphQL over HTTP for a custom server: answers one request on the
+        endpoint path (`target` is its path and query string, `body` the whole
+        body) with `(status, headers, body)`, where `body` is `bytes` or an
+        `HttpStream` (Server-Sent Events, multipart) whose `await next()`
+        gives each chunk to write, `None` at its end; call its `close()` when
+        the client goes away. `subs._asgi.serve_http` is this for ASGI."""
+        return self.start().http(method, target, list(headers), body, peer)
 
     def session(
         self,
