@@ -254,7 +254,9 @@ async fn multipart_parts_carry_payloads_and_shutdown_ends_the_body() {
     stream.until("{}").await;
     publish(&engine, 0..2).await;
     stream
-        .until("{\"payload\":{\"data\":{\"ticks\":{\"seq\":1}}}}")
+        // The part is delimited as soon as it is sent: a client splitting on
+        // the boundary reads it without waiting for the next one.
+        .until("{\"payload\":{\"data\":{\"ticks\":{\"seq\":1}}}}\r\n--graphql")
         .await;
     assert!(
         stream

@@ -68,6 +68,7 @@ pub struct Connection {
     /// Over HTTP, whether an operation was ever requested (distinct SSE and
     /// multipart carry one) and whether the body's end was queued.
     requested: bool,
+    body_started: bool,
     body_ended: bool,
 }
 
@@ -101,6 +102,7 @@ impl Connection {
             close: None,
             violation: None,
             requested: false,
+            body_started: false,
             body_ended: false,
         }
     }
@@ -297,6 +299,7 @@ impl Connection {
         self.state = State::Closed;
         if self.protocol == Protocol::Multipart && !self.body_ended {
             // A multipart client learns why the stream ends from a last part.
+            self.open_multipart_body();
             self.body_ended = true;
             self.transmits.push_back(if code == close::NORMAL {
                 stream::MULTIPART_END.to_owned()
@@ -310,6 +313,15 @@ impl Connection {
         self.pong_deadline = None;
         self.active.clear();
         self.events.clear();
+    }
+
+    /// A multipart body starts with a delimiter, once.
+    fn open_multipart_body(&mut self) {
+        if self.protocol == Protocol::Multipart && !self.body_started {
+            self.body_started = true;
+            self.transmits
+                .push_back(stream::MULTIPART_OPENING.to_owned());
+        }
     }
 
     fn queue_ping(&mut self, payload: Option<Value>) {
@@ -367,6 +379,7 @@ impl Connection {
         if !self.protocol.is_websocket() {
             // The response's headers are the acknowledgement; a first
             // keepalive at once lets the client see the stream is open.
+            self.open_multipart_body();
             self.transmits.push_back(stream::keepalive(self.protocol));
             self.next_ping = self.config.keepalive_interval.map(|i| self.now + i);
             return Ok(());

@@ -10,6 +10,10 @@
 //! | result | `event: next` / `data: <result>` | `data: {"id":..,"payload":<result>}` | part `{"payload":<result>}` |
 //! | errors of the request | `next` with `{"errors":..}`, then `complete` | same, with the id | part `{"payload":{"errors":..}}`, then the end |
 //! | end of one operation | `event: complete` / `data:` (then the stream ends) | `data: {"id":..}` | the closing delimiter |
+//!
+//! A multipart body opens with a delimiter, and each part ends with the next
+//! one, so a client can read a part as soon as it arrives; the end turns the
+//! last delimiter into the closing one (`--graphql--`).
 //! | keepalive | a comment line `:` | the same | an empty part `{}` |
 //! | fatal end | the stream ends | the stream ends | part `{"payload":null,"errors":[..]}`, then the closing delimiter |
 
@@ -29,11 +33,19 @@ pub const MULTIPART_CONTENT_TYPE: &str = "multipart/mixed;boundary=graphql;subsc
 /// The `Content-Type` of an event stream.
 pub const EVENT_STREAM_CONTENT_TYPE: &str = "text/event-stream; charset=utf-8";
 
-/// What starts every multipart part: the delimiter and the part's header.
-const PART_HEAD: &str = "\r\n--graphql\r\ncontent-type: application/json; charset=utf-8\r\n\r\n";
+/// The first delimiter of a multipart body, before its first part.
+pub(crate) const MULTIPART_OPENING: &str = "\r\n--graphql";
 
-/// Ends a multipart body.
-pub(crate) const MULTIPART_END: &str = "\r\n--graphql--\r\n";
+/// What starts every multipart part, after the delimiter: the part's header.
+const PART_HEAD: &str = "\r\ncontent-type: application/json; charset=utf-8\r\n\r\n";
+
+/// What ends every part: the next delimiter, written at once so that a client
+/// sees the part complete without waiting for the next one (clients split on
+/// the delimiter). Followed by the next part's header, or by `--` at the end.
+const PART_TAIL: &str = "\r\n--graphql";
+
+/// Ends a multipart body: the last delimiter becomes the closing one.
+pub(crate) const MULTIPART_END: &str = "--\r\n";
 
 /// An SSE comment: ignored by every client, it keeps proxies from timing out
 /// an idle stream.
@@ -51,11 +63,13 @@ pub(crate) fn next(protocol: Protocol, id: &str, payload: &str) -> String {
             sse_event("next", &head, payload, "}")
         }
         Protocol::Multipart => {
-            let mut part = String::with_capacity(PART_HEAD.len() + 12 + payload.len());
+            let mut part =
+                String::with_capacity(PART_HEAD.len() + 12 + payload.len() + PART_TAIL.len());
             part.push_str(PART_HEAD);
             part.push_str("{\"payload\":");
             part.push_str(payload);
             part.push('}');
+            part.push_str(PART_TAIL);
             part
         }
         Protocol::GraphqlTransportWs | Protocol::GraphqlWs => {
@@ -95,7 +109,7 @@ pub(crate) fn complete(protocol: Protocol, id: &str) -> String {
 /// A keepalive: an SSE comment, or an empty multipart part (Apollo's heartbeat).
 pub(crate) fn keepalive(protocol: Protocol) -> String {
     match protocol {
-        Protocol::Multipart => [PART_HEAD, "{}"].concat(),
+        Protocol::Multipart => [PART_HEAD, "{}", PART_TAIL].concat(),
         _ => SSE_KEEPALIVE.to_owned(),
     }
 }
@@ -108,6 +122,7 @@ pub(crate) fn multipart_fatal(reason: &str) -> String {
     part.push_str("{\"payload\":null,\"errors\":[{\"message\":");
     put_json_str(&mut part, reason);
     part.push_str("}]}");
+    part.push_str(PART_TAIL);
     part.push_str(MULTIPART_END);
     part
 }
@@ -184,13 +199,13 @@ mod tests {
     fn multipart_parts_wrap_the_result_in_payload() {
         assert_eq!(
             next(Protocol::Multipart, "x", r#"{"data":{}}"#),
-            "\r\n--graphql\r\ncontent-type: application/json; charset=utf-8\r\n\r\n{\"payload\":{\"data\":{}}}"
+            "\r\ncontent-type: application/json; charset=utf-8\r\n\r\n{\"payload\":{\"data\":{}}}\r\n--graphql"
         );
         assert_eq!(
             keepalive(Protocol::Multipart),
-            "\r\n--graphql\r\ncontent-type: application/json; charset=utf-8\r\n\r\n{}"
+            "\r\ncontent-type: application/json; charset=utf-8\r\n\r\n{}\r\n--graphql"
         );
-        assert_eq!(complete(Protocol::Multipart, "x"), "\r\n--graphql--\r\n");
+        assert_eq!(complete(Protocol::Multipart, "x"), "--\r\n");
         assert!(multipart_fatal("gone \"now\"").ends_with(
             "{\"payload\":null,\"errors\":[{\"message\":\"gone \\\"now\\\"\"}]}\r\n--graphql--\r\n"
         ));
