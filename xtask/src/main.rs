@@ -23,7 +23,7 @@ fn main() -> Result<()> {
         "bench" => bench::run(rest),
         "fuzz" => fuzz(rest),
         "wheel" => python::task(rest),
-        "node" => node::node_tests(),
+        "node" => node::task(),
         "help" | "--help" | "-h" => {
             println!(
                 "usage: cargo xtask <ci | bench [--quick] | fuzz [seconds] [target...] | wheel [--test] | node>"
@@ -97,11 +97,12 @@ fn ci() -> Result<()> {
     run("cargo", &["test", "--workspace", "--locked"])?;
     // The reference clients (graphql-http's audits, graphql-sse, graphql-ws)
     // against the bench servers' HTTP and WebSocket sides.
-    node::node_tests()?;
+    node::node_tests(&node::RUST_SERVERS)?;
     // Built and exercised on every change, so a target that no longer builds
     // or a crash the seeds reach fails CI; the long runs are `cargo xtask fuzz`.
     fuzz_targets(&FUZZ_TARGETS, CI_FUZZ_SECONDS)?;
     python::python_tests()?;
+    node::node_tests(&node::PYTHON_SERVERS)?;
     Ok(())
 }
 

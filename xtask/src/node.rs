@@ -1,5 +1,5 @@
 //! `cargo xtask node` (also a step of `cargo xtask ci`): the reference
-//! clients in Node (`tests/node/`) against every bench server of [`SERVERS`].
+//! clients in Node (`tests/node/`) against every bench server of [`RUST_SERVERS`] and [`PYTHON_SERVERS`].
 //!
 //! The pinned packages (`tests/node/package-lock.json`) are installed with
 //! `npm ci` when `tests/node/node_modules` is missing or older than the lock
@@ -30,7 +30,7 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// One bench server of `shared/bench-contract.md` (its second part: HTTP on
 /// `/graphql`) that the reference clients run against.
-struct BenchServer {
+pub(crate) struct BenchServer {
     /// Names the server in the log and in failures.
     label: &'static str,
     /// Builds what the server needs and returns the command that starts it;
@@ -38,24 +38,45 @@ struct BenchServer {
     prepare: fn(&Path) -> Result<Command>,
 }
 
-/// Every server the Node step runs against, in order. The Python bench server
-/// (`crates/subs-py/examples/bench_server.py`, `--mode native` and `--mode
-/// asgi`, started by the interpreter [`super::python::install_wheel`]
-/// returns) goes here once its HTTP side is in.
-const SERVERS: [BenchServer; 1] = [BenchServer {
+/// The Rust bench server: checked right after the Rust tests.
+pub(crate) const RUST_SERVERS: [BenchServer; 1] = [BenchServer {
     label: "rust bench-server",
     prepare: rust_bench_server,
 }];
 
-/// `cargo xtask node` (and the Node step of `cargo xtask ci`).
-pub(crate) fn node_tests() -> Result<()> {
+/// The Python bench server in its three modes, on the wheel the Python step
+/// installed in the venv: checked after the Python tests.
+pub(crate) const PYTHON_SERVERS: [BenchServer; 3] = [
+    BenchServer {
+        label: "python bench_server.py --mode native",
+        prepare: |root| python_bench_server(root, &["--mode", "native"]),
+    },
+    BenchServer {
+        label: "python bench_server.py --mode asgi --asgi middleware",
+        prepare: |root| python_bench_server(root, &["--mode", "asgi", "--asgi", "middleware"]),
+    },
+    BenchServer {
+        label: "python bench_server.py --mode asgi --asgi route",
+        prepare: |root| python_bench_server(root, &["--mode", "asgi", "--asgi", "route"]),
+    },
+];
+
+/// `cargo xtask node`: the wheel into the venv, then every server.
+pub(crate) fn task() -> Result<()> {
+    super::python::install_wheel()?;
+    node_tests(&RUST_SERVERS)?;
+    node_tests(&PYTHON_SERVERS)
+}
+
+/// The Node step of `cargo xtask ci`, against `servers`.
+pub(crate) fn node_tests(servers: &[BenchServer]) -> Result<()> {
     let root = super::workspace_root();
     let dir = root.join("tests").join("node");
     check_node()?;
     npm_ci(&dir)?;
     let started = Instant::now();
     let mut failures = Vec::new();
-    for server in &SERVERS {
+    for server in servers {
         let command = (server.prepare)(&root)?;
         let running = Running::start(server.label, command)?;
         let port = running.port;
@@ -164,6 +185,17 @@ fn rust_bench_server(root: &Path) -> Result<Command> {
         .join(format!("bench-server{}", std::env::consts::EXE_SUFFIX));
     let mut command = Command::new(binary);
     command.current_dir(root);
+    Ok(command)
+}
+
+/// The Python bench server with `args`, on the venv's interpreter (the
+/// wheel must be installed there already).
+fn python_bench_server(root: &Path, args: &[&str]) -> Result<Command> {
+    let mut command = Command::new(super::python::venv_python(root));
+    command
+        .arg(root.join("crates/subs-py/examples/bench_server.py"))
+        .args(args)
+        .current_dir(root.join("target"));
     Ok(command)
 }
 
