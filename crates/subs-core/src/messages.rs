@@ -19,6 +19,9 @@ pub const SUBSCRIPTION_NEEDS_A_STREAM: &str = "Subscriptions need a stream: send
 /// GraphQL error for a query or mutation when the host installed no executor.
 pub const NO_EXECUTOR: &str =
     "This server executes only subscriptions and introspection over this connection";
+/// GraphQL field error when a query or mutation resolver of host code failed
+/// in a way not meant for clients (its details go to the log).
+pub const FIELD_RESOLVER_FAILED: &str = "Internal error while resolving the field";
 /// GraphQL error in a `next` payload when a resolver panicked (the panic's
 /// message may hold internals, so the client gets this instead).
 pub const RESOLVER_PANICKED: &str = "Internal error while resolving the event";

@@ -68,6 +68,7 @@ impl Published {
 fn field_binding(
     binding: &Bound<'_, PyDict>,
     locals: &TaskLocals,
+    expose_errors: bool,
 ) -> PyResult<(String, FieldBinding)> {
     let field: String = binding
         .get_item("field")?
@@ -83,6 +84,7 @@ fn field_binding(
             field: field.clone(),
             open: open.clone().unbind(),
             locals: locals.clone(),
+            expose_errors,
         }),
         (None, Some(topic)) => FieldBinding::topic(topic),
         (None, None) => FieldBinding::default_topic(),
@@ -112,6 +114,7 @@ fn field_binding(
             &resolver,
             with_context,
             locals.clone(),
+            expose_errors,
         )?);
         if shared {
             result = result.shared();
@@ -132,7 +135,7 @@ impl NativeEngine {
         keepalive_ms = None,
         broker = None, execute = None, resolver_timeout_ms = None, authenticate_timeout_ms = None,
         execute_timeout_ms = None, queries = None,
-        mutations = None
+        mutations = None, expose_errors = false
     ))]
     #[allow(clippy::too_many_arguments)] // a Python constructor with keyword arguments
     fn new(
@@ -158,13 +161,14 @@ impl NativeEngine {
         execute_timeout_ms: Option<u64>,
         queries: Option<Bound<'_, PyDict>>,
         mutations: Option<Bound<'_, PyDict>>,
+        expose_errors: bool,
     ) -> PyResult<Self> {
         crate::logging::install();
         let locals = TaskLocals::new(event_loop).copy_context(py)?;
         let schema = Schema::parse(schema).map_err(|e| engine_error(&e))?;
         let mut builder = Engine::builder(schema);
         for binding in &bindings {
-            let (field, binding) = field_binding(binding, &locals)?;
+            let (field, binding) = field_binding(binding, &locals, expose_errors)?;
             builder = builder.bind(field, binding);
         }
         let mut security = SecurityConfig::builder();
@@ -210,12 +214,13 @@ impl NativeEngine {
         if let Some(execute) = execute {
             builder = builder.executor(PyExecutor {
                 hook: PyHook::new(execute, &locals)?,
+                expose_errors,
             });
         }
-        for (field, resolver) in crate::root::resolvers(queries, &locals)? {
+        for (field, resolver) in crate::root::resolvers(queries, &locals, expose_errors)? {
             builder = builder.query(field, resolver);
         }
-        for (field, resolver) in crate::root::resolvers(mutations, &locals)? {
+        for (field, resolver) in crate::root::resolvers(mutations, &locals, expose_errors)? {
             builder = builder.mutation(field, resolver);
         }
         let mut config = EngineConfig::default();

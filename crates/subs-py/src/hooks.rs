@@ -24,8 +24,9 @@ use subs_core::{
 use subs_security::{Principal, Rejection, ScopeKey, SubscribeRequest};
 
 use crate::convert::{to_python, to_python_dict, to_value};
-use crate::errors::{describe, reject_parts};
+use crate::errors::{client_message, describe, reject_parts};
 use crate::types::{ConnectionInfo, Context, PyPrincipal};
+use subs_core::messages;
 
 /// The result of calling Python: a value now, or an awaitable to await.
 pub(crate) enum Called {
@@ -267,10 +268,11 @@ impl PyHook {
     }
 }
 
-fn resolver_error(py: Python<'_>, field: &str, error: &PyErr) -> ResolverError {
-    let message = describe(py, error);
-    tracing::warn!(target: "subs::python", field, error = %message, "resolver raised");
-    ResolverError { message }
+fn resolver_error(py: Python<'_>, field: &str, error: &PyErr, expose: bool) -> ResolverError {
+    let what = format!("the resolver of `{field}`");
+    ResolverError {
+        message: client_message(py, error, expose, messages::RESOLVER_PANICKED, &what),
+    }
 }
 
 /// A Python resolver: `fn(event, variables[, context])`, sync or async.
@@ -291,6 +293,8 @@ pub(crate) struct PyResolver {
     with_context: bool,
     is_async: bool,
     locals: TaskLocals,
+    /// Whether any exception's text reaches clients (`expose_errors`).
+    expose_errors: bool,
 }
 
 impl PyResolver {
@@ -299,6 +303,7 @@ impl PyResolver {
         function: &Bound<'_, PyAny>,
         with_context: bool,
         locals: TaskLocals,
+        expose_errors: bool,
     ) -> PyResult<Self> {
         let py = function.py();
         let is_async = py
@@ -311,6 +316,7 @@ impl PyResolver {
             with_context,
             is_async,
             locals,
+            expose_errors,
         })
     }
 }
@@ -338,6 +344,7 @@ fn resolved(
     py: Python<'_>,
     field: &str,
     outcome: PyResult<Py<PyAny>>,
+    expose: bool,
 ) -> Result<Value, ResolverError> {
     match outcome {
         Ok(value) => to_value(value.bind(py), "result").map_err(|error| {
@@ -345,13 +352,14 @@ fn resolved(
             tracing::warn!(target: "subs::python", field, error = %message, "resolver result refused");
             ResolverError { message }
         }),
-        Err(error) => Err(resolver_error(py, field, &error)),
+        Err(error) => Err(resolver_error(py, field, &error, expose)),
     }
 }
 
 impl subs_core::Resolver for PyResolver {
     fn resolve(&self, context: ResolveContext) -> ResolverFuture {
         let field = self.field.clone();
+        let expose = self.expose_errors;
         if self.is_async {
             let called = Python::attach(|py| {
                 call_resolver(
@@ -364,7 +372,7 @@ impl subs_core::Resolver for PyResolver {
             });
             return Box::pin(async move {
                 let outcome = finish(called).await;
-                Python::attach(|py| resolved(py, &field, outcome))
+                Python::attach(|py| resolved(py, &field, outcome, expose))
             });
         }
         let function = self.function.clone();
@@ -375,9 +383,11 @@ impl subs_core::Resolver for PyResolver {
             let ran = tokio::task::spawn_blocking(move || {
                 Python::attach(|py| {
                     match call_resolver(py, &function, with_context, &locals, &context) {
-                        Ok(Called::Ready(value)) => Ok(resolved(py, &blocking_field, Ok(value))),
+                        Ok(Called::Ready(value)) => {
+                            Ok(resolved(py, &blocking_field, Ok(value), expose))
+                        }
                         Ok(Called::Pending(future)) => Err(future),
-                        Err(error) => Ok(Err(resolver_error(py, &blocking_field, &error))),
+                        Err(error) => Ok(Err(resolver_error(py, &blocking_field, &error, expose))),
                     }
                 })
             })
@@ -387,7 +397,7 @@ impl subs_core::Resolver for PyResolver {
                 // A `def` that returned an awaitable: it runs on the loop.
                 Ok(Err(pending)) => {
                     let outcome = pending.await;
-                    Python::attach(|py| resolved(py, &field, outcome))
+                    Python::attach(|py| resolved(py, &field, outcome, expose))
                 }
                 Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
                 Err(_) => Err(ResolverError::from("the resolver's thread was cancelled")),
@@ -404,6 +414,8 @@ pub(crate) struct PyStream {
     pub(crate) field: String,
     pub(crate) open: Py<PyAny>,
     pub(crate) locals: TaskLocals,
+    /// Whether any exception's text reaches clients (`expose_errors`).
+    pub(crate) expose_errors: bool,
 }
 
 struct Runner {
@@ -435,12 +447,15 @@ impl subs_core::StreamSource for PyStream {
         let runner = match opened {
             Ok(runner) => runner,
             Err(error) => {
-                let error = Python::attach(|py| resolver_error(py, &self.field, &error));
+                let error = Python::attach(|py| {
+                    resolver_error(py, &self.field, &error, self.expose_errors)
+                });
                 return Box::pin(futures_util::stream::once(async move { Err(error) }));
             }
         };
         let locals = self.locals.clone();
         let field = self.field.clone();
+        let expose = self.expose_errors;
         let state = Some(Runner {
             runner,
             finished: false,
@@ -469,7 +484,7 @@ impl subs_core::StreamSource for PyStream {
                                 message: format!("stream of `{field}` yielded {error}"),
                             }))
                         }
-                        Err(error) => Some(Err(resolver_error(py, &field, &error))),
+                        Err(error) => Some(Err(resolver_error(py, &field, &error, expose))),
                     }
                 });
                 match item {
@@ -640,6 +655,8 @@ impl subs_security::EventFilter for PyEventFilter {
 /// e.g. from Ariadne's or Strawberry's own execution.
 pub(crate) struct PyExecutor {
     pub(crate) hook: PyHook,
+    /// Whether any exception's text reaches clients (`expose_errors`).
+    pub(crate) expose_errors: bool,
 }
 
 impl subs_core::Executor for PyExecutor {
@@ -655,6 +672,7 @@ impl subs_core::Executor for PyExecutor {
             )
                 .into_pyobject(py)
         });
+        let expose = self.expose_errors;
         Box::pin(async move {
             let outcome = called.await;
             Python::attach(|py| match outcome {
@@ -669,11 +687,13 @@ impl subs_core::Executor for PyExecutor {
                     }
                     Ok(response)
                 }
-                Err(error) => {
-                    let message = describe(py, &error);
-                    tracing::warn!(target: "subs::python", error = %message, "execute hook raised");
-                    Err(message)
-                }
+                Err(error) => Err(client_message(
+                    py,
+                    &error,
+                    expose,
+                    messages::EXECUTOR_PANICKED,
+                    "the execute hook",
+                )),
             })
         })
     }

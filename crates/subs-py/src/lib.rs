@@ -38,6 +38,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SubsError", py.get_type::<errors::SubsError>())?;
     m.add("ConversionError", py.get_type::<errors::ConversionError>())?;
     m.add("Reject", py.get_type::<errors::Reject>())?;
+    m.add("ClientError", py.get_type::<errors::ClientError>())?;
     m.add_function(wrap_pyfunction!(engine::inspect_schema, m)?)?;
     m.add_function(wrap_pyfunction!(root::inspect_roots, m)?)?;
     m.add_function(wrap_pyfunction!(engine::to_json, m)?)?;

@@ -14,9 +14,10 @@ use subs_core::graphql::{OperationKind, Schema};
 use subs_core::{ResolverError, ResolverFuture, RootContext};
 
 use crate::convert::{to_python_dict, to_value};
-use crate::errors::{SubsError, describe};
+use crate::errors::{SubsError, client_message};
 use crate::hooks::PyHook;
 use crate::types::PyPrincipal;
+use subs_core::messages;
 
 /// What a Python root-field resolver gets as its second argument.
 #[pyclass(frozen, module = "subs._native", name = "RootContext")]
@@ -90,6 +91,8 @@ impl PyRootContext {
 pub(crate) struct PyRootResolver {
     pub(crate) field: Arc<str>,
     pub(crate) hook: PyHook,
+    /// Whether any exception's text reaches clients (`expose_errors`).
+    pub(crate) expose_errors: bool,
 }
 
 impl PyRootResolver {
@@ -97,10 +100,12 @@ impl PyRootResolver {
         field: String,
         function: Bound<'_, PyAny>,
         locals: &TaskLocals,
+        expose_errors: bool,
     ) -> PyResult<Self> {
         Ok(Self {
             field: field.into(),
             hook: PyHook::new(function, locals)?,
+            expose_errors,
         })
     }
 }
@@ -110,6 +115,7 @@ fn outcome(
     py: Python<'_>,
     field: &str,
     result: PyResult<Py<PyAny>>,
+    expose: bool,
 ) -> Result<Value, ResolverError> {
     match result {
         Ok(value) => to_value(value.bind(py), "result").map_err(|error| {
@@ -118,9 +124,16 @@ fn outcome(
             ResolverError { message }
         }),
         Err(error) => {
-            let message = describe(py, &error);
-            tracing::warn!(target: "subs::python", field, error = %message, "root resolver raised");
-            Err(ResolverError { message })
+            let what = format!("the resolver of `{field}`");
+            Err(ResolverError {
+                message: client_message(
+                    py,
+                    &error,
+                    expose,
+                    messages::FIELD_RESOLVER_FAILED,
+                    &what,
+                ),
+            })
         }
     }
 }
@@ -128,6 +141,7 @@ fn outcome(
 impl subs_core::RootResolver for PyRootResolver {
     fn resolve(&self, arguments: Map<String, Value>, context: RootContext) -> ResolverFuture {
         let field = self.field.clone();
+        let expose = self.expose_errors;
         let called = self.hook.call(move |py| {
             let arguments = to_python_dict(py, &arguments)?;
             let context = PyRootContext { inner: context };
@@ -135,7 +149,7 @@ impl subs_core::RootResolver for PyRootResolver {
         });
         Box::pin(async move {
             let result = called.await;
-            Python::attach(|py| outcome(py, &field, result))
+            Python::attach(|py| outcome(py, &field, result, expose))
         })
     }
 }
@@ -144,6 +158,7 @@ impl subs_core::RootResolver for PyRootResolver {
 pub(crate) fn resolvers(
     functions: Option<Bound<'_, PyDict>>,
     locals: &TaskLocals,
+    expose_errors: bool,
 ) -> PyResult<Vec<(String, PyRootResolver)>> {
     let Some(functions) = functions else {
         return Ok(Vec::new());
@@ -152,7 +167,7 @@ pub(crate) fn resolvers(
         .iter()
         .map(|(field, function)| {
             let field: String = field.extract()?;
-            let resolver = PyRootResolver::new(field.clone(), function, locals)?;
+            let resolver = PyRootResolver::new(field.clone(), function, locals, expose_errors)?;
             Ok((field, resolver))
         })
         .collect()

@@ -14,11 +14,18 @@ async def test_raising_resolver_gives_errors_and_continues(edge: Server) -> None
     client = await Client.open(edge.ws)
     await client.subscribe("f", "subscription { fragile { id n } }")
     await asyncio.sleep(0.1)
-    await asyncio.to_thread(edge.post, "/publish/fragile", [{"id": "1", "n": 1, "ok": True, "explode": True}, {"id": "2", "n": 2, "ok": True}])
+    await asyncio.to_thread(
+        edge.post,
+        "/publish/fragile",
+        [{"id": "1", "n": 1, "ok": True, "explode": True}, {"id": "0", "n": 0, "ok": True, "refuse": True}, {"id": "2", "n": 2, "ok": True}],
+    )
     failed = await client.next_data("f")
     assert failed["data"] is None
-    assert failed["errors"][0]["message"] == "resolver exploded"
+    # An exception not meant for clients: a generic message, no internals.
+    assert failed["errors"][0]["message"] == "Internal error while resolving the event"
     assert failed["errors"][0]["path"] == ["fragile"]
+    refused = await client.next_data("f")
+    assert refused["errors"][0]["message"] == "item is gone", refused
     assert await client.next_data("f") == {"data": {"fragile": {"id": "2", "n": 2}}}
     await client.close()
 
@@ -126,7 +133,10 @@ async def test_execute_hook_answers_queries_and_reports_failures(edge: Server) -
     await client.send({"id": "b", "type": "subscribe", "payload": {"query": "query Boom { hello }", "operationName": "Boom"}})
     failed = await client.receive()
     assert failed["type"] == "error" and failed["id"] == "b"
-    assert failed["payload"] == [{"message": "Execution failed: executor exploded"}], failed
+    assert failed["payload"] == [{"message": "Execution failed: Internal error while executing the operation"}], failed
+    await client.send({"id": "r", "type": "subscribe", "payload": {"query": "query Refused { hello }", "operationName": "Refused"}})
+    refused = await client.receive()
+    assert refused["payload"] == [{"message": "Execution failed: not today"}], refused
     await client.send({"id": "o", "type": "subscribe", "payload": {"query": "query Odd { hello }", "operationName": "Odd"}})
     odd = await client.receive()
     assert odd["type"] == "error" and "response object" in odd["payload"][0]["message"], odd

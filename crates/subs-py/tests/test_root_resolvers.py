@@ -9,7 +9,7 @@ from typing import Any, AsyncIterator, Dict, List
 
 import pytest
 
-from subs import Engine, Principal, RootContext, SubsError
+from subs import ClientError, Engine, Principal, RootContext, SubsError
 from support import Client
 
 SCHEMA = """
@@ -27,8 +27,8 @@ type Subscription { ticks: Int! }
 """
 
 
-def make_engine(log: List[str]) -> Engine:
-    engine = Engine(schema=SCHEMA)
+def make_engine(log: List[str], expose_errors: bool = False) -> Engine:
+    engine = Engine(schema=SCHEMA, expose_errors=expose_errors)
     items: List[str] = []
 
     @engine.query("hello")
@@ -51,7 +51,7 @@ def make_engine(log: List[str]) -> Engine:
 
     @engine.query("failsHard")
     async def fails_hard(arguments: Dict[str, Any], context: RootContext) -> str:
-        raise ValueError("failsHard went wrong")
+        raise ClientError("failsHard went wrong")
 
     @engine.mutation("append")
     async def append(arguments: Dict[str, Any], context: RootContext) -> List[str]:
@@ -120,7 +120,8 @@ async def test_exceptions_are_field_errors_and_bubble(served: tuple) -> None:
     response = await run(client, "1", "{ hello fails unbound }")
     assert response["data"] == {"hello": "hello world", "fails": None, "unbound": None}
     assert [e["path"] for e in response["errors"]] == [["fails"], ["unbound"]]
-    assert "fails went wrong" in response["errors"][0]["message"]
+    # A ValueError is not meant for clients: a generic message.
+    assert response["errors"][0]["message"] == "Internal error while resolving the field"
     assert response["errors"][1]["message"] == "Field `Query.unbound` has no resolver on this server"
     response = await run(client, "2", "{ hello failsHard }")
     assert response["data"] is None
@@ -153,3 +154,15 @@ def test_configuration_errors() -> None:
     other.execute(lambda query, variables, operation_name, principal: {"data": None})
     with pytest.raises(SubsError, match="not both"):
         other.query("hello")
+
+
+async def test_expose_errors_shows_every_exception_text() -> None:
+    engine = make_engine([], expose_errors=True)
+    server = engine.start_server("127.0.0.1", 0, path="/graphql")
+    try:
+        client = await Client.open(f"ws://127.0.0.1:{server.port}/graphql")
+        response = await run(client, "1", "{ fails }")
+        assert response["errors"][0]["message"] == "fails went wrong"
+        await client.close()
+    finally:
+        await asyncio.get_running_loop().run_in_executor(None, server.shutdown, 5.0)

@@ -4,6 +4,7 @@ a Rust engine. See the README for the quick start."""
 from ._asgi import SubsASGI, SubsMiddleware
 from ._engine import Engine
 from ._native import (
+    ClientError,
     ConnectionInfo,
     Context,
     ConversionError,
@@ -20,6 +21,7 @@ from ._native import (
 )
 
 __all__ = [
+    "ClientError",
     "ConnectionInfo",
     "Context",
     "ConversionError",

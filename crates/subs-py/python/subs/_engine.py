@@ -118,6 +118,7 @@ class Engine:
         resolver_timeout: Optional[float] = None,
         connect_timeout: Optional[float] = None,
         execute_timeout: Optional[float] = None,
+        expose_errors: bool = False,
     ) -> None:
         if broker not in ("memory", "", None) and not (isinstance(broker, str) and broker.startswith(_NETWORK_BROKERS)):
             raise ValueError(f"unknown broker {broker!r}: expected 'memory', 'redis://HOST:PORT' or 'nats://HOST:PORT'")
@@ -149,6 +150,10 @@ class Engine:
             # an execute hook or a query/mutation resolver call.
             "authenticate_timeout_ms": _millis(connect_timeout),
             "execute_timeout_ms": _millis(execute_timeout),
+            # Off: an exception's text reaches clients only from
+            # `subs.ClientError` (or graphql-core's GraphQLError); the rest
+            # get a generic message and the details go to the log.
+            "expose_errors": expose_errors,
         }
         self._native: Optional[_native.Engine] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -196,7 +201,8 @@ class Engine:
 
         It runs once per group of identical subscriptions per event (not once
         per subscriber); its result is the field's value, to which each
-        subscriber's selection set is applied. An exception becomes a GraphQL
+        subscriber's selection set is applied. An exception (shown to clients
+        only if it is a `ClientError`, see `expose_errors`) becomes a GraphQL
         error in that event's `next` payload; the subscription goes on.
 
         By default a group holds subscribers of one principal and init payload

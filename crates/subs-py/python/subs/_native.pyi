@@ -7,6 +7,7 @@ __all__ = [
     "MAX_DEPTH",
     "ConnectionInfo",
     "Context",
+    "ClientError",
     "ConversionError",
     "Engine",
     "HttpStream",
@@ -31,6 +32,7 @@ MAX_DEPTH: int
 class SubsError(Exception): ...
 class ConversionError(ValueError): ...
 class Reject(Exception): ...
+class ClientError(Exception): ...
 
 @final
 class Principal:
@@ -197,6 +199,7 @@ class Engine:
         execute_timeout_ms: Optional[int] = None,
         queries: Optional[Mapping[str, Callable[[Dict[str, Any], RootContext], Any]]] = None,
         mutations: Optional[Mapping[str, Callable[[Dict[str, Any], RootContext], Any]]] = None,
+        expose_errors: bool = False,
     ) -> "Engine": ...
     def publish(self, topic: str, payload: Any) -> Awaitable[None]: ...
     def publish_sync(self, topic: str, payload: Any) -> None: ...

@@ -10,7 +10,7 @@ from typing import Any, Dict, List
 
 from fastapi import FastAPI, Request
 
-from subs import Engine, Principal, Reject
+from subs import ClientError, Engine, Principal, Reject
 
 SCHEMA = """
 type Query { hello: String! }
@@ -39,7 +39,9 @@ async def items(event: Dict[str, Any], variables: Dict[str, Any], context: Any) 
 @engine.subscription("fragile", topic="fragile")
 def fragile(event: Dict[str, Any], variables: Dict[str, Any]) -> Dict[str, Any]:
     if event.get("explode"):
-        raise ValueError("resolver exploded")
+        raise ValueError("resolver exploded: internal detail")
+    if event.get("refuse"):
+        raise ClientError("item is gone")
     return event
 
 
@@ -85,7 +87,9 @@ engine.tenant_rule(field="tenantId")
 def execute(query: str, variables: Dict[str, Any], operation_name: Any, principal: Principal) -> Any:
     """A plain `def` executor: queries over the socket answered here."""
     if operation_name == "Boom":
-        raise RuntimeError("executor exploded")
+        raise RuntimeError("executor exploded: internal detail")
+    if operation_name == "Refused":
+        raise ClientError("not today")
     if operation_name == "Odd":
         return {"unexpected": True}
     given = "".join(f" {name}={value}" for name, value in sorted(variables.items()))
