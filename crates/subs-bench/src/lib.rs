@@ -5,6 +5,9 @@
 //!   benchmark contract (`shared/bench-contract.md`) and measures deliveries
 //!   per second, latency from `sentAtNs` to receipt, lost and reordered
 //!   events, and the server's resident memory and CPU time from `/proc`.
+//!   Subscribers speak `graphql-transport-ws`, graphql-sse or Apollo's
+//!   multipart protocol ([`framing`] parses the HTTP streams); the
+//!   [`query`] scenario measures queries over HTTP.
 //! - [`rawserver`]: the floor for this machine, a hand-written server for the
 //!   same contract with no GraphQL engine (binary `subs-rawserver`).
 //! - [`stalled`]: the stalled-resolver and stalled-reader scenarios of the
@@ -15,10 +18,13 @@
 //! `cargo xtask bench` builds and runs all of them, compares each figure with
 //! `bench/gates.toml` and writes the report.
 
+pub mod framing;
 pub mod harness;
 pub mod http;
+mod httpsub;
 pub mod inproc;
 pub mod loadgen;
+pub mod query;
 pub mod rawserver;
 pub mod scan;
 pub mod stalled;

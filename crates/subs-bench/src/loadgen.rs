@@ -48,6 +48,36 @@ pub enum Scenario {
     /// N healthy subscribers and one that stops reading, K events on one
     /// topic (see [`crate::stalled`]).
     StalledReader,
+    /// N kept-alive HTTP connections posting `{ hello }` in a closed loop,
+    /// K requests in all (see [`crate::query`]).
+    Query,
+}
+
+/// How the subscribers talk to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// `graphql-transport-ws` over a WebSocket.
+    #[default]
+    Ws,
+    /// graphql-sse, distinct connections: `POST /graphql` with
+    /// `Accept: text/event-stream`, one stream per subscription.
+    Sse,
+    /// Apollo's multipart subscriptions: `POST /graphql` with
+    /// `Accept: multipart/mixed;subscriptionSpec=1.0`.
+    Multipart,
+}
+
+impl std::str::FromStr for Transport {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "ws" => Self::Ws,
+            "sse" => Self::Sse,
+            "multipart" => Self::Multipart,
+            other => bail!("unknown transport {other:?} (ws, sse, multipart)"),
+        })
+    }
 }
 
 impl std::str::FromStr for Scenario {
@@ -60,8 +90,9 @@ impl std::str::FromStr for Scenario {
             "memory" => Self::Memory,
             "stalled-resolver" => Self::StalledResolver,
             "stalled-reader" => Self::StalledReader,
+            "query" => Self::Query,
             other => bail!(
-                "unknown scenario {other:?} (fanout, paced, filtered, memory, stalled-resolver, stalled-reader)"
+                "unknown scenario {other:?} (fanout, paced, filtered, memory, stalled-resolver, stalled-reader, query)"
             ),
         })
     }
@@ -83,6 +114,8 @@ pub struct Options {
     pub label: String,
     /// The scenario.
     pub scenario: Scenario,
+    /// How subscribers connect (fanout, paced, filtered and memory).
+    pub transport: Transport,
     /// Connections (one subscription each).
     pub connections: usize,
     /// Events per topic.
@@ -110,6 +143,7 @@ impl Default for Options {
             publish_addr: None,
             label: "server".into(),
             scenario: Scenario::Fanout,
+            transport: Transport::Ws,
             connections: 1000,
             events: 1000,
             interval_us: 0,
@@ -148,6 +182,8 @@ pub struct Report {
     pub label: String,
     /// The scenario.
     pub scenario: String,
+    /// How the subscribers connected.
+    pub transport: Transport,
     /// Connections asked for.
     pub connections: usize,
     /// Connections that subscribed.
@@ -203,6 +239,9 @@ pub struct Report {
     /// The stalled-reader scenario's own figures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stalled_reader: Option<crate::stalled::StalledReaderFigures>,
+    /// The query scenario's own figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<crate::query::QueryFigures>,
 }
 
 /// What one client connection saw.
@@ -216,6 +255,46 @@ pub(crate) struct ConnResult {
     pub(crate) ended_early: bool,
     pub(crate) first_sent_ns: u64,
     pub(crate) last_receipt_ns: u64,
+    highest: Option<u64>,
+}
+
+impl ConnResult {
+    /// An empty result for a connection expecting `expected` events.
+    pub(crate) fn expecting(expected: u64) -> Self {
+        let words = usize::try_from(expected.div_ceil(64)).unwrap_or(0);
+        Self {
+            latencies_ns: Vec::with_capacity(usize::try_from(expected).unwrap_or(0)),
+            seen: vec![0; words],
+            first_sent_ns: u64::MAX,
+            ..Self::default()
+        }
+    }
+
+    /// Records the receipt of event `seq`, stamped `sent_at_ns`, now.
+    pub(crate) fn record(&mut self, seq: u64, sent_at_ns: u64, shared: &Shared) {
+        let receipt = now_ns();
+        self.latencies_ns.push(receipt.saturating_sub(sent_at_ns));
+        self.first_sent_ns = self.first_sent_ns.min(sent_at_ns);
+        self.last_receipt_ns = receipt;
+        if self.highest.is_some_and(|h| seq < h) {
+            self.out_of_order += 1;
+        }
+        self.highest = self.highest.max(Some(seq));
+        let word = usize::try_from(seq / 64).unwrap_or(usize::MAX);
+        if let Some(bits) = self.seen.get_mut(word) {
+            let bit = 1u64 << (seq % 64);
+            if *bits & bit == 0 {
+                *bits |= bit;
+                self.distinct += 1;
+                shared.delivered.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .last_progress_ns
+                    .fetch_max(receipt, Ordering::Relaxed);
+            } else {
+                self.duplicates += 1;
+            }
+        }
+    }
 }
 
 pub(crate) struct Shared {
@@ -402,14 +481,7 @@ pub(crate) async fn client(
     };
     shared.subscribed.fetch_add(1, Ordering::Relaxed);
     let scanner = Scanner::default();
-    let words = usize::try_from(expected.div_ceil(64)).unwrap_or(0);
-    let mut result = ConnResult {
-        latencies_ns: Vec::with_capacity(usize::try_from(expected).unwrap_or(0)),
-        seen: vec![0; words],
-        first_sent_ns: u64::MAX,
-        ..ConnResult::default()
-    };
-    let mut highest: Option<u64> = None;
+    let mut result = ConnResult::expecting(expected);
     loop {
         let message = tokio::select! {
             biased;
@@ -418,30 +490,7 @@ pub(crate) async fn client(
         };
         match message {
             Some(Ok(Message::Text(text))) => match scanner.scan(text.as_bytes()) {
-                Frame::Next { seq, sent_at_ns } => {
-                    let receipt = now_ns();
-                    result.latencies_ns.push(receipt.saturating_sub(sent_at_ns));
-                    result.first_sent_ns = result.first_sent_ns.min(sent_at_ns);
-                    result.last_receipt_ns = receipt;
-                    if highest.is_some_and(|h| seq < h) {
-                        result.out_of_order += 1;
-                    }
-                    highest = highest.max(Some(seq));
-                    let word = usize::try_from(seq / 64).unwrap_or(usize::MAX);
-                    if let Some(bits) = result.seen.get_mut(word) {
-                        let bit = 1u64 << (seq % 64);
-                        if *bits & bit == 0 {
-                            *bits |= bit;
-                            result.distinct += 1;
-                            shared.delivered.fetch_add(1, Ordering::Relaxed);
-                            shared
-                                .last_progress_ns
-                                .fetch_max(receipt, Ordering::Relaxed);
-                        } else {
-                            result.duplicates += 1;
-                        }
-                    }
-                }
+                Frame::Next { seq, sent_at_ns } => result.record(seq, sent_at_ns, &shared),
                 Frame::Ping => {
                     if ws.send(Message::text(r#"{"type":"pong"}"#)).await.is_err() {
                         result.ended_early = true;
@@ -532,6 +581,20 @@ async fn run_async(options: &Options) -> Result<Report> {
         drop(server);
         return report;
     }
+    if options.scenario == Scenario::Query {
+        let report = Report {
+            label: options.label.clone(),
+            scenario: "query".into(),
+            transport: options.transport,
+            connections: options.connections,
+            events: options.events,
+            cpu_tick_ms: 1000.0 / sys::clock_ticks_per_second() as f64,
+            ..Report::default()
+        };
+        let report = crate::query::query(options, addr, pid, report).await;
+        drop(server);
+        return report;
+    }
     // Let the server settle after start before the memory baseline.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_before = sys::rss_bytes(pid).unwrap_or(0);
@@ -559,16 +622,31 @@ async fn run_async(options: &Options) -> Result<Report> {
     };
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
-        tasks.push(tokio::spawn(client(
-            i,
-            addr,
-            source_ip(i, n),
-            topic_of(i),
-            per_connection,
-            shared.clone(),
-            permits.clone(),
-            stop_rx.clone(),
-        )));
+        let (source, topic) = (source_ip(i, n), topic_of(i));
+        let (shared, permits, stop) = (shared.clone(), permits.clone(), stop_rx.clone());
+        tasks.push(match options.transport {
+            Transport::Ws => tokio::spawn(client(
+                i,
+                addr,
+                source,
+                topic,
+                per_connection,
+                shared,
+                permits,
+                stop,
+            )),
+            transport => tokio::spawn(crate::httpsub::client(
+                i,
+                addr,
+                source,
+                transport,
+                topic,
+                per_connection,
+                shared,
+                permits,
+                stop,
+            )),
+        });
     }
     let opened = Instant::now();
     while shared.subscribed.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed) < n {
@@ -652,6 +730,7 @@ async fn run_async(options: &Options) -> Result<Report> {
     let mut report = Report {
         label: options.label.clone(),
         scenario: format!("{:?}", options.scenario).to_lowercase(),
+        transport: options.transport,
         connections: n,
         connected,
         connect_errors: shared.failed.load(Ordering::Relaxed),

@@ -47,6 +47,14 @@ impl Default for Scanner {
 }
 
 impl Scanner {
+    /// The `seq` and `sentAtNs` of a tick anywhere in `bytes` (a bare
+    /// GraphQL result, as the HTTP streaming protocols carry it).
+    pub fn tick(&self, bytes: &[u8]) -> Option<(u64, u64)> {
+        let seq = value_after(&self.seq, bytes).and_then(leading_number)?;
+        let sent_at_ns = value_after(&self.sent_at, bytes).and_then(leading_number)?;
+        Some((seq, sent_at_ns))
+    }
+
     /// Classifies one text frame.
     pub fn scan(&self, frame: &[u8]) -> Frame {
         let Some(kind) = value_after(&self.kind, frame) else {
@@ -147,6 +155,18 @@ mod tests {
             Frame::NextWithoutTick
         );
         assert_eq!(scanner.scan(b"garbage"), Frame::Other);
+    }
+
+    #[test]
+    fn reads_a_tick_from_a_bare_result() {
+        let scanner = Scanner::default();
+        assert_eq!(
+            scanner
+                .tick(br#"{"payload":{"data":{"ticks":{"seq":7,"sentAtNs":"99","payload":"x"}}}}"#),
+            Some((7, 99))
+        );
+        assert_eq!(scanner.tick(br#"{"data":{"ticks":{"seq":7}}}"#), None);
+        assert_eq!(scanner.tick(b"{}"), None);
     }
 
     #[test]

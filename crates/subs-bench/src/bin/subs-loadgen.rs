@@ -7,7 +7,10 @@ use anyhow::{Context, Result, bail};
 use subs_bench::loadgen::{self, Options};
 
 const USAGE: &str = "usage: subs-loadgen (--target CMD | --addr HOST:PORT [--pid PID]) [options]
-  --scenario fanout|paced|filtered|memory|stalled-resolver|stalled-reader   (default fanout)
+  --scenario fanout|paced|filtered|memory|stalled-resolver|stalled-reader|query   (default fanout)
+  --transport ws|sse|multipart   how subscribers connect (default ws): graphql-transport-ws,
+                         graphql-sse (POST /graphql, Accept: text/event-stream) or Apollo multipart
+                         (query: N kept-alive connections post `{ hello }`, K requests in all)
   --publish-addr H:P     publish through another instance sharing a broker
   --connections N        connections, one subscription each (default 1000)
   --events K             events per topic (default 1000)
@@ -55,6 +58,7 @@ fn main() -> Result<()> {
                 )
             }
             "--scenario" => options.scenario = value.parse()?,
+            "--transport" => options.transport = value.parse()?,
             "--connections" => options.connections = usize::try_from(number()?)?,
             "--events" => options.events = number()?,
             "--interval-us" => options.interval_us = number()?,
@@ -75,9 +79,10 @@ fn main() -> Result<()> {
     }
     println!("{json}");
     eprintln!(
-        "{} {} n={} delivered={}/{} lost={} ooo={} {:.0}/s p50={:.2}ms p99={:.2}ms max={:.2}ms cpu/delivery={:.3}us rss/conn={:.1}KiB",
+        "{} {} {:?} n={} delivered={}/{} lost={} ooo={} {:.0}/s p50={:.2}ms p99={:.2}ms max={:.2}ms cpu/delivery={:.3}us rss/conn={:.1}KiB",
         report.label,
         report.scenario,
+        report.transport,
         report.connections,
         report.delivered,
         report.expected,
