@@ -5,7 +5,9 @@
 //! loopback scenarios against the raw floor server and subs' Rust bench
 //! server (and any `--target`), then the Python scenarios against subs from
 //! Python (native and ASGI modes), a Strawberry and an Ariadne peer and the
-//! Rust bench server, compares every figure with `bench/gates.toml`, prints
+//! Rust bench server, then the HTTP scenarios (issue 15: subs' bench server
+//! over WebSocket, graphql-sse and Apollo multipart side by side, and queries
+//! over HTTP), compares every figure with `bench/gates.toml`, prints
 //! a table, writes `target/bench/report.md`, `report.json` and SVG plots, and
 //! exits non-zero when a gate fails.
 
@@ -200,9 +202,61 @@ pub(crate) fn python_scenarios(quick: bool) -> Vec<Scenario> {
     ]
 }
 
+/// subs' Rust bench server with its subscribers on graphql-sse (distinct
+/// connections: one `POST /graphql` stream per subscription).
+const SUBS_SSE: &str = "subs-sse";
+/// subs' Rust bench server with its subscribers on Apollo's multipart protocol.
+const SUBS_MULTIPART: &str = "subs-multipart";
+
+/// The HTTP scenarios (issue 15): the same fan-out and paced runs over
+/// WebSocket, SSE and multipart against one server build, one right after
+/// the other, so the per-delivery ratios hold on a noisy machine; and
+/// `{ hello }` over HTTP from 64 kept-alive connections.
+pub(crate) fn http_scenarios(quick: bool) -> Vec<Scenario> {
+    let (events, paced_events, requests) = if quick {
+        (300, 15, 30_000)
+    } else {
+        (1000, 50, 200_000)
+    };
+    let transports = |events: u64| {
+        Events::Only(vec![
+            (SUBS, events),
+            (SUBS_SSE, events),
+            (SUBS_MULTIPART, events),
+        ])
+    };
+    vec![
+        Scenario {
+            id: "http_fanout_c1000".into(),
+            kind: "fanout",
+            connections: 1000,
+            events: transports(events),
+            interval_us: 0,
+            payload_bytes: None,
+        },
+        Scenario {
+            id: "http_paced200_c1000".into(),
+            kind: "paced",
+            connections: 1000,
+            events: transports(paced_events),
+            interval_us: 200_000,
+            payload_bytes: None,
+        },
+        Scenario {
+            id: "http_query_c64".into(),
+            kind: "query",
+            connections: 64,
+            // The query scenario's "events" are requests, in all.
+            events: Events::Only(vec![(SUBS, requests)]),
+            interval_us: 0,
+            payload_bytes: None,
+        },
+    ]
+}
+
 /// Ratios between two targets beside the `<label>_over_raw` ones:
 /// `(numerator, denominator)`, derived for every scenario both ran.
-const PAIRS: [(&str, &str); 7] = [
+const PAIRS: [(&str, &str); 9] = [
     (STRAWBERRY, PY_ASGI),
     (ARIADNE, PY_ASGI),
     (STRAWBERRY, PY_ASGI_ROUTE),
@@ -210,6 +264,8 @@ const PAIRS: [(&str, &str); 7] = [
     (PY_NATIVE, SUBS),
     (PY_ASGI, SUBS),
     (PY_ASGI, PY_NATIVE),
+    (SUBS_SSE, SUBS),
+    (SUBS_MULTIPART, SUBS),
 ];
 
 /// A server measured by the load generator.
@@ -217,6 +273,8 @@ const PAIRS: [(&str, &str); 7] = [
 pub(crate) struct Target {
     pub(crate) label: String,
     pub(crate) command: String,
+    /// How the load generator's subscribers connect (`--transport`).
+    pub(crate) transport: &'static str,
 }
 
 /// Everything a run produced.
@@ -238,6 +296,7 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
     let mut skip_inproc = false;
     let mut skip_loopback = false;
     let mut skip_python = false;
+    let mut skip_http = false;
     let mut args = rest.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -250,15 +309,21 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
                     }
                     _ => (format!("target{}", extra.len() + 1), spec.clone()),
                 };
-                extra.push(Target { label, command });
+                extra.push(Target {
+                    label,
+                    command,
+                    transport: "ws",
+                });
             }
             "--no-inproc" => skip_inproc = true,
             "--no-loopback" => skip_loopback = true,
             "--no-python" => skip_python = true,
+            "--no-http" => skip_http = true,
             "-h" | "--help" => {
                 println!(
-                    "usage: cargo xtask bench [--quick] [--target [NAME=]CMD]... [--no-inproc] [--no-loopback] [--no-python]\n\
+                    "usage: cargo xtask bench [--quick] [--target [NAME=]CMD]... [--no-inproc] [--no-loopback] [--no-http] [--no-python]\n\
                      Runs every benchmark, checks bench/gates.toml, writes target/bench/report.{{md,json}} and plots.\n\
+                     --no-http skips the HTTP scenarios (SSE and multipart subscribers, queries over HTTP).\n\
                      --no-python skips the Python scenarios (subs' wheel, Strawberry and Ariadne peers)."
                 );
                 return Ok(());
@@ -287,10 +352,12 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
         let mut targets = vec![Target {
             label: "raw".into(),
             command: shell_quote(&bins.rawserver),
+            transport: "ws",
         }];
         let subs = bins.bench_server.as_ref().map(|path| Target {
             label: SUBS.into(),
             command: shell_quote(path),
+            transport: "ws",
         });
         match &subs {
             Some(subs) => targets.push(subs.clone()),
@@ -300,6 +367,15 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
         }
         targets.extend(extra);
         run_loopback(&bins, &targets, &scenarios(quick), &out_dir, &mut results);
+        if !skip_http && let Some(subs) = &subs {
+            run_loopback(
+                &bins,
+                &http_targets(subs),
+                &http_scenarios(quick),
+                &out_dir,
+                &mut results,
+            );
+        }
         if !skip_python {
             run_python(&bins, &root, subs, quick, &out_dir, &mut results);
         }
@@ -362,16 +438,17 @@ fn cargo_build(root: &Path, args: &[&str]) -> Result<()> {
 }
 
 fn build(root: &Path, results: &mut Results) -> Result<Bins> {
+    // Where cargo puts them (`CARGO_TARGET_DIR` may move it off the checkout).
+    let release = crate::node::target_directory(root)?.join("release");
     cargo_build(root, &["-p", "subs-bench", "--bins"])?;
     let bench_server =
         match cargo_build(root, &["-p", "subs-adapters", "--example", "bench-server"]) {
-            Ok(()) => Some(root.join("target/release/examples/bench-server")),
+            Ok(()) => Some(release.join("examples/bench-server")),
             Err(error) => {
                 results.errors.push(format!("{error:#}"));
                 None
             }
         };
-    let release = root.join("target/release");
     Ok(Bins {
         loadgen: release.join("subs-loadgen"),
         inproc: release.join("subs-inproc"),
@@ -447,6 +524,7 @@ fn python_targets(root: &Path, python: &Path) -> Vec<Target> {
     .map(|(label, script)| Target {
         label: label.to_owned(),
         command: format!("{python} {script}"),
+        transport: "ws",
     })
     .collect()
 }
@@ -502,6 +580,22 @@ fn run_python(
     run_loopback(bins, &targets, &python_scenarios(quick), out_dir, results);
 }
 
+/// subs' bench server three times, one per subscriber transport.
+fn http_targets(subs: &Target) -> Vec<Target> {
+    [
+        (SUBS, "ws"),
+        (SUBS_SSE, "sse"),
+        (SUBS_MULTIPART, "multipart"),
+    ]
+    .into_iter()
+    .map(|(label, transport)| Target {
+        label: label.to_owned(),
+        command: subs.command.clone(),
+        transport,
+    })
+    .collect()
+}
+
 /// Runs every scenario against the targets it names (`Events`).
 fn run_loopback(
     bins: &Bins,
@@ -539,6 +633,8 @@ fn run_loopback(
                     &target.label,
                     "--scenario",
                     s.kind,
+                    "--transport",
+                    target.transport,
                 ])
                 .args(["--connections", &s.connections.to_string()])
                 .args([
@@ -600,6 +696,19 @@ pub(crate) fn loopback_figures(report: &Value) -> Vec<(&'static str, f64)> {
             out.push((name, v * scale));
         }
     };
+    if report["scenario"] == "query" {
+        // Requests, not deliveries.
+        put("requests_per_sec", get(&["query", "requests_per_sec"]), 1.0);
+        put(
+            "cpu_per_request_us",
+            get(&["query", "server_cpu_per_request_us"]),
+            1.0,
+        );
+        put("failed_requests", get(&["query", "failed"]), 1.0);
+        put("p50_ms", get(&["query", "latency", "p50_us"]), 1e-3);
+        put("p99_ms", get(&["query", "latency", "p99_us"]), 1e-3);
+        return out;
+    }
     put("connected", get(&["connected"]), 1.0);
     put("server_subscriptions", get(&["server_subscriptions"]), 1.0);
     put(
@@ -1023,8 +1132,14 @@ mod tests {
             },
             "stalled_reader": {"rss_growth_mib": 1.0, "healthy_lost": 0, "healthy": {"duration_s": 1.0}}
         });
+        let query = serde_json::json!({
+            "scenario": "query", "expected": 1, "delivered": 1,
+            "query": {"requests_per_sec": 1.0, "server_cpu_per_request_us": 1.0, "failed": 0,
+                      "latency": {"p50_us": 1.0, "p99_us": 1.0}}
+        });
         let figures: Vec<&str> = loopback_figures(&full)
             .into_iter()
+            .chain(loopback_figures(&query))
             .map(|(k, _)| k)
             .collect();
         let runs = |quick: bool, label: &str, id: &str| {
@@ -1032,7 +1147,8 @@ mod tests {
                 .iter()
                 .any(|s| s.id == id && matches!(label, "raw" | SUBS));
             rust || python_scenarios(quick)
-                .iter()
+                .into_iter()
+                .chain(http_scenarios(quick))
                 .any(|s| s.id == id && s.events_for(label).is_some())
         };
         let gates = bench_gates::parse(include_str!("../../bench/gates.toml")).unwrap();
@@ -1061,6 +1177,85 @@ mod tests {
                 _ => {}
             }
         }
+    }
+
+    #[test]
+    fn http_scenarios_run_every_transport_on_one_server() {
+        for quick in [true, false] {
+            let http = http_scenarios(quick);
+            let ids: Vec<&str> = http.iter().map(|s| s.id.as_str()).collect();
+            assert_eq!(
+                ids,
+                ["http_fanout_c1000", "http_paced200_c1000", "http_query_c64"]
+            );
+            let rust: Vec<String> = scenarios(quick).into_iter().map(|s| s.id).collect();
+            assert!(ids.iter().all(|id| !rust.iter().any(|r| r == id)));
+            // Every transport gets the same events, so latencies compare too.
+            for s in &http[..2] {
+                let events = s.events_for(SUBS);
+                assert!(events.is_some());
+                assert_eq!(s.events_for(SUBS_SSE), events, "{}", s.id);
+                assert_eq!(s.events_for(SUBS_MULTIPART), events, "{}", s.id);
+                assert_eq!(s.connections, 1000);
+            }
+            assert_eq!(http[1].interval_us, 200_000);
+            assert_eq!((http[2].kind, http[2].connections), ("query", 64));
+            assert_eq!(http[2].events_for(SUBS_SSE), None);
+        }
+        let subs = Target {
+            label: SUBS.into(),
+            command: "'/x/bench-server'".into(),
+            transport: "ws",
+        };
+        let targets = http_targets(&subs);
+        let named: Vec<(&str, &str)> = targets
+            .iter()
+            .map(|t| (t.label.as_str(), t.transport))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                (SUBS, "ws"),
+                (SUBS_SSE, "sse"),
+                (SUBS_MULTIPART, "multipart")
+            ]
+        );
+        assert!(targets.iter().all(|t| t.command == subs.command));
+    }
+
+    #[test]
+    fn transport_ratios_divide_by_the_websocket_run() {
+        let mut results = Results {
+            targets: vec![SUBS.into(), SUBS_SSE.into(), SUBS_MULTIPART.into()],
+            ..Results::default()
+        };
+        for (label, cpu) in [(SUBS, 0.8), (SUBS_SSE, 0.6), (SUBS_MULTIPART, 1.2)] {
+            results.figures.insert(
+                format!("loopback.{label}.http_fanout_c1000.cpu_per_delivery_us"),
+                cpu,
+            );
+        }
+        derive_ratios(&mut results);
+        let cpu = "ratio.http_fanout_c1000.cpu_per_delivery_us";
+        assert!((results.figures[&format!("{cpu}.subs-sse_over_subs")] - 0.75).abs() < 1e-9);
+        assert!((results.figures[&format!("{cpu}.subs-multipart_over_subs")] - 1.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn reads_query_figures_as_requests() {
+        let report = serde_json::json!({
+            "scenario": "query", "expected": 100, "delivered": 100, "lost": 0,
+            "query": {"requests_per_sec": 30000.0, "server_cpu_per_request_us": 12.5, "failed": 0,
+                      "latency": {"p50_us": 1100.0, "p99_us": 9000.0}}
+        });
+        let figures: BTreeMap<&str, f64> = loopback_figures(&report).into_iter().collect();
+        assert!((figures["requests_per_sec"] - 30000.0).abs() < 1e-9);
+        assert!((figures["cpu_per_request_us"] - 12.5).abs() < 1e-9);
+        assert!((figures["p99_ms"] - 9.0).abs() < 1e-9);
+        assert!(figures["failed_requests"].abs() < 1e-9);
+        // Not deliveries: no delivery figure comes out of a query run.
+        assert!(!figures.contains_key("deliveries_per_sec"));
+        assert!(!figures.contains_key("lost"));
     }
 
     #[test]

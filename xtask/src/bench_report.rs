@@ -466,6 +466,21 @@ pub(crate) fn plots(results: &Results) -> Vec<(String, String)> {
         ));
     }
 
+    if results
+        .loopback
+        .keys()
+        .any(|(_, id)| id.starts_with("http_paced"))
+    {
+        out.push((
+            "latency-http.svg".to_owned(),
+            latency_chart(
+                results,
+                "http_paced",
+                "Latency publish → receipt: WebSocket, SSE, multipart (paced)",
+            ),
+        ));
+    }
+
     let fanouts: Vec<(usize, String)> = scenarios(results.quick)
         .into_iter()
         .filter(|s| s.kind == "fanout")

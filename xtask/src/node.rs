@@ -147,7 +147,7 @@ fn npm_ci(dir: &Path) -> Result<()> {
 }
 
 /// Cargo's target directory, wherever `CARGO_TARGET_DIR` or a config puts it.
-fn target_directory(root: &Path) -> Result<PathBuf> {
+pub(crate) fn target_directory(root: &Path) -> Result<PathBuf> {
     let out = Command::new("cargo")
         .args(["metadata", "--format-version", "1", "--no-deps"])
         .current_dir(root)
