@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--quick] [--target CMD | --target NAME=CMD]... [--no-python]`
+//! `cargo xtask bench [--quick] [--target CMD | --target NAME=CMD]... [--no-python] [--no-http] [--http-only]`
 //!
 //! Builds the benchmarks in release, runs the in-process benchmarks (each in
 //! its own process, so memory figures start from a clean heap), runs the
@@ -297,6 +297,7 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
     let mut skip_loopback = false;
     let mut skip_python = false;
     let mut skip_http = false;
+    let mut only_http = false;
     let mut args = rest.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -319,17 +320,23 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
             "--no-loopback" => skip_loopback = true,
             "--no-python" => skip_python = true,
             "--no-http" => skip_http = true,
+            "--http-only" => only_http = true,
             "-h" | "--help" => {
                 println!(
-                    "usage: cargo xtask bench [--quick] [--target [NAME=]CMD]... [--no-inproc] [--no-loopback] [--no-http] [--no-python]\n\
+                    "usage: cargo xtask bench [--quick] [--target [NAME=]CMD]... [--no-inproc] [--no-loopback] [--no-http] [--no-python] [--http-only]\n\
                      Runs every benchmark, checks bench/gates.toml, writes target/bench/report.{{md,json}} and plots.\n\
-                     --no-http skips the HTTP scenarios (SSE and multipart subscribers, queries over HTTP).\n\
+                     --no-http skips the HTTP scenarios (SSE and multipart subscribers, queries over HTTP);\n\
+                     --http-only runs only them, and checks only their gates.\n\
                      --no-python skips the Python scenarios (subs' wheel, Strawberry and Ariadne peers)."
                 );
                 return Ok(());
             }
             other => bail!("unknown bench option {other:?}; try `cargo xtask bench --help`"),
         }
+    }
+    if only_http {
+        skip_inproc = true;
+        skip_python = true;
     }
     let started = Instant::now();
     let root = workspace_root();
@@ -366,7 +373,9 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
                 .push("subs' bench-server did not build: its loopback figures are missing".into()),
         }
         targets.extend(extra);
-        run_loopback(&bins, &targets, &scenarios(quick), &out_dir, &mut results);
+        if !only_http {
+            run_loopback(&bins, &targets, &scenarios(quick), &out_dir, &mut results);
+        }
         if !skip_http && let Some(subs) = &subs {
             run_loopback(
                 &bins,
@@ -383,7 +392,11 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
     derive_ratios(&mut results);
     results.seconds = started.elapsed().as_secs_f64();
 
-    let verdicts = bench_gates::evaluate(&gates, &results.figures, quick);
+    let mut verdicts = bench_gates::evaluate(&gates, &results.figures, quick);
+    if only_http {
+        // The other gates' figures were not measured on purpose.
+        verdicts.retain(|v| v.gate.metric.contains(".http_"));
+    }
     bench_report::print_table(&verdicts, &results);
     bench_report::write(&out_dir, &verdicts, &results)?;
     eprintln!("report: {}", out_dir.join("report.md").display());
