@@ -93,9 +93,10 @@ enum State {
 /// protocol.
 ///
 /// A part is complete as soon as its JSON body is (its braces balance,
-/// strings and escapes accounted for), not only when the next delimiter
-/// arrives: subs writes the delimiter *before* each part, so a reader that
-/// waits for the following delimiter would see every event one message late.
+/// strings and escapes accounted for), whether or not the next delimiter
+/// came with it: subs ends each part with the next delimiter, but a server
+/// that writes the delimiter only before each part would otherwise have
+/// every event read one message late.
 #[derive(Debug)]
 pub struct MultipartParser {
     buf: Vec<u8>,
@@ -370,7 +371,7 @@ mod tests {
 
     #[test]
     fn multipart_part_is_complete_before_the_next_delimiter() {
-        // subs writes the delimiter first: the part must not wait for the next.
+        // A server that writes the delimiter first: the part must not wait for the next.
         assert_eq!(
             parts(&[format!("{HEAD}{{\"payload\":1}}").as_bytes()]),
             vec![r#"{"payload":1}"#.to_owned()]
@@ -390,6 +391,23 @@ mod tests {
                     r#"{"b":2}"#.to_owned(),
                     "END".to_owned()
                 ],
+                "{chunks:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn multipart_reads_parts_closed_by_the_next_delimiter() {
+        // subs' framing since f8441c6: an opening delimiter, each part ended
+        // by the next delimiter at once, `--` after the last one.
+        let part = "\r\ncontent-type: application/json; charset=utf-8\r\n\r\n";
+        let stream = format!(
+            "\r\n--graphql{part}{{}}\r\n--graphql{part}{{\"payload\":{{\"a\":1}}}}\r\n--graphql--\r\n"
+        );
+        for chunks in splits(stream.as_bytes()) {
+            assert_eq!(
+                parts(&chunks),
+                vec!["{}".to_owned(), r#"{"payload":{"a":1}}"#.to_owned(), "END".to_owned()],
                 "{chunks:?}"
             );
         }
