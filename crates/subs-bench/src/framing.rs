@@ -407,7 +407,11 @@ mod tests {
         for chunks in splits(stream.as_bytes()) {
             assert_eq!(
                 parts(&chunks),
-                vec!["{}".to_owned(), r#"{"payload":{"a":1}}"#.to_owned(), "END".to_owned()],
+                vec![
+                    "{}".to_owned(),
+                    r#"{"payload":{"a":1}}"#.to_owned(),
+                    "END".to_owned()
+                ],
                 "{chunks:?}"
             );
         }
