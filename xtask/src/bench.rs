@@ -452,7 +452,7 @@ fn cargo_build(root: &Path, args: &[&str]) -> Result<()> {
 
 fn build(root: &Path, results: &mut Results) -> Result<Bins> {
     // Where cargo puts them (`CARGO_TARGET_DIR` may move it off the checkout).
-    let release = crate::node::target_directory(root)?.join("release");
+    let release = crate::target_dir(root)?.join("release");
     cargo_build(root, &["-p", "subs-bench", "--bins"])?;
     let bench_server =
         match cargo_build(root, &["-p", "subs-adapters", "--example", "bench-server"]) {
@@ -555,7 +555,9 @@ fn run_python(
     out_dir: &Path,
     results: &mut Results,
 ) {
-    eprintln!("== Python: subs wheel and peer dependencies into target/py-venv");
+    eprintln!(
+        "== Python: subs wheel and peer dependencies into the venv (py-venv in the target directory)"
+    );
     let wheel_ok = match python::install_wheel() {
         Ok(_) => true,
         Err(error) => {
@@ -576,7 +578,16 @@ fn run_python(
             false
         }
     };
-    let python_targets: Vec<Target> = python_targets(root, &python::venv_python(root))
+    let python = match python::venv_python(root) {
+        Ok(python) => python,
+        Err(error) => {
+            results.errors.push(format!(
+                "Python: no virtualenv, so no Python figures: {error:#}"
+            ));
+            return;
+        }
+    };
+    let python_targets: Vec<Target> = python_targets(root, &python)
         .into_iter()
         .filter(|t| {
             if matches!(t.label.as_str(), STRAWBERRY | ARIADNE) {

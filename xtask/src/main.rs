@@ -2,7 +2,7 @@
 //! `cargo xtask ci | bench | fuzz | wheel | node`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
@@ -39,6 +39,37 @@ fn workspace_root() -> PathBuf {
         .parent()
         .expect("xtask lives in the workspace root")
         .to_path_buf()
+}
+
+/// Cargo's target directory, wherever `CARGO_TARGET_DIR` or a config puts it
+/// (asked of `cargo metadata` once): every build product, wheel and venv of
+/// xtask lives there.
+pub(crate) fn target_dir(root: &Path) -> Result<PathBuf> {
+    static CACHED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    if let Some(dir) = CACHED.get() {
+        return Ok(dir.clone());
+    }
+    let dir = cargo_target_dir(root, Command::new("cargo"))?;
+    Ok(CACHED.get_or_init(|| dir).clone())
+}
+
+/// What `cargo metadata` (run by `cargo`, in `root`) says the target directory is.
+fn cargo_target_dir(root: &Path, mut cargo: Command) -> Result<PathBuf> {
+    let out = cargo
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(root)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot start cargo metadata")?;
+    if !out.status.success() {
+        bail!("cargo metadata failed with {}", out.status);
+    }
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("cargo metadata printed no JSON")?;
+    metadata["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .context("cargo metadata has no target_directory")
 }
 
 fn run(program: &str, args: &[&str]) -> Result<()> {
@@ -215,4 +246,18 @@ fn host_triple() -> Result<String> {
         .find_map(|l| l.strip_prefix("host: "))
         .map(str::to_owned)
         .context("rustc -vV printed no host")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_target_directory_follows_cargo_target_dir() {
+        let root = workspace_root();
+        let elsewhere = std::env::temp_dir().join("subs-xtask-elsewhere");
+        let mut cargo = Command::new("cargo");
+        cargo.env("CARGO_TARGET_DIR", &elsewhere);
+        assert_eq!(cargo_target_dir(&root, cargo).unwrap(), elsewhere);
+    }
 }

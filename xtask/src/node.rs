@@ -11,7 +11,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -146,25 +146,6 @@ fn npm_ci(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Cargo's target directory, wherever `CARGO_TARGET_DIR` or a config puts it.
-pub(crate) fn target_directory(root: &Path) -> Result<PathBuf> {
-    let out = Command::new("cargo")
-        .args(["metadata", "--format-version", "1", "--no-deps"])
-        .current_dir(root)
-        .stderr(Stdio::inherit())
-        .output()
-        .context("cannot start cargo metadata")?;
-    if !out.status.success() {
-        bail!("cargo metadata failed with {}", out.status);
-    }
-    let metadata: serde_json::Value =
-        serde_json::from_slice(&out.stdout).context("cargo metadata printed no JSON")?;
-    metadata["target_directory"]
-        .as_str()
-        .map(PathBuf::from)
-        .context("cargo metadata has no target_directory")
-}
-
 /// The Rust bench server in the dev profile: what `cargo test` built already
 /// in CI (the clients check behaviour, not speed), so this build is nearly free.
 fn rust_bench_server(root: &Path) -> Result<Command> {
@@ -179,7 +160,7 @@ fn rust_bench_server(root: &Path) -> Result<Command> {
             "--locked",
         ],
     )?;
-    let binary = target_directory(root)?
+    let binary = super::target_dir(root)?
         .join("debug")
         .join("examples")
         .join(format!("bench-server{}", std::env::consts::EXE_SUFFIX));
@@ -191,11 +172,11 @@ fn rust_bench_server(root: &Path) -> Result<Command> {
 /// The Python bench server with `args`, on the venv's interpreter (the
 /// wheel must be installed there already).
 fn python_bench_server(root: &Path, args: &[&str]) -> Result<Command> {
-    let mut command = Command::new(super::python::venv_python(root));
+    let mut command = Command::new(super::python::venv_python(root)?);
     command
         .arg(root.join("crates/subs-py/examples/bench_server.py"))
         .args(args)
-        .current_dir(root.join("target"));
+        .current_dir(super::target_dir(root)?);
     Ok(command)
 }
 

@@ -1,6 +1,7 @@
 //! `cargo xtask wheel [--test]`: the subs-py wheel and its Python tests.
 //!
-//! Everything runs in a virtualenv the task creates (`target/py-venv`), so
+//! Everything runs in a virtualenv the task creates (`py-venv` in cargo's
+//! target directory, `target/` unless `CARGO_TARGET_DIR` says otherwise), so
 //! nothing is installed by hand: maturin builds the abi3 wheel into
 //! `target/wheels`; the tests install that wheel with its `test` extra and run
 //! `mypy.stubtest` on the native module and pytest with warnings as errors;
@@ -16,12 +17,12 @@ use anyhow::{Context, Result, bail};
 
 const MATURIN: &str = "maturin>=1.9,<2";
 
-fn venv_dir(root: &Path) -> PathBuf {
-    root.join("target").join("py-venv")
+fn venv_dir(root: &Path) -> Result<PathBuf> {
+    Ok(super::target_dir(root)?.join("py-venv"))
 }
 
-fn venv_bin(root: &Path, program: &str) -> PathBuf {
-    venv_dir(root).join("bin").join(program)
+fn venv_bin(root: &Path, program: &str) -> Result<PathBuf> {
+    Ok(venv_dir(root)?.join("bin").join(program))
 }
 
 fn run_in(dir: &Path, program: &Path, args: &[&str]) -> Result<()> {
@@ -51,9 +52,9 @@ fn run_with(dir: &Path, program: &Path, args: &[&str], env: &[(&str, &Path)]) ->
 
 /// Creates `target/py-venv` if needed (with `python3 -m venv`) and installs maturin.
 fn ensure_venv(root: &Path) -> Result<()> {
-    let python = venv_bin(root, "python");
+    let python = venv_bin(root, "python")?;
     if !python.exists() {
-        let dir = venv_dir(root);
+        let dir = venv_dir(root)?;
         let dir = dir.to_str().context("venv path is not UTF-8")?;
         run_in(root, Path::new("python3"), &["-m", "venv", dir])?;
         run_in(
@@ -62,7 +63,7 @@ fn ensure_venv(root: &Path) -> Result<()> {
             &["-m", "pip", "install", "--quiet", "--upgrade", "pip"],
         )?;
     }
-    if !venv_bin(root, "maturin").exists() {
+    if !venv_bin(root, "maturin")?.exists() {
         run_in(root, &python, &["-m", "pip", "install", "--quiet", MATURIN])?;
     }
     Ok(())
@@ -72,7 +73,7 @@ fn ensure_venv(root: &Path) -> Result<()> {
 pub(crate) fn wheel() -> Result<PathBuf> {
     let root = super::workspace_root();
     ensure_venv(&root)?;
-    let out = root.join("target").join("wheels");
+    let out = super::target_dir(&root)?.join("wheels");
     // Only the wheel just built may be picked up below.
     if let Ok(entries) = std::fs::read_dir(&out) {
         for entry in entries.flatten() {
@@ -85,7 +86,7 @@ pub(crate) fn wheel() -> Result<PathBuf> {
     let out_str = out.to_str().context("target path is not UTF-8")?;
     run_in(
         &root,
-        &venv_bin(&root, "maturin"),
+        &venv_bin(&root, "maturin")?,
         &[
             "build",
             "--release",
@@ -109,7 +110,7 @@ pub(crate) fn wheel() -> Result<PathBuf> {
 }
 
 /// The interpreter of `target/py-venv`.
-pub(crate) fn venv_python(root: &Path) -> PathBuf {
+pub(crate) fn venv_python(root: &Path) -> Result<PathBuf> {
     venv_bin(root, "python")
 }
 
@@ -124,7 +125,7 @@ pub(crate) fn install_wheel() -> Result<PathBuf> {
 fn install_built_wheel() -> Result<(PathBuf, PathBuf)> {
     let root = super::workspace_root();
     let wheel = wheel()?;
-    let python = venv_python(&root);
+    let python = venv_python(&root)?;
     let wheel_str = wheel.to_str().context("wheel path is not UTF-8")?;
     let with_extra = format!("{wheel_str}[test]");
     run_in(
@@ -154,7 +155,7 @@ fn install_built_wheel() -> Result<(PathBuf, PathBuf)> {
 /// "uvicorn[standard]"`. The README test serves its quick start from it, so a
 /// dependency the wheel needs but does not declare fails CI.
 fn readme_venv(root: &Path, wheel: &Path) -> Result<PathBuf> {
-    let dir = root.join("target").join("py-readme");
+    let dir = super::target_dir(root)?.join("py-readme");
     if dir.exists() {
         std::fs::remove_dir_all(&dir)
             .with_context(|| format!("cannot remove {}", dir.display()))?;
@@ -191,7 +192,7 @@ pub(crate) fn install_requirements(requirements: &Path) -> Result<()> {
         .context("requirements path is not UTF-8")?;
     run_in(
         &root,
-        &venv_python(&root),
+        &venv_python(&root)?,
         &["-m", "pip", "install", "--quiet", "-r", file],
     )
 }
@@ -204,7 +205,7 @@ pub(crate) fn python_tests() -> Result<()> {
     let readme_python = readme_venv(&root, &wheel)?;
     // From target/: no `subs` directory there shadows the installed package.
     run_in(
-        &root.join("target"),
+        &super::target_dir(&root)?,
         &python,
         &["-m", "mypy.stubtest", "subs._native"],
     )?;
