@@ -12,7 +12,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
+from contextlib import contextmanager
 
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -24,6 +25,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextmanager
+def bench_server(args: List[str], **env: str) -> Iterator[int]:
+    """The bench server (`examples/bench_server.py args`) on a free port, with
+    `env` added to the environment: its port, once it printed `READY`."""
+    environment = dict(os.environ, PORT=str(free_port()), PYTHONUNBUFFERED="1", **env)
+    process = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "bench_server.py"), *args],
+        env=environment,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("READY "), line
+        yield int(line.split()[1])
+    finally:
+        process.terminate()
+        process.wait(10)
+        if process.stdout:
+            process.stdout.close()
 
 
 class Server:

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import urllib.request
 from typing import Dict, Iterator, Optional
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from support import EXAMPLES, Client, free_port, wait_until
+from support import Client, bench_server, wait_until
 
 
 # asgi: SubsMiddleware on uvicorn (frames written in batches on the server's
@@ -33,25 +30,9 @@ MODE_OF: Dict[int, str] = {}
 
 @pytest.fixture(params=list(MODES), scope="module")
 def bench(request: pytest.FixtureRequest) -> Iterator[int]:
-    env = dict(os.environ, PORT=str(free_port()), INIT_TIMEOUT_MS="1500", PYTHONUNBUFFERED="1")
-    process = subprocess.Popen(
-        [sys.executable, str(EXAMPLES / "bench_server.py"), *MODES[request.param]],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("READY "), line
-        port = int(line.split()[1])
+    with bench_server(MODES[request.param], INIT_TIMEOUT_MS="1500") as port:
         MODE_OF[port] = request.param
         yield port
-    finally:
-        process.terminate()
-        process.wait(10)
-        if process.stdout:
-            process.stdout.close()
 
 
 def http(port: int, method: str, path: str, body: object = None) -> tuple:
@@ -287,23 +268,8 @@ async def test_viewer_answers_each_subscriber_with_its_own_principal(bench: int)
 @pytest.fixture(params=["asgi", "native"], scope="module")
 def stalled_bench(request: pytest.FixtureRequest) -> Iterator[int]:
     """A bench server with a short resolver deadline."""
-    env = dict(os.environ, PORT=str(free_port()), RESOLVER_TIMEOUT_MS="1000", PYTHONUNBUFFERED="1")
-    process = subprocess.Popen(
-        [sys.executable, str(EXAMPLES / "bench_server.py"), *MODES[request.param]],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("READY "), line
-        yield int(line.split()[1])
-    finally:
-        process.terminate()
-        process.wait(10)
-        if process.stdout:
-            process.stdout.close()
+    with bench_server(MODES[request.param], RESOLVER_TIMEOUT_MS="1000") as port:
+        yield port
 
 
 async def test_stalled_resolver_answers_an_error_at_its_deadline(stalled_bench: int) -> None:

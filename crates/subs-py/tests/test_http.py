@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from typing import Any, AsyncIterator, Dict, Iterator, List, Optional
 
 import httpx
 import pytest
 
-from support import EXAMPLES, free_port
+from support import bench_server
 
 MODES = {
     "middleware": ["--mode", "asgi"],
@@ -30,23 +27,8 @@ TOKEN = "x-graphql-event-stream-token"
 @pytest.fixture(params=list(MODES), scope="module")
 def base(request: pytest.FixtureRequest) -> Iterator[str]:
     """The bench server in one mode: its base URL."""
-    env = dict(os.environ, PORT=str(free_port()), PYTHONUNBUFFERED="1")
-    process = subprocess.Popen(
-        [sys.executable, str(EXAMPLES / "bench_server.py"), *MODES[request.param]],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("READY "), line
-        yield f"http://127.0.0.1:{int(line.split()[1])}"
-    finally:
-        process.terminate()
-        process.wait(10)
-        if process.stdout:
-            process.stdout.close()
+    with bench_server(MODES[request.param]) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture
