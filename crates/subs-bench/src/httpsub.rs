@@ -155,12 +155,7 @@ pub(crate) async fn client(
     drop(permit);
     let (connection, mut body) = match opened {
         Ok(opened) => opened,
-        Err(error) => {
-            if shared.failed.fetch_add(1, Ordering::Relaxed) < 3 {
-                eprintln!("connection {index}: {error:#}");
-            }
-            return ConnResult::default();
-        }
+        Err(error) => return shared.connection_failed(index, &error),
     };
     shared.subscribed.fetch_add(1, Ordering::Relaxed);
     let scanner = Scanner::default();

@@ -304,6 +304,16 @@ pub(crate) struct Shared {
     pub(crate) last_progress_ns: AtomicU64,
 }
 
+impl Shared {
+    /// Counts a subscriber that could not connect; the first few say why.
+    pub(crate) fn connection_failed(&self, index: usize, error: &anyhow::Error) -> ConnResult {
+        if self.failed.fetch_add(1, Ordering::Relaxed) < 3 {
+            eprintln!("connection {index}: {error:#}");
+        }
+        ConnResult::default()
+    }
+}
+
 pub(crate) fn now_ns() -> u64 {
     u64::try_from(
         SystemTime::now()
@@ -472,12 +482,7 @@ pub(crate) async fn client(
     drop(permit);
     let mut ws = match ws {
         Ok(ws) => ws,
-        Err(error) => {
-            if shared.failed.fetch_add(1, Ordering::Relaxed) < 3 {
-                eprintln!("connection {index}: {error:#}");
-            }
-            return ConnResult::default();
-        }
+        Err(error) => return shared.connection_failed(index, &error),
     };
     shared.subscribed.fetch_add(1, Ordering::Relaxed);
     let scanner = Scanner::default();
@@ -769,15 +774,7 @@ async fn run_async(options: &Options) -> Result<Report> {
         report.deliveries_per_sec = report.delivered as f64 / report.duration_s;
     }
     if !histogram.is_empty() {
-        report.latency = Latency {
-            p50_us: histogram.value_at_quantile(0.5) as f64,
-            p90_us: histogram.value_at_quantile(0.9) as f64,
-            p99_us: histogram.value_at_quantile(0.99) as f64,
-            p999_us: histogram.value_at_quantile(0.999) as f64,
-            max_us: histogram.max() as f64,
-            mean_us: histogram.mean(),
-            distribution: distribution(&histogram),
-        };
+        report.latency = Latency::of(&histogram);
     }
     report.server_cpu_ms = cpu_before.until(&cpu_after) as f64 / 1e6;
     if report.delivered > 0 {
@@ -787,6 +784,21 @@ async fn run_async(options: &Options) -> Result<Report> {
 }
 
 /// Percentile points spaced evenly on the "nines" scale (50, 90, 99, 99.9, ...).
+impl Latency {
+    /// The percentiles (and the distribution to plot) of `histogram`, in µs.
+    pub(crate) fn of(histogram: &Histogram<u64>) -> Self {
+        Latency {
+            p50_us: histogram.value_at_quantile(0.5) as f64,
+            p90_us: histogram.value_at_quantile(0.9) as f64,
+            p99_us: histogram.value_at_quantile(0.99) as f64,
+            p999_us: histogram.value_at_quantile(0.999) as f64,
+            max_us: histogram.max() as f64,
+            mean_us: histogram.mean(),
+            distribution: distribution(histogram),
+        }
+    }
+}
+
 fn distribution(histogram: &Histogram<u64>) -> Vec<(f64, f64)> {
     let mut points = Vec::new();
     let mut nines = 0.0_f64;

@@ -156,15 +156,7 @@ pub(crate) async fn query(
     let latency = if histogram.is_empty() {
         Latency::default()
     } else {
-        Latency {
-            p50_us: histogram.value_at_quantile(0.5) as f64,
-            p90_us: histogram.value_at_quantile(0.9) as f64,
-            p99_us: histogram.value_at_quantile(0.99) as f64,
-            p999_us: histogram.value_at_quantile(0.999) as f64,
-            max_us: histogram.max() as f64,
-            mean_us: histogram.mean(),
-            distribution: Vec::new(),
-        }
+        Latency::of(&histogram)
     };
     let figures = QueryFigures {
         connections,
