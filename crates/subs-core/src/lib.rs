@@ -4,7 +4,10 @@
 mod admission;
 mod binding;
 mod broker;
+mod builder;
+mod config;
 mod deadlines;
+mod dispatch;
 mod engine;
 mod error;
 mod hooks;
@@ -26,8 +29,10 @@ pub use binding::{
 pub use broker::{
     Broker, BrokerStats, ENVELOPE_VERSION, Envelope, Event, EventPayload, EventSink, InMemoryBroker,
 };
+pub use builder::EngineBuilder;
+pub use config::EngineConfig;
 pub use deadlines::HookDeadlines;
-pub use engine::{Engine, EngineBuilder, EngineConfig};
+pub use engine::Engine;
 pub use error::Error;
 pub use hooks::{Accepted, AuthRequest, Authenticator, ExecuteRequest, Executor};
 pub use http::{HttpOutcome, HttpRequest};

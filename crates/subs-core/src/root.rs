@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use subs_security::Principal;
 
 use crate::binding::{ResolverError, ResolverFuture};
-use crate::engine::EngineBuilder;
+use crate::builder::EngineBuilder;
 use crate::graphql::{GraphQLErrors, OperationKind, RootOutcome, Schema};
 use crate::hooks::{ExecuteRequest, Executor};
 use crate::{Error, messages};
