@@ -202,7 +202,7 @@ async fn long_outage_keeps_local_delivery(kind: Kind) {
             for n in 0..5000 {
                 let payload = json!({"key": "k", "n": n, "text": ""});
                 match engine.publish(&topic, payload).await {
-                    Ok(()) | Err(subs_core::Error::Broker(_)) => {}
+                    Ok(()) | Err(subs_core::Error::DeliveredLocallyOnly(_)) => {}
                     Err(error) => panic!("{error}"),
                 }
             }

@@ -600,7 +600,7 @@ pub(crate) async fn publish(instance: &Instance, topic: &str, key: &str, n: i64,
         payload.extend(extra);
     }
     match instance.engine.publish(topic, payload).await {
-        Ok(()) | Err(subs_core::Error::Broker(_)) => {}
+        Ok(()) | Err(subs_core::Error::DeliveredLocallyOnly(_)) => {}
         Err(error) => panic!("publish failed: {error}"),
     }
 }

@@ -90,7 +90,16 @@ impl Engine {
     pub async fn publish_event(&self, event: Event) -> Result<(), Error> {
         self.inner.stats.event_published();
         self.inner.enqueue(event.clone()).await?;
-        self.inner.broker.publish(event).await
+        // Local subscribers have it now: a failure past this point must not
+        // read as "nothing happened", or a retry delivers twice.
+        self.inner
+            .broker
+            .publish(event)
+            .await
+            .map_err(|error| match error {
+                Error::Broker(message) => Error::DeliveredLocallyOnly(message),
+                other => other,
+            })
     }
 
     /// Publishes to this instance's subscribers only, not through the broker:

@@ -30,4 +30,10 @@ pub enum Error {
     /// The broker failed to carry an event.
     #[error("broker error: {0}")]
     Broker(String),
+    /// `publish` reached this instance's subscribers, then the broker failed
+    /// to carry the event to the other instances. Publishing it again would
+    /// deliver it twice here: retry through the broker only, or accept that
+    /// the other instances missed it.
+    #[error("delivered on this instance only; the broker failed: {0}")]
+    DeliveredLocallyOnly(String),
 }

@@ -601,3 +601,39 @@ async fn a_panicking_resolver_does_not_stop_delivery() {
     );
     assert_eq!(engine.stats().resolver_errors, 1);
 }
+
+/// A broker that never carries anything.
+struct FailingBroker;
+
+impl subs_core::Broker for FailingBroker {
+    fn attach(&self, _sink: subs_core::EventSink) {}
+
+    fn publish(
+        &self,
+        _event: subs_core::Event,
+    ) -> futures_util::future::BoxFuture<'static, Result<(), subs_core::Error>> {
+        Box::pin(async { Err(subs_core::Error::Broker("unreachable".into())) })
+    }
+
+    fn name(&self) -> &'static str {
+        "failing"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_failure_after_local_delivery_says_so() {
+    let engine = builder().broker(Arc::new(FailingBroker)).build().unwrap();
+    let mut client = Client::new(&engine);
+    client.init().await;
+    client
+        .subscribe("s", "subscription { serviceUpdated { id } }", json!({}))
+        .await;
+    let published = engine.publish("serviceUpdated", service("1", "mail")).await;
+    assert!(
+        matches!(published, Err(subs_core::Error::DeliveredLocallyOnly(ref m)) if m == "unreachable"),
+        "{published:?}"
+    );
+    // The local subscriber got it: a caller that retried would deliver twice.
+    let frames = client.recv_n(1).await;
+    assert_eq!(frames[0]["payload"]["data"]["serviceUpdated"]["id"], "1");
+}
