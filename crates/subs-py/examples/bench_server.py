@@ -210,6 +210,7 @@ def stats_body(engine: Engine) -> bytes:
             "groups": stats.groups,
             "resolverCalls": stats.resolver_calls,
             "framesQueued": stats.frames_queued,
+            "slowConsumerCloses": stats.slow_consumer_closes,
         }
     ).encode()
 

@@ -46,5 +46,9 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(logging::drain_logs, m)?)?;
     m.add_function(wrap_pyfunction!(logging::dropped_logs, m)?)?;
     m.add("MAX_DEPTH", convert::MAX_DEPTH)?;
+    m.add(
+        "CLOSE_TIMEOUT",
+        subs_adapters::driver::CLOSE_TIMEOUT.as_secs_f64(),
+    )?;
     Ok(())
 }

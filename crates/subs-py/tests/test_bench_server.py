@@ -120,28 +120,44 @@ async def test_a_slow_reader_holds_up_no_one_and_is_closed_with_1013(bench: int,
 
     assert await asyncio.to_thread(wait_until, subscribed)
     count, size = 300, 64_000  # about 19 MB: more than the kernel and the transport buffers hold
+    _, before = await asyncio.to_thread(http, bench, "GET", "/stats")
+
+    async def read_fast() -> None:
+        for seq in range(count):
+            tick = (await fast.next_data("1", timeout=20))["data"]["ticks"]
+            assert tick["seq"] == seq and len(tick["payload"]) == size
+
+    # The fast reader reads throughout; the slow one not at all until the
+    # server has given up on it.
+    reading = asyncio.ensure_future(read_fast())
     await asyncio.to_thread(
         http, bench, "POST", "/publish", {"topic": "big", "count": count, "payloadBytes": size, "intervalUs": 0}
     )
-    for seq in range(count):
-        tick = (await fast.next_data("1", timeout=20))["data"]["ticks"]
-        assert tick["seq"] == seq and len(tick["payload"]) == size
     extensions = slow.socket.response.headers.get("Sec-WebSocket-Extensions") if slow.socket.response else None
     if "permessage-deflate" in (extensions or ""):
         # Negotiated (uvicorn; the native server offers no compression): the
         # filler compresses about 500-fold, all of it fits in the socket
         # buffers, so nothing waits in the server and nothing overflows.
+        await reading
         for seq in range(count):
             assert (await slow.next_data("1", timeout=20))["data"]["ticks"]["seq"] == seq
         status, stats = await asyncio.to_thread(http, bench, "GET", "/stats")
         assert status == 200 and stats["subscriptions"] == 2
         await slow.close()
     else:
+        # Once the server gave up on it, the slow reader reads at once: a
+        # peer gets the close handshake's time (1 s) to take the close.
+        def gave_up() -> bool:
+            _, stats = http(bench, "GET", "/stats")
+            return bool(stats["slowConsumerCloses"] > before["slowConsumerCloses"])
+
+        assert await asyncio.to_thread(wait_until, gave_up, 20)
         received = []
         with pytest.raises(ConnectionClosed) as closed:
             while True:
                 received.append((await slow.next_data("1", timeout=20))["data"]["ticks"]["seq"])
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+        await reading
         assert received == list(range(len(received))) and len(received) < count
         status, stats = await asyncio.to_thread(http, bench, "GET", "/stats")
         assert status == 200 and stats["subscriptions"] == 1

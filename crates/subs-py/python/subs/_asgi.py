@@ -22,7 +22,7 @@ from typing import (
     Union,
 )
 
-from ._native import HttpStream, Hub, Reject, Session
+from ._native import CLOSE_TIMEOUT, HttpStream, Hub, Reject, Session
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -234,7 +234,15 @@ class _Hub:
                         continue
                     if frames is None:  # the session has ended
                         del connections[key]
-                        connection.finish()
+                        if connection.task is None:
+                            connection.finish()
+                        else:
+                            # Its last batch (with the close) is still on its
+                            # way to a peer that is slow to read: the connection
+                            # ends once it is written, or after the close
+                            # handshake's time, as on subs' own server.
+                            connection.task.add_done_callback(lambda _, done=connection: done.finish())
+                            asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, connection.finish)
                     elif connection.finished:
                         continue
                     elif close is None and connection.protocol is not None and _writable_now(connection.protocol):

@@ -4,6 +4,7 @@ import asyncio
 from typing import Union, Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, final
 
 __all__ = [
+    "CLOSE_TIMEOUT",
     "MAX_DEPTH",
     "ConnectionInfo",
     "Context",
@@ -28,6 +29,7 @@ __all__ = [
 ]
 
 MAX_DEPTH: int
+CLOSE_TIMEOUT: float
 
 class SubsError(Exception): ...
 class ConversionError(ValueError): ...
