@@ -14,7 +14,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpSocket;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
@@ -54,16 +53,7 @@ impl Drop for Connection {
 
 /// Opens one HTTP/1.1 connection to `addr` (from `source` if given).
 pub(crate) async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> Result<Connection> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    if let Some(ip) = source {
-        socket.bind(SocketAddr::new(ip, 0))?;
-    }
-    let stream = socket.connect(addr).await?;
-    stream.set_nodelay(true)?;
+    let stream = crate::loadgen::tcp_connect(addr, source).await?;
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     let task = tokio::spawn(async move {
         let _ = connection.await;

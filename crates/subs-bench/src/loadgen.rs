@@ -402,10 +402,9 @@ fn source_ip(i: usize, total: usize) -> Option<IpAddr> {
     Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, block)))
 }
 
-pub(crate) async fn open(
-    addr: SocketAddr,
-    source: Option<IpAddr>,
-) -> Result<WebSocketStream<TcpStream>> {
+/// One TCP connection to `addr`, from `source` when given (the load
+/// generator spreads its connections over loopback addresses), without Nagle.
+pub(crate) async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -416,6 +415,14 @@ pub(crate) async fn open(
     }
     let stream = socket.connect(addr).await?;
     stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+pub(crate) async fn open(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+) -> Result<WebSocketStream<TcpStream>> {
+    let stream = tcp_connect(addr, source).await?;
     let mut request = format!("ws://{addr}/graphql").into_client_request()?;
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
