@@ -150,6 +150,7 @@ pub struct FieldBinding {
     pub(crate) resolver: Option<Arc<dyn Resolver>>,
     pub(crate) stream: Option<Arc<dyn StreamSource>>,
     pub(crate) scope: ResolverScope,
+    pub(crate) history: Option<crate::History>,
 }
 
 impl fmt::Debug for FieldBinding {
@@ -161,6 +162,7 @@ impl fmt::Debug for FieldBinding {
             .field("resolver", &self.resolver.is_some())
             .field("stream", &self.stream.is_some())
             .field("scope", &self.scope)
+            .field("history", &self.history)
             .finish()
     }
 }
@@ -245,6 +247,16 @@ impl FieldBinding {
     #[must_use]
     pub fn scope(mut self, scope: ResolverScope) -> Self {
         self.scope = scope;
+        self
+    }
+
+    /// Keeps the topic's recent events, numbered, so that a client that
+    /// reconnects can resume where it left off (see the `history` module and
+    /// `docs/history.md`): every `next` of the field then carries its
+    /// position in `extensions.subs`.
+    #[must_use]
+    pub fn history(mut self, history: crate::History) -> Self {
+        self.history = Some(history);
         self
     }
 

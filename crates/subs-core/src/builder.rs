@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use parking_lot::Mutex;
-use rustc_hash::FxBuildHasher;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 use subs_security::SecurityConfig;
 use tokio::sync::mpsc;
 
@@ -17,6 +17,7 @@ use crate::config::EngineConfig;
 use crate::dispatch::run_dispatcher;
 use crate::engine::{Engine, EngineInner, Shard};
 use crate::graphql::Schema;
+use crate::history::{Epochs, History, Rings};
 use crate::hooks::{Authenticator, Executor};
 use crate::registry::{BoundField, ShardIndex};
 use crate::stats::Stats;
@@ -122,6 +123,7 @@ impl EngineBuilder {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let executor = self.roots.into_executor(&self.schema, self.executor)?;
         let mut fields = HashMap::new();
+        let mut history: FxHashMap<Arc<str>, History> = FxHashMap::default();
         for name in self.bindings.keys() {
             if self.schema.subscription_field_arguments(name).is_none() {
                 return Err(Error::InvalidBinding(format!(
@@ -150,6 +152,19 @@ impl EngineBuilder {
                     .map(|a| (a.clone(), Arc::from(binding.path_for(a))))
                     .collect()
             };
+            if let Some(policy) = binding.history {
+                if binding.stream.is_some() {
+                    return Err(Error::InvalidBinding(format!(
+                        "`Subscription.{name}` is bound to a stream: only a topic keeps history"
+                    )));
+                }
+                let topic = binding
+                    .topic
+                    .clone()
+                    .unwrap_or_else(|| Arc::from(name.as_str()));
+                let merged = history.get(&topic).map_or(policy, |p| p.union(policy));
+                history.insert(topic, merged);
+            }
             let field = BoundField {
                 name: Arc::from(name.as_str()),
                 topic: binding
@@ -174,6 +189,7 @@ impl EngineBuilder {
                 receivers.push(receiver);
                 Shard {
                     index: Mutex::new(ShardIndex::default()),
+                    rings: Mutex::new(Rings::default()),
                     sender,
                 }
             })
@@ -185,6 +201,7 @@ impl EngineBuilder {
         let broker = self
             .broker
             .unwrap_or_else(|| Arc::new(InMemoryBroker::new()));
+        let instance_id = new_instance_id();
         let inner = Arc::new_cyclic(|this| EngineInner {
             this: this.clone(),
             schema: self.schema,
@@ -198,7 +215,9 @@ impl EngineBuilder {
             config,
             next_connection: AtomicU64::new(0),
             runtime: runtime.clone(),
-            instance_id: new_instance_id(),
+            epochs: Epochs::new(instance_id.clone()),
+            instance_id,
+            history,
             hasher: FxBuildHasher,
         });
         for receiver in receivers {

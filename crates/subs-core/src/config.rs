@@ -43,6 +43,8 @@ pub struct EngineConfig {
     pub resolver_queue_capacity: usize,
     /// How long each kind of host hook may run (see [`HookDeadlines`]).
     pub deadlines: HookDeadlines,
+    /// How much one resume may replay from a topic's history.
+    pub replay_limits: crate::ReplayLimits,
 }
 
 impl Default for EngineConfig {
@@ -58,6 +60,7 @@ impl Default for EngineConfig {
             resolver_concurrency: 64,
             resolver_queue_capacity: 1024,
             deadlines: HookDeadlines::default(),
+            replay_limits: crate::ReplayLimits::default(),
         }
     }
 }

@@ -7,7 +7,8 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::Error;
-use crate::broker::Event;
+use crate::broker::{Event, EventPayload};
+use crate::history::with_position;
 use crate::engine::EngineInner;
 use crate::pipeline::Job;
 use crate::registry::{ContextIdentity, Group, Registration, RegistrationHandle};
@@ -69,8 +70,23 @@ impl EngineInner {
                 return 0;
             }
         };
+        let shard = &self.shards[self.shard_of(&event.topic)];
+        let position = self.history.get(&event.topic).map(|policy| {
+            let bytes = match &event.payload {
+                EventPayload::Bytes(bytes) => bytes.len(),
+                EventPayload::Json(_) => serde_json::to_vec(payload.as_ref()).map_or(0, |v| v.len()),
+            };
+            shard.rings.lock().append(
+                &event.topic,
+                &payload,
+                bytes,
+                *policy,
+                &self.epochs,
+                std::time::Instant::now(),
+            )
+        });
         let mut groups = Vec::new();
-        self.shards[self.shard_of(&event.topic)].index.lock().route(
+        shard.index.lock().route(
             &event.topic,
             &payload,
             &mut groups,
@@ -85,9 +101,17 @@ impl EngineInner {
             }
             match &group.pipeline {
                 None => {
-                    let bytes = group.operation.project(&group.variables, Ok(&payload));
+                    let mut bytes = group.operation.project(&group.variables, Ok(&payload));
+                    if let Some(position) = &position {
+                        bytes = with_position(&bytes, position);
+                    }
                     delivered += group
-                        .deliver(&bytes, &self.stats, self.config.slow_consumer_grace)
+                        .deliver(
+                            &bytes,
+                            position.as_ref(),
+                            &self.stats,
+                            self.config.slow_consumer_grace,
+                        )
                         .await;
                 }
                 Some(pipeline) => {
@@ -104,6 +128,7 @@ impl EngineInner {
                         self,
                         Job {
                             event: payload.clone(),
+                            position: position.clone(),
                             deadline,
                             done,
                         },
@@ -121,7 +146,7 @@ impl EngineInner {
 
     /// The field's extra predicate and the security event filter, once per group:
     /// every member of a group shares a scope, so one answer holds for all.
-    fn admits(&self, group: &Group, payload: &Value) -> bool {
+    pub(crate) fn admits(&self, group: &Group, payload: &Value) -> bool {
         if let Some(predicate) = &group.field.predicate
             && !predicate(payload, &group.arguments)
         {

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
-use rustc_hash::FxBuildHasher;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 use serde_json::Value;
 use subs_security::SecurityConfig;
 use tokio::sync::mpsc;
@@ -18,6 +18,7 @@ use crate::broker::{Broker, Event};
 use crate::builder::EngineBuilder;
 use crate::config::EngineConfig;
 use crate::graphql::Schema;
+use crate::history::{Epochs, History, Rings};
 use crate::hooks::{Authenticator, Executor};
 use crate::registry::{BoundField, ShardIndex};
 use crate::stats::{Stats, StatsSnapshot};
@@ -37,6 +38,9 @@ impl std::fmt::Debug for Engine {
 
 pub(crate) struct Shard {
     pub(crate) index: Mutex<ShardIndex>,
+    /// The history of this shard's topics that keep one (appended by the
+    /// shard's dispatcher, in dispatch order).
+    pub(crate) rings: Mutex<Rings>,
     pub(crate) sender: mpsc::Sender<Event>,
 }
 
@@ -55,6 +59,9 @@ pub(crate) struct EngineInner {
     pub(crate) next_connection: AtomicU64,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) instance_id: Arc<str>,
+    /// Topics that keep history, and how much.
+    pub(crate) history: FxHashMap<Arc<str>, History>,
+    pub(crate) epochs: Epochs,
     pub(crate) hasher: FxBuildHasher,
 }
 

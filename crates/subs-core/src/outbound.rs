@@ -11,6 +11,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use crate::history::Position;
+
 /// What a full outbound queue does. Every queue is bounded: a slow reader never
 /// makes the server's memory grow without limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -30,8 +32,9 @@ pub enum SlowConsumerPolicy {
 pub(crate) enum Outbound {
     /// A `next` payload for one subscription (by its key within the
     /// connection); the bytes are shared with every other subscriber of the
-    /// same group.
-    Next(u64, Bytes),
+    /// same group. A topic with history gives the event's position (the
+    /// payload already carries it; SSE also writes it as the event's id).
+    Next(u64, Bytes, Option<Position>),
     /// The server completes the subscription (a finite source ended).
     Complete(u64),
 }
@@ -44,7 +47,7 @@ impl Outbound {
     /// The bytes this message will take once framed (estimated envelope).
     pub(crate) fn weight(&self) -> u64 {
         let payload = match self {
-            Outbound::Next(_, payload) => payload.len(),
+            Outbound::Next(_, payload, _) => payload.len(),
             Outbound::Complete(_) => 0,
         };
         (payload + ENVELOPE_BYTES) as u64

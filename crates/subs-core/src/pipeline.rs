@@ -36,11 +36,14 @@ use tokio::time::Instant;
 
 use crate::binding::{ResolveContext, Resolver, ResolverError};
 use crate::engine::EngineInner;
+use crate::history::{Position, with_position};
 use crate::registry::Group;
 
 /// One event for one group.
 pub(crate) struct Job {
     pub(crate) event: Arc<Value>,
+    /// The event's position, for a topic with history.
+    pub(crate) position: Option<Position>,
     /// When the group must have answered.
     pub(crate) deadline: Instant,
     /// Told how many payloads were queued, for `Engine::dispatch`'s count.
@@ -113,7 +116,7 @@ fn start(group: &Arc<Group>, engine: &EngineInner) -> Running {
     }
 }
 
-enum Outcome {
+pub(crate) enum Outcome {
     Resolved(Result<Value, ResolverError>),
     TimedOut,
 }
@@ -135,10 +138,10 @@ async fn run(
         tokio::select! {
             // Answers first: they free a slot and keep memory low.
             biased;
-            Some((outcome, done)) = in_flight.next(), if !in_flight.is_empty() => {
+            Some((outcome, done, position)) = in_flight.next(), if !in_flight.is_empty() => {
                 // Waits while a member's queue is full (up to the slow-consumer
                 // grace): answers keep their order, and a burst is paced.
-                if !deliver(&group, &engine, outcome, done, budget).await {
+                if !deliver(&group, &engine, outcome, done, position, budget).await {
                     return;
                 }
             }
@@ -150,13 +153,18 @@ async fn run(
                     event: job.event,
                     ..context.clone()
                 };
-                in_flight.push_back(resolve(resolver.clone(), context, job.deadline, job.done));
+                let resolution = resolve(resolver.clone(), context, job.deadline, job.done);
+                let position = job.position;
+                in_flight.push_back(async move {
+                    let (outcome, done) = resolution.await;
+                    (outcome, done, position)
+                });
             }
         }
     }
 }
 
-async fn resolve(
+pub(crate) async fn resolve(
     resolver: Arc<dyn Resolver>,
     context: ResolveContext,
     deadline: Instant,
@@ -184,12 +192,35 @@ async fn deliver(
     engine: &Weak<EngineInner>,
     outcome: Outcome,
     done: Option<oneshot::Sender<usize>>,
+    position: Option<Position>,
     budget: Duration,
 ) -> bool {
     let (Some(group), Some(engine)) = (group.upgrade(), engine.upgrade()) else {
         return false;
     };
-    let bytes = match outcome {
+    let bytes = answer(&group, &engine, outcome, budget);
+    let bytes = match &position {
+        Some(position) => with_position(&bytes, position),
+        None => bytes,
+    };
+    let grace = engine.config.slow_consumer_grace;
+    let delivered = group
+        .deliver(&bytes, position.as_ref(), &engine.stats, grace)
+        .await;
+    if let Some(done) = done {
+        let _ = done.send(delivered);
+    }
+    true
+}
+
+/// The group's payload for one resolution's outcome (counted).
+pub(crate) fn answer(
+    group: &Group,
+    engine: &EngineInner,
+    outcome: Outcome,
+    budget: Duration,
+) -> bytes::Bytes {
+    match outcome {
         Outcome::Resolved(Ok(value)) => {
             engine.stats.resolver_called(false);
             group.operation.project(&group.variables, Ok(&value))
@@ -210,11 +241,5 @@ async fn deliver(
                 Err(&crate::messages::resolver_timed_out(budget)),
             )
         }
-    };
-    let grace = engine.config.slow_consumer_grace;
-    let delivered = group.deliver(&bytes, &engine.stats, grace).await;
-    if let Some(done) = done {
-        let _ = done.send(delivered);
     }
-    true
 }

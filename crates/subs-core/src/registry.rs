@@ -21,6 +21,7 @@ use subs_security::{Principal, ScopeKey};
 
 use crate::binding::ResolverScope;
 use crate::graphql::{DocumentIdentity, PreparedOperation};
+use crate::history::Position;
 use crate::outbound::{ConnectionShared, Outbound, Push};
 use crate::pipeline::Pipeline;
 use crate::stats::Stats;
@@ -142,13 +143,19 @@ impl Group {
     /// every full subscriber at once): a burst is paced by the readers that
     /// keep reading, while one that takes nothing for `grace` is closed.
     /// Without one, the policy applies at once.
-    pub(crate) async fn deliver(&self, payload: &Bytes, stats: &Stats, grace: Duration) -> usize {
+    pub(crate) async fn deliver(
+        &self,
+        payload: &Bytes,
+        position: Option<&Position>,
+        stats: &Stats,
+        grace: Duration,
+    ) -> usize {
         let mut full: SmallVec<[(Arc<ConnectionShared>, Outbound); 2]> = SmallVec::new();
         let mut delivered = 0;
         {
             let subscribers = self.subscribers.lock();
             for (&(_, key), connection) in subscribers.iter() {
-                let item = Outbound::Next(key, payload.clone());
+                let item = Outbound::Next(key, payload.clone(), position.cloned());
                 if grace.is_zero() {
                     delivered += count(connection.push(item), stats);
                     continue;

@@ -425,11 +425,27 @@ impl Connection {
     /// [`UsageError::UnknownOperation`] here is benign when the client
     /// completed the operation while the result was in flight: drop the result.
     pub fn send_next(&mut self, id: &str, payload_json: &[u8]) -> Result<(), UsageError> {
+        self.send_next_with_event_id(id, payload_json, None)
+    }
+
+    /// [`Connection::send_next`] with an event id: over SSE it is written as
+    /// the event's `id:` (what `EventSource` sends back as `Last-Event-ID`
+    /// when it reconnects); the other protocols have no such field.
+    pub fn send_next_with_event_id(
+        &mut self,
+        id: &str,
+        payload_json: &[u8],
+        event_id: Option<&str>,
+    ) -> Result<(), UsageError> {
         self.check_active(id)?;
         let payload = raw_json(payload_json, b'{', b'}')?;
         if !self.protocol.is_websocket() {
-            self.transmits
-                .push_back(stream::next(self.protocol, id, payload));
+            self.transmits.push_back(stream::next_with_event_id(
+                self.protocol,
+                id,
+                payload,
+                event_id,
+            ));
             return Ok(());
         }
         let len = encode::next_len(self.protocol, id, payload.len());

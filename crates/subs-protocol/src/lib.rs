@@ -69,6 +69,12 @@ impl Protocol {
     pub const fn is_websocket(self) -> bool {
         matches!(self, Protocol::GraphqlTransportWs | Protocol::GraphqlWs)
     }
+
+    /// Whether it is one of the Server-Sent Events modes (whose events carry
+    /// an `id:` a client sends back when it reconnects).
+    pub const fn is_event_stream(self) -> bool {
+        matches!(self, Protocol::EventStream | Protocol::EventStreamSingle)
+    }
 }
 
 /// Pick from the client's `Sec-WebSocket-Protocol` offers (already split on

@@ -53,14 +53,25 @@ pub(crate) const SSE_KEEPALIVE: &str = ":\n\n";
 
 /// One `next` of operation `id` carrying `payload` (a serialized result).
 pub(crate) fn next(protocol: Protocol, id: &str, payload: &str) -> String {
+    next_with_event_id(protocol, id, payload, None)
+}
+
+/// One `next`; over SSE, `event_id` (when given) becomes the event's `id:`
+/// line, which a reconnecting `EventSource` sends back as `Last-Event-ID`.
+pub(crate) fn next_with_event_id(
+    protocol: Protocol,
+    id: &str,
+    payload: &str,
+    event_id: Option<&str>,
+) -> String {
     match protocol {
-        Protocol::EventStream => sse_event("next", "", payload, ""),
+        Protocol::EventStream => sse_event_with_id(event_id, "next", "", payload, ""),
         Protocol::EventStreamSingle => {
             let mut head = String::with_capacity(8 + json_str_len(id) + 11);
             head.push_str("{\"id\":");
             put_json_str(&mut head, id);
             head.push_str(",\"payload\":");
-            sse_event("next", &head, payload, "}")
+            sse_event_with_id(event_id, "next", &head, payload, "}")
         }
         Protocol::Multipart => {
             let mut part =
@@ -132,7 +143,25 @@ pub(crate) fn multipart_fatal(reason: &str) -> String {
 /// payload written with line breaks (a host executor's pretty JSON) is split
 /// into several `data:` lines, which the client joins back with `\n`.
 fn sse_event(name: &str, head: &str, body: &str, tail: &str) -> String {
-    let mut out = String::with_capacity(16 + name.len() + head.len() + body.len() + tail.len());
+    sse_event_with_id(None, name, head, body, tail)
+}
+
+fn sse_event_with_id(
+    event_id: Option<&str>,
+    name: &str,
+    head: &str,
+    body: &str,
+    tail: &str,
+) -> String {
+    let id_len = event_id.map_or(0, |id| id.len() + 5);
+    let mut out =
+        String::with_capacity(16 + id_len + name.len() + head.len() + body.len() + tail.len());
+    if let Some(event_id) = event_id {
+        // A line break would end the field early; SSE ids never carry one.
+        out.push_str("id: ");
+        out.extend(event_id.chars().filter(|c| !matches!(c, '\n' | '\r' | '\0')));
+        out.push('\n');
+    }
     out.push_str("event: ");
     out.push_str(name);
     out.push_str("\ndata: ");
@@ -167,6 +196,22 @@ mod tests {
         assert_eq!(
             complete(Protocol::EventStream, "x"),
             "event: complete\ndata:\n\n"
+        );
+    }
+
+    #[test]
+    fn event_ids_go_on_their_own_line() {
+        assert_eq!(
+            next_with_event_id(Protocol::EventStream, "x", "{}", Some("e.1:7")),
+            "id: e.1:7\nevent: next\ndata: {}\n\n"
+        );
+        assert_eq!(
+            next_with_event_id(Protocol::EventStream, "x", "{}", Some("a\nb")),
+            "id: ab\nevent: next\ndata: {}\n\n"
+        );
+        assert_eq!(
+            next_with_event_id(Protocol::Multipart, "x", "{}", Some("e:1")),
+            next(Protocol::Multipart, "x", "{}")
         );
     }
 

@@ -359,7 +359,7 @@ impl Session {
         let now = Instant::now();
         for item in batch.drain(..) {
             match item {
-                Outbound::Next(key, payload) => {
+                Outbound::Next(key, payload, position) => {
                     let Some(active) = self.subscriptions.get_mut(&key) else {
                         continue;
                     };
@@ -374,7 +374,19 @@ impl Session {
                             .record(subs_security::RejectReason::RateLimit);
                         continue;
                     }
-                    let _ = self.connection.send_next(&active.id, &payload);
+                    match position {
+                        Some(position) if self.connection.protocol().is_event_stream() => {
+                            let event_id = position.to_string();
+                            let _ = self.connection.send_next_with_event_id(
+                                &active.id,
+                                &payload,
+                                Some(&event_id),
+                            );
+                        }
+                        _ => {
+                            let _ = self.connection.send_next(&active.id, &payload);
+                        }
+                    }
                 }
                 Outbound::Complete(key) => {
                     if let Some(id) = self.subscriptions.get(&key).map(|active| active.id.clone()) {
