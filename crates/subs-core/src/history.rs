@@ -135,6 +135,9 @@ pub enum GapReason {
     Ahead,
     /// More to replay than [`ReplayLimits`] allows.
     OverLimit,
+    /// Live events were dropped from the subscriber's queue (under
+    /// [`crate::SlowConsumerPolicy::DropOldest`]).
+    Dropped,
 }
 
 impl GapReason {
@@ -145,6 +148,7 @@ impl GapReason {
             Self::TooOld => "too_old",
             Self::Ahead => "ahead",
             Self::OverLimit => "over_limit",
+            Self::Dropped => "dropped",
         }
     }
 }
@@ -299,6 +303,23 @@ impl Rings {
         }
         Replay::Events(events)
     }
+}
+
+/// The payload that tells a subscriber it has a gap: `data` null, one error
+/// with `extensions.code = "HISTORY_GAP"`, and `extensions.subs.recovered =
+/// false`.
+pub(crate) fn gap_payload(reason: GapReason) -> bytes::Bytes {
+    let payload = serde_json::json!({
+        "data": null,
+        "errors": [{
+            "message": crate::messages::history_gap(reason),
+            "extensions": {"code": crate::messages::HISTORY_GAP_CODE, "reason": reason.as_str()},
+        }],
+        "extensions": {"subs": {"recovered": false}},
+    });
+    serde_json::to_vec(&payload)
+        .unwrap_or_else(|_| b"{}".to_vec())
+        .into()
 }
 
 /// Adds `"extensions":{"subs":{"epoch":..,"offset":..}}` to a serialized

@@ -17,6 +17,7 @@ pub mod messages;
 mod outbound;
 mod pipeline;
 mod registry;
+mod replay;
 mod root;
 mod session;
 mod stats;

@@ -54,3 +54,19 @@ pub const EXECUTOR_PANICKED: &str = "Internal error while executing the operatio
 pub fn execution_timed_out(deadline: std::time::Duration) -> String {
     format!("timed out after {} ms", deadline.as_millis())
 }
+
+/// The `extensions.code` of the error that tells a resuming subscriber its
+/// position could not be served.
+pub const HISTORY_GAP_CODE: &str = "HISTORY_GAP";
+
+/// The message of that error.
+pub fn history_gap(reason: crate::GapReason) -> String {
+    let why = match reason {
+        crate::GapReason::UnknownEpoch => "the position's epoch is unknown here",
+        crate::GapReason::TooOld => "events after it are no longer in the history",
+        crate::GapReason::Ahead => "it is past the last event of the topic",
+        crate::GapReason::OverLimit => "more events were missed than one resume may replay",
+        crate::GapReason::Dropped => "events were dropped from the subscription's queue",
+    };
+    format!("Cannot resume from the given position: {why}; live events follow")
+}

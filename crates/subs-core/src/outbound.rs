@@ -87,6 +87,13 @@ pub(crate) struct ConnectionShared {
     /// Wakes stream sources waiting for room (see `wait_for_room`).
     drained: Notify,
     closed: AtomicBool,
+    /// Whether any subscription of this connection is catching up on its
+    /// history (read on every push: one relaxed load when none is).
+    catching_up: AtomicBool,
+    /// The live messages of subscriptions catching up, held until their
+    /// replay is queued (see [`ConnectionShared::begin_catch_up`]).
+    /// Lock order: this, then `queue`.
+    stashes: Mutex<rustc_hash::FxHashMap<u64, Vec<Outbound>>>,
 }
 
 /// Result of handing one message to a connection.
@@ -121,6 +128,51 @@ impl ConnectionShared {
             notify: Notify::new(),
             drained: Notify::new(),
             closed: AtomicBool::new(false),
+            catching_up: AtomicBool::new(false),
+            stashes: Mutex::new(rustc_hash::FxHashMap::default()),
+        }
+    }
+
+    /// Subscription `key` is about to replay its history: from now on its
+    /// live messages are held aside (up to the queue's capacity; past it the
+    /// slow-consumer policy applies) instead of queued, so that none reaches
+    /// the client before the replayed ones. Call before registering it.
+    pub(crate) fn begin_catch_up(&self, key: u64) {
+        self.stashes.lock().insert(key, Vec::new());
+        self.catching_up.store(true, Ordering::Relaxed);
+    }
+
+    /// The replay of `key` is queued: its held live messages follow it, less
+    /// those at or before `replayed` (the last offset the replay read: the
+    /// client has them, or they did not match). `None` passes them all (the
+    /// replay was refused with a gap).
+    pub(crate) fn end_catch_up(&self, key: u64, replayed: Option<u64>) {
+        let mut stashes = self.stashes.lock();
+        let Some(held) = stashes.remove(&key) else {
+            return;
+        };
+        self.catching_up
+            .store(!stashes.is_empty(), Ordering::Relaxed);
+        // Queued under the stashes' lock: a live message racing in waits for
+        // it, so it lands after these, in order.
+        for item in held {
+            if let (Some(replayed), Outbound::Next(_, _, Some(position))) = (replayed, &item)
+                && position.offset <= replayed
+            {
+                continue;
+            }
+            if matches!(self.queue_now(item, false), Ok(Push::Closed | Push::Overflow)) {
+                break;
+            }
+        }
+    }
+
+    /// Queues a replayed message of a subscription that is catching up (it
+    /// goes ahead of the live ones held aside).
+    pub(crate) fn push_replayed(&self, item: Outbound) -> Push {
+        match self.queue_now(item, false) {
+            Ok(outcome) => outcome,
+            Err(_) => unreachable!("a push that may not wait never reports Full"),
         }
     }
 
@@ -140,6 +192,37 @@ impl ConnectionShared {
     }
 
     fn queue(&self, item: Outbound, may_wait: bool) -> Result<Push, Outbound> {
+        if self.catching_up.load(Ordering::Relaxed)
+            && let Outbound::Next(key, ..) = &item
+        {
+            let mut stashes = self.stashes.lock();
+            if let Some(held) = stashes.get_mut(key) {
+                if self.closed.load(Ordering::Relaxed) {
+                    return Ok(Push::Closed);
+                }
+                if held.len() < self.capacity {
+                    held.push(item);
+                    return Ok(Push::Queued);
+                }
+                return Ok(match self.policy {
+                    SlowConsumerPolicy::DropOldest => {
+                        held.remove(0);
+                        held.push(item);
+                        Push::DroppedOldest
+                    }
+                    SlowConsumerPolicy::Close => {
+                        drop(stashes);
+                        self.queue.lock().overflowed = true;
+                        self.notify.notify_one();
+                        Push::Overflow
+                    }
+                });
+            }
+        }
+        self.queue_now(item, may_wait)
+    }
+
+    fn queue_now(&self, item: Outbound, may_wait: bool) -> Result<Push, Outbound> {
         if self.closed.load(Ordering::Relaxed) {
             return Ok(Push::Closed);
         }
@@ -267,8 +350,18 @@ impl ConnectionShared {
         self.notify.notified().await;
     }
 
+    /// Subscription `key` ended while catching up: its held messages go.
+    pub(crate) fn abandon_catch_up(&self, key: u64) {
+        let mut stashes = self.stashes.lock();
+        if stashes.remove(&key).is_some() {
+            self.catching_up
+                .store(!stashes.is_empty(), Ordering::Relaxed);
+        }
+    }
+
     pub(crate) fn mark_closed(&self) {
         self.closed.store(true, Ordering::Relaxed);
+        self.stashes.lock().clear();
         let mut queue = self.queue.lock();
         queue.items = VecDeque::new();
         queue.bytes = 0;

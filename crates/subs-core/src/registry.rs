@@ -180,6 +180,15 @@ impl Group {
     }
 }
 
+impl Group {
+    /// Whether `event` passes the group's argument filters (what the index
+    /// does for live events; a replay checks it per event).
+    pub(crate) fn matches(&self, event: &Value) -> bool {
+        let mut key = String::new();
+        event_filter_value(&self.partition, event, &mut key) && *key == *self.filter_value
+    }
+}
+
 /// Counts one push: 1 when the subscriber got the message.
 fn count(outcome: Push, stats: &Stats) -> usize {
     match outcome {
@@ -415,6 +424,11 @@ impl ShardIndex {
                 out.extend(ids.iter().filter_map(|id| self.groups.get(id).cloned()));
             }
         }
+    }
+
+    /// The group `id`, while it is in the registry.
+    pub(crate) fn group(&self, id: u64) -> Option<Arc<Group>> {
+        self.groups.get(&id).cloned()
     }
 
     pub(crate) fn topic_names(&self) -> Vec<Arc<str>> {

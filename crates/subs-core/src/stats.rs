@@ -40,6 +40,11 @@ pub struct StatsSnapshot {
     pub events_filtered: u64,
     /// Events whose payload bytes were not valid JSON.
     pub invalid_events: u64,
+    /// Events replayed from a topic's history to resuming subscribers.
+    pub events_replayed: u64,
+    /// Resumes answered with a `HISTORY_GAP` (their position could not be
+    /// served).
+    pub history_gaps: u64,
 }
 
 /// Connections and subscriptions of one transport.
@@ -96,6 +101,8 @@ pub(crate) struct Stats {
     resolver_events_dropped: AtomicU64,
     events_filtered: AtomicU64,
     invalid_events: AtomicU64,
+    events_replayed: AtomicU64,
+    history_gaps: AtomicU64,
 }
 
 fn positive(value: i64) -> u64 {
@@ -124,6 +131,8 @@ impl Stats {
             resolver_events_dropped: self.resolver_events_dropped.load(Relaxed),
             events_filtered: self.events_filtered.load(Relaxed),
             invalid_events: self.invalid_events.load(Relaxed),
+            events_replayed: self.events_replayed.load(Relaxed),
+            history_gaps: self.history_gaps.load(Relaxed),
         }
     }
 
@@ -188,5 +197,11 @@ impl Stats {
     }
     pub(crate) fn invalid_event(&self) {
         self.invalid_events.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn event_replayed(&self) {
+        self.events_replayed.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn history_gap(&self) {
+        self.history_gaps.fetch_add(1, Relaxed);
     }
 }

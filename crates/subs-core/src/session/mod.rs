@@ -25,7 +25,9 @@ use crate::graphql::{GraphQLErrors, OperationKind, PreparedOperation};
 use crate::hooks::{Accepted, AuthRequest, ExecuteRequest};
 use crate::messages;
 use crate::outbound::{ConnectionShared, Outbound, Push};
+use crate::history::Position;
 use crate::registry::{Registration, RegistrationHandle};
+use crate::replay;
 
 mod hook_tasks;
 mod operations;
@@ -48,6 +50,8 @@ enum Source {
     Topic {
         handle: RegistrationHandle,
         topic: Arc<str>,
+        /// Replaying the history after the client's position (a resume).
+        replay: Option<tokio::task::JoinHandle<()>>,
     },
     Stream {
         task: tokio::task::JoinHandle<()>,

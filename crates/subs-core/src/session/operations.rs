@@ -38,6 +38,7 @@ impl Session {
                 admitted.operation,
                 admitted.variables,
                 admitted.arguments,
+                resume_request(payload.extensions.as_ref()),
             ),
             kind @ (OperationKind::Query | OperationKind::Mutation) => {
                 self.execute(id, kind, payload, &admitted.operation, admitted.variables);
@@ -51,6 +52,7 @@ impl Session {
         operation: Arc<PreparedOperation>,
         variables: Arc<Map<String, Value>>,
         arguments: Map<String, Value>,
+        resume: Option<Option<Position>>,
     ) {
         let inner = self.engine.inner.clone();
         let Some(field) = inner.fields.get(operation.root_field_name()).cloned() else {
@@ -87,6 +89,10 @@ impl Session {
             Source::Stream { task }
         } else {
             let scope = inner.security.scope_key(&self.principal);
+            if resume.is_some() {
+                // Before registering: no live message may overtake the replay.
+                self.shared.begin_catch_up(key);
+            }
             let handle = inner.register(Registration {
                 field: field.clone(),
                 operation,
@@ -98,9 +104,23 @@ impl Session {
                 connection: self.shared.clone(),
                 subscription_key: key,
             });
+            let replay = resume.map(|after| {
+                let after = after.filter(|_| inner.history.contains_key(&field.topic));
+                inner.runtime.spawn(replay::run(
+                    inner.this.clone(),
+                    replay::Resume {
+                        handle,
+                        topic: field.topic.clone(),
+                        after,
+                        connection: self.shared.clone(),
+                        key,
+                    },
+                ))
+            });
             Source::Topic {
                 handle,
                 topic: field.topic.clone(),
+                replay,
             }
         };
         inner.stats.subscription_added(self.connection.protocol());
@@ -162,7 +182,15 @@ impl Session {
         };
         let inner = &self.engine.inner;
         match active.source {
-            Source::Topic { handle, topic } => {
+            Source::Topic {
+                handle,
+                topic,
+                replay,
+            } => {
+                if let Some(replay) = replay {
+                    replay.abort();
+                    self.shared.abandon_catch_up(key);
+                }
                 inner.unregister(handle, &topic, self.shared.id, key)
             }
             Source::Stream { task } => task.abort(),
@@ -190,4 +218,12 @@ impl Session {
             self.remove_subscription(&id, "connection closed");
         }
     }
+}
+
+/// The position a subscribe asks to resume from, in
+/// `extensions.subs.resume`: `None` when it asks for none, `Some(None)` when
+/// what it sent is not a position (it is told it has a gap, never ignored).
+fn resume_request(extensions: Option<&Map<String, Value>>) -> Option<Option<Position>> {
+    let resume = extensions?.get("subs")?.get("resume")?;
+    Some(Position::from_json(resume))
 }
