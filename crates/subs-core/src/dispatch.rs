@@ -8,8 +8,8 @@ use tokio::sync::mpsc;
 
 use crate::Error;
 use crate::broker::{Event, EventPayload};
-use crate::history::with_position;
 use crate::engine::EngineInner;
+use crate::history::with_position;
 use crate::pipeline::Job;
 use crate::registry::{ContextIdentity, Group, Registration, RegistrationHandle};
 
@@ -74,7 +74,9 @@ impl EngineInner {
         let position = self.history.get(&event.topic).map(|policy| {
             let bytes = match &event.payload {
                 EventPayload::Bytes(bytes) => bytes.len(),
-                EventPayload::Json(_) => serde_json::to_vec(payload.as_ref()).map_or(0, |v| v.len()),
+                EventPayload::Json(_) => {
+                    serde_json::to_vec(payload.as_ref()).map_or(0, |v| v.len())
+                }
             };
             shard.rings.lock().append(
                 &event.topic,
@@ -86,11 +88,10 @@ impl EngineInner {
             )
         });
         let mut groups = Vec::new();
-        shard.index.lock().route(
-            &event.topic,
-            &payload,
-            &mut groups,
-        );
+        shard
+            .index
+            .lock()
+            .route(&event.topic, &payload, &mut groups);
         let mut delivered = 0;
         // Started when the event reaches its groups: the same instant for all.
         let mut deadline = None;

@@ -305,6 +305,29 @@ impl Rings {
     }
 }
 
+/// The last position a subscription delivered, so that an event reaching it
+/// twice (numbered before its resume read the history, routed to it live
+/// after the hand-over) is written once. Events of one topic reach a
+/// subscription in offset order, so "at or before the last" is "seen".
+#[derive(Debug, Default)]
+pub(crate) struct Delivered {
+    last: Option<Position>,
+}
+
+impl Delivered {
+    /// Whether `position` is new to the subscription (and remembers it).
+    pub(crate) fn first_time(&mut self, position: &Position) -> bool {
+        if let Some(last) = &self.last
+            && last.epoch == position.epoch
+            && position.offset <= last.offset
+        {
+            return false;
+        }
+        self.last = Some(position.clone());
+        true
+    }
+}
+
 /// The payload that tells a subscriber it has a gap: `data` null, one error
 /// with `extensions.code = "HISTORY_GAP"`, and `extensions.subs.recovered =
 /// false`.
@@ -351,14 +374,7 @@ mod tests {
         let topic: Arc<str> = Arc::from("t");
         let now = Instant::now();
         for i in 1..=n {
-            let position = rings.append(
-                &topic,
-                &Arc::new(Value::from(i)),
-                1,
-                policy,
-                &epochs,
-                now,
-            );
+            let position = rings.append(&topic, &Arc::new(Value::from(i)), 1, policy, &epochs, now);
             assert_eq!(position.offset, i, "offsets grow by one per event");
         }
         (rings, epochs, topic)
@@ -380,8 +396,14 @@ mod tests {
             offset,
         };
         let limits = ReplayLimits::default();
-        assert_eq!(offsets(rings.read("t", &at(7), limits, now)), vec![8, 9, 10]);
-        assert_eq!(offsets(rings.read("t", &at(5), limits, now)), vec![6, 7, 8, 9, 10]);
+        assert_eq!(
+            offsets(rings.read("t", &at(7), limits, now)),
+            vec![8, 9, 10]
+        );
+        assert_eq!(
+            offsets(rings.read("t", &at(5), limits, now)),
+            vec![6, 7, 8, 9, 10]
+        );
         assert!(offsets(rings.read("t", &at(10), limits, now)).is_empty());
         let gap = |replay| match replay {
             Replay::Gap(reason) => reason,
@@ -389,22 +411,34 @@ mod tests {
         };
         assert_eq!(gap(rings.read("t", &at(4), limits, now)), GapReason::TooOld);
         assert_eq!(gap(rings.read("t", &at(11), limits, now)), GapReason::Ahead);
-        assert_eq!(gap(rings.read("u", &at(1), limits, now)), GapReason::UnknownEpoch);
+        assert_eq!(
+            gap(rings.read("u", &at(1), limits, now)),
+            GapReason::UnknownEpoch
+        );
         let other = Position {
             epoch: Arc::from("j.1"),
             offset: 7,
         };
-        assert_eq!(gap(rings.read("t", &other, limits, now)), GapReason::UnknownEpoch);
+        assert_eq!(
+            gap(rings.read("t", &other, limits, now)),
+            GapReason::UnknownEpoch
+        );
         let tight = ReplayLimits {
             max_events: 2,
             ..limits
         };
-        assert_eq!(gap(rings.read("t", &at(7), tight, now)), GapReason::OverLimit);
+        assert_eq!(
+            gap(rings.read("t", &at(7), tight, now)),
+            GapReason::OverLimit
+        );
         let few_bytes = ReplayLimits {
             max_bytes: 2,
             ..limits
         };
-        assert_eq!(gap(rings.read("t", &at(7), few_bytes, now)), GapReason::OverLimit);
+        assert_eq!(
+            gap(rings.read("t", &at(7), few_bytes, now)),
+            GapReason::OverLimit
+        );
     }
 
     #[test]
@@ -432,15 +466,24 @@ mod tests {
             epoch: Arc::from("a:b.1"),
             offset: 42,
         };
-        assert_eq!(Position::parse_event_id(&position.to_string()), Some(position.clone()));
+        assert_eq!(
+            Position::parse_event_id(&position.to_string()),
+            Some(position.clone())
+        );
         assert_eq!(
             Position::from_json(&serde_json::json!({"epoch": "a:b.1", "offset": 42})),
             Some(position)
         );
         assert_eq!(Position::parse_event_id("nonsense"), None);
         assert_eq!(Position::parse_event_id(":3"), None);
-        assert_eq!(Position::from_json(&serde_json::json!({"epoch": "", "offset": 1})), None);
-        assert_eq!(Position::from_json(&serde_json::json!({"epoch": "e", "offset": -1})), None);
+        assert_eq!(
+            Position::from_json(&serde_json::json!({"epoch": "", "offset": 1})),
+            None
+        );
+        assert_eq!(
+            Position::from_json(&serde_json::json!({"epoch": "e", "offset": -1})),
+            None
+        );
     }
 
     #[test]

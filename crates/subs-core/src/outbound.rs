@@ -161,7 +161,10 @@ impl ConnectionShared {
             {
                 continue;
             }
-            if matches!(self.queue_now(item, false), Ok(Push::Closed | Push::Overflow)) {
+            if matches!(
+                self.queue_now(item, false),
+                Ok(Push::Closed | Push::Overflow)
+            ) {
                 break;
             }
         }

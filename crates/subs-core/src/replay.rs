@@ -89,7 +89,11 @@ pub(crate) async fn run(engine: Weak<EngineInner>, resume: Resume) {
 /// group's argument filters, its predicate, the security event filter, then
 /// projection or the resolver (under its deadline). `None`: it does not
 /// match.
-async fn replay_one(engine: &EngineInner, group: &Arc<Group>, payload: &Arc<Value>) -> Option<bytes::Bytes> {
+async fn replay_one(
+    engine: &EngineInner,
+    group: &Arc<Group>,
+    payload: &Arc<Value>,
+) -> Option<bytes::Bytes> {
     if !group.matches(payload) || !engine.admits(group, payload) {
         return None;
     }
@@ -108,4 +112,191 @@ async fn replay_one(engine: &EngineInner, group: &Arc<Group>, payload: &Arc<Valu
     let deadline = tokio::time::Instant::now() + budget;
     let (outcome, _): (Outcome, _) = resolve(resolver, context, deadline, None).await;
     Some(answer(group, engine, outcome, budget))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The hand-over, on the real history ring and connection queue: any
+    //! interleaving of live events with the steps of a resume gives the
+    //! subscriber every event after its position, in order, once.
+
+    use std::collections::VecDeque;
+    use std::time::Instant;
+
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::SlowConsumerPolicy;
+    use crate::history::{Delivered, Epochs, History, ReplayLimits, Rings};
+
+    const KEY: u64 = 7;
+
+    /// One step of the world while a client resumes.
+    #[derive(Debug, Clone, Copy)]
+    enum Step {
+        /// An event is numbered (appended to the history) but not yet routed.
+        Append,
+        /// The oldest numbered-but-unrouted event reaches the registry
+        /// (delivered live if the subscription is registered).
+        Route,
+        /// The replay queues its next historical event.
+        ReplayOne,
+    }
+
+    struct World {
+        rings: Rings,
+        epochs: Epochs,
+        topic: Arc<str>,
+        /// Numbered, not yet routed (the dispatcher appends, then routes).
+        unrouted: VecDeque<Position>,
+        connection: ConnectionShared,
+        registered: bool,
+    }
+
+    impl World {
+        fn append(&mut self) {
+            let position = self.rings.append(
+                &self.topic,
+                &Arc::new(Value::Null),
+                1,
+                History::last(10_000),
+                &self.epochs,
+                Instant::now(),
+            );
+            self.unrouted.push_back(position);
+        }
+
+        fn route(&mut self) {
+            if let Some(position) = self.unrouted.pop_front()
+                && self.registered
+            {
+                let bytes = bytes::Bytes::from_static(b"{}");
+                self.connection
+                    .push(Outbound::Next(KEY, bytes, Some(position)));
+            }
+        }
+
+        /// What the writer sends, through the same once-only check.
+        fn offsets(&self, delivered: &mut Delivered) -> Vec<u64> {
+            let mut out = VecDeque::new();
+            self.connection.drain_into(&mut out);
+            out.into_iter()
+                .filter_map(|item| match item {
+                    Outbound::Next(_, _, Some(position)) => {
+                        delivered.first_time(&position).then_some(position.offset)
+                    }
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![Just(Step::Append), Just(Step::Route), Just(Step::ReplayOne)]
+    }
+
+    proptest! {
+        #[test]
+        fn no_gap_and_no_duplicate_at_the_hand_over(
+            before in 0u64..20,
+            resume_back in 0u64..20,
+            unrouted_at_registration in 0usize..4,
+            during in proptest::collection::vec(step(), 0..60),
+            after in 0u64..10,
+        ) {
+            let mut world = World {
+                rings: Rings::default(),
+                epochs: Epochs::new(Arc::from("i")),
+                topic: Arc::from("t"),
+                unrouted: VecDeque::new(),
+                connection: ConnectionShared::new(1, 1 << 16, 1 << 30, SlowConsumerPolicy::Close),
+                registered: false,
+            };
+            // The history before the client comes back; some events may be
+            // numbered but still on their way to the registry.
+            for _ in 0..before.max(1) {
+                world.append();
+            }
+            let keep_unrouted = unrouted_at_registration.min(world.unrouted.len());
+            while world.unrouted.len() > keep_unrouted {
+                world.route();
+            }
+            let numbered = before.max(1);
+            let after_offset = numbered.saturating_sub(resume_back);
+            let epoch = world.rings.read(
+                "t",
+                &Position { epoch: Arc::from("i.1"), offset: 0 },
+                ReplayLimits::default(),
+                Instant::now(),
+            );
+            prop_assert!(matches!(epoch, Replay::Events(_)));
+            // Resume: hold live messages, register, read the history.
+            world.connection.begin_catch_up(KEY);
+            world.registered = true;
+            let mut delivered = Delivered::default();
+            // The writer may run at any step: what it took so far counts.
+            let mut written = Vec::new();
+            let mut replay = VecDeque::new();
+            let mut read = false;
+            let mut last_read = after_offset;
+            for (n, step) in during.iter().copied().chain([Step::ReplayOne; 1]).enumerate() {
+                if n % 3 == 2 {
+                    written.extend(world.offsets(&mut delivered));
+                }
+                match step {
+                    Step::Append => world.append(),
+                    Step::Route => world.route(),
+                    Step::ReplayOne => {
+                        if !read {
+                            read = true;
+                            let Replay::Events(events) = world.rings.read(
+                                "t",
+                                &Position { epoch: Arc::from("i.1"), offset: after_offset },
+                                ReplayLimits::default(),
+                                Instant::now(),
+                            ) else {
+                                panic!("the history holds every event");
+                            };
+                            replay.extend(events.into_iter().map(|(p, _)| p));
+                        }
+                        if let Some(position) = replay.pop_front() {
+                            last_read = position.offset;
+                            world.connection.push_replayed(Outbound::Next(
+                                KEY,
+                                bytes::Bytes::from_static(b"{}"),
+                                Some(position),
+                            ));
+                        }
+                    }
+                }
+            }
+            // The replay queues the rest of what it read, then hands over.
+            while let Some(position) = replay.pop_front() {
+                last_read = position.offset;
+                world.connection.push_replayed(Outbound::Next(
+                    KEY,
+                    bytes::Bytes::from_static(b"{}"),
+                    Some(position),
+                ));
+            }
+            world.connection.end_catch_up(KEY, Some(last_read));
+            for _ in 0..after {
+                world.append();
+            }
+            while !world.unrouted.is_empty() {
+                world.route();
+            }
+            let total = world.rings.read(
+                "t",
+                &Position { epoch: Arc::from("i.1"), offset: 0 },
+                ReplayLimits::default(),
+                Instant::now(),
+            );
+            let Replay::Events(all) = total else { panic!("history") };
+            let last = all.last().map_or(0, |(p, _)| p.offset);
+            written.extend(world.offsets(&mut delivered));
+            prop_assert_eq!(written, ((after_offset + 1)..=last).collect::<Vec<u64>>());
+        }
+    }
 }

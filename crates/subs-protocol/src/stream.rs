@@ -159,7 +159,11 @@ fn sse_event_with_id(
     if let Some(event_id) = event_id {
         // A line break would end the field early; SSE ids never carry one.
         out.push_str("id: ");
-        out.extend(event_id.chars().filter(|c| !matches!(c, '\n' | '\r' | '\0')));
+        out.extend(
+            event_id
+                .chars()
+                .filter(|c| !matches!(c, '\n' | '\r' | '\0')),
+        );
         out.push('\n');
     }
     out.push_str("event: ");

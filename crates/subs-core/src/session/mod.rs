@@ -22,10 +22,10 @@ use crate::admission::{self, Refused};
 use crate::binding::ResolveContext;
 use crate::engine::Engine;
 use crate::graphql::{GraphQLErrors, OperationKind, PreparedOperation};
+use crate::history::{Delivered, Position};
 use crate::hooks::{Accepted, AuthRequest, ExecuteRequest};
 use crate::messages;
 use crate::outbound::{ConnectionShared, Outbound, Push};
-use crate::history::Position;
 use crate::registry::{Registration, RegistrationHandle};
 use crate::replay;
 
@@ -44,6 +44,9 @@ struct Active {
     /// `Limits::delivery_rate`, when configured: payloads beyond it are dropped
     /// (and counted) at write time.
     delivery_limiter: Option<subs_security::RateLimiter>,
+    /// The last position written, so a resumed subscription writes each
+    /// event once.
+    delivered: Delivered,
 }
 
 enum Source {
@@ -367,6 +370,11 @@ impl Session {
                     let Some(active) = self.subscriptions.get_mut(&key) else {
                         continue;
                     };
+                    if let Some(position) = &position
+                        && !active.delivered.first_time(position)
+                    {
+                        continue;
+                    }
                     if let Some(limiter) = &mut active.delivery_limiter
                         && limiter.check(now).is_err()
                     {

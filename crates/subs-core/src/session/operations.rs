@@ -129,6 +129,7 @@ impl Session {
             id: id.clone(),
             source,
             delivery_limiter: inner.security.delivery_limiter(),
+            delivered: Delivered::default(),
         };
         self.keys.insert(id, key);
         self.subscriptions.insert(key, active);

@@ -1,0 +1,365 @@
+//! Positions, history and resume: a client that comes back gets exactly what
+//! it missed, in order, then the live events; or is told at once that it
+//! cannot (`HISTORY_GAP`).
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use subs_core::protocol::Protocol;
+use subs_core::security::{Principal, Rejection, SecurityConfig, TenantRule};
+use subs_core::{Accepted, AuthRequest, Engine, FieldBinding, History};
+
+const QUERY: &str = "subscription($id: ID) { serviceUpdated(serviceId: $id) { id name } }";
+
+fn engine_with_history(events: usize) -> Engine {
+    Engine::builder(schema())
+        .bind(
+            "serviceUpdated",
+            FieldBinding::default_topic()
+                .argument("serviceId", "id")
+                .history(History::last(events)),
+        )
+        .build()
+        .expect("engine builds")
+}
+
+async fn subscribe_from(client: &mut Client, id: &str, variables: Value, resume: Option<Value>) {
+    let mut payload = json!({"query": QUERY, "variables": variables});
+    if let Some(resume) = resume {
+        payload["extensions"] = json!({"subs": {"resume": resume}});
+    }
+    client
+        .send(json!({"type": "subscribe", "id": id, "payload": payload}))
+        .await;
+}
+
+async fn publish(engine: &Engine, range: std::ops::RangeInclusive<u64>) {
+    for i in range {
+        engine
+            .publish("serviceUpdated", service("1", &format!("e{i}")))
+            .await
+            .unwrap();
+    }
+}
+
+/// The names and offsets of `n` payloads for `id`.
+async fn receive(client: &mut Client, id: &str, n: usize) -> Vec<(String, u64, String)> {
+    let frames = client.recv_n(n).await;
+    nexts(&frames, id)
+        .iter()
+        .map(|p| {
+            (
+                p["data"]["serviceUpdated"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                p["extensions"]["subs"]["offset"].as_u64().unwrap_or(0),
+                p["extensions"]["subs"]["epoch"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn names(range: std::ops::RangeInclusive<u64>) -> Vec<String> {
+    range.map(|i| format!("e{i}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_carries_its_position_and_offsets_grow_by_one() {
+    let engine = engine_with_history(100);
+    let mut client = Client::new(&engine);
+    client.init().await;
+    subscribe_from(&mut client, "s", json!({}), None).await;
+    publish(&engine, 1..=5).await;
+    let got = receive(&mut client, "s", 5).await;
+    assert_eq!(
+        got.iter().map(|g| g.1).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    assert!(!got[0].2.is_empty(), "an epoch is given");
+    assert!(got.iter().all(|g| g.2 == got[0].2), "one epoch: {got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_history_payloads_carry_no_position() {
+    let engine = engine();
+    let mut client = Client::new(&engine);
+    client.init().await;
+    client.subscribe("s", QUERY, json!({})).await;
+    engine
+        .publish("serviceUpdated", service("1", "a"))
+        .await
+        .unwrap();
+    let frames = client.recv_n(1).await;
+    let payloads = nexts(&frames, "s");
+    assert_eq!(payloads.len(), 1);
+    assert!(payloads[0].get("extensions").is_none(), "{payloads:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_gets_what_was_missed_exactly_once_then_the_live_events() {
+    let engine = engine_with_history(100);
+    let mut first = Client::new(&engine);
+    first.init().await;
+    subscribe_from(&mut first, "s", json!({}), None).await;
+    publish(&engine, 1..=3).await;
+    let seen = receive(&mut first, "s", 3).await;
+    let (epoch, last) = (seen[2].2.clone(), seen[2].1);
+    drop(first);
+    // Missed while away.
+    publish(&engine, 4..=8).await;
+    let mut again = Client::new(&engine);
+    again.init().await;
+    subscribe_from(
+        &mut again,
+        "s",
+        json!({}),
+        Some(json!({"epoch": epoch, "offset": last})),
+    )
+    .await;
+    let replayed = receive(&mut again, "s", 5).await;
+    assert_eq!(
+        replayed.iter().map(|g| g.0.clone()).collect::<Vec<_>>(),
+        names(4..=8)
+    );
+    assert_eq!(
+        replayed.iter().map(|g| g.1).collect::<Vec<_>>(),
+        vec![4, 5, 6, 7, 8]
+    );
+    publish(&engine, 9..=10).await;
+    let live = receive(&mut again, "s", 2).await;
+    assert_eq!(
+        live.iter().map(|g| g.0.clone()).collect::<Vec<_>>(),
+        names(9..=10)
+    );
+    assert!(
+        again
+            .recv_for(std::time::Duration::from_millis(50))
+            .await
+            .is_empty()
+    );
+    assert_eq!(engine.stats().events_replayed, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_while_events_keep_coming_has_no_gap_and_no_duplicate() {
+    let engine = engine_with_history(10_000);
+    let mut first = Client::new(&engine);
+    first.init().await;
+    subscribe_from(&mut first, "s", json!({}), None).await;
+    publish(&engine, 1..=1).await;
+    let seen = receive(&mut first, "s", 1).await;
+    let epoch = seen[0].2.clone();
+    drop(first);
+    let publisher = {
+        let engine = engine.clone();
+        tokio::spawn(async move { publish(&engine, 2..=2000).await })
+    };
+    let mut again = Client::new(&engine);
+    again.init().await;
+    subscribe_from(
+        &mut again,
+        "s",
+        json!({}),
+        Some(json!({"epoch": epoch, "offset": 1})),
+    )
+    .await;
+    publisher.await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 1999 {
+        let batch = receive(&mut again, "s", 1).await;
+        assert!(!batch.is_empty(), "stalled after {} events", got.len());
+        got.extend(batch.into_iter().map(|g| g.1));
+    }
+    assert_eq!(got, (2..=2000).collect::<Vec<u64>>());
+}
+
+async fn first_payload_after_resume(engine: &Engine, resume: Value) -> (Client, Value) {
+    let mut client = Client::new(engine);
+    client.init().await;
+    subscribe_from(&mut client, "s", json!({}), Some(resume)).await;
+    let frames = client.recv_n(1).await;
+    let payloads = nexts(&frames, "s");
+    assert!(!payloads.is_empty(), "the gap is told at once: {frames:?}");
+    (client, payloads[0].clone())
+}
+
+fn assert_gap(payload: &Value) {
+    assert_eq!(payload["data"], Value::Null, "{payload}");
+    assert_eq!(payload["errors"][0]["extensions"]["code"], "HISTORY_GAP");
+    assert_eq!(payload["extensions"]["subs"]["recovered"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_epoch_or_a_position_older_than_the_history_is_a_gap_then_live() {
+    let engine = engine_with_history(3);
+    let mut first = Client::new(&engine);
+    first.init().await;
+    subscribe_from(&mut first, "s", json!({}), None).await;
+    publish(&engine, 1..=6).await;
+    let seen = receive(&mut first, "s", 6).await;
+    let epoch = seen[0].2.clone();
+
+    let (mut unknown, payload) =
+        first_payload_after_resume(&engine, json!({"epoch": "nope", "offset": 1})).await;
+    assert_gap(&payload);
+    let (mut old, payload) =
+        first_payload_after_resume(&engine, json!({"epoch": epoch, "offset": 1})).await;
+    assert_gap(&payload);
+    let (mut malformed, payload) = first_payload_after_resume(&engine, json!({"epoch": 3})).await;
+    assert_gap(&payload);
+    // Live events follow a gap.
+    publish(&engine, 7..=7).await;
+    for client in [&mut unknown, &mut old, &mut malformed] {
+        let live = receive(client, "s", 1).await;
+        assert_eq!(live.len(), 1);
+        assert_eq!((live[0].0.as_str(), live[0].1), ("e7", 7));
+    }
+    assert_eq!(engine.stats().history_gaps, 3);
+
+    // Within the history: served, no gap.
+    let (_, payload) =
+        first_payload_after_resume(&engine, json!({"epoch": epoch, "offset": 5})).await;
+    assert_eq!(payload["data"]["serviceUpdated"]["name"], "e6");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_without_history_answers_a_resume_with_a_gap() {
+    let engine = engine();
+    let (_, payload) =
+        first_payload_after_resume(&engine, json!({"epoch": "e", "offset": 1})).await;
+    assert_gap(&payload);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_applies_the_subscriptions_filters() {
+    let engine = engine_with_history(100);
+    let mut first = Client::new(&engine);
+    first.init().await;
+    subscribe_from(&mut first, "s", json!({"id": "2"}), None).await;
+    engine
+        .publish("serviceUpdated", service("2", "mine-1"))
+        .await
+        .unwrap();
+    let seen = receive(&mut first, "s", 1).await;
+    drop(first);
+    for (id, name) in [
+        ("1", "other-1"),
+        ("2", "mine-2"),
+        ("3", "other-2"),
+        ("2", "mine-3"),
+    ] {
+        engine
+            .publish("serviceUpdated", service(id, name))
+            .await
+            .unwrap();
+    }
+    let mut again = Client::new(&engine);
+    again.init().await;
+    subscribe_from(
+        &mut again,
+        "s",
+        json!({"id": "2"}),
+        Some(json!({"epoch": seen[0].2, "offset": seen[0].1})),
+    )
+    .await;
+    let replayed = receive(&mut again, "s", 2).await;
+    assert_eq!(
+        replayed.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(),
+        vec!["mine-2", "mine-3"]
+    );
+    assert!(
+        again
+            .recv_for(std::time::Duration::from_millis(50))
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_honours_the_tenant_rule_of_the_subscriber_now() {
+    let security = SecurityConfig::builder()
+        .tenant_rule(TenantRule::new())
+        .build()
+        .unwrap();
+    let engine = Engine::builder(schema())
+        .bind(
+            "serviceUpdated",
+            FieldBinding::default_topic().history(History::last(100)),
+        )
+        .security(security)
+        .authenticator(|request: AuthRequest| async move {
+            let payload = request.init_payload.unwrap_or_default();
+            let tenant = payload["tenant"].as_str().unwrap_or("a").to_owned();
+            Ok::<_, Rejection>(Accepted::from(Principal::new("u").with_tenant(tenant)))
+        })
+        .build()
+        .unwrap();
+    for (tenant, name) in [("a", "a-1"), ("b", "b-1"), ("a", "a-2")] {
+        let mut event = service("1", name);
+        event["tenantId"] = json!(tenant);
+        engine.publish("serviceUpdated", event).await.unwrap();
+    }
+    // An `a` subscriber that learnt the epoch from its own first event.
+    let mut probe = Client::new(&engine);
+    probe.init_with(json!({"tenant": "a"})).await;
+    subscribe_from(&mut probe, "p", json!({}), None).await;
+    let mut event = service("1", "a-3");
+    event["tenantId"] = json!("a");
+    engine.publish("serviceUpdated", event).await.unwrap();
+    let seen = receive(&mut probe, "p", 1).await;
+    let epoch = seen[0].2.clone();
+
+    let mut b = Client::new(&engine);
+    b.init_with(json!({"tenant": "b"})).await;
+    subscribe_from(
+        &mut b,
+        "s",
+        json!({}),
+        Some(json!({"epoch": epoch, "offset": 0})),
+    )
+    .await;
+    let got = receive(&mut b, "s", 1).await;
+    assert_eq!(
+        got.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(),
+        vec!["b-1"]
+    );
+    assert!(
+        b.recv_for(std::time::Duration::from_millis(50))
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_events_carry_their_position_as_the_event_id() {
+    let engine = engine_with_history(10);
+    let mut client = Client::with_protocol(&engine, Protocol::EventStream);
+    client
+        .session
+        .handle_request(
+            "s".into(),
+            subs_core::protocol::SubscribePayload {
+                query: QUERY.into(),
+                operation_name: None,
+                variables: None,
+                extensions: None,
+            },
+            std::time::Instant::now(),
+        )
+        .expect("an event stream takes requests");
+    client.settle().await;
+    publish(&engine, 1..=2).await;
+    let frames = client.recv_raw(2, WAIT).await;
+    let text = frames.concat();
+    let ids: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("id: "))
+        .collect();
+    assert_eq!(ids.len(), 2, "{text}");
+    assert!(ids[0].ends_with(":1") && ids[1].ends_with(":2"), "{ids:?}");
+}
