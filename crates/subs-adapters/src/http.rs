@@ -152,6 +152,7 @@ impl HttpEndpoint {
         };
         match format {
             ResponseFormat::EventStream => {
+                let payload = resume_from_last_event_id(&parts.headers, payload);
                 self.open_stream(Protocol::EventStream, facts, Some(payload), None)
                     .await
             }
@@ -678,4 +679,33 @@ fn new_token() -> Option<String> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).ok()?;
     Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// An `EventSource` that reconnects sends the id of the last event it got as
+/// `Last-Event-ID` (subs writes positions there, `<epoch>:<offset>`): it asks
+/// to resume from it, unless the request names a position itself. An id that
+/// is not a position still asks, and is answered with a gap, never ignored.
+fn resume_from_last_event_id(
+    headers: &http::HeaderMap,
+    mut payload: SubscribePayload,
+) -> SubscribePayload {
+    let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) else {
+        return payload;
+    };
+    let extensions = payload.extensions.get_or_insert_with(Default::default);
+    let subs = extensions
+        .entry("subs")
+        .or_insert_with(|| serde_json::Value::Object(Default::default()));
+    if let Some(subs) = subs.as_object_mut()
+        && !subs.contains_key("resume")
+    {
+        let resume = match subs_core::Position::parse_event_id(last) {
+            Some(position) => {
+                serde_json::json!({"epoch": &*position.epoch, "offset": position.offset})
+            }
+            None => serde_json::Value::String(last.to_owned()),
+        };
+        subs.insert("resume".to_owned(), resume);
+    }
+    payload
 }

@@ -152,7 +152,7 @@ impl EngineBuilder {
                     .map(|a| (a.clone(), Arc::from(binding.path_for(a))))
                     .collect()
             };
-            if let Some(policy) = binding.history {
+            if let Some(policy) = binding.history.clone() {
                 if binding.stream.is_some() {
                     return Err(Error::InvalidBinding(format!(
                         "`Subscription.{name}` is bound to a stream: only a topic keeps history"
@@ -162,7 +162,10 @@ impl EngineBuilder {
                     .topic
                     .clone()
                     .unwrap_or_else(|| Arc::from(name.as_str()));
-                let merged = history.get(&topic).map_or(policy, |p| p.union(policy));
+                let merged = match history.remove(&topic) {
+                    Some(existing) => existing.union(policy),
+                    None => policy,
+                };
                 history.insert(topic, merged);
             }
             let field = BoundField {

@@ -71,21 +71,22 @@ impl EngineInner {
             }
         };
         let shard = &self.shards[self.shard_of(&event.topic)];
-        let position = self.history.get(&event.topic).map(|policy| {
+        let position = self.history.get(&event.topic).and_then(|policy| {
+            let stream = policy.stream_of(&event.topic, &payload)?;
             let bytes = match &event.payload {
                 EventPayload::Bytes(bytes) => bytes.len(),
                 EventPayload::Json(_) => {
                     serde_json::to_vec(payload.as_ref()).map_or(0, |v| v.len())
                 }
             };
-            shard.rings.lock().append(
-                &event.topic,
+            Some(shard.rings.lock().append(
+                &stream,
                 &payload,
                 bytes,
-                *policy,
+                policy,
                 &self.epochs,
                 std::time::Instant::now(),
-            )
+            ))
         });
         let mut groups = Vec::new();
         shard

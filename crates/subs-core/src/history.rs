@@ -28,10 +28,13 @@ use serde_json::Value;
 
 /// How much history a topic keeps: at most `max_events` events, none older
 /// than `max_age` (when set).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct History {
     pub(crate) max_events: usize,
     pub(crate) max_age: Option<Duration>,
+    /// The event field whose value splits the topic into streams, each with
+    /// its own history and offsets (see [`History::per_event_field`]).
+    pub(crate) per: Option<Arc<[String]>>,
 }
 
 impl History {
@@ -40,7 +43,20 @@ impl History {
         Self {
             max_events: events.max(1),
             max_age: None,
+            per: None,
         }
+    }
+
+    /// Keeps one history (and one sequence of offsets) per value of the
+    /// event field `path` (dot-separated), for a topic that carries several
+    /// streams told apart by a field its subscribers filter on (an argument
+    /// bound to that path): each stream keeps `last` events of its own.
+    /// A subscriber resumes in the stream its argument names; one that gives
+    /// no value for it cannot resume (it is told it has a gap).
+    #[must_use]
+    pub fn per_event_field(mut self, path: &str) -> Self {
+        self.per = Some(path.split('.').map(str::to_owned).collect());
+        self
     }
 
     /// Also forgets events older than `age`.
@@ -50,7 +66,8 @@ impl History {
         self
     }
 
-    /// The larger of two policies (two bindings on one topic).
+    /// The larger of two policies (two bindings on one topic); the
+    /// streams are those of the first.
     pub(crate) fn union(self, other: Self) -> Self {
         Self {
             max_events: self.max_events.max(other.max_events),
@@ -58,8 +75,50 @@ impl History {
                 (Some(a), Some(b)) => Some(a.max(b)),
                 _ => None,
             },
+            per: self.per.or(other.per),
         }
     }
+
+    /// The stream an event of `topic` belongs to: the topic itself, or the
+    /// topic and the value of the event's stream field (`None`: the event
+    /// has no such value and is not kept).
+    pub(crate) fn stream_of(&self, topic: &Arc<str>, event: &Value) -> Option<Arc<str>> {
+        let Some(path) = &self.per else {
+            return Some(topic.clone());
+        };
+        let mut value = event;
+        for segment in path.iter() {
+            value = value.get(segment.as_str())?;
+        }
+        Some(stream_key(topic, value)?)
+    }
+
+    /// The stream a subscriber reads: the one its arguments name, through
+    /// the argument bound to the stream field.
+    pub(crate) fn stream_for(
+        &self,
+        topic: &Arc<str>,
+        filters: &[(String, Arc<[String]>)],
+        arguments: &serde_json::Map<String, Value>,
+    ) -> Option<Arc<str>> {
+        let Some(path) = &self.per else {
+            return Some(topic.clone());
+        };
+        let (argument, _) = filters.iter().find(|(_, p)| **p == **path)?;
+        stream_key(topic, arguments.get(argument)?)
+    }
+}
+
+/// A stream's name: the topic, a NUL (no topic has one) and the value as
+/// text (an `ID` argument is a string while the event may hold a number).
+fn stream_key(topic: &str, value: &Value) -> Option<Arc<str>> {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        _ => return None,
+    };
+    Some(Arc::from(format!("{topic}\u{0}{text}")))
 }
 
 /// Where an event sits in its topic's history.
@@ -230,7 +289,7 @@ impl Rings {
         topic: &Arc<str>,
         payload: &Arc<Value>,
         bytes: usize,
-        policy: History,
+        policy: &History,
         epochs: &Epochs,
         now: Instant,
     ) -> Position {
@@ -238,7 +297,7 @@ impl Rings {
             epoch: epochs.next(),
             last: 0,
             events: VecDeque::new(),
-            policy,
+            policy: policy.clone(),
         });
         ring.last += 1;
         ring.events.push_back(Stored {

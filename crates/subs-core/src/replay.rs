@@ -43,19 +43,23 @@ pub(crate) async fn run(engine: Weak<EngineInner>, resume: Resume) {
         key,
     } = resume;
     let shard = &engine.shards[handle.shard];
-    let read = match &after {
-        Some(after) => shard.rings.lock().read(
-            &topic,
-            after,
-            engine.config.replay_limits,
-            std::time::Instant::now(),
-        ),
-        None => Replay::Gap(GapReason::UnknownEpoch),
-    };
     let Some(group) = shard.index.lock().group(handle.group) else {
         // The subscription ended meanwhile.
         connection.abandon_catch_up(key);
         return;
+    };
+    let stream = engine
+        .history
+        .get(&topic)
+        .and_then(|policy| policy.stream_for(&topic, &group.field.filters, &group.arguments));
+    let read = match (&after, stream) {
+        (Some(after), Some(stream)) => shard.rings.lock().read(
+            &stream,
+            after,
+            engine.config.replay_limits,
+            std::time::Instant::now(),
+        ),
+        _ => Replay::Gap(GapReason::UnknownEpoch),
     };
     let events = match read {
         Replay::Events(events) => events,
@@ -160,7 +164,7 @@ mod tests {
                 &self.topic,
                 &Arc::new(Value::Null),
                 1,
-                History::last(10_000),
+                &History::last(10_000),
                 &self.epochs,
                 Instant::now(),
             );

@@ -354,12 +354,72 @@ async fn sse_events_carry_their_position_as_the_event_id() {
         .expect("an event stream takes requests");
     client.settle().await;
     publish(&engine, 1..=2).await;
-    let frames = client.recv_raw(2, WAIT).await;
-    let text = frames.concat();
+    // The stream opens with a keepalive comment: read until both events came.
+    let mut text = String::new();
+    while text.matches("event: next").count() < 2 {
+        let frames = client.recv_raw(1, WAIT).await;
+        assert!(!frames.is_empty(), "{text}");
+        text.push_str(&frames.concat());
+    }
     let ids: Vec<&str> = text
         .lines()
         .filter_map(|line| line.strip_prefix("id: "))
         .collect();
     assert_eq!(ids.len(), 2, "{text}");
     assert!(ids[0].ends_with(":1") && ids[1].ends_with(":2"), "{ids:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_of_one_topic_number_and_keep_their_events_apart() {
+    let engine = Engine::builder(schema())
+        .bind(
+            "serviceUpdated",
+            FieldBinding::default_topic()
+                .argument("serviceId", "id")
+                .history(History::last(2).per_event_field("id")),
+        )
+        .build()
+        .unwrap();
+    let mut one = Client::new(&engine);
+    one.init().await;
+    subscribe_from(&mut one, "s", json!({"id": "1"}), None).await;
+    for (id, name) in [("1", "a"), ("2", "x"), ("2", "y"), ("2", "z"), ("1", "b")] {
+        engine
+            .publish("serviceUpdated", service(id, name))
+            .await
+            .unwrap();
+    }
+    let got = receive(&mut one, "s", 2).await;
+    assert_eq!(
+        got.iter().map(|g| (g.0.as_str(), g.1)).collect::<Vec<_>>(),
+        vec![("a", 1), ("b", 2)],
+        "offsets count the stream's own events"
+    );
+    drop(one);
+    engine
+        .publish("serviceUpdated", service("1", "c"))
+        .await
+        .unwrap();
+    // Stream 2 had three events and keeps two: stream 1 kept its own two.
+    let mut again = Client::new(&engine);
+    again.init().await;
+    subscribe_from(
+        &mut again,
+        "s",
+        json!({"id": "1"}),
+        Some(json!({"epoch": got[0].2, "offset": 1})),
+    )
+    .await;
+    let replayed = receive(&mut again, "s", 2).await;
+    assert_eq!(
+        replayed
+            .iter()
+            .map(|g| (g.0.as_str(), g.1))
+            .collect::<Vec<_>>(),
+        vec![("b", 2), ("c", 3)]
+    );
+    // Without a value for the stream's argument there is no stream to resume.
+    let (_, payload) =
+        first_payload_after_resume(&engine, json!({"epoch": got[0].2, "offset": 1})).await;
+    assert_gap(&payload);
 }
