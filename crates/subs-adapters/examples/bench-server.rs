@@ -23,8 +23,8 @@ use subs_adapters::{Server, ServerConfig};
 use subs_core::graphql::Schema;
 use subs_core::security::{FieldRoles, Hygiene, Principal, Rejection, SecurityConfig};
 use subs_core::{
-    Accepted, AuthRequest, Engine, EngineConfig, FieldBinding, HookDeadlines, ResolveContext,
-    ResolverError, RootContext,
+    Accepted, AuthRequest, Engine, EngineConfig, FieldBinding, History, HookDeadlines,
+    ResolveContext, ResolverError, RootContext,
 };
 
 const SCHEMA: &str = r#"
@@ -96,8 +96,15 @@ async fn main() -> anyhow::Result<()> {
     // exists only once built (the cycle lives as long as the process).
     let this_engine: Arc<OnceLock<Engine>> = Arc::new(OnceLock::new());
     let mutation_engine = this_engine.clone();
+    // HISTORY=N: each `ticks` topic (a value of the events' `topic` field)
+    // keeps its last N events, numbered, for clients that resume.
+    let history: usize = env_or("HISTORY", 0)?;
+    let mut ticks = FieldBinding::topic(TICKS).argument("topic", "topic");
+    if history > 0 {
+        ticks = ticks.history(History::last(history).per_event_field("topic"));
+    }
     let engine = Engine::builder(Schema::parse(SCHEMA)?)
-        .bind(TICKS, FieldBinding::topic(TICKS).argument("topic", "topic"))
+        .bind(TICKS, ticks)
         .bind("countdown", FieldBinding::stream(countdown))
         .bind(
             "viewer",
