@@ -90,7 +90,7 @@ impl History {
         for segment in path.iter() {
             value = value.get(segment.as_str())?;
         }
-        Some(stream_key(topic, value)?)
+        stream_key(topic, value)
     }
 
     /// The stream a subscriber reads: the one its arguments name, through
@@ -433,7 +433,8 @@ mod tests {
         let topic: Arc<str> = Arc::from("t");
         let now = Instant::now();
         for i in 1..=n {
-            let position = rings.append(&topic, &Arc::new(Value::from(i)), 1, policy, &epochs, now);
+            let position =
+                rings.append(&topic, &Arc::new(Value::from(i)), 1, &policy, &epochs, now);
             assert_eq!(position.offset, i, "offsets grow by one per event");
         }
         (rings, epochs, topic)
