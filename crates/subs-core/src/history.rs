@@ -374,6 +374,12 @@ pub(crate) struct Delivered {
 }
 
 impl Delivered {
+    /// A subscription that resumes after `position`: the client has
+    /// everything up to it.
+    pub(crate) fn after(position: Option<Position>) -> Self {
+        Self { last: position }
+    }
+
     /// Whether `position` is new to the subscription (and remembers it).
     pub(crate) fn first_time(&mut self, position: &Position) -> bool {
         if let Some(last) = &self.last

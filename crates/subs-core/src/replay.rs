@@ -238,7 +238,7 @@ mod tests {
             // Resume: hold live messages, register, read the history.
             world.connection.begin_catch_up(KEY);
             world.registered = true;
-            let mut delivered = Delivered::default();
+            let mut delivered = Delivered::after(Some(Position { epoch: Arc::from("i.1"), offset: after_offset }));
             // The writer may run at any step: what it took so far counts.
             let mut written = Vec::new();
             let mut replay = VecDeque::new();

@@ -69,6 +69,7 @@ impl Session {
         self.remove_subscription(&id, "replaced by a new subscription with the same id");
         self.next_key += 1;
         let key = self.next_key;
+        let resumed_after = resume.clone().flatten();
         let source = if let Some(stream) = field.stream.clone() {
             let context = ResolveContext {
                 topic: Arc::from(""),
@@ -129,7 +130,7 @@ impl Session {
             id: id.clone(),
             source,
             delivery_limiter: inner.security.delivery_limiter(),
-            delivered: Delivered::default(),
+            delivered: Delivered::after(resumed_after),
         };
         self.keys.insert(id, key);
         self.subscriptions.insert(key, active);
