@@ -6,8 +6,9 @@
 //! file. Each server is built, started on a free port and awaited (`READY
 //! <port>` on its stdout); then `audit.mjs` (every server audit of
 //! graphql-http), `sse.mjs` (the graphql-sse client, both modes) and `ws.mjs`
-//! (the graphql-ws client) run against it, all three even when one fails, and
-//! the server is killed.
+//! (the graphql-ws client) run against it, all of them even when one fails,
+//! and `resume.mjs` (the resume recipe of `docs/history.md`) against the
+//! servers that keep history; then the server is killed.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -34,14 +35,21 @@ pub(crate) struct BenchServer {
     /// Names the server in the log and in failures.
     label: &'static str,
     /// Builds what the server needs and returns the command that starts it;
-    /// the caller sets `PORT`.
+    /// the caller sets `PORT` and `HISTORY`.
     prepare: fn(&Path) -> Result<Command>,
+    /// Whether it keeps history (`HISTORY=N` of the contract): then
+    /// `resume.mjs` (the graphql-ws resume recipe) runs against it too.
+    resumes: bool,
 }
+
+/// The `HISTORY` every server is started with.
+const HISTORY: &str = "1000";
 
 /// The Rust bench server: checked right after the Rust tests.
 pub(crate) const RUST_SERVERS: [BenchServer; 1] = [BenchServer {
     label: "rust bench-server",
     prepare: rust_bench_server,
+    resumes: true,
 }];
 
 /// The Python bench server in its three modes, on the wheel the Python step
@@ -50,14 +58,17 @@ pub(crate) const PYTHON_SERVERS: [BenchServer; 3] = [
     BenchServer {
         label: "python bench_server.py --mode native",
         prepare: |root| python_bench_server(root, &["--mode", "native"]),
+        resumes: false,
     },
     BenchServer {
         label: "python bench_server.py --mode asgi --asgi middleware",
         prepare: |root| python_bench_server(root, &["--mode", "asgi", "--asgi", "middleware"]),
+        resumes: false,
     },
     BenchServer {
         label: "python bench_server.py --mode asgi --asgi route",
         prepare: |root| python_bench_server(root, &["--mode", "asgi", "--asgi", "route"]),
+        resumes: false,
     },
 ];
 
@@ -77,15 +88,20 @@ pub(crate) fn node_tests(servers: &[BenchServer]) -> Result<()> {
     let started = Instant::now();
     let mut failures = Vec::new();
     for server in servers {
-        let command = (server.prepare)(&root)?;
+        let mut command = (server.prepare)(&root)?;
+        command.env("HISTORY", HISTORY);
         let running = Running::start(server.label, command)?;
         let port = running.port;
         let http = format!("http://127.0.0.1:{port}");
-        let scripts = [
+        let ws = format!("ws://127.0.0.1:{port}/graphql");
+        let mut scripts = vec![
             ("audit.mjs", format!("{http}/graphql")),
             ("sse.mjs", http.clone()),
-            ("ws.mjs", format!("ws://127.0.0.1:{port}/graphql")),
+            ("ws.mjs", ws.clone()),
         ];
+        if server.resumes {
+            scripts.push(("resume.mjs", ws));
+        }
         for (script, url) in scripts {
             if let Err(error) = run_script(&dir, script, &url) {
                 failures.push(format!("{}: {error:#}", server.label));
