@@ -223,9 +223,10 @@ impl Session {
 }
 
 /// The position a subscribe asks to resume from, in
-/// `extensions.subs.resume`: `None` when it asks for none, `Some(None)` when
-/// what it sent is not a position (it is told it has a gap, never ignored).
+/// `extensions.subs.resume`: `None` when it asks for none (absent or null),
+/// `Some(None)` when what it sent is not a position (it is told it has a
+/// gap, never ignored).
 fn resume_request(extensions: Option<&Map<String, Value>>) -> Option<Option<Position>> {
     let resume = extensions?.get("subs")?.get("resume")?;
-    Some(Position::from_json(resume))
+    (!resume.is_null()).then(|| Position::from_json(resume))
 }
