@@ -94,6 +94,9 @@ pub(crate) struct ConnectionShared {
     /// replay is queued (see [`ConnectionShared::begin_catch_up`]).
     /// Lock order: this, then `queue`.
     stashes: Mutex<rustc_hash::FxHashMap<u64, Vec<Outbound>>>,
+    /// Subscriptions that lost a positioned message to `DropOldest` since
+    /// the writer last looked: they are told of the gap (never a silent one).
+    gaps: Mutex<smallvec::SmallVec<[u64; 2]>>,
 }
 
 /// Result of handing one message to a connection.
@@ -130,6 +133,7 @@ impl ConnectionShared {
             closed: AtomicBool::new(false),
             catching_up: AtomicBool::new(false),
             stashes: Mutex::new(rustc_hash::FxHashMap::default()),
+            gaps: Mutex::new(smallvec::SmallVec::new()),
         }
     }
 
@@ -209,7 +213,8 @@ impl ConnectionShared {
                 }
                 return Ok(match self.policy {
                     SlowConsumerPolicy::DropOldest => {
-                        held.remove(0);
+                        let oldest = held.remove(0);
+                        self.note_gap(&oldest);
                         held.push(item);
                         Push::DroppedOldest
                     }
@@ -250,6 +255,7 @@ impl ConnectionShared {
                 SlowConsumerPolicy::DropOldest => match queue.items.pop_front() {
                     Some(oldest) => {
                         queue.bytes -= oldest.weight();
+                        self.note_gap(&oldest);
                         outcome = Push::DroppedOldest;
                     }
                     // What is over the limit is already on its way to the
@@ -351,6 +357,22 @@ impl ConnectionShared {
 
     pub(crate) async fn notified(&self) {
         self.notify.notified().await;
+    }
+
+    /// A dropped message that had a position leaves its subscription with a
+    /// gap the client must hear of.
+    fn note_gap(&self, dropped: &Outbound) {
+        if let Outbound::Next(key, _, Some(_)) = dropped {
+            let mut gaps = self.gaps.lock();
+            if !gaps.contains(key) {
+                gaps.push(*key);
+            }
+        }
+    }
+
+    /// The subscriptions that lost positioned messages since the last call.
+    pub(crate) fn take_gaps(&self) -> smallvec::SmallVec<[u64; 2]> {
+        std::mem::take(&mut *self.gaps.lock())
     }
 
     /// Subscription `key` ended while catching up: its held messages go.

@@ -423,3 +423,39 @@ async fn streams_of_one_topic_number_and_keep_their_events_apart() {
         first_payload_after_resume(&engine, json!({"epoch": got[0].2, "offset": 1})).await;
     assert_gap(&payload);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_dropped_under_drop_oldest_are_told_as_a_gap() {
+    let engine = Engine::builder(schema())
+        .bind(
+            "serviceUpdated",
+            FieldBinding::default_topic().history(History::last(100)),
+        )
+        .config(subs_core::EngineConfig {
+            outbound_queue_capacity: 2,
+            slow_consumer_policy: subs_core::SlowConsumerPolicy::DropOldest,
+            ..subs_core::EngineConfig::default()
+        })
+        .build()
+        .unwrap();
+    let mut client = Client::new(&engine);
+    client.init().await;
+    subscribe_from(&mut client, "s", json!({}), None).await;
+    // Nothing is taken by the writer while five events arrive: three drop.
+    for i in 1..=5 {
+        engine
+            .dispatch(subs_core::Event::json(
+                "serviceUpdated",
+                service("1", &format!("e{i}")),
+            ))
+            .await;
+    }
+    let frames = client.recv_n(3).await;
+    let payloads = nexts(&frames, "s");
+    assert_eq!(payloads.len(), 3, "{frames:?}");
+    assert_gap(&payloads[0]);
+    assert_eq!(payloads[0]["errors"][0]["extensions"]["reason"], "dropped");
+    assert_eq!(payloads[1]["extensions"]["subs"]["offset"], 4);
+    assert_eq!(payloads[2]["extensions"]["subs"]["offset"], 5);
+    assert_eq!(engine.stats().history_gaps, 1);
+}

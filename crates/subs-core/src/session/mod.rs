@@ -362,6 +362,15 @@ impl Session {
     pub fn flush_outbound(&mut self) -> usize {
         let mut batch = std::mem::take(&mut self.drained);
         let overflowed = self.shared.drain_into(&mut batch);
+        // Dropped messages were older than anything taken now: the gap comes
+        // first.
+        for key in self.shared.take_gaps() {
+            if let Some(active) = self.subscriptions.get(&key) {
+                self.engine.inner.stats.history_gap();
+                let payload = crate::history::gap_payload(crate::GapReason::Dropped);
+                let _ = self.connection.send_next(&active.id, &payload);
+            }
+        }
         let taken = batch.len();
         let now = Instant::now();
         for item in batch.drain(..) {
