@@ -254,9 +254,42 @@ pub(crate) fn http_scenarios(quick: bool) -> Vec<Scenario> {
     ]
 }
 
+/// subs' Rust bench server with `HISTORY=N`: positions on every `ticks`
+/// event, kept in each topic's ring (issue 16).
+const SUBS_HISTORY: &str = "subs-history";
+
+/// How many events each `ticks` topic keeps in the history runs.
+const HISTORY_EVENTS: u64 = 1000;
+
+/// The cost of positions (issue 16): the fan-out with history on and off,
+/// against one server build, one right after the other.
+pub(crate) fn history_scenarios(quick: bool) -> Vec<Scenario> {
+    let events = if quick { 300 } else { 1000 };
+    vec![Scenario {
+        id: "history_fanout_c1000".into(),
+        kind: "fanout",
+        connections: 1000,
+        events: Events::Only(vec![(SUBS, events), (SUBS_HISTORY, events)]),
+        interval_us: 0,
+        payload_bytes: None,
+    }]
+}
+
+/// subs' bench server without and with history.
+fn history_targets(subs: &Target) -> Vec<Target> {
+    vec![
+        subs.clone(),
+        Target {
+            label: SUBS_HISTORY.to_owned(),
+            command: format!("HISTORY={HISTORY_EVENTS} {}", subs.command),
+            transport: "ws",
+        },
+    ]
+}
+
 /// Ratios between two targets beside the `<label>_over_raw` ones:
 /// `(numerator, denominator)`, derived for every scenario both ran.
-const PAIRS: [(&str, &str); 9] = [
+const PAIRS: [(&str, &str); 10] = [
     (STRAWBERRY, PY_ASGI),
     (ARIADNE, PY_ASGI),
     (STRAWBERRY, PY_ASGI_ROUTE),
@@ -266,6 +299,7 @@ const PAIRS: [(&str, &str); 9] = [
     (PY_ASGI, PY_NATIVE),
     (SUBS_SSE, SUBS),
     (SUBS_MULTIPART, SUBS),
+    (SUBS_HISTORY, SUBS),
 ];
 
 /// A server measured by the load generator.
@@ -298,6 +332,8 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
     let mut skip_python = false;
     let mut skip_http = false;
     let mut only_http = false;
+    let mut skip_history = false;
+    let mut only_history = false;
     let mut args = rest.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -321,12 +357,15 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
             "--no-python" => skip_python = true,
             "--no-http" => skip_http = true,
             "--http-only" => only_http = true,
+            "--no-history" => skip_history = true,
+            "--history-only" => only_history = true,
             "-h" | "--help" => {
                 println!(
-                    "usage: cargo xtask bench [--quick] [--target [NAME=]CMD]... [--no-inproc] [--no-loopback] [--no-http] [--no-python] [--http-only]\n\
+                    "usage: cargo xtask bench [--quick] [--target [NAME=]CMD]... [--no-inproc] [--no-loopback] [--no-http] [--no-python] [--no-history] [--http-only] [--history-only]\n\
                      Runs every benchmark, checks bench/gates.toml, writes target/bench/report.{{md,json}} and plots.\n\
                      --no-http skips the HTTP scenarios (SSE and multipart subscribers, queries over HTTP);\n\
                      --http-only runs only them, and checks only their gates.\n\
+                     --no-history skips the fan-out with history on (the cost of positions); --history-only runs only it.\n\
                      --no-python skips the Python scenarios (subs' wheel, Strawberry and Ariadne peers)."
                 );
                 return Ok(());
@@ -334,9 +373,12 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
             other => bail!("unknown bench option {other:?}; try `cargo xtask bench --help`"),
         }
     }
-    if only_http {
+    if only_http || only_history {
         skip_inproc = true;
         skip_python = true;
+    }
+    if only_history {
+        skip_http = true;
     }
     let started = Instant::now();
     let root = workspace_root();
@@ -373,7 +415,7 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
                 .push("subs' bench-server did not build: its loopback figures are missing".into()),
         }
         targets.extend(extra);
-        if !only_http {
+        if !only_http && !only_history {
             run_loopback(&bins, &targets, &scenarios(quick), &out_dir, &mut results);
         }
         if !skip_http && let Some(subs) = &subs {
@@ -381,6 +423,15 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
                 &bins,
                 &http_targets(subs),
                 &http_scenarios(quick),
+                &out_dir,
+                &mut results,
+            );
+        }
+        if !skip_history && !only_http && let Some(subs) = &subs {
+            run_loopback(
+                &bins,
+                &history_targets(subs),
+                &history_scenarios(quick),
                 &out_dir,
                 &mut results,
             );
@@ -396,6 +447,9 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
     if only_http {
         // The other gates' figures were not measured on purpose.
         verdicts.retain(|v| v.gate.metric.contains(".http_"));
+    }
+    if only_history {
+        verdicts.retain(|v| v.gate.metric.contains(".history_"));
     }
     bench_report::print_table(&verdicts, &results);
     bench_report::write(&out_dir, &verdicts, &results)?;
@@ -1173,6 +1227,7 @@ mod tests {
             rust || python_scenarios(quick)
                 .into_iter()
                 .chain(http_scenarios(quick))
+                .chain(history_scenarios(quick))
                 .any(|s| s.id == id && s.events_for(label).is_some())
         };
         let gates = bench_gates::parse(include_str!("../../bench/gates.toml")).unwrap();
