@@ -261,18 +261,30 @@ const SUBS_HISTORY: &str = "subs-history";
 /// How many events each `ticks` topic keeps in the history runs.
 const HISTORY_EVENTS: u64 = 1000;
 
-/// The cost of positions (issue 16): the fan-out with history on and off,
-/// against one server build, one right after the other.
+/// Issue 16: the cost of positions (the fan-out with history on and off,
+/// against one server build, one right after the other), and a reconnect
+/// storm (1,000 clients dropped at once, 100 events missed each, all resume).
 pub(crate) fn history_scenarios(quick: bool) -> Vec<Scenario> {
     let events = if quick { 300 } else { 1000 };
-    vec![Scenario {
-        id: "history_fanout_c1000".into(),
-        kind: "fanout",
-        connections: 1000,
-        events: Events::Only(vec![(SUBS, events), (SUBS_HISTORY, events)]),
-        interval_us: 0,
-        payload_bytes: None,
-    }]
+    vec![
+        Scenario {
+            id: "history_fanout_c1000".into(),
+            kind: "fanout",
+            connections: 1000,
+            events: Events::Only(vec![(SUBS, events), (SUBS_HISTORY, events)]),
+            interval_us: 0,
+            payload_bytes: None,
+        },
+        Scenario {
+            id: "history_storm_c1000".into(),
+            kind: "storm",
+            connections: 1000,
+            // The events each client misses while away.
+            events: Events::Only(vec![(SUBS_HISTORY, 100)]),
+            interval_us: 0,
+            payload_bytes: None,
+        },
+    ]
 }
 
 /// subs' bench server without and with history.
@@ -427,7 +439,10 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
                 &mut results,
             );
         }
-        if !skip_history && !only_http && let Some(subs) = &subs {
+        if !skip_history
+            && !only_http
+            && let Some(subs) = &subs
+        {
             run_loopback(
                 &bins,
                 &history_targets(subs),
@@ -785,6 +800,22 @@ pub(crate) fn loopback_figures(report: &Value) -> Vec<(&'static str, f64)> {
         put("failed_requests", get(&["query", "failed"]), 1.0);
         put("p50_ms", get(&["query", "latency", "p50_us"]), 1e-3);
         put("p99_ms", get(&["query", "latency", "p99_us"]), 1e-3);
+        return out;
+    }
+    if report["scenario"] == "storm" {
+        // Resumes, not a fan-out.
+        put("recovered", get(&["storm", "recovered"]), 1.0);
+        put("lost", get(&["storm", "lost"]), 1.0);
+        put("duplicates", get(&["storm", "duplicates"]), 1.0);
+        put("gaps", get(&["storm", "gaps"]), 1.0);
+        put("time_to_live_ms", get(&["storm", "time_to_live_ms"]), 1.0);
+        put("resume_p99_ms", get(&["storm", "p99_ms"]), 1.0);
+        put("events_replayed", get(&["storm", "events_replayed"]), 1.0);
+        put(
+            "cpu_per_replayed_us",
+            get(&["storm", "server_cpu_per_replayed_us"]),
+            1.0,
+        );
         return out;
     }
     put("connected", get(&["connected"]), 1.0);
@@ -1210,6 +1241,10 @@ mod tests {
             },
             "stalled_reader": {"rss_growth_mib": 1.0, "healthy_lost": 0, "healthy": {"duration_s": 1.0}}
         });
+        let storm = serde_json::json!({
+            "scenario": "storm", "storm": {"recovered": 1, "lost": 0, "duplicates": 0, "gaps": 0,
+            "time_to_live_ms": 1.0, "p99_ms": 1.0, "events_replayed": 1, "server_cpu_per_replayed_us": 1.0}
+        });
         let query = serde_json::json!({
             "scenario": "query", "expected": 1, "delivered": 1,
             "query": {"requests_per_sec": 1.0, "server_cpu_per_request_us": 1.0, "failed": 0,
@@ -1218,6 +1253,7 @@ mod tests {
         let figures: Vec<&str> = loopback_figures(&full)
             .into_iter()
             .chain(loopback_figures(&query))
+            .chain(loopback_figures(&storm))
             .map(|(k, _)| k)
             .collect();
         let runs = |quick: bool, label: &str, id: &str| {

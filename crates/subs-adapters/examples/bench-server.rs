@@ -290,6 +290,8 @@ async fn http(
                     "framesQueued": stats.frames_queued,
                     "framesDropped": stats.frames_dropped,
                     "slowConsumerCloses": stats.slow_consumer_closes,
+                    "eventsReplayed": stats.events_replayed,
+                    "historyGaps": stats.history_gaps,
                 }),
             )
         }

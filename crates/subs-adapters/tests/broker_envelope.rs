@@ -19,7 +19,25 @@ fn doc_example() -> Envelope {
         payload: Bytes::from_static(
             r#"{"id":"1","name":"Café ☕","tags":["a",{"b":null}]}"#.as_bytes(),
         ),
+        position: None,
     }
+}
+
+#[test]
+fn a_position_travels_with_the_envelope() {
+    let mut envelope = doc_example();
+    envelope.position = Some(subs_core::Position {
+        epoch: Arc::from("e\"1"),
+        offset: 9,
+    });
+    let decoded = Envelope::decode(&envelope.encode()).expect("decodes");
+    assert_eq!(decoded, envelope);
+    assert_eq!(decoded.into_event().position.map(|p| p.offset), Some(9));
+    // Old envelopes (no position) still decode.
+    assert_eq!(
+        Envelope::decode(&doc_example().encode()).unwrap().position,
+        None
+    );
 }
 
 #[test]

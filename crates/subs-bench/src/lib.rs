@@ -28,4 +28,5 @@ pub mod query;
 pub mod rawserver;
 pub mod scan;
 pub mod stalled;
+pub mod storm;
 pub mod sys;

@@ -51,6 +51,8 @@ pub enum Scenario {
     /// N kept-alive HTTP connections posting `{ hello }` in a closed loop,
     /// K requests in all (see [`crate::query`]).
     Query,
+    /// A reconnect storm against a server with history (see `storm.rs`).
+    Storm,
 }
 
 /// How the subscribers talk to the server.
@@ -91,8 +93,9 @@ impl std::str::FromStr for Scenario {
             "stalled-resolver" => Self::StalledResolver,
             "stalled-reader" => Self::StalledReader,
             "query" => Self::Query,
+            "storm" => Self::Storm,
             other => bail!(
-                "unknown scenario {other:?} (fanout, paced, filtered, memory, stalled-resolver, stalled-reader, query)"
+                "unknown scenario {other:?} (fanout, paced, filtered, memory, stalled-resolver, stalled-reader, query, storm)"
             ),
         })
     }
@@ -242,6 +245,9 @@ pub struct Report {
     /// The query scenario's own figures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub query: Option<crate::query::QueryFigures>,
+    /// The reconnect storm's own figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storm: Option<crate::storm::StormFigures>,
 }
 
 /// What one client connection saw.
@@ -590,6 +596,19 @@ async fn run_async(options: &Options) -> Result<Report> {
         } else {
             crate::stalled::stalled_reader(options, addr, pid, &mut http, report).await
         };
+        drop(server);
+        return report;
+    }
+    if options.scenario == Scenario::Storm {
+        let report = Report {
+            label: options.label.clone(),
+            scenario: "storm".into(),
+            connections: options.connections,
+            events: options.events,
+            cpu_tick_ms: 1000.0 / sys::clock_ticks_per_second() as f64,
+            ..Report::default()
+        };
+        let report = crate::storm::storm(options, addr, pid, &mut http, report).await;
         drop(server);
         return report;
     }

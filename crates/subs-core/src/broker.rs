@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::Error;
 use crate::engine::EngineInner;
+use crate::history::{GapReason, History, Position, ReplayLimits};
 
 /// One published event.
 #[derive(Debug, Clone)]
@@ -19,6 +20,10 @@ pub struct Event {
     pub topic: Arc<str>,
     /// Its payload.
     pub payload: EventPayload,
+    /// Its position in the topic's history, when a broker that keeps the
+    /// history numbered it ([`BrokerHistory`]); the dispatcher numbers the
+    /// others itself.
+    pub position: Option<Position>,
 }
 
 impl Event {
@@ -27,6 +32,7 @@ impl Event {
         Self {
             topic: topic.into(),
             payload: EventPayload::Json(Arc::new(payload)),
+            position: None,
         }
     }
 
@@ -36,6 +42,7 @@ impl Event {
         Self {
             topic: topic.into(),
             payload: EventPayload::Bytes(payload.into()),
+            position: None,
         }
     }
 }
@@ -150,6 +157,62 @@ pub trait Broker: Send + Sync + 'static {
 
     /// A short name for logs and stats.
     fn name(&self) -> &'static str;
+
+    /// The history this broker keeps for every instance, if it keeps one
+    /// ([`BrokerHistory`]); `None` (the default): each instance keeps the
+    /// history of what it dispatches.
+    fn history(&self) -> Option<Arc<dyn BrokerHistory>> {
+        None
+    }
+
+    /// Resolves once this instance receives `topic`'s events from the broker
+    /// (its subscription is active), or after a bounded wait: a resume reads
+    /// the shared history only then, so that every event is either in what
+    /// it reads or delivered live.
+    fn subscribed(&self, topic: &str) -> BoxFuture<'static, ()> {
+        let _ = topic;
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// A history kept by the broker and shared by every instance attached to it
+/// (Redis Streams in subs-adapters): the position of an event is assigned
+/// once, where it is stored, and is the same on every instance, so a client
+/// can resume on any of them.
+///
+/// Contract: [`BrokerHistory::append`] stores the event of `stream`, numbers
+/// it (offsets +1 per event of the stream, under an epoch that changes when
+/// the stream's history is lost), and carries it with its position to every
+/// instance, this one included (the engine does not dispatch it locally
+/// first: the broker's order is the order of positions); events of one
+/// stream reach every instance in offset order.
+pub trait BrokerHistory: Send + Sync + 'static {
+    /// Stores, numbers and carries one event of `stream`, keeping at most
+    /// `history`'s count of events.
+    fn append(
+        &self,
+        stream: Arc<str>,
+        event: Event,
+        history: History,
+    ) -> BoxFuture<'static, Result<Position, Error>>;
+
+    /// Every event of `stream` after `after`, within `limits` (and `max_age`).
+    fn read(
+        &self,
+        stream: Arc<str>,
+        after: Position,
+        limits: ReplayLimits,
+        max_age: Option<std::time::Duration>,
+    ) -> BoxFuture<'static, Result<StoredReplay, Error>>;
+}
+
+/// What a [`BrokerHistory`] read answers.
+#[derive(Debug, Clone)]
+pub enum StoredReplay {
+    /// Every event after the position, oldest first, as serialized JSON.
+    Events(Vec<(Position, Bytes)>),
+    /// The position cannot be served.
+    Gap(GapReason),
 }
 
 /// The default broker: one process, no other instance to reach. The engine's
@@ -226,6 +289,9 @@ pub struct Envelope {
     pub published_at_ns: u128,
     /// The payload, serialized JSON.
     pub payload: Bytes,
+    /// The event's position in a history kept by the broker
+    /// (`"position":{"epoch":..,"offset":..}` on the wire, before the payload).
+    pub position: Option<Position>,
 }
 
 /// The envelope version this build writes and reads.
@@ -242,8 +308,17 @@ struct WireEnvelope<'a> {
     seq: u64,
     #[serde(borrow)]
     published_at_ns: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    position: Option<WirePosition<'a>>,
     #[serde(borrow)]
     payload: &'a serde_json::value::RawValue,
+}
+
+#[derive(serde::Deserialize)]
+struct WirePosition<'a> {
+    #[serde(borrow)]
+    epoch: std::borrow::Cow<'a, str>,
+    offset: u64,
 }
 
 impl Envelope {
@@ -258,13 +333,31 @@ impl Envelope {
             seq,
             published_at_ns,
             payload: event.payload.to_bytes(),
+            position: event.position.clone(),
         }
     }
 
     /// The bytes to send.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity(self.payload.len() + self.topic.len() + self.origin.len() + 96);
+        let (mut out, tail) = self.encode_around_position();
+        if let Some(position) = &self.position {
+            out.extend_from_slice(b"\"position\":{\"epoch\":");
+            out.extend_from_slice(
+                Value::String(position.epoch.to_string())
+                    .to_string()
+                    .as_bytes(),
+            );
+            out.extend_from_slice(format!(",\"offset\":{}}},", position.offset).as_bytes());
+        }
+        out.extend_from_slice(&tail);
+        out
+    }
+
+    /// The envelope's bytes in two parts, before and after the place of its
+    /// position (`"position":{..},` goes between them): a broker that numbers
+    /// events where it stores them (a Redis script) writes the position there.
+    pub fn encode_around_position(&self) -> (Vec<u8>, Vec<u8>) {
+        let mut out = Vec::with_capacity(self.topic.len() + self.origin.len() + 96);
         out.extend_from_slice(b"{\"v\":");
         out.extend_from_slice(ENVELOPE_VERSION.to_string().as_bytes());
         out.extend_from_slice(b",\"topic\":");
@@ -277,14 +370,16 @@ impl Envelope {
         );
         out.extend_from_slice(
             format!(
-                ",\"seq\":{},\"publishedAtNs\":\"{}\",\"payload\":",
+                ",\"seq\":{},\"publishedAtNs\":\"{}\",",
                 self.seq, self.published_at_ns
             )
             .as_bytes(),
         );
-        out.extend_from_slice(&self.payload);
-        out.push(b'}');
-        out
+        let mut tail = Vec::with_capacity(self.payload.len() + 12);
+        tail.extend_from_slice(b"\"payload\":");
+        tail.extend_from_slice(&self.payload);
+        tail.push(b'}');
+        (out, tail)
     }
 
     /// Reads an envelope; the payload is checked to be JSON, not parsed into values.
@@ -305,11 +400,18 @@ impl Envelope {
                 .parse()
                 .map_err(|_| Error::Broker("invalid publishedAtNs".into()))?,
             payload: Bytes::copy_from_slice(wire.payload.get().as_bytes()),
+            position: wire.position.map(|p| Position {
+                epoch: Arc::from(p.epoch.as_ref()),
+                offset: p.offset,
+            }),
         })
     }
 
     /// The event it carries.
     pub fn into_event(self) -> Event {
-        Event::bytes(self.topic, self.payload)
+        Event {
+            position: self.position,
+            ..Event::bytes(self.topic, self.payload)
+        }
     }
 }

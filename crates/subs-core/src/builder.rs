@@ -219,6 +219,7 @@ impl EngineBuilder {
             next_connection: AtomicU64::new(0),
             runtime: runtime.clone(),
             epochs: Epochs::new(instance_id.clone()),
+            broker_history: broker.history(),
             instance_id,
             history,
             hasher: FxBuildHasher,

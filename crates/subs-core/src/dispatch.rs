@@ -71,7 +71,11 @@ impl EngineInner {
             }
         };
         let shard = &self.shards[self.shard_of(&event.topic)];
-        let position = self.history.get(&event.topic).and_then(|policy| {
+        // A broker that keeps the history numbered the event already; else
+        // the shard numbers the events of a topic with history, in order.
+        let numbered_here = self.broker_history.is_none();
+        let position = event.position.clone().or_else(|| {
+            let policy = self.history.get(&event.topic).filter(|_| numbered_here)?;
             let stream = policy.stream_of(&event.topic, &payload)?;
             let bytes = match &event.payload {
                 EventPayload::Bytes(bytes) => bytes.len(),

@@ -62,6 +62,9 @@ pub(crate) struct EngineInner {
     /// Topics that keep history, and how much.
     pub(crate) history: FxHashMap<Arc<str>, History>,
     pub(crate) epochs: Epochs,
+    /// The broker's shared history, when it keeps one: topics with history
+    /// are then numbered and kept there instead of in the shards' rings.
+    pub(crate) broker_history: Option<Arc<dyn crate::BrokerHistory>>,
     pub(crate) hasher: FxBuildHasher,
 }
 
@@ -95,6 +98,18 @@ impl Engine {
     /// handed to the broker for the other instances. Local delivery does not
     /// depend on the broker being up.
     pub async fn publish_event(&self, event: Event) -> Result<(), Error> {
+        if let Some(history) = &self.inner.broker_history
+            && let Some(policy) = self.inner.history.get(&event.topic)
+        {
+            // Numbered where it is stored: the broker carries it, with its
+            // position, to every instance, this one included.
+            let payload = event.payload.to_value()?;
+            if let Some(stream) = policy.stream_of(&event.topic, &payload) {
+                self.inner.stats.event_published();
+                history.append(stream, event, policy.clone()).await?;
+                return Ok(());
+            }
+        }
         self.inner.stats.event_published();
         self.inner.enqueue(event.clone()).await?;
         // Local subscribers have it now: a failure past this point must not

@@ -66,6 +66,16 @@ impl History {
         self
     }
 
+    /// The most events a stream keeps.
+    pub fn max_events(&self) -> usize {
+        self.max_events
+    }
+
+    /// The oldest an event may be and still be replayed (`None`: no limit).
+    pub fn max_age_limit(&self) -> Option<Duration> {
+        self.max_age
+    }
+
     /// The larger of two policies (two bindings on one topic); the
     /// streams are those of the first.
     pub(crate) fn union(self, other: Self) -> Self {
@@ -197,6 +207,8 @@ pub enum GapReason {
     /// Live events were dropped from the subscriber's queue (under
     /// [`crate::SlowConsumerPolicy::DropOldest`]).
     Dropped,
+    /// The broker that keeps the history could not be read.
+    Unavailable,
 }
 
 impl GapReason {
@@ -208,6 +220,7 @@ impl GapReason {
             Self::Ahead => "ahead",
             Self::OverLimit => "over_limit",
             Self::Dropped => "dropped",
+            Self::Unavailable => "unavailable",
         }
     }
 }

@@ -29,7 +29,8 @@ pub use binding::{
     ResolverScope, StreamSource,
 };
 pub use broker::{
-    Broker, BrokerStats, ENVELOPE_VERSION, Envelope, Event, EventPayload, EventSink, InMemoryBroker,
+    Broker, BrokerHistory, BrokerStats, ENVELOPE_VERSION, Envelope, Event, EventPayload, EventSink,
+    InMemoryBroker, StoredReplay,
 };
 pub use builder::EngineBuilder;
 pub use config::EngineConfig;

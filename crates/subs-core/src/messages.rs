@@ -67,6 +67,7 @@ pub fn history_gap(reason: crate::GapReason) -> String {
         crate::GapReason::Ahead => "it is past the last event of the topic",
         crate::GapReason::OverLimit => "more events were missed than one resume may replay",
         crate::GapReason::Dropped => "events were dropped from the subscription's queue",
+        crate::GapReason::Unavailable => "the history could not be read",
     };
     format!("Cannot resume from the given position: {why}; live events follow")
 }

@@ -14,6 +14,7 @@ use std::sync::{Arc, Weak};
 
 use serde_json::Value;
 
+use crate::StoredReplay;
 use crate::engine::EngineInner;
 use crate::history::{GapReason, Position, Replay, gap_payload, with_position};
 use crate::outbound::{ConnectionShared, Outbound, Push};
@@ -48,17 +49,42 @@ pub(crate) async fn run(engine: Weak<EngineInner>, resume: Resume) {
         connection.abandon_catch_up(key);
         return;
     };
-    let stream = engine
-        .history
-        .get(&topic)
+    let policy = engine.history.get(&topic).cloned();
+    let stream = policy
+        .as_ref()
         .and_then(|policy| policy.stream_for(&topic, &group.field.filters, &group.arguments));
-    let read = match (&after, stream) {
-        (Some(after), Some(stream)) => shard.rings.lock().read(
+    let read = match (&after, stream, &engine.broker_history) {
+        (Some(after), Some(stream), None) => shard.rings.lock().read(
             &stream,
             after,
             engine.config.replay_limits,
             std::time::Instant::now(),
         ),
+        (Some(after), Some(stream), Some(history)) => {
+            // Only once live events of the topic reach this instance: every
+            // event is then in what the read returns or delivered live.
+            engine.broker.subscribed(&topic).await;
+            let max_age = policy.as_ref().and_then(|p| p.max_age);
+            match history
+                .read(stream, after.clone(), engine.config.replay_limits, max_age)
+                .await
+            {
+                Ok(StoredReplay::Events(events)) => Replay::Events(
+                    events
+                        .into_iter()
+                        .filter_map(|(position, bytes)| {
+                            let value = serde_json::from_slice(&bytes).ok()?;
+                            Some((position, Arc::new(value)))
+                        })
+                        .collect(),
+                ),
+                Ok(StoredReplay::Gap(reason)) => Replay::Gap(reason),
+                Err(error) => {
+                    tracing::warn!(%topic, %error, "reading the broker's history failed");
+                    Replay::Gap(GapReason::Unavailable)
+                }
+            }
+        }
         _ => Replay::Gap(GapReason::UnknownEpoch),
     };
     let events = match read {

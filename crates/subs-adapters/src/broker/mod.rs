@@ -13,6 +13,8 @@ pub mod nats;
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "redis")]
+mod redis_history;
 
 /// What to do when the broker is unreachable at start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

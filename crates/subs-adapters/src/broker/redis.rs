@@ -1,8 +1,13 @@
 //! Redis pub/sub broker: one channel per topic (`subs:<topic>`), subscribed
 //! only while this instance has a local subscriber on the topic.
 //!
+//! Topics with history are numbered and kept in Redis Streams and published
+//! with their position (see `redis_history.rs`), so a client can resume on
+//! any instance.
+//!
 //! Pub/sub is at-most-once: events published while an instance's connection
-//! is down do not reach it. The instance reconnects with backoff,
+//! is down do not reach it (a client of a topic with history gets them back
+//! by resuming). The instance reconnects with backoff,
 //! resubscribes, and counts the events it can tell it missed (gaps in the
 //! publishers' sequence numbers) in `BrokerStats::missed`.
 
@@ -14,6 +19,7 @@ use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use subs_core::{Broker, BrokerStats, Event, EventSink};
 
+use super::redis_history::RedisHistory;
 use super::{
     Attachment, Backoff, Bookkeeping, Interest, InterestReceiver, Relay, StartupPolicy, deliver,
 };
@@ -42,7 +48,9 @@ pub struct RedisBroker {
     relay: Arc<Relay>,
     /// Set after a failed publish: until then, publishes fail at once.
     retry_at: Arc<parking_lot::Mutex<Option<std::time::Instant>>>,
-    attachment: Attachment,
+    attachment: Arc<Attachment>,
+    /// Topics with history are numbered and kept in Redis Streams.
+    history: Arc<RedisHistory>,
 }
 
 impl std::fmt::Debug for RedisBroker {
@@ -75,12 +83,25 @@ impl RedisBroker {
             }
         };
         let relay = Arc::new(Relay::default());
+        let publisher = Arc::new(tokio::sync::Mutex::new(publisher));
+        let attachment = Arc::new(Attachment::new(relay.clone()));
+        let origin = {
+            let attachment = attachment.clone();
+            Arc::new(move || attachment.origin())
+        };
+        let history = Arc::new(RedisHistory::new(
+            client.clone(),
+            publisher.clone(),
+            relay.clone(),
+            origin,
+        ));
         Ok(Arc::new(Self {
             client,
-            publisher: Arc::new(tokio::sync::Mutex::new(publisher)),
-            relay: relay.clone(),
+            publisher,
+            relay,
             retry_at: Arc::new(parking_lot::Mutex::new(None)),
-            attachment: Attachment::new(relay),
+            attachment,
+            history,
         }))
     }
 
@@ -160,7 +181,19 @@ impl Broker for RedisBroker {
     fn name(&self) -> &'static str {
         "redis"
     }
+
+    fn history(&self) -> Option<Arc<dyn subs_core::BrokerHistory>> {
+        Some(self.history.clone())
+    }
+
+    fn subscribed(&self, topic: &str) -> BoxFuture<'static, ()> {
+        let (relay, topic) = (self.relay.clone(), topic.to_owned());
+        Box::pin(async move { relay.wait_active(&topic, SUBSCRIBE_WAIT).await })
+    }
 }
+
+/// How long a resume waits for this instance's subscription to its topic.
+const SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Owns the pub/sub connection: (re)connects with backoff, keeps the channel
 /// set equal to the registry's topics, and forwards envelopes to the engine.
@@ -204,6 +237,7 @@ async fn subscriber(
                 healthy = false;
                 break;
             }
+            relay.set_active(&topic, true);
             subscribed.insert(topic);
         }
         relay.set_subscribed(subscribed.len());
@@ -260,6 +294,7 @@ async fn subscriber(
             }
         }
         previous = subscribed;
+        relay.clear_active();
         tracing::warn!("Redis pub/sub connection lost; reconnecting");
         backoff.wait().await;
     }
@@ -279,16 +314,20 @@ async fn sync_topic(
     if wanted && !subscribed.contains(&topic) {
         relay.forget_topic(&topic);
         let result = control.subscribe(channel).await;
-        if let Err(error) = &result {
+        match &result {
+            Ok(()) => relay.set_active(&topic, true),
             // The reconnection that follows subscribes it again, with backoff.
-            relay.subscribe_failed();
-            tracing::warn!(%topic, %error, "Redis subscribe failed; reconnecting");
+            Err(error) => {
+                relay.subscribe_failed();
+                tracing::warn!(%topic, %error, "Redis subscribe failed; reconnecting");
+            }
         }
         subscribed.insert(topic);
         result
     } else if !wanted && subscribed.remove(&topic) {
         // The topic's sequence numbers go with its subscription.
         relay.forget_topic(&topic);
+        relay.set_active(&topic, false);
         control.unsubscribe(channel).await
     } else {
         Ok(())

@@ -44,6 +44,10 @@ pub(crate) struct Relay {
     /// sequence number received. A topic's entry goes when its subscription
     /// ends ([`Relay::forget_topic`]).
     seen: Mutex<HashMap<Arc<str>, LastSeen>>,
+    /// Topics whose broker subscription is active now (the broker's task
+    /// keeps it), for [`Relay::wait_active`].
+    active: Mutex<std::collections::HashSet<Arc<str>>>,
+    active_changed: Notify,
 }
 
 /// Per origin: the last sequence number received on one topic.
@@ -70,6 +74,42 @@ impl Relay {
             sent: Mutex::new(HashMap::new()),
             sent_max: sent_max.max(1),
             seen: Mutex::new(HashMap::new()),
+            active: Mutex::new(std::collections::HashSet::new()),
+            active_changed: Notify::new(),
+        }
+    }
+
+    /// The broker's task holds (or no longer holds) an active subscription
+    /// to `topic`.
+    pub(crate) fn set_active(&self, topic: &Arc<str>, active: bool) {
+        let changed = if active {
+            self.active.lock().insert(topic.clone())
+        } else {
+            self.active.lock().remove(topic)
+        };
+        if changed {
+            self.active_changed.notify_waiters();
+        }
+    }
+
+    /// The broker connection dropped: no subscription is active.
+    pub(crate) fn clear_active(&self) {
+        self.active.lock().clear();
+    }
+
+    /// Resolves once `topic`'s subscription is active, or after `bound`.
+    pub(crate) async fn wait_active(&self, topic: &str, bound: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            // Created before the check, so no change in between is missed.
+            let changed = self.active_changed.notified();
+            if self.active.lock().contains(topic) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                tracing::warn!(%topic, "the broker subscription is not active yet; resuming anyway");
+                return;
+            }
         }
     }
 
@@ -143,7 +183,10 @@ impl Relay {
                 return None;
             }
         };
-        if &*envelope.origin == own_origin {
+        // Own envelopes were dispatched here already, except those numbered
+        // by a history the broker keeps: every instance, this one included,
+        // dispatches those as the broker delivers them, in offset order.
+        if &*envelope.origin == own_origin && envelope.position.is_none() {
             return None;
         }
         {

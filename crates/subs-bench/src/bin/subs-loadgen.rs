@@ -7,7 +7,8 @@ use anyhow::{Context, Result, bail};
 use subs_bench::loadgen::{self, Options};
 
 const USAGE: &str = "usage: subs-loadgen (--target CMD | --addr HOST:PORT [--pid PID]) [options]
-  --scenario fanout|paced|filtered|memory|stalled-resolver|stalled-reader|query   (default fanout)
+  --scenario fanout|paced|filtered|memory|stalled-resolver|stalled-reader|query|storm   (default fanout)
+                         (storm: N clients of a server with HISTORY dropped at once, K events missed, all resume)
   --transport ws|sse|multipart   how subscribers connect (default ws): graphql-transport-ws,
                          graphql-sse (POST /graphql, Accept: text/event-stream) or Apollo multipart
                          (query: N kept-alive connections post `{ hello }`, K requests in all)

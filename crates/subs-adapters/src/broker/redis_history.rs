@@ -1,0 +1,357 @@
+//! History kept in Redis and shared by every instance (issue 16): one Redis
+//! Stream per history stream, beside the pub/sub channel that carries live
+//! events.
+//!
+//! An event of a topic with history is appended by one script that, in one
+//! step on the Redis server, numbers it (`INCR` of the stream's counter),
+//! stores it (`XADD` with the id `0-<offset>`, trimmed with `MAXLEN ~`) and
+//! publishes it, position included, on the topic's channel. Every instance
+//! (the publisher too) receives it from the channel, in offset order, and
+//! any instance can serve a resume from the stream (`XRANGE`). The epoch is a
+//! random id kept beside the stream: when Redis loses the stream (a restart
+//! without persistence, an eviction) the epoch goes with it and the next
+//! append makes a new one, so an old position is answered with a gap, never
+//! mistaken for a new one.
+//!
+//! Keys share the hash tag `{<stream>}` so that a script's keys live on one
+//! node of a Redis Cluster.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use redis::aio::ConnectionManager;
+use subs_core::{
+    BrokerHistory, Envelope, Event, GapReason, History, Position, ReplayLimits, StoredReplay,
+};
+
+use super::Relay;
+use super::redis::CHANNEL_PREFIX;
+
+/// Numbers, stores and publishes one event.
+/// KEYS: stream, counter, epoch. ARGV: epoch if none yet, max length,
+/// channel, envelope before the position, envelope after it, time (ms).
+const APPEND: &str = r#"
+local epoch = redis.call('GET', KEYS[3])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('SET', KEYS[3], epoch)
+end
+local n = redis.call('INCR', KEYS[2])
+local envelope = ARGV[4] .. '"position":{"epoch":"' .. epoch .. '","offset":' .. n .. '},' .. ARGV[5]
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '0-' .. n, 't', ARGV[6], 'e', envelope)
+redis.call('PUBLISH', ARGV[3], envelope)
+return {epoch, n}
+"#;
+
+/// Reads what follows a position. KEYS: stream, counter, epoch. ARGV:
+/// the position's epoch and offset, the most events to read. Answers the
+/// stream's epoch (nil if none), its last offset and, when the epoch matches
+/// and the count is within the bound, `offset, time, envelope` per entry.
+const READ: &str = r#"
+local epoch = redis.call('GET', KEYS[3])
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if (not epoch) or epoch ~= ARGV[1] then return {false, last, {}} end
+local after = tonumber(ARGV[2])
+if after >= last or last - after > tonumber(ARGV[3]) then return {epoch, last, {}} end
+local entries = redis.call('XRANGE', KEYS[1], '0-' .. (after + 1), '+', 'COUNT', last - after)
+local out = {}
+for _, entry in ipairs(entries) do
+  local fields = entry[2]
+  local t, e = '0', ''
+  for i = 1, #fields, 2 do
+    if fields[i] == 't' then t = fields[i + 1] elseif fields[i] == 'e' then e = fields[i + 1] end
+  end
+  table.insert(out, string.sub(entry[1], 3))
+  table.insert(out, t)
+  table.insert(out, e)
+end
+return {epoch, last, out}
+"#;
+
+/// The Redis side of [`BrokerHistory`].
+pub(crate) struct RedisHistory {
+    pub(crate) client: redis::Client,
+    pub(crate) connection: Arc<tokio::sync::Mutex<Option<ConnectionManager>>>,
+    pub(crate) relay: Arc<Relay>,
+    pub(crate) origin: Arc<dyn Fn() -> Arc<str> + Send + Sync>,
+    append: redis::Script,
+    read: redis::Script,
+}
+
+impl RedisHistory {
+    pub(crate) fn new(
+        client: redis::Client,
+        connection: Arc<tokio::sync::Mutex<Option<ConnectionManager>>>,
+        relay: Arc<Relay>,
+        origin: Arc<dyn Fn() -> Arc<str> + Send + Sync>,
+    ) -> Self {
+        Self {
+            client,
+            connection,
+            relay,
+            origin,
+            append: redis::Script::new(APPEND),
+            read: redis::Script::new(READ),
+        }
+    }
+}
+
+/// The keys of one history stream: the entries, the counter, the epoch.
+fn keys(stream: &str) -> [String; 3] {
+    [
+        format!("subs:h:{{{stream}}}"),
+        format!("subs:h:{{{stream}}}:n"),
+        format!("subs:h:{{{stream}}}:e"),
+    ]
+}
+
+/// A fresh epoch: 64 random bits in hex (only hex digits: the script writes
+/// it into JSON as is).
+fn new_epoch() -> String {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Never expected; the time still tells incarnations apart.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = (nanos as u64).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+async fn connection(
+    client: &redis::Client,
+    slot: &tokio::sync::Mutex<Option<ConnectionManager>>,
+) -> Result<ConnectionManager, subs_core::Error> {
+    let mut guard = slot.lock().await;
+    if guard.is_none() {
+        *guard = ConnectionManager::new(client.clone()).await.ok();
+    }
+    guard
+        .clone()
+        .ok_or_else(|| subs_core::Error::Broker("Redis is unreachable".into()))
+}
+
+fn broker_error(error: redis::RedisError) -> subs_core::Error {
+    subs_core::Error::Broker(error.to_string())
+}
+
+impl BrokerHistory for RedisHistory {
+    fn append(
+        &self,
+        stream: Arc<str>,
+        event: Event,
+        history: History,
+    ) -> BoxFuture<'static, Result<Position, subs_core::Error>> {
+        let topic = event.topic.clone();
+        let envelope: Envelope = self.relay.envelope(&event, (self.origin)());
+        let (head, tail) = envelope.encode_around_position();
+        let keys = keys(&stream);
+        let (script, client, slot, relay) = (
+            self.append.clone(),
+            self.client.clone(),
+            self.connection.clone(),
+            self.relay.clone(),
+        );
+        Box::pin(async move {
+            let mut invocation = script.prepare_invoke();
+            invocation
+                .key(&keys[0])
+                .key(&keys[1])
+                .key(&keys[2])
+                .arg(new_epoch())
+                .arg(history.max_events())
+                .arg(format!("{CHANNEL_PREFIX}{topic}"))
+                .arg(head)
+                .arg(tail)
+                .arg(now_ms().to_string());
+            let mut connection = connection(&client, &slot).await.inspect_err(|_| {
+                relay.published(false);
+            })?;
+            let answer: redis::RedisResult<(String, u64)> =
+                invocation.invoke_async(&mut connection).await;
+            relay.published(answer.is_ok());
+            let (epoch, offset) = answer.map_err(broker_error)?;
+            Ok(Position {
+                epoch: Arc::from(epoch),
+                offset,
+            })
+        })
+    }
+
+    fn read(
+        &self,
+        stream: Arc<str>,
+        after: Position,
+        limits: ReplayLimits,
+        max_age: Option<Duration>,
+    ) -> BoxFuture<'static, Result<StoredReplay, subs_core::Error>> {
+        let keys = keys(&stream);
+        let (script, client, slot) = (
+            self.read.clone(),
+            self.client.clone(),
+            self.connection.clone(),
+        );
+        Box::pin(async move {
+            let mut invocation = script.prepare_invoke();
+            invocation
+                .key(&keys[0])
+                .key(&keys[1])
+                .key(&keys[2])
+                .arg(after.epoch.as_ref())
+                .arg(after.offset)
+                .arg(limits.max_events);
+            let mut connection = connection(&client, &slot).await?;
+            let (epoch, last, entries): (Option<String>, u64, Vec<Vec<u8>>) = invocation
+                .invoke_async(&mut connection)
+                .await
+                .map_err(broker_error)?;
+            Ok(replay_of(
+                epoch.as_deref(),
+                last,
+                &entries,
+                &after,
+                limits,
+                max_age,
+            ))
+        })
+    }
+}
+
+/// The answer to a read, from what the script returned.
+fn replay_of(
+    epoch: Option<&str>,
+    last: u64,
+    entries: &[Vec<u8>],
+    after: &Position,
+    limits: ReplayLimits,
+    max_age: Option<Duration>,
+) -> StoredReplay {
+    let Some(epoch) = epoch.filter(|e| **e == *after.epoch) else {
+        return StoredReplay::Gap(GapReason::UnknownEpoch);
+    };
+    if after.offset > last {
+        return StoredReplay::Gap(GapReason::Ahead);
+    }
+    let missed = last - after.offset;
+    if missed == 0 {
+        return StoredReplay::Events(Vec::new());
+    }
+    if missed > limits.max_events as u64 {
+        return StoredReplay::Gap(GapReason::OverLimit);
+    }
+    let oldest_allowed = max_age.map(|age| now_ms().saturating_sub(age.as_millis()));
+    let mut events = Vec::with_capacity(entries.len() / 3);
+    let mut bytes = 0usize;
+    let mut expected = after.offset + 1;
+    for entry in entries.chunks_exact(3) {
+        let offset: Option<u64> = std::str::from_utf8(&entry[0])
+            .ok()
+            .and_then(|s| s.parse().ok());
+        let at: u128 = std::str::from_utf8(&entry[1])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        // Entries are contiguous: the first must follow the position, or
+        // what came between was trimmed.
+        if offset != Some(expected) || oldest_allowed.is_some_and(|oldest| at < oldest) {
+            return StoredReplay::Gap(GapReason::TooOld);
+        }
+        let Ok(envelope) = Envelope::decode(&entry[2]) else {
+            return StoredReplay::Gap(GapReason::Unavailable);
+        };
+        bytes += envelope.payload.len();
+        if bytes > limits.max_bytes {
+            return StoredReplay::Gap(GapReason::OverLimit);
+        }
+        events.push((
+            Position {
+                epoch: Arc::from(epoch),
+                offset: expected,
+            },
+            Bytes::clone(&envelope.payload),
+        ));
+        expected += 1;
+    }
+    if expected <= last {
+        return StoredReplay::Gap(GapReason::TooOld);
+    }
+    StoredReplay::Events(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(offset: u64, payload: &str) -> [Vec<u8>; 3] {
+        let event = Event::bytes("t", payload.to_owned());
+        let envelope = Envelope::new(&event, Arc::from("o"), offset);
+        [
+            offset.to_string().into_bytes(),
+            now_ms().to_string().into_bytes(),
+            envelope.encode(),
+        ]
+    }
+
+    fn at(offset: u64) -> Position {
+        Position {
+            epoch: Arc::from("e"),
+            offset,
+        }
+    }
+
+    #[test]
+    fn reads_are_checked_like_the_local_ring() {
+        let limits = ReplayLimits::default();
+        let entries: Vec<Vec<u8>> = (3..=5).flat_map(|i| entry(i, "{}")).collect();
+        let offsets = |replay: StoredReplay| match replay {
+            StoredReplay::Events(events) => {
+                events.iter().map(|(p, _)| p.offset).collect::<Vec<u64>>()
+            }
+            StoredReplay::Gap(reason) => panic!("gap {reason:?}"),
+        };
+        let gap = |replay: StoredReplay| match replay {
+            StoredReplay::Gap(reason) => reason,
+            StoredReplay::Events(_) => panic!("expected a gap"),
+        };
+        assert_eq!(
+            offsets(replay_of(Some("e"), 5, &entries, &at(2), limits, None)),
+            vec![3, 4, 5]
+        );
+        assert!(offsets(replay_of(Some("e"), 5, &[], &at(5), limits, None)).is_empty());
+        assert_eq!(
+            gap(replay_of(Some("x"), 5, &[], &at(2), limits, None)),
+            GapReason::UnknownEpoch
+        );
+        assert_eq!(
+            gap(replay_of(None, 0, &[], &at(2), limits, None)),
+            GapReason::UnknownEpoch
+        );
+        assert_eq!(
+            gap(replay_of(Some("e"), 5, &[], &at(7), limits, None)),
+            GapReason::Ahead
+        );
+        // Trimmed: the entries start after the first missed one.
+        assert_eq!(
+            gap(replay_of(Some("e"), 5, &entries, &at(1), limits, None)),
+            GapReason::TooOld
+        );
+        let tight = ReplayLimits {
+            max_events: 2,
+            ..limits
+        };
+        assert_eq!(
+            gap(replay_of(Some("e"), 5, &[], &at(2), tight, None)),
+            GapReason::OverLimit
+        );
+    }
+}
