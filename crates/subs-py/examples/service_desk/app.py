@@ -22,7 +22,7 @@ from ariadne import MutationType, QueryType, graphql, make_executable_schema
 from ariadne.asgi import GraphQL
 from fastapi import FastAPI
 
-from subs import Engine, Principal, Reject, SubsMiddleware
+from subs import Engine, Info, Principal, Reject, SubsMiddleware
 
 SCHEMA = """
 enum ServiceStatus { OPERATIONAL DEGRADED DOWN }
@@ -89,7 +89,7 @@ engine = Engine(schema=SCHEMA)
 
 
 @engine.subscription("serviceUpdated", topic="services", filters={"serviceId": "id"})
-def service_updated(event: Dict[str, Any], variables: Dict[str, Any]) -> Dict[str, Any]:
+def service_updated(event: Dict[str, Any], info: Info, serviceId: Optional[str] = None) -> Dict[str, Any]:
     # Runs once per group of identical subscriptions per event, not per subscriber.
     return {**event, "name": event["name"].strip()}
 

@@ -54,7 +54,7 @@ async def serve_websocket(
     if message["type"] != "websocket.connect":
         return
     try:
-        session = engine.session(list(scope.get("subprotocols") or ()), _headers(scope), _peer(scope))
+        session = engine._for_request().session(list(scope.get("subprotocols") or ()), _headers(scope), _peer(scope))
     except Reject as refused:
         code = refused.args[1] if len(refused.args) > 1 else 4403
         await send({"type": "websocket.close", "code": code, "reason": str(refused.args[0]) if refused.args else ""})
@@ -312,7 +312,7 @@ async def serve_http(engine: "Engine", scope: Scope, receive: Receive, send: Sen
     `multipart/mixed;subscriptionSpec=1.0`: Apollo multipart). A stream's
     chunks are sent as they come; a client that disconnects ends it (and its
     subscriptions) at once."""
-    native = engine.start()
+    native = engine._for_request()
     limit = native.http_body_limit
     body = bytearray()
     more = True
@@ -439,9 +439,14 @@ class SubsASGI:
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    self.engine.start()
+                    try:
+                        await self.engine.astart()
+                    except Exception as error:  # noqa: BLE001 - the server reports it and stops
+                        await send({"type": "lifespan.startup.failed", "message": str(error)})
+                        return
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
+                    await self.engine.aclose()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
 

@@ -69,14 +69,27 @@ class ConnectionInfo:
 
 @final
 class Context:
+    """A resolver's and a stream's `info` (exported as `subs.Info` too)."""
+
     @property
-    def topic(self) -> str: ...
+    def topic(self) -> str:
+        """The topic of the event (`""` for streams)."""
     @property
-    def arguments(self) -> Dict[str, Any]: ...
+    def arguments(self) -> Dict[str, Any]:
+        """The root field's arguments, variables substituted."""
     @property
-    def principal(self) -> Principal: ...
+    def variables(self) -> Dict[str, Any]:
+        """The operation's variables (coerced, defaults applied)."""
     @property
-    def init_payload(self) -> Optional[Dict[str, Any]]: ...
+    def context(self) -> Dict[str, Any]:
+        """A dict like Ariadne's and Strawberry's context value: `principal`
+        and `init_payload`."""
+    @property
+    def principal(self) -> Principal:
+        """The subscriber's principal (anonymous for a `shared=True` resolver)."""
+    @property
+    def init_payload(self) -> Optional[Dict[str, Any]]:
+        """The `connection_init` payload (None for a `shared=True` resolver)."""
 
 @final
 class RootContext:
@@ -202,7 +215,10 @@ class Engine:
         queries: Optional[Mapping[str, Callable[[Dict[str, Any], RootContext], Any]]] = None,
         mutations: Optional[Mapping[str, Callable[[Dict[str, Any], RootContext], Any]]] = None,
         expose_errors: bool = False,
+        broker_connect_timeout_ms: Optional[int] = None,
     ) -> "Engine": ...
+    def close(self) -> None:
+        """Ends the engine's GraphQL-over-HTTP streams (`subs.Engine.aclose`)."""
     def publish(self, topic: str, payload: Any) -> Awaitable[None]: ...
     def publish_sync(self, topic: str, payload: Any) -> None: ...
     def publish_json_sync(self, topic: str, payload: Union[str, bytes]) -> None: ...
