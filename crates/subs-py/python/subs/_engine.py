@@ -6,10 +6,13 @@ import asyncio
 import inspect
 import logging
 import threading
-from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 from . import _logging, _native
 from ._native import Principal, Stats, SubsError
+
+if TYPE_CHECKING:
+    from ._asgi import SubsASGI
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -183,7 +186,7 @@ class Engine:
         self._event_filter_scope: Optional[Callable[..., Any]] = None
         self._tenant_field: Optional[str] = None
         self._deliver_untagged = False
-        self._options = {
+        self._options: Dict[str, Any] = {
             "broker": broker or "memory",
             "init_timeout_ms": int(init_timeout * 1000),
             "keepalive_ms": 0 if keepalive is None else int(keepalive * 1000),
@@ -516,11 +519,11 @@ class Engine:
             native.close()
             _logger.info("subs engine closed")
 
-    async def __aenter__(self) -> "Engine":
+    async def __aenter__(self) -> "Engine":  # noqa: PYI034 - Self needs Python 3.11
         await self.astart()
         return self
 
-    async def __aexit__(self, *exc_info: Any) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     def publish(self, topic: str, payload: Any) -> Awaitable[None]:
