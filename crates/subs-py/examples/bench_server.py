@@ -5,6 +5,9 @@
     python bench_server.py --mode asgi --asgi route      # behind Starlette's routing: one ASGI send per message
     python bench_server.py --mode asgi --resolver python # ticks go through a Python resolver
 
+Dependencies: `--mode native` needs only subs; `--mode asgi` needs Starlette
+and uvicorn: `pip install -r requirements-bench.txt` (next to this file).
+
 Environment: PORT (default 4000), INIT_TIMEOUT_MS (default 3000), BROKER
 (`memory` or unset), RESOLVER_TIMEOUT_MS (the engine's resolver deadline;
 default: the engine's own). Prints `READY <port>` once it accepts connections.
