@@ -152,6 +152,11 @@ const PY_ASGI_RESOLVER: &str = "py-asgi-resolver";
 const STRAWBERRY: &str = "strawberry";
 /// The Ariadne peer (`bench/peers/`).
 const ARIADNE: &str = "ariadne";
+/// The Strawberry peer's schema served by subs (`subs.strawberry`).
+const PY_STRAWBERRY_SCHEMA: &str = "py-strawberry-schema";
+/// The Ariadne peer's schema served by subs (`subs.ariadne`): its ticks
+/// resolver runs once per group and event.
+const PY_ARIADNE_SCHEMA: &str = "py-ariadne-schema";
 
 /// The Python scenarios (issue 6): subs from Python in both modes beside
 /// Strawberry and Ariadne doing the same work, and subs' Rust bench server
@@ -180,6 +185,8 @@ pub(crate) fn python_scenarios(quick: bool) -> Vec<Scenario> {
                 (PY_ASGI, events),
                 (PY_ASGI_ROUTE, events),
                 (PY_ASGI_RESOLVER, events),
+                (PY_STRAWBERRY_SCHEMA, events),
+                (PY_ARIADNE_SCHEMA, events),
                 (STRAWBERRY, peer_events),
                 (ARIADNE, peer_events),
             ]),
@@ -193,6 +200,8 @@ pub(crate) fn python_scenarios(quick: bool) -> Vec<Scenario> {
             events: Events::Only(vec![
                 (PY_NATIVE, paced_events),
                 (PY_ASGI, paced_events),
+                (PY_STRAWBERRY_SCHEMA, paced_events),
+                (PY_ARIADNE_SCHEMA, paced_events),
                 (STRAWBERRY, paced_events),
                 (ARIADNE, paced_events),
             ]),
@@ -301,8 +310,11 @@ fn history_targets(subs: &Target) -> Vec<Target> {
 
 /// Ratios between two targets beside the `<label>_over_raw` ones:
 /// `(numerator, denominator)`, derived for every scenario both ran.
-const PAIRS: [(&str, &str); 10] = [
+const PAIRS: [(&str, &str); 12] = [
     (STRAWBERRY, PY_ASGI),
+    // The same schema on its library and on subs.
+    (STRAWBERRY, PY_STRAWBERRY_SCHEMA),
+    (ARIADNE, PY_ARIADNE_SCHEMA),
     (ARIADNE, PY_ASGI),
     (STRAWBERRY, PY_ASGI_ROUTE),
     (ARIADNE, PY_ASGI_ROUTE),
@@ -599,6 +611,14 @@ fn python_targets(root: &Path, python: &Path) -> Vec<Target> {
             PY_ASGI_RESOLVER,
             format!("{bench_server} --mode asgi --resolver python"),
         ),
+        (
+            PY_STRAWBERRY_SCHEMA,
+            format!("{} strawberry", peer("subs_schema_server.py")),
+        ),
+        (
+            PY_ARIADNE_SCHEMA,
+            format!("{} ariadne", peer("subs_schema_server.py")),
+        ),
         (STRAWBERRY, peer("strawberry_server.py")),
         (ARIADNE, peer("ariadne_server.py")),
     ]
@@ -661,6 +681,8 @@ fn run_python(
         .filter(|t| {
             if matches!(t.label.as_str(), STRAWBERRY | ARIADNE) {
                 peers_ok
+            } else if matches!(t.label.as_str(), PY_STRAWBERRY_SCHEMA | PY_ARIADNE_SCHEMA) {
+                peers_ok && wheel_ok
             } else {
                 wheel_ok
             }
@@ -1040,7 +1062,14 @@ mod tests {
             let fanout = &python[0];
             assert_eq!((fanout.kind, fanout.connections), ("fanout", 1000));
             let (events, peer) = if quick { (300, 50) } else { (1000, 100) };
-            for label in [SUBS, PY_NATIVE, PY_ASGI, PY_ASGI_RESOLVER] {
+            for label in [
+                SUBS,
+                PY_NATIVE,
+                PY_ASGI,
+                PY_ASGI_RESOLVER,
+                PY_STRAWBERRY_SCHEMA,
+                PY_ARIADNE_SCHEMA,
+            ] {
                 assert_eq!(fanout.events_for(label), Some(events), "{label}");
             }
             assert_eq!(fanout.events_for(STRAWBERRY), Some(peer));
@@ -1052,7 +1081,14 @@ mod tests {
                 ("paced", 1000, 200_000)
             );
             let paced_events = if quick { 15 } else { 50 };
-            for label in [PY_NATIVE, PY_ASGI, STRAWBERRY, ARIADNE] {
+            for label in [
+                PY_NATIVE,
+                PY_ASGI,
+                PY_STRAWBERRY_SCHEMA,
+                PY_ARIADNE_SCHEMA,
+                STRAWBERRY,
+                ARIADNE,
+            ] {
                 assert_eq!(paced.events_for(label), Some(paced_events), "{label}");
             }
             for label in [SUBS, PY_ASGI_RESOLVER, "raw"] {
@@ -1089,6 +1125,8 @@ mod tests {
                 PY_ASGI,
                 PY_ASGI_ROUTE,
                 PY_ASGI_RESOLVER,
+                PY_STRAWBERRY_SCHEMA,
+                PY_ARIADNE_SCHEMA,
                 STRAWBERRY,
                 ARIADNE
             ]
@@ -1110,10 +1148,18 @@ mod tests {
         );
         assert_eq!(
             targets[4].command,
-            format!("{python} '/w s/bench/peers/strawberry_server.py'")
+            format!("{python} '/w s/bench/peers/subs_schema_server.py' strawberry")
         );
         assert_eq!(
             targets[5].command,
+            format!("{python} '/w s/bench/peers/subs_schema_server.py' ariadne")
+        );
+        assert_eq!(
+            targets[6].command,
+            format!("{python} '/w s/bench/peers/strawberry_server.py'")
+        );
+        assert_eq!(
+            targets[7].command,
             format!("{python} '/w s/bench/peers/ariadne_server.py'")
         );
     }

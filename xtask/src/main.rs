@@ -11,6 +11,7 @@ mod bench_gates;
 mod bench_report;
 mod node;
 mod python;
+mod python_checks;
 mod services;
 
 fn main() -> Result<()> {
@@ -23,10 +24,12 @@ fn main() -> Result<()> {
         "bench" => bench::run(rest),
         "fuzz" => fuzz(rest),
         "wheel" => python::task(rest),
+        "python-lint" => python_checks::lint(),
+        "python-source" => python_checks::source_install(),
         "node" => node::task(),
         "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <ci | bench [--quick] | fuzz [seconds] [target...] | wheel [--test] | node>"
+                "usage: cargo xtask <ci | bench [--quick] | fuzz [seconds] [target...] | wheel [--test] | python-lint | python-source | node>"
             );
             Ok(())
         }
@@ -133,6 +136,8 @@ fn ci() -> Result<()> {
     // or a crash the seeds reach fails CI; the long runs are `cargo xtask fuzz`.
     fuzz_targets(&FUZZ_TARGETS, CI_FUZZ_SECONDS)?;
     python::python_tests()?;
+    python_checks::lint()?;
+    python_checks::source_install()?;
     node::node_tests(&node::PYTHON_SERVERS)?;
     Ok(())
 }

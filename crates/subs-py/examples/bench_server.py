@@ -5,6 +5,9 @@
     python bench_server.py --mode asgi --asgi route      # behind Starlette's routing: one ASGI send per message
     python bench_server.py --mode asgi --resolver python # ticks go through a Python resolver
 
+Dependencies: `--mode native` needs only subs; `--mode asgi` needs Starlette
+and uvicorn: `pip install -r requirements-bench.txt` (next to this file).
+
 Environment: PORT (default 4000), INIT_TIMEOUT_MS (default 3000), BROKER
 (`memory` or unset), RESOLVER_TIMEOUT_MS (the engine's resolver deadline;
 default: the engine's own). Prints `READY <port>` once it accepts connections.
@@ -29,7 +32,7 @@ import threading
 import time
 from typing import Any, Dict, Optional, Tuple
 
-from subs import ConnectionInfo, Engine, Principal, Reject, RootContext, SubsMiddleware
+from subs import ConnectionInfo, Engine, Info, Principal, Reject, RootContext, SubsMiddleware
 
 SCHEMA = """
 type Query {
@@ -81,23 +84,23 @@ def make_engine(python_resolver: bool = False) -> Engine:
         # The same routing, with a Python resolver on top: it runs once per
         # query group and event (stats' `resolverCalls`), never per subscriber.
         @engine.subscription("ticks", topic=TICKS, filters={"topic": "topic"})
-        def ticks(event: Dict[str, Any], variables: Dict[str, Any]) -> Dict[str, Any]:
+        def ticks(event: Dict[str, Any], info: Info) -> Dict[str, Any]:
             return event
 
     else:
         engine.bind("ticks", topic=TICKS, filters={"topic": "topic"})
 
     @engine.stream("countdown")
-    async def countdown(variables: Dict[str, Any], context: Any) -> Any:
-        for n in range(int(context.arguments["from"]), -1, -1):
+    async def countdown(info: Info, **arguments: Any) -> Any:
+        for n in range(int(arguments["from"]), -1, -1):
             yield n
 
     @engine.subscription("viewer", topic=TICKS, filters={"topic": "topic"})
-    def viewer(event: Dict[str, Any], variables: Dict[str, Any], context: Any) -> Dict[str, Any]:
-        return {"seq": event["seq"], "user": context.principal.id or "anonymous"}
+    def viewer(event: Dict[str, Any], info: Info) -> Dict[str, Any]:
+        return {"seq": event["seq"], "user": info.principal.id or "anonymous"}
 
     @engine.subscription("stalled", topic=TICKS, filters={"topic": "topic"})
-    async def stalled(event: Dict[str, Any], variables: Dict[str, Any]) -> Any:
+    async def stalled(event: Dict[str, Any], info: Info) -> Any:
         # Never answers: the engine's resolver deadline ends it.
         return await asyncio.get_running_loop().create_future()
 

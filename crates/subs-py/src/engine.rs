@@ -19,7 +19,8 @@ use subs_security::{Hygiene, SecurityConfig, TenantRule};
 use crate::convert::to_value;
 use crate::errors::{SubsError, engine_error};
 use crate::hooks::{
-    PyAuthenticator, PyAuthorizer, PyEventFilter, PyExecutor, PyHook, PyResolver, PyStream,
+    Keywords, PyAuthenticator, PyAuthorizer, PyEventFilter, PyExecutor, PyHook, PyResolver,
+    PyStream, ResolverCall,
 };
 use crate::runtime::{block_on, runtime};
 use crate::session::NativeSession;
@@ -103,16 +104,23 @@ fn field_binding(
                 "`{field}`: a stream field takes no resolver"
             )));
         }
-        let with_context: bool = binding
-            .get_item("with_context")?
+        let with_info: bool = binding
+            .get_item("with_info")?
             .map_or(Ok(true), |w| w.extract())?;
+        let keywords = match binding.get_item("keywords")?.filter(|k| !k.is_none()) {
+            Some(names) => Keywords::Only(names.extract::<Vec<String>>()?.into()),
+            None => Keywords::All,
+        };
         let shared: bool = binding
             .get_item("shared")?
             .map_or(Ok(false), |s| s.extract())?;
         result = result.resolver(PyResolver::new(
             field.clone(),
             &resolver,
-            with_context,
+            ResolverCall {
+                with_info,
+                keywords,
+            },
             locals.clone(),
             expose_errors,
         )?);
@@ -135,7 +143,7 @@ impl NativeEngine {
         keepalive_ms = None,
         broker = None, execute = None, resolver_timeout_ms = None, authenticate_timeout_ms = None,
         execute_timeout_ms = None, queries = None,
-        mutations = None, expose_errors = false
+        mutations = None, expose_errors = false, broker_connect_timeout_ms = None
     ))]
     #[allow(clippy::too_many_arguments)] // a Python constructor with keyword arguments
     fn new(
@@ -162,6 +170,7 @@ impl NativeEngine {
         queries: Option<Bound<'_, PyDict>>,
         mutations: Option<Bound<'_, PyDict>>,
         expose_errors: bool,
+        broker_connect_timeout_ms: Option<u64>,
     ) -> PyResult<Self> {
         crate::logging::install();
         let locals = TaskLocals::new(event_loop).copy_context(py)?;
@@ -247,13 +256,35 @@ impl NativeEngine {
         builder = builder.config(config);
         if let Some(url) = broker.filter(|url| !url.is_empty() && url != "memory") {
             // Connecting is IO: done on the extension's runtime, without the GIL.
+            // Bounded, so a broker that does not answer fails the startup
+            // with a message instead of hanging it.
+            let limit = Duration::from_millis(broker_connect_timeout_ms.unwrap_or(10_000).max(1));
             let connected = py.detach(|| {
-                runtime().block_on(subs_adapters::broker::from_url(
-                    &url,
-                    subs_adapters::broker::StartupPolicy::Fail,
-                ))
+                runtime().block_on(async {
+                    tokio::time::timeout(
+                        limit,
+                        subs_adapters::broker::from_url(
+                            &url,
+                            subs_adapters::broker::StartupPolicy::Fail,
+                        ),
+                    )
+                    .await
+                })
             });
-            let broker = connected.map_err(|e| crate::errors::SubsError::new_err(e.to_string()))?;
+            let broker = match connected {
+                Ok(Ok(broker)) => broker,
+                Ok(Err(error)) => {
+                    return Err(crate::errors::SubsError::new_err(format!(
+                        "cannot connect to the broker at {url}: {error}"
+                    )));
+                }
+                Err(_) => {
+                    return Err(crate::errors::SubsError::new_err(format!(
+                        "cannot connect to the broker at {url}: no answer within {} ms",
+                        limit.as_millis()
+                    )));
+                }
+            };
             builder = builder.broker(broker);
         }
         let engine = {
@@ -266,6 +297,12 @@ impl NativeEngine {
             http: OnceLock::new(),
             http_shutdown: CancellationToken::new(),
         })
+    }
+
+    /// Ends the engine's GraphQL-over-HTTP streams (Server-Sent Events,
+    /// multipart), as at shutdown; `subs.Engine.aclose` calls it.
+    fn close(&self) {
+        self.http_shutdown.cancel();
     }
 
     /// `await engine.publish(topic, payload)`: converts now, queues without the GIL.

@@ -275,7 +275,25 @@ fn resolver_error(py: Python<'_>, field: &str, error: &PyErr, expose: bool) -> R
     }
 }
 
-/// A Python resolver: `fn(event, variables[, context])`, sync or async.
+/// Which of the field's arguments a resolver takes as keyword arguments.
+#[derive(Debug, Clone)]
+pub(crate) enum Keywords {
+    /// Every argument the subscription gives (`**arguments`).
+    All,
+    /// The named ones, where the subscription gives them.
+    Only(Arc<[String]>),
+}
+
+/// How a resolver is called: `fn(event[, info], **arguments)`.
+#[derive(Debug, Clone)]
+pub(crate) struct ResolverCall {
+    /// Whether the second positional argument is the `info` (a `Context`).
+    pub(crate) with_info: bool,
+    /// The field's arguments passed by keyword.
+    pub(crate) keywords: Keywords,
+}
+
+/// A Python resolver: `fn(event[, info], **arguments)`, sync or async.
 ///
 /// An `async def` is called on the tokio side (the call only builds the
 /// coroutine) and runs as a task on the engine's asyncio loop; when the engine
@@ -290,7 +308,7 @@ fn resolver_error(py: Python<'_>, field: &str, error: &PyErr, expose: bool) -> R
 pub(crate) struct PyResolver {
     field: Arc<str>,
     function: Arc<Py<PyAny>>,
-    with_context: bool,
+    call: ResolverCall,
     is_async: bool,
     locals: TaskLocals,
     /// Whether any exception's text reaches clients (`expose_errors`).
@@ -301,20 +319,15 @@ impl PyResolver {
     pub(crate) fn new(
         field: String,
         function: &Bound<'_, PyAny>,
-        with_context: bool,
+        call: ResolverCall,
         locals: TaskLocals,
         expose_errors: bool,
     ) -> PyResult<Self> {
-        let py = function.py();
-        let is_async = py
-            .import(intern!(py, "inspect"))?
-            .call_method1(intern!(py, "iscoroutinefunction"), (function,))?
-            .is_truthy()?;
         Ok(Self {
             field: field.into(),
             function: Arc::new(function.clone().unbind()),
-            with_context,
-            is_async,
+            call,
+            is_async: is_coroutine_function(function)?,
             locals,
             expose_errors,
         })
@@ -325,17 +338,32 @@ impl PyResolver {
 fn call_resolver(
     py: Python<'_>,
     function: &Py<PyAny>,
-    with_context: bool,
+    call: &ResolverCall,
     locals: &TaskLocals,
     context: &ResolveContext,
 ) -> PyResult<Called> {
     let event = to_python(py, &context.event)?;
-    let variables = to_python_dict(py, &context.variables)?;
-    let result = if with_context {
+    let keywords = PyDict::new(py);
+    match &call.keywords {
+        Keywords::All => {
+            for (name, value) in context.arguments.iter() {
+                keywords.set_item(name, to_python(py, value)?)?;
+            }
+        }
+        Keywords::Only(names) => {
+            for name in names.iter() {
+                if let Some(value) = context.arguments.get(name) {
+                    keywords.set_item(name, to_python(py, value)?)?;
+                }
+            }
+        }
+    }
+    let keywords = (!keywords.is_empty()).then_some(keywords);
+    let result = if call.with_info {
         let info = Context::from_resolve(context);
-        function.bind(py).call1((event, variables, info))?
+        function.bind(py).call((event, info), keywords.as_ref())?
     } else {
-        function.bind(py).call1((event, variables))?
+        function.bind(py).call((event,), keywords.as_ref())?
     };
     settle_cancellable(locals, result)
 }
@@ -362,13 +390,7 @@ impl subs_core::Resolver for PyResolver {
         let expose = self.expose_errors;
         if self.is_async {
             let called = Python::attach(|py| {
-                call_resolver(
-                    py,
-                    &self.function,
-                    self.with_context,
-                    &self.locals,
-                    &context,
-                )
+                call_resolver(py, &self.function, &self.call, &self.locals, &context)
             });
             return Box::pin(async move {
                 let outcome = finish(called).await;
@@ -377,19 +399,19 @@ impl subs_core::Resolver for PyResolver {
         }
         let function = self.function.clone();
         let locals = self.locals.clone();
-        let with_context = self.with_context;
+        let call = self.call.clone();
         Box::pin(async move {
             let blocking_field = field.clone();
             let ran = tokio::task::spawn_blocking(move || {
-                Python::attach(|py| {
-                    match call_resolver(py, &function, with_context, &locals, &context) {
+                Python::attach(
+                    |py| match call_resolver(py, &function, &call, &locals, &context) {
                         Ok(Called::Ready(value)) => {
                             Ok(resolved(py, &blocking_field, Ok(value), expose))
                         }
                         Ok(Called::Pending(future)) => Err(future),
                         Err(error) => Ok(Err(resolver_error(py, &blocking_field, &error, expose))),
-                    }
-                })
+                    },
+                )
             })
             .await;
             match ran {
@@ -440,9 +462,8 @@ impl Drop for Runner {
 impl subs_core::StreamSource for PyStream {
     fn open(&self, context: ResolveContext) -> BoxStream<'static, Result<Value, ResolverError>> {
         let opened = Python::attach(|py| -> PyResult<Py<PyAny>> {
-            let variables = to_python_dict(py, &context.variables)?;
             let info = Context::from_resolve(&context);
-            Ok(self.open.bind(py).call1((variables, info))?.unbind())
+            Ok(self.open.bind(py).call1((info,))?.unbind())
         });
         let runner = match opened {
             Ok(runner) => runner,
@@ -571,33 +592,35 @@ impl subs_security::Authorizer for PyAuthorizer {
     fn authorize(&self, request: &SubscribeRequest<'_>) -> Result<(), Rejection> {
         let denied =
             || Rejection::graphql(subs_security::messages::not_authorized(request.root_field));
-        Python::attach(|py| {
-            let outcome = (|| -> PyResult<bool> {
-                let principal = PyPrincipal::from_arc(Arc::new(request.principal.clone()));
-                let arguments = to_python_dict(py, request.arguments)?;
-                let result =
-                    self.function
-                        .bind(py)
-                        .call1((principal, request.root_field, arguments))?;
-                if result.hasattr(intern!(py, "__await__"))? {
-                    return Err(pyo3::exceptions::PyTypeError::new_err(
-                        "authorize must be a plain function (it runs on every subscribe, synchronously)",
-                    ));
-                }
-                result.is_truthy()
-            })();
-            match outcome {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(denied()),
-                Err(error) => match reject_parts(py, &error) {
-                    Some((reason, Some(code))) => Err(Rejection::close(code, reason)),
-                    Some((reason, None)) => Err(Rejection::graphql(reason)),
-                    None => {
-                        tracing::warn!(target: "subs::python", field = request.root_field, error = %describe(py, &error), "authorize raised");
-                        Err(denied())
+        crate::runtime::off_worker(|| {
+            Python::attach(|py| {
+                let outcome = (|| -> PyResult<bool> {
+                    let principal = PyPrincipal::from_arc(Arc::new(request.principal.clone()));
+                    let arguments = to_python_dict(py, request.arguments)?;
+                    let result =
+                        self.function
+                            .bind(py)
+                            .call1((principal, request.root_field, arguments))?;
+                    if result.hasattr(intern!(py, "__await__"))? {
+                        return Err(pyo3::exceptions::PyTypeError::new_err(
+                            "authorize must be a plain function (it runs on every subscribe, synchronously)",
+                        ));
                     }
-                },
-            }
+                    result.is_truthy()
+                })();
+                match outcome {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(denied()),
+                    Err(error) => match reject_parts(py, &error) {
+                        Some((reason, Some(code))) => Err(Rejection::close(code, reason)),
+                        Some((reason, None)) => Err(Rejection::graphql(reason)),
+                        None => {
+                            tracing::warn!(target: "subs::python", field = request.root_field, error = %describe(py, &error), "authorize raised");
+                            Err(denied())
+                        }
+                    },
+                }
+            })
         })
     }
 }
@@ -611,15 +634,17 @@ pub(crate) struct PyEventFilter {
 
 impl subs_security::EventFilter for PyEventFilter {
     fn allows(&self, principal: &Principal, event: &Value) -> bool {
-        Python::attach(|py| {
-            let outcome = (|| -> PyResult<bool> {
-                let principal = PyPrincipal::from_arc(Arc::new(principal.clone()));
-                let event = to_python(py, event)?;
-                self.allows.bind(py).call1((principal, event))?.is_truthy()
-            })();
-            outcome.unwrap_or_else(|error| {
+        crate::runtime::off_worker(|| {
+            Python::attach(|py| {
+                let outcome = (|| -> PyResult<bool> {
+                    let principal = PyPrincipal::from_arc(Arc::new(principal.clone()));
+                    let event = to_python(py, event)?;
+                    self.allows.bind(py).call1((principal, event))?.is_truthy()
+                })();
+                outcome.unwrap_or_else(|error| {
                 tracing::warn!(target: "subs::python", error = %describe(py, &error), "event filter raised; event withheld");
                 false
+            })
             })
         })
     }
@@ -628,23 +653,25 @@ impl subs_security::EventFilter for PyEventFilter {
         let Some(scope) = &self.scope else {
             return ScopeKey::principal(principal);
         };
-        Python::attach(|py| {
-            let outcome = (|| -> PyResult<Option<String>> {
-                let arg = PyPrincipal::from_arc(Arc::new(principal.clone()));
-                let key = scope.bind(py).call1((arg,))?;
-                if key.is_none() {
-                    return Ok(None);
+        crate::runtime::off_worker(|| {
+            Python::attach(|py| {
+                let outcome = (|| -> PyResult<Option<String>> {
+                    let arg = PyPrincipal::from_arc(Arc::new(principal.clone()));
+                    let key = scope.bind(py).call1((arg,))?;
+                    if key.is_none() {
+                        return Ok(None);
+                    }
+                    Ok(Some(key.str()?.to_string()))
+                })();
+                match outcome {
+                    Ok(Some(key)) => ScopeKey::custom(key),
+                    Ok(None) => ScopeKey::custom(""),
+                    Err(error) => {
+                        tracing::warn!(target: "subs::python", error = %describe(py, &error), "event filter scope raised; using the whole principal");
+                        ScopeKey::principal(principal)
+                    }
                 }
-                Ok(Some(key.str()?.to_string()))
-            })();
-            match outcome {
-                Ok(Some(key)) => ScopeKey::custom(key),
-                Ok(None) => ScopeKey::custom(""),
-                Err(error) => {
-                    tracing::warn!(target: "subs::python", error = %describe(py, &error), "event filter scope raised; using the whole principal");
-                    ScopeKey::principal(principal)
-                }
-            }
+            })
         })
     }
 }

@@ -41,3 +41,17 @@ where
         }
     })
 }
+
+/// Runs `call` (a synchronous Python hook: `authorize`, an event filter)
+/// without holding a runtime worker: on a worker of the multi-threaded
+/// runtime it goes through `block_in_place`, so the worker's other tasks
+/// (connections, dispatch) move to another thread while Python runs or waits
+/// for the GIL.
+pub(crate) fn off_worker<R>(call: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(call)
+        }
+        _ => call(),
+    }
+}

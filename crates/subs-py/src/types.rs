@@ -141,12 +141,14 @@ impl ConnectionInfo {
     }
 }
 
-/// What a resolver's third argument holds.
+/// A resolver's (and a stream's) `info`: what GraphQL libraries pass as
+/// `info`, for the subscription being resolved.
 #[pyclass(frozen, module = "subs._native", name = "Context")]
 #[derive(Debug)]
 pub(crate) struct Context {
     pub(crate) topic: Arc<str>,
     pub(crate) arguments: Arc<Map<String, Value>>,
+    pub(crate) variables: Arc<Map<String, Value>>,
     pub(crate) principal: Arc<subs_security::Principal>,
     pub(crate) init_payload: Option<Arc<Map<String, Value>>>,
 }
@@ -163,6 +165,22 @@ impl Context {
     #[getter]
     fn arguments<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         to_python_dict(py, &self.arguments)
+    }
+
+    /// The operation's variables (coerced, defaults applied).
+    #[getter]
+    fn variables<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        to_python_dict(py, &self.variables)
+    }
+
+    /// A dict, like the context value of Ariadne and Strawberry: `principal`
+    /// and `init_payload` (the same as the attributes of these names).
+    #[getter]
+    fn context<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let context = PyDict::new(py);
+        context.set_item("principal", self.principal())?;
+        context.set_item("init_payload", self.init_payload(py)?)?;
+        Ok(context)
     }
 
     /// The subscriber's principal; the anonymous principal for a resolver
@@ -195,6 +213,7 @@ impl Context {
         Self {
             topic: context.topic.clone(),
             arguments: context.arguments.clone(),
+            variables: context.variables.clone(),
             principal: context.principal.clone(),
             init_payload: context.init_payload.clone(),
         }

@@ -31,13 +31,13 @@ def make_engine() -> Engine:
     engine = Engine(schema=SCHEMA)
 
     @engine.subscription("resolved", topic="r")
-    async def resolved(event: Dict[str, Any], variables: Dict[str, Any], context: subs.Context) -> Dict[str, Any]:
+    async def resolved(event: Dict[str, Any], info: subs.Info) -> Dict[str, Any]:
         await asyncio.sleep(0)
-        return {"id": context.principal.id or "anon", "ok": event["ok"], "n": event["n"] * 2}
+        return {"id": info.principal.id or "anon", "ok": event["ok"], "n": event["n"] * 2}
 
     @engine.stream("countdown")
-    async def countdown(variables: Dict[str, Any], context: subs.Context) -> Any:
-        for n in range(context.arguments["from"], -1, -1):
+    async def countdown(info: subs.Info, **arguments: Any) -> Any:
+        for n in range(arguments["from"], -1, -1):
             yield n
 
     @engine.on_connect

@@ -70,7 +70,7 @@ async def test_an_async_resolver_is_cancelled_at_its_deadline() -> None:
     forever = asyncio.Event()
 
     @engine.subscription("stuck")
-    async def stuck(event: Dict[str, Any], variables: Dict[str, Any]) -> Dict[str, Any]:
+    async def stuck(event: Dict[str, Any], info: subs.Info) -> Dict[str, Any]:
         try:
             await forever.wait()
         except asyncio.CancelledError:
@@ -99,12 +99,12 @@ async def test_a_sync_resolver_that_sleeps_does_not_stop_other_topics() -> None:
     # Two groups sleeping at once: on the engine's two worker threads they
     # would stop everything else until they return.
     @engine.subscription("slow")
-    def slow(event: Dict[str, Any], variables: Dict[str, Any]) -> Dict[str, Any]:
+    def slow(event: Dict[str, Any], info: subs.Info) -> Dict[str, Any]:
         time.sleep(0.5)
         return {"id": str(event["n"])}
 
     @engine.subscription("fast")
-    async def fast(event: Dict[str, Any], variables: Dict[str, Any]) -> Dict[str, Any]:
+    async def fast(event: Dict[str, Any], info: subs.Info) -> Dict[str, Any]:
         return {"id": str(event["n"])}
 
     session = await connect(engine)
@@ -137,14 +137,14 @@ async def test_a_resolver_sees_only_its_own_subscribers_principal() -> None:
         return Principal(payload["user"])
 
     @engine.subscription("whoami")
-    async def whoami(event: Dict[str, Any], variables: Dict[str, Any], context: subs.Context) -> Dict[str, Any]:
+    async def whoami(event: Dict[str, Any], info: subs.Info) -> Dict[str, Any]:
         calls["whoami"] += 1
-        return {"id": str(event["n"]), "who": f"{context.principal.id}/{(context.init_payload or {}).get('user')}"}
+        return {"id": str(event["n"]), "who": f"{info.principal.id}/{(info.init_payload or {}).get('user')}"}
 
     @engine.subscription("whoshared", shared=True)
-    async def whoshared(event: Dict[str, Any], variables: Dict[str, Any], context: subs.Context) -> Dict[str, Any]:
+    async def whoshared(event: Dict[str, Any], info: subs.Info) -> Dict[str, Any]:
         calls["whoshared"] += 1
-        return {"id": str(event["n"]), "who": f"{context.principal.id or 'anonymous'}/{context.init_payload}"}
+        return {"id": str(event["n"]), "who": f"{info.principal.id or 'anonymous'}/{info.context['init_payload']}"}
 
     alice = await connect(engine, {"user": "alice"})
     bob = await connect(engine, {"user": "bob"})

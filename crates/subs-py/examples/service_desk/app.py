@@ -1,5 +1,8 @@
 """The service desk: FastAPI + Ariadne for queries and mutations on /graphql,
-subs for subscriptions on /graphql/ws.
+subs for subscriptions on /graphql/ws, from the same Ariadne schema
+(`subs.ariadne`).
+
+    pip install -r requirements.txt      (subs itself: pip install ../..)
 
     uvicorn app:app --port 8000          (from this directory)
 
@@ -18,11 +21,12 @@ import itertools
 from datetime import datetime, timezone
 from typing import Any, Dict, Optional
 
-from ariadne import MutationType, QueryType, graphql, make_executable_schema
+from ariadne import MutationType, QueryType, SubscriptionType, make_executable_schema
 from ariadne.asgi import GraphQL
 from fastapi import FastAPI
 
-from subs import Engine, Principal, Reject, SubsMiddleware
+import subs.ariadne
+from subs import Principal, Reject, SubsMiddleware
 
 SCHEMA = """
 enum ServiceStatus { OPERATIONAL DEGRADED DOWN }
@@ -83,36 +87,17 @@ _request_ids = itertools.count(1)
 # Tokens a client may send in its connection_init payload ({"token": "..."}).
 TOKENS = {"agent-token": Principal("agent-1", roles=["agent"]), "viewer-token": Principal("viewer-1")}
 
-# --- subscriptions (subs) ----------------------------------------------------
-
-engine = Engine(schema=SCHEMA)
-
-
-@engine.subscription("serviceUpdated", topic="services", filters={"serviceId": "id"})
-def service_updated(event: Dict[str, Any], variables: Dict[str, Any]) -> Dict[str, Any]:
-    # Runs once per group of identical subscriptions per event, not per subscriber.
-    return {**event, "name": event["name"].strip()}
-
-
-engine.bind("newServiceRequest", topic="service_requests")
-engine.bind("serviceStatusChanged", topic="service_status")  # filters on event["serviceId"]
-
-
-@engine.on_connect
-async def authenticate(payload: Optional[Dict[str, Any]], request: Any) -> Optional[Principal]:
-    token = (payload or {}).get("token")
-    if token is None:
-        return None  # anonymous
-    principal = TOKENS.get(token)
-    if principal is None:
-        raise Reject("invalid token")  # closes the connection with 4403
-    return principal
-
-
 # --- queries and mutations (Ariadne) -----------------------------------------
 
 query = QueryType()
 mutation = MutationType()
+subscription = SubscriptionType()
+
+
+@subscription.field("serviceUpdated")
+def resolve_service_updated(service: Dict[str, Any], info: Any, serviceId: Optional[str] = None) -> Dict[str, Any]:
+    # On subs: runs once per group of identical subscriptions per event, not per subscriber.
+    return {**service, "name": service["name"].strip()}
 
 
 @query.field("services")
@@ -160,22 +145,31 @@ async def resolve_create_request(_: Any, info: Any, serviceId: str, title: str) 
     return request
 
 
-executable_schema = make_executable_schema(SCHEMA, query, mutation)
+executable_schema = make_executable_schema(SCHEMA, query, mutation, subscription)
 graphql_app = GraphQL(executable_schema)
 
-
-@engine.execute
-async def execute(document: str, variables: Dict[str, Any], operation_name: Optional[str], principal: Principal) -> Any:
-    """Queries and mutations sent over the WebSocket run on Ariadne too."""
-    _, result = await graphql(
-        executable_schema,
-        {"query": document, "variables": variables, "operationName": operation_name},
-        context_value={"principal": principal},
-    )
-    return result
+# --- subscriptions on subs ---------------------------------------------------
+# The schema above, its queries and mutations (Ariadne's executor, over the
+# socket too) and its subscription resolvers; subs adds the topics.
+engine = subs.ariadne.engine(
+    executable_schema,
+    topics={"serviceUpdated": "services", "newServiceRequest": "service_requests", "serviceStatusChanged": "service_status"},
+)
+engine.bind("serviceUpdated", filters={"serviceId": "id"})  # serviceStatusChanged filters on event["serviceId"]
 
 
-app = FastAPI(title="Service desk")
+@engine.on_connect
+async def authenticate(payload: Optional[Dict[str, Any]], request: Any) -> Optional[Principal]:
+    token = (payload or {}).get("token")
+    if token is None:
+        return None  # anonymous
+    principal = TOKENS.get(token)
+    if principal is None:
+        raise Reject("invalid token")  # closes the connection with 4403
+    return principal
+
+
+app = FastAPI(title="Service desk", lifespan=subs.lifespan(engine))  # starts subs with the app
 # In front of FastAPI's routing: on uvicorn a connection's queued messages
 # leave in one write (`app.add_api_websocket_route("/graphql/ws",
 # engine.asgi())` works too; starlette_app.py mounts it as a route).

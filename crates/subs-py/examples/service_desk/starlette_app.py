@@ -6,11 +6,14 @@
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 
+import subs
+
 from app import engine, graphql_app
 
 app = Starlette(
     routes=[
         WebSocketRoute("/graphql/ws", engine.asgi()),
         Route("/graphql", graphql_app.handle_request, methods=["GET", "POST"]),
-    ]
+    ],
+    lifespan=subs.lifespan(engine),
 )

@@ -3,6 +3,7 @@ a Rust engine. See the README for the quick start."""
 
 from ._asgi import SubsASGI, SubsMiddleware
 from ._engine import Engine
+from ._lifecycle import lifespan
 from ._native import (
     ClientError,
     ConnectionInfo,
@@ -20,6 +21,9 @@ from ._native import (
     to_json,
 )
 
+Info = Context
+"""What a resolver and a stream receive as `info` (the same class as `Context`)."""
+
 __all__ = [
     "ClientError",
     "ConnectionInfo",
@@ -27,6 +31,7 @@ __all__ = [
     "ConversionError",
     "Engine",
     "HttpStream",
+    "Info",
     "Principal",
     "Reject",
     "RootContext",
@@ -37,5 +42,6 @@ __all__ = [
     "SubsMiddleware",
     "SubsError",
     "from_json",
+    "lifespan",
     "to_json",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import logging
 import types
 import weakref
 from typing import (
@@ -24,6 +25,8 @@ from typing import (
 
 from ._native import CLOSE_TIMEOUT, HttpStream, Hub, Reject, Session
 
+_logger = logging.getLogger("subs")
+
 if TYPE_CHECKING:
     from ._engine import Engine
 
@@ -41,7 +44,7 @@ def _peer(scope: Scope) -> Optional[str]:
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
-def _headers(scope: Scope) -> list:
+def _headers(scope: Scope) -> List[Tuple[str, str]]:
     return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", ())]
 
 
@@ -54,7 +57,7 @@ async def serve_websocket(
     if message["type"] != "websocket.connect":
         return
     try:
-        session = engine.session(list(scope.get("subprotocols") or ()), _headers(scope), _peer(scope))
+        session = engine._for_request().session(list(scope.get("subprotocols") or ()), _headers(scope), _peer(scope))
     except Reject as refused:
         code = refused.args[1] if len(refused.args) > 1 else 4403
         await send({"type": "websocket.close", "code": code, "reason": str(refused.args[0]) if refused.args else ""})
@@ -88,14 +91,51 @@ def _direct_protocol(send: Send) -> Any:
     `send` is the server's own rather than a framework's wrapper: a batch of
     messages for the connection then leaves in one transport write instead of
     one system call per message, which is most of the cost of an ASGI
-    delivery. Anything else gets the standard `send`, one message at a time."""
+    delivery. Anything else gets the standard `send`, one message at a time;
+    so does a uvicorn whose protocol lacks what the fast path uses (said once
+    in the log, logger "subs")."""
     protocol = getattr(send, "__self__", None)
     kind = type(protocol)
     if kind.__name__ != "WebSocketsSansIOProtocol" or not kind.__module__.startswith("uvicorn."):
+        _path_chosen("standard", f"the server's send is not uvicorn's websockets-sansio protocol ({kind.__module__}.{kind.__qualname__})")
         return None
-    if not all(hasattr(protocol, name) for name in ("conn", "transport", "writable", "close_sent")):
+    missing = _fast_path_missing(protocol)
+    if missing:
+        _path_chosen("standard", f"uvicorn's {kind.__qualname__} lacks {', '.join(missing)}: standard ASGI send")
         return None
+    _path_chosen("fast", "uvicorn websockets-sansio: one transport write per batch")
     return protocol
+
+
+# What the fast path uses of uvicorn's protocol: (attribute, its methods).
+_FAST_PATH_NEEDS = (
+    ("conn", ("send_text", "data_to_send")),
+    ("transport", ("write", "is_closing")),
+    ("writable", ("is_set", "wait")),
+    ("close_sent", ()),
+)
+_paths_logged: "set[str]" = set()
+
+
+def _fast_path_missing(protocol: Any) -> List[str]:
+    missing = []
+    for name, methods in _FAST_PATH_NEEDS:
+        value = getattr(protocol, name, _MISSING)
+        if value is _MISSING:
+            missing.append(name)
+        else:
+            missing.extend(f"{name}.{method}" for method in methods if not callable(getattr(value, method, None)))
+    return missing
+
+
+_MISSING = object()
+
+
+def _path_chosen(path: str, why: str) -> None:
+    """Logs, once per process and path, which way connections are written."""
+    if path not in _paths_logged:
+        _paths_logged.add(path)
+        _logger.log(logging.WARNING if "lacks" in why else logging.INFO, "subs ASGI %s path: %s", path, why)
 
 
 def _plain_frames(protocol: Any) -> bool:
@@ -114,7 +154,7 @@ def _writable_now(protocol: Any) -> bool:
 
 def _write(protocol: Any, frames: Union[List[str], bytes]) -> None:
     """A whole batch in one transport write."""
-    if type(frames) is bytes:  # framed by subs
+    if isinstance(frames, bytes):  # framed by subs
         protocol.transport.write(frames)
     else:  # an extension (permessage-deflate) applies: websockets frames each message
         conn = protocol.conn
@@ -241,7 +281,7 @@ class _Hub:
                             # way to a peer that is slow to read: the connection
                             # ends once it is written, or after the close
                             # handshake's time, as on subs' own server.
-                            connection.task.add_done_callback(lambda _, done=connection: done.finish())
+                            connection.task.add_done_callback(lambda _, done=connection: done.finish())  # type: ignore[misc]
                             asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, connection.finish)
                     elif connection.finished:
                         continue
@@ -312,7 +352,7 @@ async def serve_http(engine: "Engine", scope: Scope, receive: Receive, send: Sen
     `multipart/mixed;subscriptionSpec=1.0`: Apollo multipart). A stream's
     chunks are sent as they come; a client that disconnects ends it (and its
     subscriptions) at once."""
-    native = engine.start()
+    native = engine._for_request()
     limit = native.http_body_limit
     body = bytearray()
     more = True
@@ -439,9 +479,14 @@ class SubsASGI:
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    self.engine.start()
+                    try:
+                        await self.engine.astart()
+                    except Exception as error:  # noqa: BLE001 - the server reports it and stops
+                        await send({"type": "lifespan.startup.failed", "message": str(error)})
+                        return
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
+                    await self.engine.aclose()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
 

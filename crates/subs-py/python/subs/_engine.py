@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import threading
-from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 from . import _logging, _native
 from ._native import Principal, Stats, SubsError
 
+if TYPE_CHECKING:
+    from ._asgi import SubsASGI
+
 F = TypeVar("F", bound=Callable[..., Any])
+
+_logger = logging.getLogger("subs")
 
 _NETWORK_BROKERS = ("redis://", "rediss://", "nats://", "tls://")
 
@@ -26,6 +32,49 @@ def _positional_count(function: Callable[..., Any]) -> Tuple[int, bool]:
         elif parameter.kind == parameter.VAR_POSITIONAL:
             variadic = True
     return count, variadic
+
+
+_OLD_STYLE = (
+    "resolvers take (event, info, **arguments) and streams (info, **arguments), "
+    "no longer (event, variables[, context]) and (variables[, context]): the variables are info.variables, the field's arguments come by keyword (or info.arguments), "
+    "the old context's attributes are on info"
+)
+
+
+def _resolver_call(
+    function: Callable[..., Any], what: str, arguments: Sequence[str], *, leading: int
+) -> Tuple[bool, Optional[List[str]]]:
+    """How the engine calls `function`: whether it takes `info` after its
+    `leading` positional parameters (the event), and which of the field's
+    `arguments` it takes by keyword (None: all, through `**kwargs`).
+
+    Raises TypeError, naming the parameter, for a signature the engine cannot
+    call, such as the old `(event, variables, context)`."""
+    parameters = list(inspect.signature(function).parameters.values())
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if any(p.kind == p.VAR_POSITIONAL for p in parameters) or len(positional) < leading:
+        expected = "(event, info, **arguments)" if leading else "(info, **arguments)"
+        raise TypeError(f"{what} must take {expected}: {_OLD_STYLE}")
+    rest = positional[leading:]
+    with_info = False
+    if rest and rest[0].name not in arguments:
+        if rest[0].name in ("variables", "vars", "variable_values"):
+            raise TypeError(f"{what}: parameter `{rest[0].name}` is not an info; {_OLD_STYLE}")
+        with_info = True
+        rest = rest[1:]
+    keyword_only = [p for p in parameters if p.kind == p.KEYWORD_ONLY]
+    names: List[str] = []
+    for parameter in rest + keyword_only:
+        if parameter.name in arguments:
+            names.append(parameter.name)
+        elif parameter.default is parameter.empty:
+            raise TypeError(
+                f"{what}: parameter `{parameter.name}` is not an argument of the field "
+                f"(arguments: {', '.join(arguments) or 'none'}); {_OLD_STYLE}"
+            )
+    if any(p.kind == p.VAR_KEYWORD for p in parameters):
+        return with_info, None
+    return with_info, names
 
 
 class _StreamRunner:
@@ -119,6 +168,7 @@ class Engine:
         connect_timeout: Optional[float] = None,
         execute_timeout: Optional[float] = None,
         expose_errors: bool = False,
+        broker_timeout: float = 10.0,
     ) -> None:
         if broker not in ("memory", "", None) and not (isinstance(broker, str) and broker.startswith(_NETWORK_BROKERS)):
             raise ValueError(f"unknown broker {broker!r}: expected 'memory', 'redis://HOST:PORT' or 'nats://HOST:PORT'")
@@ -136,7 +186,7 @@ class Engine:
         self._event_filter_scope: Optional[Callable[..., Any]] = None
         self._tenant_field: Optional[str] = None
         self._deliver_untagged = False
-        self._options = {
+        self._options: Dict[str, Any] = {
             "broker": broker or "memory",
             "init_timeout_ms": int(init_timeout * 1000),
             "keepalive_ms": 0 if keepalive is None else int(keepalive * 1000),
@@ -154,7 +204,12 @@ class Engine:
             # `subs.ClientError` (or graphql-core's GraphQLError); the rest
             # get a generic message and the details go to the log.
             "expose_errors": expose_errors,
+            # A networked broker that does not answer fails the startup
+            # after this long, with a message naming it.
+            "broker_connect_timeout_ms": _millis(broker_timeout),
         }
+        self._closed = False
+        self._servers: List[_native.Server] = []
         self._native: Optional[_native.Engine] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._start_lock = threading.Lock()
@@ -197,7 +252,14 @@ class Engine:
         shared: bool = False,
     ) -> Callable[[F], F]:
         """Decorates the resolver of root field `field`:
-        `(event, variables[, context]) -> value`, `def` or `async def`.
+        `(event, info, **arguments) -> value`, `def` or `async def`, as
+        Ariadne's and Strawberry's resolvers are written. `info` (a
+        `subs.Info`) has `arguments`, `variables`, `principal`, `context` (a
+        dict with `principal` and `init_payload`), `init_payload` and
+        `topic`; the field's arguments (variables substituted) come as
+        keyword arguments to the parameters named after them, or all of them
+        to `**arguments`. `info` may be left out: `(event)`,
+        `(event, *, serviceId=None)`.
 
         It runs once per group of identical subscriptions per event (not once
         per subscriber); its result is the field's value, to which each
@@ -219,31 +281,33 @@ class Engine:
         """
 
         def decorate(function: F) -> F:
-            count, variadic = _positional_count(function)
-            if not variadic and count < 2:
-                raise TypeError(f"resolver of `{field}` must take (event, variables[, context])")
+            with_info, keywords = _resolver_call(function, f"resolver of `{field}`", self._fields[field], leading=1)
             self.bind(field, topic=topic, filters=filters)
             binding = self._bindings[field]
             binding["resolver"] = function
-            binding["with_context"] = variadic or count >= 3
+            binding["with_info"] = with_info
+            binding["keywords"] = keywords
             binding["shared"] = shared
             return function
 
         return decorate
 
     def stream(self, field: str) -> Callable[[F], F]:
-        """Decorates an async generator `(variables[, context])` that feeds
+        """Decorates an async generator `(info, **arguments)` that feeds
         one subscription of `field` (not a topic): each yielded value is sent,
         the subscription completes when the generator ends, and a client that
-        leaves cancels it (its `finally` blocks run)."""
+        leaves cancels it (its `finally` blocks run). `info` and the keyword
+        arguments are as for `subscription`."""
 
         def decorate(function: F) -> F:
-            count, variadic = _positional_count(function)
-            with_context = variadic or count >= 2
             binding = self._binding(field)
+            with_info, keywords = _resolver_call(function, f"stream of `{field}`", self._fields[field], leading=0)
 
-            def open_stream(variables: Dict[str, Any], context: _native.Context) -> _StreamRunner:
-                generator = function(variables, context) if with_context else function(variables)
+            def open_stream(info: _native.Context) -> _StreamRunner:
+                arguments = info.arguments
+                if keywords is not None:
+                    arguments = {name: arguments[name] for name in keywords if name in arguments}
+                generator = function(info, **arguments) if with_info else function(**arguments)
                 if not hasattr(generator, "__anext__"):
                     raise TypeError(f"stream of `{field}` must be an async generator function")
                 assert self._loop is not None
@@ -374,17 +438,25 @@ class Engine:
     # -- running ---------------------------------------------------------
 
     def start(self) -> _native.Engine:
-        """Starts the engine now (otherwise it starts on first use)."""
+        """Starts the engine now, on the running asyncio loop if there is one
+        (else on a private loop thread); `async with engine` or `await
+        engine.astart()` do it without blocking the loop. Otherwise the first
+        `publish`, `serve` or `stats` starts it."""
         native = self._native
         if native is not None:
             return native
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = _PrivateLoop.get()
+        return self._start_on(loop)
+
+    def _start_on(self, loop: asyncio.AbstractEventLoop) -> _native.Engine:
         with self._start_lock:
+            if self._closed:
+                raise SubsError("the engine is closed")
             if self._native is not None:
                 return self._native
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                loop = _PrivateLoop.get()
             self._loop = loop
             _logging.start()
             self._native = _native.Engine(
@@ -402,7 +474,57 @@ class Engine:
                 mutations=dict(self._mutations) or None,
                 **self._options,
             )
+            _logger.info("subs engine started (broker %s)", self._options["broker"])
             return self._native
+
+    async def astart(self) -> None:
+        """Starts the engine on the running loop (its coroutine resolvers and
+        hooks run there). A networked broker connects on a worker thread,
+        within `broker_timeout`: the loop is never blocked, and a broker that
+        cannot be reached raises `SubsError` naming it."""
+        if self._native is not None:
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._start_on, loop)
+
+    def _for_request(self) -> _native.Engine:
+        """The engine for a connection or request: started at the app's
+        startup, or now if it needs no IO to start (the memory broker)."""
+        native = self._native
+        if native is not None:
+            return native
+        if self._options["broker"] != "memory":
+            raise SubsError(
+                "the engine was not started: with a networked broker start it at the app's startup "
+                "(`FastAPI(lifespan=subs.lifespan(engine))`, `async with engine:`), never inside a request"
+            )
+        return self.start()
+
+    async def aclose(self) -> None:
+        """Stops the engine: ends its GraphQL-over-HTTP streams and the
+        native servers it started, then refuses further use (`SubsError`).
+        Open WebSocket connections of an ASGI server end when that server
+        shuts down."""
+        with self._start_lock:
+            if self._closed:
+                return
+            self._closed = True
+            native, self._native = self._native, None
+            servers, self._servers = self._servers, []
+        loop = asyncio.get_running_loop()
+        for server in servers:
+            server.stop()
+            await loop.run_in_executor(None, server.shutdown, 10.0)
+        if native is not None:
+            native.close()
+            _logger.info("subs engine closed")
+
+    async def __aenter__(self) -> "Engine":  # noqa: PYI034 - Self needs Python 3.11
+        await self.astart()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     def publish(self, topic: str, payload: Any) -> Awaitable[None]:
         """`await engine.publish(topic, payload)`: hands the event to the
@@ -475,7 +597,9 @@ class Engine:
         and returns its handle (`port`, `shutdown()`); frames never pass
         through Python. `http_handler(method, path, body) -> (status,
         content_type, body)` answers other HTTP requests."""
-        return self.start().serve(host, port, path, http_handler)
+        server = self.start().serve(host, port, path, http_handler)
+        self._servers.append(server)
+        return server
 
     def serve(
         self,

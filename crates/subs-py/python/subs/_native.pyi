@@ -1,7 +1,7 @@
 """Type stubs of the native module (checked by `python -m mypy.stubtest subs._native`)."""
 
 import asyncio
-from typing import Union, Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, final
+from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union, final
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -31,20 +31,26 @@ __all__ = [
 MAX_DEPTH: int
 CLOSE_TIMEOUT: float
 
-class SubsError(Exception): ...
-class ConversionError(ValueError): ...
-class Reject(Exception): ...
-class ClientError(Exception): ...
+class SubsError(Exception):
+    """A configuration or engine error (bad schema, unknown field, broker unreachable, engine closed)."""
+class ConversionError(ValueError):
+    """A value without a JSON form (the message names its path)."""
+class Reject(Exception):
+    """Raised by a hook to refuse: `Reject(reason)` (4403 in on_connect, a GraphQL error in authorize) or `Reject(reason, code)`."""
+class ClientError(Exception):
+    """An error whose message is meant for the client (a GraphQL error)."""
 
 @final
 class Principal:
+    """Who is connected: `id`, `tenant`, `roles`, `claims`; `Principal()` is anonymous."""
+
     def __new__(
         cls,
         id: str = ...,
         tenant: Optional[str] = None,
         roles: Sequence[str] = ...,
         claims: Any = None,
-    ) -> "Principal": ...
+    ) -> Principal: ...
     @property
     def id(self) -> str: ...
     @property
@@ -61,6 +67,8 @@ class Principal:
 
 @final
 class ConnectionInfo:
+    """The request of a connection, for `on_connect`: `headers`, `header(name)`, `peer`."""
+
     @property
     def headers(self) -> Dict[str, str]: ...
     def header(self, name: str) -> Optional[str]: ...
@@ -69,17 +77,32 @@ class ConnectionInfo:
 
 @final
 class Context:
+    """A resolver's and a stream's `info` (exported as `subs.Info` too)."""
+
     @property
-    def topic(self) -> str: ...
+    def topic(self) -> str:
+        """The topic of the event (`""` for streams)."""
     @property
-    def arguments(self) -> Dict[str, Any]: ...
+    def arguments(self) -> Dict[str, Any]:
+        """The root field's arguments, variables substituted."""
     @property
-    def principal(self) -> Principal: ...
+    def variables(self) -> Dict[str, Any]:
+        """The operation's variables (coerced, defaults applied)."""
     @property
-    def init_payload(self) -> Optional[Dict[str, Any]]: ...
+    def context(self) -> Dict[str, Any]:
+        """A dict like Ariadne's and Strawberry's context value: `principal`
+        and `init_payload`."""
+    @property
+    def principal(self) -> Principal:
+        """The subscriber's principal (anonymous for a `shared=True` resolver)."""
+    @property
+    def init_payload(self) -> Optional[Dict[str, Any]]:
+        """The `connection_init` payload (None for a `shared=True` resolver)."""
 
 @final
 class RootContext:
+    """A query or mutation root-field resolver's context: `kind`, `field`, `response_key`, `variables`, `principal`, `init_payload`."""
+
     @property
     def kind(self) -> str: ...
     @property
@@ -95,6 +118,8 @@ class RootContext:
 
 @final
 class Stats:
+    """A snapshot of the engine's counters (`as_dict()` for all of them)."""
+
     @property
     def connections(self) -> int: ...
     @property
@@ -137,19 +162,25 @@ class Stats:
 
 @final
 class Session:
+    """One WebSocket connection driven by a custom server (see the README's adapter protocol)."""
+
     @property
     def subprotocol(self) -> Optional[str]: ...
     @property
     def id(self) -> int: ...
     @property
     def closed(self) -> bool: ...
-    def receive(self, text: str) -> Awaitable[None]: ...
+    def receive(self, text: str) -> Awaitable[None]:
+        """Hands the session one text frame from the client."""
     def receive_bytes(self, data: bytes) -> Awaitable[None]: ...
-    def outgoing(self) -> Awaitable[Optional[Tuple[List[str], Optional[Tuple[int, str]]]]]: ...
+    def outgoing(self) -> Awaitable[Optional[Tuple[List[str], Optional[Tuple[int, str]]]]]:
+        """The next batch to send, `(frames, close)`; None once the session ended."""
     def close(self) -> None: ...
 
 @final
 class HttpStream:
+    """A streamed HTTP answer (Server-Sent Events, multipart): `await next()` gives each chunk, None at its end."""
+
     @property
     def closed(self) -> bool: ...
     def next(self) -> Awaitable[Optional[bytes]]: ...
@@ -157,7 +188,9 @@ class HttpStream:
 
 @final
 class Hub:
-    def __new__(cls) -> "Hub": ...
+    """Internal: the ASGI writer of every connection of one event loop."""
+
+    def __new__(cls) -> Hub: ...
     def attach(self, session: Session, framed: bool = False) -> int: ...
     def take(self) -> List[Tuple[int, Optional[Union[List[str], bytes]], Optional[Tuple[int, str]]]]: ...
     def ready(self) -> Awaitable[None]: ...
@@ -167,16 +200,21 @@ class Hub:
 
 @final
 class Server:
+    """subs' native Rust server (native mode): `port`, `host`, `wait`, `stop`, `shutdown`."""
+
     @property
     def port(self) -> int: ...
     @property
     def host(self) -> str: ...
     def wait(self, timeout: float) -> bool: ...
-    def shutdown(self, timeout: float = 10.0) -> bool: ...
+    def shutdown(self, timeout: float = 10.0) -> bool:
+        """Graceful shutdown within `timeout` seconds; True if it completed."""
     def stop(self) -> None: ...
 
 @final
 class Engine:
+    """The native engine; build it through `subs.Engine`, which collects the decorators."""
+
     def __new__(
         cls,
         schema: str,
@@ -202,10 +240,16 @@ class Engine:
         queries: Optional[Mapping[str, Callable[[Dict[str, Any], RootContext], Any]]] = None,
         mutations: Optional[Mapping[str, Callable[[Dict[str, Any], RootContext], Any]]] = None,
         expose_errors: bool = False,
-    ) -> "Engine": ...
-    def publish(self, topic: str, payload: Any) -> Awaitable[None]: ...
-    def publish_sync(self, topic: str, payload: Any) -> None: ...
-    def publish_json_sync(self, topic: str, payload: Union[str, bytes]) -> None: ...
+        broker_connect_timeout_ms: Optional[int] = None,
+    ) -> Engine: ...
+    def close(self) -> None:
+        """Ends the engine's GraphQL-over-HTTP streams (`subs.Engine.aclose`)."""
+    def publish(self, topic: str, payload: Any) -> Awaitable[None]:
+        """Publishes an event (converted now; waits only while the queue is full)."""
+    def publish_sync(self, topic: str, payload: Any) -> None:
+        """Publishes from synchronous code (any thread), without the GIL."""
+    def publish_json_sync(self, topic: str, payload: Union[str, bytes]) -> None:
+        """Publishes already-serialized JSON."""
     def session(
         self,
         subprotocols: Sequence[str],
@@ -229,14 +273,17 @@ class Engine:
     ) -> Awaitable[Tuple[int, List[Tuple[bytes, bytes]], Union[bytes, HttpStream]]]: ...
     @property
     def http_body_limit(self) -> int: ...
-    def stats(self) -> Stats: ...
+    def stats(self) -> Stats:
+        """A snapshot of the counters."""
     def registry_is_empty(self) -> bool: ...
     def subscription_fields(self) -> List[str]: ...
     def subscription_arguments(self, field: str) -> Optional[List[str]]: ...
 
 def inspect_roots(sdl: str) -> Tuple[List[str], List[str]]: ...
 def inspect_schema(sdl: str) -> List[Tuple[str, List[str]]]: ...
-def to_json(value: Any, root: str = "value") -> str: ...
-def from_json(text: str) -> Any: ...
+def to_json(value: Any, root: str = "value") -> str:
+    """`value` as JSON under the package's type mapping (ConversionError names the path)."""
+def from_json(text: str) -> Any:
+    """JSON text as Python values."""
 def drain_logs(timeout: float) -> List[Tuple[int, str, str]]: ...
 def dropped_logs() -> int: ...

@@ -10,7 +10,7 @@ from typing import Any, Dict, List
 
 from fastapi import FastAPI, Request
 
-from subs import ClientError, Engine, Principal, Reject
+from subs import ClientError, Engine, Info, Principal, Reject
 
 SCHEMA = """
 type Query { hello: String! }
@@ -30,14 +30,14 @@ STATE: Dict[str, Any] = {"calls": 0, "cleaned": [], "started": []}
 
 
 @engine.subscription("items", topic="items", filters={})
-async def items(event: Dict[str, Any], variables: Dict[str, Any], context: Any) -> Dict[str, Any]:
+async def items(event: Dict[str, Any], info: Info) -> Dict[str, Any]:
     STATE["calls"] += 1
     await asyncio.sleep(0)
-    return {**event, "label": f"{context.topic}:{context.principal.id or 'anon'}"}
+    return {**event, "label": f"{info.topic}:{info.principal.id or 'anon'}"}
 
 
 @engine.subscription("fragile", topic="fragile")
-def fragile(event: Dict[str, Any], variables: Dict[str, Any]) -> Dict[str, Any]:
+def fragile(event: Dict[str, Any]) -> Dict[str, Any]:
     if event.get("explode"):
         raise ValueError("resolver exploded: internal detail")
     if event.get("refuse"):
@@ -51,8 +51,8 @@ engine.bind("tenantItems", topic="tenant_items")
 
 
 @engine.stream("counter")
-async def counter(variables: Dict[str, Any], context: Any) -> Any:
-    start = context.arguments.get("from", 0)
+async def counter(info: Info, **arguments: Any) -> Any:
+    start = arguments.get("from", 0)
     STATE["started"].append(start)
     try:
         n = start
