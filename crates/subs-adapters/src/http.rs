@@ -65,6 +65,8 @@ const DISTINCT_ID: &str = "0";
 #[derive(Debug, Clone)]
 pub struct HttpEndpoint {
     inner: Arc<EndpointInner>,
+    /// Whether a browser's `GET` gets GraphiQL (see [`crate::graphiql`]).
+    graphiql: bool,
 }
 
 #[derive(Debug)]
@@ -106,7 +108,16 @@ impl HttpEndpoint {
                 tracker,
                 reservations: Mutex::new(HashMap::new()),
             }),
+            graphiql: true,
         }
+    }
+
+    /// Serves GraphiQL and its assets on the endpoint (default on), or not:
+    /// then a browser's `GET` is a GraphQL request like any other.
+    #[must_use]
+    pub fn graphiql(mut self, enabled: bool) -> Self {
+        self.graphiql = enabled;
+        self
     }
 
     /// Answers one HTTP request on the endpoint path (not a WebSocket upgrade).
@@ -120,6 +131,11 @@ impl HttpEndpoint {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let engine = &self.inner.engine;
+        if self.graphiql
+            && let Some(answer) = crate::graphiql::answer(&request)
+        {
+            return answer;
+        }
         if let Err(denied) = engine
             .security()
             .admit_http_request(peer.map(|p| p.ip()), Instant::now())
