@@ -1,5 +1,5 @@
 //! Project automation, so every developer and CI run the same steps:
-//! `cargo xtask ci | bench | fuzz | wheel | node`.
+//! `cargo xtask ci | bench | fuzz | wheel | node | browser | web-assets`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -9,9 +9,11 @@ use anyhow::{Context, Result, bail};
 mod bench;
 mod bench_gates;
 mod bench_report;
+mod browser;
 mod node;
 mod python;
 mod services;
+mod web_assets;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -24,9 +26,11 @@ fn main() -> Result<()> {
         "fuzz" => fuzz(rest),
         "wheel" => python::task(rest),
         "node" => node::task(),
+        "browser" => browser::task(rest),
+        "web-assets" => web_assets::task(rest),
         "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <ci | bench [--quick] | fuzz [seconds] [target...] | wheel [--test] | node>"
+                "usage: cargo xtask <ci | bench [--quick] | fuzz [seconds] [target...] | wheel [--test] | node | browser [--python <interpreter>] | web-assets [--check]>"
             );
             Ok(())
         }
@@ -134,6 +138,10 @@ fn ci() -> Result<()> {
     fuzz_targets(&FUZZ_TARGETS, CI_FUZZ_SECONDS)?;
     python::python_tests()?;
     node::node_tests(&node::PYTHON_SERVERS)?;
+    // GraphiQL and the service board in headless Chromium, on both service
+    // desks (the wheel is in the venv since the Python step).
+    web_assets::check()?;
+    browser::browser_tests(&python::venv_python(&workspace_root())?)?;
     Ok(())
 }
 

@@ -1,14 +1,15 @@
 // Builds the assets subs serves on its GraphQL endpoint into ../assets
-// (checked in, so cargo builds offline). Run by `cargo xtask web-assets`
-// after `npm ci`; the same inputs give the same bytes, which
-// `cargo xtask web-assets --check` relies on.
+// (checked in, so cargo builds offline), or into the directory given as its
+// argument. Run by `cargo xtask web-assets` after `npm ci`; the same inputs
+// give the same bytes, which `cargo xtask web-assets --check` (a CI step)
+// relies on to prove the checked-in files are this script's output.
 import { build } from "esbuild";
 import { copyFileSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const out = join(here, "..", "assets");
+const out = process.argv[2] ?? join(here, "..", "assets");
 rmSync(out, { recursive: true, force: true });
 mkdirSync(out, { recursive: true });
 
