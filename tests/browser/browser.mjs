@@ -108,10 +108,14 @@ async function graphiql(browser, service) {
   await editor.click();
   await page.keyboard.press("ControlOrMeta+A");
   await page.keyboard.press("Delete");
-  // Typed text, not key presses: Monaco would close every bracket twice.
+  // Inserted text, not key presses (Monaco would close every bracket
+  // again), on one line (Monaco indents after a newline); then GraphiQL's
+  // prettify lays it out.
   await page.keyboard.insertText(
-    `subscription Watch {\n  serviceStatusChanged(serviceId: "${service.id}") {\n    serviceId\n    current\n  }\n}\n`,
+    `subscription Watch { serviceStatusChanged(serviceId: "${service.id}") { serviceId current } }`,
   );
+  await page.getByRole("button", { name: /prettify/i }).click();
+  await page.locator(".graphiql-query-editor", { hasText: "current" }).waitFor({ timeout: TIMEOUT });
   const before = await subscriptions();
   await page.locator(".graphiql-execute-button").click();
   await until("the GraphiQL subscription on the server", async () => (await subscriptions()) > before);
