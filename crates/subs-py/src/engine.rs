@@ -383,6 +383,10 @@ impl NativeEngine {
     /// request body (more than `http_body_limit` bytes is answered 413).
     /// `graphiql`: a browser's `GET` gets GraphiQL and its assets.
     #[pyo3(signature = (method, target, headers, body, peer = None, graphiql = true))]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the arguments of the Python method, keyword arguments included"
+    )]
     fn http<'py>(
         &self,
         py: Python<'py>,
