@@ -125,6 +125,31 @@ async function graphiql(browser, service) {
     await response.getByText(`"${status}"`).waitFor({ timeout: TIMEOUT });
   }
   if (screenshots) await page.screenshot({ path: join(screenshots, "graphiql-subscription.png") });
+
+  // Stop it (the server sees the subscription end), then the same over SSE,
+  // with a header set in GraphiQL's Headers pane: it reaches the server.
+  await page.locator(".graphiql-execute-button").click();
+  await until("the WebSocket subscription to end", async () => (await subscriptions()) === before);
+  await page.selectOption("#subs-transport", "sse");
+  await page.getByRole("button", { name: "Headers" }).click();
+  const headersEditor = page.locator(".graphiql-editor-tool .monaco-editor:visible").first();
+  await headersEditor.click();
+  await page.keyboard.press("ControlOrMeta+A");
+  await page.keyboard.press("Delete");
+  await page.keyboard.insertText('{"x-subs-probe": "graphiql"}');
+  const stream = page.waitForRequest(
+    (request) => request.method() === "POST" && request.headers().accept === "text/event-stream",
+    { timeout: TIMEOUT },
+  );
+  await page.locator(".graphiql-execute-button").click();
+  assert.equal((await stream).headers()["x-subs-probe"], "graphiql", "the user's header is sent");
+  await until("the SSE subscription on the server", async () => (await subscriptions()) > before);
+  await changeStatus(service.id, "DEGRADED");
+  await response.getByText('"DEGRADED"').waitFor({ timeout: TIMEOUT });
+  await changeStatus(service.id, "OPERATIONAL");
+  await response.getByText('"OPERATIONAL"').waitFor({ timeout: TIMEOUT });
+  await page.locator(".graphiql-execute-button").click();
+  await until("the SSE subscription to end", async () => (await subscriptions()) === before);
   await page.close();
   assert.deepEqual(problems, [], "GraphiQL");
 }
@@ -168,7 +193,7 @@ const browser = await chromium.launch({
 try {
   const [service] = await services();
   await graphiql(browser, service);
-  console.log(`${label}: GraphiQL ran a subscription and showed the events of two mutations`);
+  console.log(`${label}: GraphiQL ran a subscription over WebSocket, then over SSE with a header of the user's, and showed the events of the mutations`);
   await board(browser, service);
   console.log(`${label}: the service board followed the mutations and filed a request`);
 } finally {
