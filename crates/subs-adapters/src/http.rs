@@ -131,16 +131,18 @@ impl HttpEndpoint {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let engine = &self.inner.engine;
-        if self.graphiql
-            && let Some(answer) = crate::graphiql::answer(&request)
-        {
-            return answer;
-        }
         if let Err(denied) = engine
             .security()
             .admit_http_request(peer.map(|p| p.ip()), Instant::now())
         {
             return refusal_answer(&denied.rejection);
+        }
+        // GraphiQL's page and files count toward the per-address request
+        // rate too: they are the largest answers of the path.
+        if self.graphiql
+            && let Some(answer) = crate::graphiql::answer(&request)
+        {
+            return answer;
         }
         let (parts, body) = request.into_parts();
         let accept = parts

@@ -28,14 +28,10 @@ fn engine() -> Engine {
         .unwrap()
 }
 
-async fn serve(config: ServerConfig) -> std::net::SocketAddr {
-    let server = Server::bind("127.0.0.1:0".parse().unwrap(), engine(), config)
+async fn serve(config: ServerConfig) -> Server {
+    Server::bind("127.0.0.1:0".parse().unwrap(), engine(), config)
         .await
-        .unwrap();
-    let addr = server.local_addr();
-    // The server runs until the test's runtime ends.
-    std::mem::forget(server);
-    addr
+        .unwrap()
 }
 
 fn get(target: &str, accept: Option<&str>) -> Request<Full<Bytes>> {
@@ -121,7 +117,9 @@ async fn page_and_assets_are_served(addr: std::net::SocketAddr) {
 
 #[tokio::test]
 async fn a_browser_gets_graphiql_and_every_file_it_loads() {
-    page_and_assets_are_served(serve(ServerConfig::default()).await).await;
+    let server = serve(ServerConfig::default()).await;
+    page_and_assets_are_served(server.local_addr()).await;
+    server.shutdown().await;
 }
 
 #[tokio::test]
@@ -132,7 +130,8 @@ async fn the_axum_integration_serves_graphiql_too() {
 
 #[tokio::test]
 async fn graphql_clients_still_get_graphql_on_the_path() {
-    let addr = serve(ServerConfig::default()).await;
+    let server = serve(ServerConfig::default()).await;
+    let addr = server.local_addr();
     // A query in the URL is a GraphQL request even from a browser.
     let response = send(
         addr,
@@ -156,11 +155,13 @@ async fn graphql_clients_still_get_graphql_on_the_path() {
     // Unknown assets are 404, not a GraphQL error.
     let response = send(addr, get("/graphql?asset=../Cargo.toml", None)).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    server.shutdown().await;
 }
 
 #[tokio::test]
 async fn turned_off_it_serves_nothing_of_graphiql() {
-    let addr = serve(ServerConfig::default().graphiql(false)).await;
+    let server = serve(ServerConfig::default().graphiql(false)).await;
+    let addr = server.local_addr();
     let page = send(addr, get("/graphql", Some(BROWSER_ACCEPT))).await;
     assert_eq!(page.status(), StatusCode::BAD_REQUEST);
     assert!(
@@ -179,4 +180,32 @@ async fn turned_off_it_serves_nothing_of_graphiql() {
         body_json(response).await,
         json!({"data": {"hello": "world"}})
     );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn its_files_count_toward_the_per_address_request_rate() {
+    use subs_core::security::{Limits, Quota, SecurityConfig};
+
+    let limits = Limits::default().http_request_rate_per_ip(Quota::per_second(1, 2).unwrap());
+    let engine = Engine::builder(Schema::parse("type Query { hello: String! }").unwrap())
+        .security(SecurityConfig::builder().limits(limits).build().unwrap())
+        .build()
+        .unwrap();
+    let server = Server::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        engine,
+        ServerConfig::default(),
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    // The burst of two passes; the third within the second is refused.
+    for _ in 0..2 {
+        let response = send(addr, get("/graphql?asset=graphiql.js", None)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let response = send(addr, get("/graphql?asset=graphiql.js", None)).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    server.shutdown().await;
 }
