@@ -11,6 +11,9 @@
 //! graphql-ws client as one ES module, for pages of the host's own (the
 //! service desk's live board imports it).
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{Either, Full};
@@ -46,9 +49,15 @@ pub struct Asset {
     pub content_type: &'static str,
     /// Its bytes.
     pub bytes: &'static [u8],
+    /// The same, gzipped (`build.mjs` writes `<name>.gz`), for clients that
+    /// accept gzip.
+    pub gzip: &'static [u8],
 }
 
 const JS: &str = "text/javascript; charset=utf-8";
+
+/// The validators of the files, by file name (`build.mjs` writes them).
+const ETAGS: &[u8] = include_bytes!("../assets/etags.json");
 
 /// The page itself (not an asset: served on the endpoint path).
 pub const PAGE: &[u8] = include_bytes!("../assets/graphiql.html");
@@ -59,31 +68,37 @@ pub const ASSETS: &[Asset] = &[
         name: "graphiql.js",
         content_type: JS,
         bytes: include_bytes!("../assets/graphiql.js"),
+        gzip: include_bytes!("../assets/graphiql.js.gz"),
     },
     Asset {
         name: "graphiql.css",
         content_type: "text/css; charset=utf-8",
         bytes: include_bytes!("../assets/graphiql.css"),
+        gzip: include_bytes!("../assets/graphiql.css.gz"),
     },
     Asset {
         name: "editor.worker.js",
         content_type: JS,
         bytes: include_bytes!("../assets/editor.worker.js"),
+        gzip: include_bytes!("../assets/editor.worker.js.gz"),
     },
     Asset {
         name: "json.worker.js",
         content_type: JS,
         bytes: include_bytes!("../assets/json.worker.js"),
+        gzip: include_bytes!("../assets/json.worker.js.gz"),
     },
     Asset {
         name: "graphql.worker.js",
         content_type: JS,
         bytes: include_bytes!("../assets/graphql.worker.js"),
+        gzip: include_bytes!("../assets/graphql.worker.js.gz"),
     },
     Asset {
         name: "graphql-ws.js",
         content_type: JS,
         bytes: include_bytes!("../assets/graphql-ws.js"),
+        gzip: include_bytes!("../assets/graphql-ws.js.gz"),
     },
 ];
 
@@ -104,7 +119,19 @@ pub(crate) fn answer<B>(request: &Request<B>) -> Option<Response<HttpBody>> {
         match &*name {
             "asset" => {
                 return Some(match asset(&value) {
-                    Some(asset) => file(asset.content_type, asset.bytes),
+                    Some(asset) if accepts_gzip(request.headers()) => {
+                        let mut response = file(
+                            request,
+                            asset.content_type,
+                            asset.gzip,
+                            etag(&format!("{}.gz", asset.name)),
+                        );
+                        response
+                            .headers_mut()
+                            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                        response
+                    }
+                    Some(asset) => file(request, asset.content_type, asset.bytes, etag(asset.name)),
                     None => not_found(),
                 });
             }
@@ -116,13 +143,73 @@ pub(crate) fn answer<B>(request: &Request<B>) -> Option<Response<HttpBody>> {
         .headers()
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok());
-    (!has_query && negotiate(accept) == Some(ResponseFormat::Html))
-        .then(|| file("text/html; charset=utf-8", PAGE))
+    (!has_query && negotiate(accept) == Some(ResponseFormat::Html)).then(|| {
+        file(
+            request,
+            "text/html; charset=utf-8",
+            PAGE,
+            etag("graphiql.html"),
+        )
+    })
 }
 
-fn file(content_type: &'static str, bytes: &'static [u8]) -> Response<HttpBody> {
-    let mut response = Response::new(Either::Left(Full::new(Bytes::from_static(bytes))));
+/// Whether the `Accept-Encoding` header names gzip (or `*`) with a quality
+/// above zero.
+fn accepts_gzip(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
+            });
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
+}
+
+/// A strong validator of a file (a digest of its bytes, written by
+/// `build.mjs` into `etags.json`), so a browser revalidates with
+/// `If-None-Match` and gets 304 until subs (and so the file) changes. `file`
+/// is its name in `assets/` (`<name>.gz` for a gzipped twin).
+fn etag(file: &str) -> &'static str {
+    static TAGS: OnceLock<HashMap<String, String>> = OnceLock::new();
+    let tags = TAGS.get_or_init(|| {
+        serde_json::from_slice::<HashMap<String, String>>(ETAGS)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(file, digest)| (file, format!("\"{digest}\"")))
+            .collect()
+    });
+    tags.get(file).map_or("\"\"", String::as_str)
+}
+
+fn file<B>(
+    request: &Request<B>,
+    content_type: &'static str,
+    bytes: &'static [u8],
+    tag: &str,
+) -> Response<HttpBody> {
+    let unchanged = request
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
+    let mut response = if unchanged {
+        let mut response = Response::new(Either::Left(Full::new(Bytes::new())));
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        response
+    } else {
+        Response::new(Either::Left(Full::new(Bytes::from_static(bytes))))
+    };
     let headers = response.headers_mut();
+    if let Ok(tag) = HeaderValue::from_str(tag) {
+        headers.insert(header::ETAG, tag);
+    }
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -138,8 +225,12 @@ fn file(content_type: &'static str, bytes: &'static [u8]) -> Response<HttpBody> 
     );
     // The files change with subs' version only; a browser revalidates.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    // The page and the endpoint's answers differ by `Accept`.
-    headers.insert(header::VARY, HeaderValue::from_static("accept"));
+    // The page and the endpoint's answers differ by `Accept`, the files by
+    // `Accept-Encoding`.
+    headers.insert(
+        header::VARY,
+        HeaderValue::from_static("accept, accept-encoding"),
+    );
     response
 }
 

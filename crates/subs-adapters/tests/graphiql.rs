@@ -209,3 +209,40 @@ async fn its_files_count_toward_the_per_address_request_rate() {
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn browsers_get_gzip_and_revalidate_with_the_etag() {
+    let server = serve(ServerConfig::default()).await;
+    let addr = server.local_addr();
+    let with = |headers: &[(&str, &str)]| {
+        let mut request = Request::get("/graphql?asset=graphiql.js");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(Full::new(Bytes::new())).unwrap()
+    };
+    let shipped = ASSETS.iter().find(|a| a.name == "graphiql.js").unwrap();
+    let gzipped = send(addr, with(&[("accept-encoding", "gzip, deflate, br")])).await;
+    assert_eq!(gzipped.headers()[header::CONTENT_ENCODING], "gzip");
+    let tag = gzipped.headers()[header::ETAG].clone();
+    let body = gzipped.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], shipped.gzip);
+    assert!(shipped.gzip.len() * 2 < shipped.bytes.len());
+    // gzip;q=0 is a refusal: the identity bytes, under another validator.
+    let plain = send(addr, with(&[("accept-encoding", "gzip;q=0")])).await;
+    assert!(plain.headers().get(header::CONTENT_ENCODING).is_none());
+    assert_ne!(plain.headers()[header::ETAG], tag);
+    assert_eq!(text(plain).await.len(), shipped.bytes.len());
+    // The same validator back: 304, no body.
+    let again = send(
+        addr,
+        with(&[
+            ("accept-encoding", "gzip"),
+            ("if-none-match", tag.to_str().unwrap()),
+        ]),
+    )
+    .await;
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert!(text(again).await.is_empty());
+    server.shutdown().await;
+}
