@@ -201,3 +201,73 @@ async fn graceful_shutdown_on_sigterm_and_sigint() -> Result<()> {
     }
     Ok(())
 }
+
+/// The service desk speaks GraphQL over HTTP: each mutation answers with its
+/// selection and publishes its events; timestamps are ISO 8601 in UTC.
+#[tokio::test]
+async fn graphql_mutations_publish_their_events() -> Result<()> {
+    let server = service_desk(&[])?;
+    let graphql = |query: &str| {
+        let body = json!({ "query": query });
+        let addr = server.addr();
+        async move { post(addr, "/graphql", &body).await }
+    };
+    let mut client = Client::connect(server.addr(), TRANSPORT_WS).await?;
+    client.init(None).await?;
+    client
+        .subscribe(
+            "s",
+            "subscription { serviceStatusChanged { serviceId previous current changedAt } }",
+        )
+        .await?;
+    client
+        .subscribe(
+            "r",
+            "subscription { newServiceRequest { id title priority } }",
+        )
+        .await?;
+    wait_stats(server.addr(), 1, 2, Duration::from_secs(5)).await?;
+
+    let created =
+        graphql(r#"mutation { createService(name: "mail") { id status updatedAt } }"#).await?;
+    let service = &created["data"]["createService"];
+    assert_eq!(service["status"], "OPERATIONAL");
+    let updated_at = service["updatedAt"].as_str().unwrap_or_default();
+    // 2026-11-30T22:15:03.123Z
+    ensure!(
+        updated_at.len() == 24 && updated_at.ends_with('Z') && updated_at.as_bytes()[10] == b'T',
+        "not ISO 8601: {updated_at}"
+    );
+    let id = service["id"].as_str().unwrap_or_default().to_owned();
+
+    let changed = graphql(&format!(
+        r#"mutation {{ changeServiceStatus(id: "{id}", status: OUTAGE) {{ current service {{ status }} }} }}"#
+    ))
+    .await?;
+    assert_eq!(
+        changed["data"]["changeServiceStatus"],
+        json!({ "current": "OUTAGE", "service": { "status": "OUTAGE" } })
+    );
+    let event = client.next_data("s").await?;
+    assert_eq!(event["serviceStatusChanged"]["serviceId"], id.as_str());
+    assert_eq!(event["serviceStatusChanged"]["previous"], "OPERATIONAL");
+    assert_eq!(event["serviceStatusChanged"]["current"], "OUTAGE");
+
+    graphql(&format!(
+        r#"mutation {{ fileServiceRequest(serviceId: "{id}", title: "bounces", priority: HIGH) {{ id }} }}"#
+    ))
+    .await?;
+    let request = client.next_data("r").await?;
+    assert_eq!(request["newServiceRequest"]["title"], "bounces");
+    assert_eq!(request["newServiceRequest"]["priority"], "HIGH");
+
+    // An unknown service is a GraphQL error, not a crash.
+    let missing =
+        graphql(r#"mutation { changeServiceStatus(id: "99", status: OUTAGE) { current } }"#)
+            .await?;
+    ensure!(
+        missing["errors"][0]["message"] == "no service 99",
+        "{missing}"
+    );
+    Ok(())
+}

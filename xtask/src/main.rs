@@ -1,5 +1,5 @@
 //! Project automation, so every developer and CI run the same steps:
-//! `cargo xtask ci | bench | fuzz | wheel | node`.
+//! `cargo xtask ci | bench | fuzz | wheel | node | browser | web-assets`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -9,10 +9,12 @@ use anyhow::{Context, Result, bail};
 mod bench;
 mod bench_gates;
 mod bench_report;
+mod browser;
 mod node;
 mod python;
 mod python_checks;
 mod services;
+mod web_assets;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -27,9 +29,11 @@ fn main() -> Result<()> {
         "python-lint" => python_checks::lint(),
         "python-source" => python_checks::source_install(),
         "node" => node::task(),
+        "browser" => browser::task(rest),
+        "web-assets" => web_assets::task(rest),
         "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <ci | bench [--quick] | fuzz [seconds] [target...] | wheel [--test] | python-lint | python-source | node>"
+                "usage: cargo xtask <ci | bench [--quick] | fuzz [seconds] [target...] | wheel [--test] | python-lint | python-source | node | browser [--python <interpreter>] | web-assets [--check]>"
             );
             Ok(())
         }
@@ -139,6 +143,10 @@ fn ci() -> Result<()> {
     python_checks::lint()?;
     python_checks::source_install()?;
     node::node_tests(&node::PYTHON_SERVERS)?;
+    // GraphiQL and the service board in headless Chromium, on both service
+    // desks (the wheel is in the venv since the Python step).
+    web_assets::check()?;
+    browser::browser_tests(&python::venv_python(&workspace_root())?)?;
     Ok(())
 }
 

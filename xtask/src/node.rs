@@ -121,7 +121,7 @@ pub(crate) fn node_tests(servers: &[BenchServer]) -> Result<()> {
 }
 
 /// Fails unless `node` is on the PATH and at least [`NODE_MAJOR`].
-fn check_node() -> Result<()> {
+pub(crate) fn check_node() -> Result<()> {
     let out = Command::new("node")
         .arg("--version")
         .output()
@@ -142,22 +142,22 @@ fn check_node() -> Result<()> {
 /// `npm ci` in `dir` when `node_modules` is missing or older than
 /// `package-lock.json` (npm writes `node_modules/.package-lock.json` on
 /// every install).
-fn npm_ci(dir: &Path) -> Result<()> {
+pub(crate) fn npm_ci(dir: &Path) -> Result<()> {
     let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let lock = modified(&dir.join("package-lock.json"))
-        .context("tests/node/package-lock.json is missing")?;
+        .with_context(|| format!("{}/package-lock.json is missing", dir.display()))?;
     let installed = modified(&dir.join("node_modules").join(".package-lock.json"));
     if installed.is_some_and(|installed| installed >= lock) {
         return Ok(());
     }
-    eprintln!("$ npm ci (in tests/node)");
+    eprintln!("$ npm ci (in {})", dir.display());
     let status = Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund"])
         .current_dir(dir)
         .status()
         .context("cannot start npm")?;
     if !status.success() {
-        bail!("npm ci in tests/node failed with {status}");
+        bail!("npm ci in {} failed with {status}", dir.display());
     }
     Ok(())
 }
@@ -197,7 +197,7 @@ fn python_bench_server(root: &Path, args: &[&str]) -> Result<Command> {
 }
 
 /// A port nothing listens on right now.
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("cannot bind a free port")?;
     Ok(listener.local_addr()?.port())
 }

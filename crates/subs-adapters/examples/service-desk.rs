@@ -1,5 +1,7 @@
 //! A small service-management server: services, their status and service
-//! requests, with live updates over GraphQL subscriptions.
+//! requests, as GraphQL (queries and mutations over HTTP and the socket,
+//! subscriptions for live updates), with a live service board at `/` and
+//! GraphiQL at `/graphql`.
 //!
 //! `cargo run -p subs-adapters --example service-desk`
 //! Environment: `PORT` (default 4000), `ALLOWED_ORIGINS` (comma-separated
@@ -9,28 +11,38 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::{Method, StatusCode};
+use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::BodyExt;
 use parking_lot::Mutex;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use subs_adapters::server::{self, Body};
 use subs_adapters::{Server, ServerConfig};
 use subs_core::graphql::Schema;
 use subs_core::security::{OriginPolicy, SecurityConfig};
-use subs_core::{Engine, FieldBinding};
+use subs_core::{Engine, FieldBinding, ResolverError, RootContext};
 
 const SCHEMA: &str = r#"
 type Query {
   services: [Service!]!
+  service(id: ID!): Service
+  serviceRequests: [ServiceRequest!]!
+}
+
+type Mutation {
+  createService(name: String!, description: String): Service!
+  updateService(id: ID!, name: String, description: String): Service!
+  changeServiceStatus(id: ID!, status: ServiceStatus!): ServiceStatusChange!
+  fileServiceRequest(serviceId: ID!, title: String!, priority: Priority): ServiceRequest!
 }
 
 enum ServiceStatus { OPERATIONAL DEGRADED OUTAGE MAINTENANCE }
 enum Priority { LOW MEDIUM HIGH }
 
+"""Timestamps are ISO 8601 strings in UTC."""
 type Service {
   id: ID!
   name: String!
@@ -62,10 +74,27 @@ type Subscription {
 }
 "#;
 
+/// The live service board (`/`), shared with the Python service desk.
+const BOARD_HTML: &str = include_str!("service-board/index.html");
+const BOARD_JS: &str = include_str!("service-board/board.js");
+const BOARD_CSS: &str = include_str!("service-board/board.css");
+
 #[derive(Default)]
 struct Desk {
     services: Mutex<BTreeMap<u64, Value>>,
+    requests: Mutex<Vec<Value>>,
     next_id: AtomicU64,
+    /// The engine the mutations publish on (built after its resolvers).
+    engine: OnceLock<Engine>,
+}
+
+impl Desk {
+    fn engine(&self) -> Result<Engine, ResolverError> {
+        self.engine
+            .get()
+            .cloned()
+            .ok_or_else(|| ResolverError::from("the desk is starting"))
+    }
 }
 
 #[tokio::main]
@@ -91,7 +120,8 @@ async fn main() -> anyhow::Result<()> {
     let broker =
         subs_adapters::broker::from_url(&broker_url, subs_adapters::broker::StartupPolicy::Fail)
             .await?;
-    let engine = Engine::builder(Schema::parse(SCHEMA)?)
+    let desk = Arc::new(Desk::default());
+    let engine = resolvers(Engine::builder(Schema::parse(SCHEMA)?), &desk)
         .broker(broker)
         // The event of `serviceUpdated` is the service itself: filter on its `id`.
         .bind(
@@ -100,8 +130,8 @@ async fn main() -> anyhow::Result<()> {
         )
         .security(security.build()?)
         .build()?;
+    let _ = desk.engine.set(engine.clone());
 
-    let desk = Arc::new(Desk::default());
     let http_engine = engine.clone();
     let config = ServerConfig::default()
         .path("/graphql")
@@ -114,19 +144,16 @@ async fn main() -> anyhow::Result<()> {
     let port = server.local_addr().port();
     println!("READY {port}");
     println!("service-desk listening on http://127.0.0.1:{port}");
-    println!("  subscribe:  ws://127.0.0.1:{port}/graphql  (graphql-transport-ws or graphql-ws)");
-    println!("              subscription {{ serviceUpdated {{ id name status }} }}");
-    println!("  create:     curl -XPOST localhost:{port}/services -d '{{\"name\":\"mail\"}}'");
+    println!("  service board: http://127.0.0.1:{port}/");
+    println!("  GraphiQL:      http://127.0.0.1:{port}/graphql");
     println!(
-        "  update:     curl -XPATCH localhost:{port}/services/1 -d '{{\"description\":\"SMTP relay\"}}'"
+        "  subscribe:     ws://127.0.0.1:{port}/graphql  (graphql-transport-ws or graphql-ws)"
     );
+    println!("                 subscription {{ serviceUpdated {{ id name status }} }}");
     println!(
-        "  status:     curl -XPOST localhost:{port}/services/1/status -d '{{\"status\":\"OUTAGE\"}}'"
+        "  mutate:        curl localhost:{port}/graphql -H 'content-type: application/json' \\\n                   -d '{{\"query\":\"mutation {{ createService(name: \\\"mail\\\") {{ id }} }}\"}}'"
     );
-    println!(
-        "  request:    curl -XPOST localhost:{port}/requests -d '{{\"serviceId\":\"1\",\"title\":\"Cannot send\"}}'"
-    );
-    println!("  list:       curl localhost:{port}/services     stats: curl localhost:{port}/stats");
+    println!("  stats:         curl localhost:{port}/stats");
     let shutdown = server.shutdown_token();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -145,11 +172,94 @@ async fn wait_for_signal() {
     }
 }
 
+/// The current time as ISO 8601 in UTC, to the millisecond
+/// (`2026-11-30T22:15:03.123Z`).
 fn now() -> String {
-    let ms = SystemTime::now()
+    let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    ms.to_string()
+        .unwrap_or_default();
+    let seconds = since.as_secs();
+    let (days, rest) = (seconds / 86_400, seconds % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60,
+        since.subsec_millis()
+    )
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Queries and mutations: the same functions as the REST convenience
+/// endpoints, each mutation publishing its events.
+fn resolvers(builder: subs_core::EngineBuilder, desk: &Arc<Desk>) -> subs_core::EngineBuilder {
+    let on = |desk: &Arc<Desk>| desk.clone();
+    let (d1, d2, d3) = (on(desk), on(desk), on(desk));
+    let (d4, d5, d6, d7) = (on(desk), on(desk), on(desk), on(desk));
+    builder
+        .query("services", move |_, _: RootContext| {
+            let desk = d1.clone();
+            async move { Ok(list_services(&desk)) }
+        })
+        .query("service", move |args: Map<String, Value>, _: RootContext| {
+            let desk = d2.clone();
+            async move {
+                let id = args.get("id").and_then(Value::as_str).unwrap_or_default();
+                let key = id.parse::<u64>().ok();
+                Ok(key
+                    .and_then(|key| desk.services.lock().get(&key).cloned())
+                    .unwrap_or(Value::Null))
+            }
+        })
+        .query("serviceRequests", move |_, _: RootContext| {
+            let desk = d3.clone();
+            async move { Ok(Value::Array(desk.requests.lock().clone())) }
+        })
+        .mutation("createService", move |args, _: RootContext| {
+            let desk = d4.clone();
+            async move { graphql(create_service(&desk.engine()?, &desk, &Value::Object(args)).await) }
+        })
+        .mutation("updateService", move |args: Map<String, Value>, _: RootContext| {
+            let desk = d5.clone();
+            async move {
+                let id = args.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+                graphql(update_service(&desk.engine()?, &desk, &id, &Value::Object(args)).await)
+            }
+        })
+        .mutation("changeServiceStatus", move |args: Map<String, Value>, _: RootContext| {
+            let desk = d6.clone();
+            async move {
+                let id = args.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+                graphql(change_status(&desk.engine()?, &desk, &id, &Value::Object(args)).await)
+            }
+        })
+        .mutation("fileServiceRequest", move |args, _: RootContext| {
+            let desk = d7.clone();
+            async move { graphql(file_request(&desk.engine()?, &desk, &Value::Object(args)).await) }
+        })
+}
+
+fn graphql(answer: Answer) -> Result<Value, ResolverError> {
+    answer.map_err(|(_, message)| ResolverError::from(message))
+}
+
+fn list_services(desk: &Desk) -> Value {
+    json!(desk.services.lock().values().cloned().collect::<Vec<_>>())
 }
 
 async fn http(
@@ -181,9 +291,10 @@ async fn http(
     };
     let segments: Vec<&str> = path.iter().map(String::as_str).collect();
     let result = match (&method, segments.as_slice()) {
-        (&Method::GET, ["services"]) => Ok(json!(
-            desk.services.lock().values().cloned().collect::<Vec<_>>()
-        )),
+        (&Method::GET, []) => return page("text/html; charset=utf-8", &board_html()),
+        (&Method::GET, ["board.js"]) => return page("text/javascript; charset=utf-8", BOARD_JS),
+        (&Method::GET, ["board.css"]) => return page("text/css; charset=utf-8", BOARD_CSS),
+        (&Method::GET, ["services"]) => Ok(list_services(&desk)),
         (&Method::POST, ["services"]) => create_service(&engine, &desk, &body).await,
         (&Method::PATCH, ["services", id]) => update_service(&engine, &desk, id, &body).await,
         (&Method::POST, ["services", id, "status"]) => {
@@ -197,6 +308,21 @@ async fn http(
         Ok(value) => server::json(StatusCode::OK, &value),
         Err((status, message)) => server::json(status, &json!({ "error": message })),
     }
+}
+
+/// The board, pointed at this server's endpoint (HTTP and WebSocket on one path).
+fn board_html() -> String {
+    BOARD_HTML
+        .replace("{{HTTP_PATH}}", "/graphql")
+        .replace("{{WS_PATH}}", "/graphql")
+}
+
+fn page(content_type: &'static str, body: &str) -> http::Response<Body> {
+    let mut response = server::text(StatusCode::OK, body);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
 }
 
 type Answer = Result<Value, (StatusCode, String)>;
@@ -243,7 +369,11 @@ async fn update_service(engine: &Engine, desk: &Desk, id: &str, body: &Value) ->
             .get_mut(&key)
             .ok_or((StatusCode::NOT_FOUND, format!("no service {id}")))?;
         for name in ["name", "description"] {
-            if let Some(value) = body.get(name) {
+            // `name` is non-null: an explicit null leaves it as it is.
+            if let Some(value) = body
+                .get(name)
+                .filter(|v| name == "description" || !v.is_null())
+            {
                 service[name] = value.clone();
             }
         }
@@ -300,6 +430,7 @@ async fn file_request(engine: &Engine, desk: &Desk, body: &Value) -> Answer {
         "priority": priority,
         "createdAt": now(),
     });
+    desk.requests.lock().push(request.clone());
     publish(engine, "newServiceRequest", request.clone()).await?;
     Ok(request)
 }

@@ -46,6 +46,13 @@ impl Subs {
         }
     }
 
+    /// Serves GraphiQL on the path (default on; see [`crate::graphiql`]).
+    #[must_use]
+    pub fn graphiql(mut self, enabled: bool) -> Self {
+        self.endpoint = self.endpoint.graphiql(enabled);
+        self
+    }
+
     /// A router answering WebSocket upgrades and GraphQL over HTTP on `path`.
     pub fn router<S>(&self, path: &str) -> axum::Router<S>
     where

@@ -65,6 +65,8 @@ const DISTINCT_ID: &str = "0";
 #[derive(Debug, Clone)]
 pub struct HttpEndpoint {
     inner: Arc<EndpointInner>,
+    /// Whether a browser's `GET` gets GraphiQL (see [`crate::graphiql`]).
+    graphiql: bool,
 }
 
 #[derive(Debug)]
@@ -106,7 +108,16 @@ impl HttpEndpoint {
                 tracker,
                 reservations: Mutex::new(HashMap::new()),
             }),
+            graphiql: true,
         }
+    }
+
+    /// Serves GraphiQL and its assets on the endpoint (default on), or not:
+    /// then a browser's `GET` is a GraphQL request like any other.
+    #[must_use]
+    pub fn graphiql(mut self, enabled: bool) -> Self {
+        self.graphiql = enabled;
+        self
     }
 
     /// Answers one HTTP request on the endpoint path (not a WebSocket upgrade).
@@ -125,6 +136,13 @@ impl HttpEndpoint {
             .admit_http_request(peer.map(|p| p.ip()), Instant::now())
         {
             return refusal_answer(&denied.rejection);
+        }
+        // GraphiQL's page and files count toward the per-address request
+        // rate too: they are the largest answers of the path.
+        if self.graphiql
+            && let Some(answer) = crate::graphiql::answer(&request)
+        {
+            return answer;
         }
         let (parts, body) = request.into_parts();
         let accept = parts

@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod driver;
 mod error;
+pub mod graphiql;
 pub mod http;
 pub mod messages;
 pub mod server;

@@ -33,3 +33,5 @@ pub const METHOD_NOT_ALLOWED: &str = "Method not allowed";
 pub const NOT_FOUND: &str = "Not found\n";
 /// HTTP body for a malformed upgrade request.
 pub const BAD_UPGRADE: &str = "Bad WebSocket upgrade request\n";
+/// GraphiQL: `?asset=` names no file the endpoint serves (404).
+pub const UNKNOWN_ASSET: &str = "No such asset\n";

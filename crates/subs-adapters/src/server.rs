@@ -54,6 +54,10 @@ pub struct ServerConfig {
     /// mutations, SSE and multipart streams) besides WebSocket upgrades.
     /// Default on.
     pub graphql_over_http: bool,
+    /// Whether a browser's `GET` on the endpoint path gets GraphiQL (see
+    /// [`crate::graphiql`]). Default on; the production profile in the
+    /// guide turns it off.
+    pub graphiql: bool,
 }
 
 /// The default [`ServerConfig::header_read_timeout`]: long enough for a slow
@@ -79,6 +83,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             header_read_timeout: Some(DEFAULT_HEADER_READ_TIMEOUT),
             graphql_over_http: true,
+            graphiql: true,
         }
     }
 }
@@ -96,6 +101,14 @@ impl ServerConfig {
     #[must_use]
     pub fn graphql_over_http(mut self, enabled: bool) -> Self {
         self.graphql_over_http = enabled;
+        self
+    }
+
+    /// Turns GraphiQL on the endpoint path on or off (see
+    /// [`ServerConfig::graphiql`]).
+    #[must_use]
+    pub fn graphiql(mut self, enabled: bool) -> Self {
+        self.graphiql = enabled;
         self
     }
 
@@ -185,7 +198,8 @@ async fn accept_loop(
 ) {
     let tracker = TaskTracker::new();
     let config = Arc::new(config);
-    let endpoint = HttpEndpoint::new(engine.clone(), shutdown.clone(), tracker.clone());
+    let endpoint = HttpEndpoint::new(engine.clone(), shutdown.clone(), tracker.clone())
+        .graphiql(config.graphiql);
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,

@@ -387,7 +387,7 @@ impl NativeEngine {
 
     /// Starts the native WebSocket server (subs-adapters) on the extension's
     /// threads and returns its handle once it accepts connections.
-    #[pyo3(signature = (host, port, path = "/graphql", http_handler = None))]
+    #[pyo3(signature = (host, port, path = "/graphql", http_handler = None, graphiql = true))]
     fn serve(
         &self,
         py: Python<'_>,
@@ -395,12 +395,21 @@ impl NativeEngine {
         port: u16,
         path: &str,
         http_handler: Option<Bound<'_, PyAny>>,
+        graphiql: bool,
     ) -> PyResult<crate::server::NativeServer> {
         let handler = http_handler.map(|f| crate::hooks::PyHttpHandler {
             function: f.unbind(),
             locals: self.locals.clone(),
         });
-        crate::server::NativeServer::start(py, &self.engine, host, port, path.to_owned(), handler)
+        crate::server::NativeServer::start(
+            py,
+            &self.engine,
+            host,
+            port,
+            path.to_owned(),
+            handler,
+            graphiql,
+        )
     }
 
     /// Answers one GraphQL over HTTP request on the endpoint path (queries
@@ -409,7 +418,12 @@ impl NativeEngine {
     /// `body` either `bytes` or an `HttpStream` to write chunk by chunk.
     /// `target` is the request's path and query string; `body` the whole
     /// request body (more than `http_body_limit` bytes is answered 413).
-    #[pyo3(signature = (method, target, headers, body, peer = None))]
+    /// `graphiql`: a browser's `GET` gets GraphiQL and its assets.
+    #[pyo3(signature = (method, target, headers, body, peer = None, graphiql = true))]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the arguments of the Python method, keyword arguments included"
+    )]
     fn http<'py>(
         &self,
         py: Python<'py>,
@@ -418,6 +432,7 @@ impl NativeEngine {
         headers: Vec<(PyBackedBytes, PyBackedBytes)>,
         body: &[u8],
         peer: Option<&str>,
+        graphiql: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let endpoint = self
             .http
@@ -428,7 +443,8 @@ impl NativeEngine {
                     tokio_util::task::TaskTracker::new(),
                 )
             })
-            .clone();
+            .clone()
+            .graphiql(graphiql);
         crate::http::handle(py, endpoint, method, target, &headers, body, peer)
     }
 

@@ -37,13 +37,14 @@ impl NativeServer {
         port: u16,
         path: String,
         handler: Option<PyHttpHandler>,
+        graphiql: bool,
     ) -> PyResult<Self> {
         let address = (host, port)
             .to_socket_addrs()
             .map_err(|e| PyOSError::new_err(format!("cannot resolve {host}:{port}: {e}")))?
             .next()
             .ok_or_else(|| PyOSError::new_err(format!("no address for {host}:{port}")))?;
-        let mut config = ServerConfig::default().path(path);
+        let mut config = ServerConfig::default().path(path).graphiql(graphiql);
         if let Some(handler) = handler {
             let handler = Arc::new(handler);
             config =

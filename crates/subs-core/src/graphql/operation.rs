@@ -402,6 +402,18 @@ fn compute_facts(doc: &ExecutableDocument, op: &Operation) -> OperationFacts {
     }
 }
 
+/// How much deeper a field makes its selection: 1, except for introspection's
+/// `__Type.ofType`, whose chain unwraps one list or non-null wrapper per
+/// level and so ends within the schema's own nesting (it cannot recurse).
+/// The introspection query of GraphiQL and graphql-js nests `ofType` nine
+/// levels to reach types like `[[String!]!]!`: counted, it would exceed the
+/// default `max_depth` and no IDE could load the schema. Introspection's own
+/// recursion (`fields`, `interfaces`, `possibleTypes`...) is bounded by
+/// apollo-compiler's introspection depth check.
+fn depth_step(field: &Field) -> usize {
+    usize::from(!(field.name == "ofType" && field.definition.ty.inner_named_type() == "__Type"))
+}
+
 fn walk(doc: &ExecutableDocument, set: &SelectionSet, memo: &mut ApolloHashMap<Name, Acc>) -> Acc {
     let mut acc = Acc::default();
     for sel in &set.selections {
@@ -409,7 +421,7 @@ fn walk(doc: &ExecutableDocument, set: &SelectionSet, memo: &mut ApolloHashMap<N
         match sel {
             Selection::Field(f) => {
                 let child = walk(doc, &f.selection_set, memo);
-                acc.depth = acc.depth.max(child.depth.saturating_add(1));
+                acc.depth = acc.depth.max(child.depth.saturating_add(depth_step(f)));
                 acc.aliases = acc
                     .aliases
                     .saturating_add(usize::from(f.alias.is_some()))

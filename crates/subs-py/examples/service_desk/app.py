@@ -1,10 +1,14 @@
 """The service desk: FastAPI + Ariadne for queries and mutations on /graphql,
 subs for subscriptions on /graphql/ws, from the same Ariadne schema
-(`subs.ariadne`).
+(`subs.ariadne`), and a live service board at /.
 
     pip install -r requirements.txt      (subs itself: pip install ../..)
 
     uvicorn app:app --port 8000          (from this directory)
+
+Open http://127.0.0.1:8000/ for the board (the same page as the Rust service
+desk's), and http://127.0.0.1:8000/graphql/ws in a browser for GraphiQL,
+served by subs (its queries and mutations run on Ariadne's executor).
 
 Subscribe with any graphql-transport-ws client (graphql-ws, Apollo, gql):
 
@@ -19,11 +23,13 @@ from __future__ import annotations
 
 import itertools
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Dict, Optional
 
 from ariadne import MutationType, QueryType, SubscriptionType, make_executable_schema
 from ariadne.asgi import GraphQL
 from fastapi import FastAPI
+from fastapi.responses import HTMLResponse, Response
 
 import subs.ariadne
 from subs import Principal, Reject, SubsMiddleware
@@ -61,7 +67,9 @@ type Query {
 
 type Mutation {
   updateService(id: ID!, name: String, status: ServiceStatus): Service!
+  changeServiceStatus(id: ID!, status: ServiceStatus!): ServiceStatusChange!
   createServiceRequest(serviceId: ID!, title: String!): ServiceRequest!
+  fileServiceRequest(serviceId: ID!, title: String!): ServiceRequest!
 }
 
 type Subscription {
@@ -131,6 +139,14 @@ async def resolve_update_service(*_: Any, id: str, name: Optional[str] = None, s
     return service
 
 
+@mutation.field("changeServiceStatus")
+async def resolve_change_status(*_: Any, id: str, status: str) -> Dict[str, Any]:
+    previous = SERVICES[id]["status"] if id in SERVICES else "OPERATIONAL"
+    service = await resolve_update_service(id=id, status=status)
+    return {"serviceId": id, "previous": previous, "current": status, "at": service["updatedAt"]}
+
+
+@mutation.field("fileServiceRequest")
 @mutation.field("createServiceRequest")
 async def resolve_create_request(_: Any, info: Any, serviceId: str, title: str) -> Dict[str, Any]:
     request = {
@@ -175,6 +191,28 @@ app = FastAPI(title="Service desk", lifespan=subs.lifespan(engine))  # starts su
 # engine.asgi())` works too; starlette_app.py mounts it as a route).
 app.add_middleware(SubsMiddleware, engine=engine, path="/graphql/ws")
 app.add_route("/graphql", graphql_app.handle_request, methods=["GET", "POST"])
+
+
+# The live service board, shared with the Rust service desk: queries and
+# mutations over HTTP to Ariadne, subscriptions over subs' WebSocket (whose
+# path also serves the graphql-ws client the page imports).
+BOARD = Path(__file__).resolve().parents[3] / "subs-adapters" / "examples" / "service-board"
+
+
+@app.get("/", response_class=HTMLResponse)
+def board() -> str:
+    page = (BOARD / "index.html").read_text()
+    return page.replace("{{HTTP_PATH}}", "/graphql").replace("{{WS_PATH}}", "/graphql/ws")
+
+
+@app.get("/board.js")
+def board_js() -> Response:
+    return Response((BOARD / "board.js").read_bytes(), media_type="text/javascript")
+
+
+@app.get("/board.css")
+def board_css() -> Response:
+    return Response((BOARD / "board.css").read_bytes(), media_type="text/css")
 
 
 @app.get("/stats")

@@ -345,13 +345,15 @@ async def pump(session: Session, receive: Receive, send: Send) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def serve_http(engine: "Engine", scope: Scope, receive: Receive, send: Send) -> None:
+async def serve_http(
+    engine: "Engine", scope: Scope, receive: Receive, send: Send, *, graphiql: bool = True
+) -> None:
     """Answers one ASGI HTTP request with subs' GraphQL over HTTP endpoint:
     queries and mutations (JSON), and streams for clients that ask for one
     (`Accept: text/event-stream`: graphql-sse, both modes;
     `multipart/mixed;subscriptionSpec=1.0`: Apollo multipart). A stream's
     chunks are sent as they come; a client that disconnects ends it (and its
-    subscriptions) at once."""
+    subscriptions) at once. `graphiql`: a browser's `GET` gets GraphiQL."""
     native = engine._for_request()
     limit = native.http_body_limit
     body = bytearray()
@@ -373,7 +375,7 @@ async def serve_http(engine: "Engine", scope: Scope, receive: Receive, send: Sen
         target = target + b"?" + query
     headers = [(name, value) for name, value in scope.get("headers", ())]
     status, response_headers, answer = await native.http(
-        scope.get("method", "GET"), target.decode("latin-1"), headers, bytes(body), _peer(scope)
+        scope.get("method", "GET"), target.decode("latin-1"), headers, bytes(body), _peer(scope), graphiql
     )
     await send({"type": "http.response.start", "status": status, "headers": response_headers})
     if isinstance(answer, HttpStream):
@@ -434,11 +436,13 @@ class SubsASGI:
       `app.add_route("/graphql", engine.asgi())`.
 
     `http=False`: plain HTTP requests get 426 Upgrade Required instead.
+    `graphiql=False`: a browser's `GET` gets no GraphiQL (production).
     """
 
-    def __init__(self, engine: "Engine", *, http: bool = True) -> None:
+    def __init__(self, engine: "Engine", *, http: bool = True, graphiql: bool = True) -> None:
         self.engine = engine
         self.http = http
+        self.graphiql = graphiql
         self._hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Hub]" = weakref.WeakKeyDictionary()
         signature = _websocket_signature()
         if signature is not None:
@@ -464,7 +468,7 @@ class SubsASGI:
                 hub = self._hubs[loop] = _Hub()
             await serve_websocket(self.engine, scope, receive, send, hub)
         elif kind == "http" and self.http:
-            await serve_http(self.engine, scope, receive, send)
+            await serve_http(self.engine, scope, receive, send, graphiql=self.graphiql)
         elif kind == "http":
             body = b"this endpoint speaks GraphQL over WebSocket (graphql-transport-ws)\n"
             await send(
@@ -499,7 +503,8 @@ class SubsMiddleware:
     `path` takes WebSocket connections and GraphQL over HTTP (queries and
     mutations, graphql-sse, Apollo multipart). `http=False` leaves plain HTTP
     at `path` to the app (say, another GraphQL server answering queries
-    there), and only WebSocket connections to subs.
+    there), and only WebSocket connections to subs. `graphiql=False`: a
+    browser's `GET` at `path` gets no GraphiQL.
 
     Same protocol as `engine.asgi()`, but ahead of the framework's routing it
     gets the server's own `send`: on uvicorn (websockets-sansio, its default)
@@ -507,10 +512,12 @@ class SubsMiddleware:
     system call per message, several times cheaper under fan-out.
     """
 
-    def __init__(self, app: Any, engine: "Engine", path: str = "/graphql/ws", *, http: bool = True) -> None:
+    def __init__(
+        self, app: Any, engine: "Engine", path: str = "/graphql/ws", *, http: bool = True, graphiql: bool = True
+    ) -> None:
         self.app = app
         self.path = path
-        self.endpoint = SubsASGI(engine)
+        self.endpoint = SubsASGI(engine, graphiql=graphiql)
         self._types = ("websocket", "http") if http else ("websocket",)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

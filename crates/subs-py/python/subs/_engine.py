@@ -548,16 +548,18 @@ class Engine:
         `groups`, `resolver_calls`, ...)."""
         return self.start().stats()
 
-    def asgi(self, *, http: bool = True) -> "SubsASGI":
+    def asgi(self, *, http: bool = True, graphiql: bool = True) -> "SubsASGI":
         """The endpoint as an ASGI app: WebSocket for Starlette's
         `WebSocketRoute(path, engine.asgi())` (FastAPI:
         `app.add_api_websocket_route(path, engine.asgi())`), and GraphQL over
         HTTP (queries, mutations, graphql-sse, Apollo multipart) for
         `Route(path, engine.asgi())` (FastAPI: `app.add_route(path,
-        engine.asgi())`). `http=False` answers plain HTTP with 426."""
+        engine.asgi())`). `http=False` answers plain HTTP with 426.
+        `graphiql=False` serves no GraphiQL to browsers (the production
+        profile in the guide)."""
         from ._asgi import SubsASGI
 
-        return SubsASGI(self, http=http)
+        return SubsASGI(self, http=http, graphiql=graphiql)
 
     def http(
         self,
@@ -566,14 +568,17 @@ class Engine:
         headers: Iterable[Tuple[bytes, bytes]],
         body: bytes = b"",
         peer: Optional[str] = None,
+        *,
+        graphiql: bool = True,
     ) -> Awaitable[Tuple[int, List[Tuple[bytes, bytes]], Union[bytes, _native.HttpStream]]]:
         """GraphQL over HTTP for a custom server: answers one request on the
         endpoint path (`target` is its path and query string, `body` the whole
         body) with `(status, headers, body)`, where `body` is `bytes` or an
         `HttpStream` (Server-Sent Events, multipart) whose `await next()`
         gives each chunk to write, `None` at its end; call its `close()` when
-        the client goes away. `subs._asgi.serve_http` is this for ASGI."""
-        return self.start().http(method, target, list(headers), body, peer)
+        the client goes away. `subs._asgi.serve_http` is this for ASGI.
+        `graphiql`: a browser's `GET` gets GraphiQL and its assets."""
+        return self.start().http(method, target, list(headers), body, peer, graphiql)
 
     def session(
         self,
@@ -592,12 +597,14 @@ class Engine:
         *,
         path: str = "/graphql",
         http_handler: Optional[Callable[[str, str, bytes], Any]] = None,
+        graphiql: bool = True,
     ) -> _native.Server:
         """Native mode: starts subs' Rust WebSocket server on its own threads
         and returns its handle (`port`, `shutdown()`); frames never pass
         through Python. `http_handler(method, path, body) -> (status,
-        content_type, body)` answers other HTTP requests."""
-        server = self.start().serve(host, port, path, http_handler)
+        content_type, body)` answers other HTTP requests. `graphiql=False`
+        serves no GraphiQL to browsers on `path`."""
+        server = self.start().serve(host, port, path, http_handler, graphiql)
         self._servers.append(server)
         return server
 
@@ -608,9 +615,10 @@ class Engine:
         *,
         path: str = "/graphql",
         http_handler: Optional[Callable[[str, str, bytes], Any]] = None,
+        graphiql: bool = True,
     ) -> None:
         """Native mode, blocking until Ctrl-C (then a graceful shutdown)."""
-        server = self.start_server(host, port, path=path, http_handler=http_handler)
+        server = self.start_server(host, port, path=path, http_handler=http_handler, graphiql=graphiql)
         try:
             while not server.wait(0.2):
                 pass
@@ -625,10 +633,11 @@ class Engine:
         path: str = "/graphql",
         http_handler: Optional[Callable[[str, str, bytes], Any]] = None,
         started: Optional[Callable[[_native.Server], None]] = None,
+        graphiql: bool = True,
     ) -> None:
         """Native mode from async code: serves until cancelled, then shuts
         down gracefully. `started(server)` is called once it listens."""
-        server = self.start_server(host, port, path=path, http_handler=http_handler)
+        server = self.start_server(host, port, path=path, http_handler=http_handler, graphiql=graphiql)
         if started is not None:
             started(server)
         loop = asyncio.get_running_loop()

@@ -262,6 +262,7 @@ class Engine:
         port: int,
         path: str = "/graphql",
         http_handler: Optional[Callable[[str, str, bytes], Any]] = None,
+        graphiql: bool = True,
     ) -> Server: ...
     def http(
         self,
@@ -270,6 +271,7 @@ class Engine:
         headers: Sequence[Tuple[bytes, bytes]],
         body: bytes,
         peer: Optional[str] = None,
+        graphiql: bool = True,
     ) -> Awaitable[Tuple[int, List[Tuple[bytes, bytes]], Union[bytes, HttpStream]]]: ...
     @property
     def http_body_limit(self) -> int: ...
