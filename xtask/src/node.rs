@@ -6,9 +6,9 @@
 //! file. Each server is built, started on a free port and awaited (`READY
 //! <port>` on its stdout); then `audit.mjs` (every server audit of
 //! graphql-http), `sse.mjs` (the graphql-sse client, both modes) and `ws.mjs`
-//! (the graphql-ws client) run against it, all of them even when one fails,
-//! and `resume.mjs` (the resume recipe of `docs/history.md`) against the
-//! servers that keep history; then the server is killed.
+//! (the graphql-ws client) and `resume.mjs` (the resume recipe of
+//! `docs/history.md`; every server is started with `HISTORY`) run against it,
+//! all of them even when one fails; then the server is killed.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -37,9 +37,6 @@ pub(crate) struct BenchServer {
     /// Builds what the server needs and returns the command that starts it;
     /// the caller sets `PORT` and `HISTORY`.
     prepare: fn(&Path) -> Result<Command>,
-    /// Whether it keeps history (`HISTORY=N` of the contract): then
-    /// `resume.mjs` (the graphql-ws resume recipe) runs against it too.
-    resumes: bool,
 }
 
 /// The `HISTORY` every server is started with.
@@ -49,7 +46,6 @@ const HISTORY: &str = "1000";
 pub(crate) const RUST_SERVERS: [BenchServer; 1] = [BenchServer {
     label: "rust bench-server",
     prepare: rust_bench_server,
-    resumes: true,
 }];
 
 /// The Python bench server in its three modes, on the wheel the Python step
@@ -58,18 +54,15 @@ pub(crate) const PYTHON_SERVERS: [BenchServer; 3] = [
     BenchServer {
         label: "python bench_server.py --mode native",
         prepare: |root| python_bench_server(root, &["--mode", "native"]),
-        resumes: false,
-    },
+        },
     BenchServer {
         label: "python bench_server.py --mode asgi --asgi middleware",
         prepare: |root| python_bench_server(root, &["--mode", "asgi", "--asgi", "middleware"]),
-        resumes: false,
-    },
+        },
     BenchServer {
         label: "python bench_server.py --mode asgi --asgi route",
         prepare: |root| python_bench_server(root, &["--mode", "asgi", "--asgi", "route"]),
-        resumes: false,
-    },
+        },
 ];
 
 /// `cargo xtask node`: the wheel into the venv, then every server.
@@ -94,14 +87,12 @@ pub(crate) fn node_tests(servers: &[BenchServer]) -> Result<()> {
         let port = running.port;
         let http = format!("http://127.0.0.1:{port}");
         let ws = format!("ws://127.0.0.1:{port}/graphql");
-        let mut scripts = vec![
+        let scripts = [
             ("audit.mjs", format!("{http}/graphql")),
             ("sse.mjs", http.clone()),
             ("ws.mjs", ws.clone()),
+            ("resume.mjs", ws),
         ];
-        if server.resumes {
-            scripts.push(("resume.mjs", ws));
-        }
         for (script, url) in scripts {
             if let Err(error) = run_script(&dir, script, &url) {
                 failures.push(format!("{}: {error:#}", server.label));

@@ -89,6 +89,11 @@ def make_engine(python_resolver: bool = False) -> Engine:
 
     else:
         engine.bind("ticks", topic=TICKS, filters={"topic": "topic"})
+    # HISTORY=N: each `ticks` topic (a value of the events' `topic` field)
+    # keeps its last N events, numbered, for clients that resume.
+    history = int(os.environ.get("HISTORY", "0"))
+    if history > 0:
+        engine.bind("ticks", history=history, history_per="topic")
 
     @engine.stream("countdown")
     async def countdown(info: Info, **arguments: Any) -> Any:
@@ -212,8 +217,11 @@ def stats_body(engine: Engine) -> bytes:
             "subscriptions": stats.subscriptions,
             "groups": stats.groups,
             "resolverCalls": stats.resolver_calls,
+            "eventsPublished": stats.events_published,
             "framesQueued": stats.frames_queued,
             "slowConsumerCloses": stats.slow_consumer_closes,
+            "eventsReplayed": stats.events_replayed,
+            "historyGaps": stats.history_gaps,
         }
     ).encode()
 

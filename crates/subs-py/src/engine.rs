@@ -66,6 +66,25 @@ impl Published {
     }
 }
 
+/// `{"events": N, "per": path or None, "max_age": seconds or None}`.
+fn history_policy(history: &Bound<'_, PyDict>) -> PyResult<subs_core::History> {
+    let events: usize = history
+        .get_item("events")?
+        .ok_or_else(|| PyValueError::new_err("history without `events`"))?
+        .extract()?;
+    let mut policy = subs_core::History::last(events);
+    if let Some(per) = history.get_item("per")?.filter(|p| !p.is_none()) {
+        policy = policy.per_event_field(&per.extract::<String>()?);
+    }
+    if let Some(age) = history.get_item("max_age")?.filter(|a| !a.is_none()) {
+        let seconds: f64 = age.extract()?;
+        let age = std::time::Duration::try_from_secs_f64(seconds)
+            .map_err(|_| PyValueError::new_err(format!("history_max_age must be a positive number of seconds, not {seconds}")))?;
+        policy = policy.max_age(age);
+    }
+    Ok(policy)
+}
+
 fn field_binding(
     binding: &Bound<'_, PyDict>,
     locals: &TaskLocals,
@@ -90,6 +109,9 @@ fn field_binding(
         (None, Some(topic)) => FieldBinding::topic(topic),
         (None, None) => FieldBinding::default_topic(),
     };
+    if let Some(history) = binding.get_item("history")?.filter(|h| !h.is_none()) {
+        result = result.history(history_policy(&history.cast::<PyDict>().map_err(PyErr::from)?)?);
+    }
     if let Some(filters) = binding.get_item("filters")?.filter(|f| !f.is_none()) {
         let filters = filters.cast::<PyDict>().map_err(PyErr::from)?;
         for (argument, path) in filters.iter() {

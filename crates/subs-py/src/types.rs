@@ -238,6 +238,8 @@ pub(crate) struct Stats {
     resolver_events_dropped: u64,
     events_filtered: u64,
     invalid_events: u64,
+    events_replayed: u64,
+    history_gaps: u64,
     security_rejections: u64,
     broker_published: u64,
     broker_received: u64,
@@ -266,6 +268,8 @@ impl Stats {
             resolver_events_dropped: s.resolver_events_dropped,
             events_filtered: s.events_filtered,
             invalid_events: s.invalid_events,
+            events_replayed: s.events_replayed,
+            history_gaps: s.history_gaps,
             security_rejections: refused,
             broker_published: broker.published,
             broker_received: broker.received,
@@ -297,7 +301,7 @@ impl Stats {
 }
 
 impl Stats {
-    fn pairs(&self) -> [(&'static str, u64); 19] {
+    fn pairs(&self) -> [(&'static str, u64); 21] {
         [
             ("connections", self.connections),
             ("subscriptions", self.subscriptions),
@@ -313,6 +317,8 @@ impl Stats {
             ("resolver_events_dropped", self.resolver_events_dropped),
             ("events_filtered", self.events_filtered),
             ("invalid_events", self.invalid_events),
+            ("events_replayed", self.events_replayed),
+            ("history_gaps", self.history_gaps),
             ("security_rejections", self.security_rejections),
             ("broker_published", self.broker_published),
             ("broker_received", self.broker_received),

@@ -227,14 +227,37 @@ class Engine:
             raise SubsError(f"`Subscription` has no field `{field}` (fields: {known})")
         return self._bindings.setdefault(field, {"field": field})
 
-    def bind(self, field: str, *, topic: Optional[str] = None, filters: Optional[Mapping[str, str]] = None) -> None:
+    def bind(
+        self,
+        field: str,
+        *,
+        topic: Optional[str] = None,
+        filters: Optional[Mapping[str, str]] = None,
+        history: Optional[int] = None,
+        history_per: Optional[str] = None,
+        history_max_age: Optional[float] = None,
+    ) -> None:
         """Binds root field `field` to `topic` (default: the field's name).
 
         `filters` maps an argument to the dotted path of the event field it
         filters on (default: the event field named like the argument); a
         subscriber that passes `null` or omits the argument gets every event.
+
+        `history=N` keeps the topic's last `N` events, numbered, so that a
+        client that reconnects resumes where it left off (docs/history.md):
+        each result then carries `extensions.subs` `{epoch, offset}`, and a
+        subscribe with `extensions.subs.resume` gets what it missed.
+        `history_per` (a dotted event path) keeps one history per value of
+        that event field; `history_max_age` (seconds) also forgets older
+        events.
         """
         binding = self._binding(field)
+        if history is not None:
+            if history < 1:
+                raise SubsError(f"`{field}`: history keeps at least one event, not {history}")
+            binding["history"] = {"events": history, "per": history_per, "max_age": history_max_age}
+        elif history_per is not None or history_max_age is not None:
+            raise SubsError(f"`{field}`: history_per and history_max_age need history=N")
         if topic is not None:
             binding["topic"] = topic
         if filters is not None:
