@@ -302,7 +302,8 @@ fn history_targets(subs: &Target) -> Vec<Target> {
         subs.clone(),
         Target {
             label: SUBS_HISTORY.to_owned(),
-            command: format!("HISTORY={HISTORY_EVENTS} {}", subs.command),
+            // `env`: the load generator runs the command with `exec`.
+            command: format!("env HISTORY={HISTORY_EVENTS} {}", subs.command),
             transport: "ws",
         },
     ]

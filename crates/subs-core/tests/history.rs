@@ -64,6 +64,33 @@ async fn receive(client: &mut Client, id: &str, n: usize) -> Vec<(String, u64, S
         .collect()
 }
 
+/// A client that subscribes, sees `range` published, and leaves: what it saw.
+async fn seen_by_a_first_client(
+    engine: &Engine,
+    range: std::ops::RangeInclusive<u64>,
+) -> Vec<(String, u64, String)> {
+    let mut first = Client::new(engine);
+    first.init().await;
+    subscribe_from(&mut first, "s", json!({}), None).await;
+    let count = range.clone().count();
+    publish(engine, range).await;
+    receive(&mut first, "s", count).await
+}
+
+/// A client that comes back and resumes after `(epoch, offset)`.
+async fn resuming_client(engine: &Engine, variables: Value, epoch: &str, offset: u64) -> Client {
+    let mut again = Client::new(engine);
+    again.init().await;
+    subscribe_from(
+        &mut again,
+        "s",
+        variables,
+        Some(json!({"epoch": epoch, "offset": offset})),
+    )
+    .await;
+    again
+}
+
 fn names(range: std::ops::RangeInclusive<u64>) -> Vec<String> {
     range.map(|i| format!("e{i}")).collect()
 }
@@ -103,24 +130,11 @@ async fn without_history_payloads_carry_no_position() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_gets_what_was_missed_exactly_once_then_the_live_events() {
     let engine = engine_with_history(100);
-    let mut first = Client::new(&engine);
-    first.init().await;
-    subscribe_from(&mut first, "s", json!({}), None).await;
-    publish(&engine, 1..=3).await;
-    let seen = receive(&mut first, "s", 3).await;
+    let seen = seen_by_a_first_client(&engine, 1..=3).await;
     let (epoch, last) = (seen[2].2.clone(), seen[2].1);
-    drop(first);
     // Missed while away.
     publish(&engine, 4..=8).await;
-    let mut again = Client::new(&engine);
-    again.init().await;
-    subscribe_from(
-        &mut again,
-        "s",
-        json!({}),
-        Some(json!({"epoch": epoch, "offset": last})),
-    )
-    .await;
+    let mut again = resuming_client(&engine, json!({}), &epoch, last).await;
     let replayed = receive(&mut again, "s", 5).await;
     assert_eq!(
         replayed.iter().map(|g| g.0.clone()).collect::<Vec<_>>(),
@@ -148,26 +162,13 @@ async fn a_resume_gets_what_was_missed_exactly_once_then_the_live_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_while_events_keep_coming_has_no_gap_and_no_duplicate() {
     let engine = engine_with_history(10_000);
-    let mut first = Client::new(&engine);
-    first.init().await;
-    subscribe_from(&mut first, "s", json!({}), None).await;
-    publish(&engine, 1..=1).await;
-    let seen = receive(&mut first, "s", 1).await;
+    let seen = seen_by_a_first_client(&engine, 1..=1).await;
     let epoch = seen[0].2.clone();
-    drop(first);
     let publisher = {
         let engine = engine.clone();
         tokio::spawn(async move { publish(&engine, 2..=2000).await })
     };
-    let mut again = Client::new(&engine);
-    again.init().await;
-    subscribe_from(
-        &mut again,
-        "s",
-        json!({}),
-        Some(json!({"epoch": epoch, "offset": 1})),
-    )
-    .await;
+    let mut again = resuming_client(&engine, json!({}), &epoch, 1).await;
     publisher.await.unwrap();
     let mut got = Vec::new();
     while got.len() < 1999 {
@@ -197,11 +198,7 @@ fn assert_gap(payload: &Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_epoch_or_a_position_older_than_the_history_is_a_gap_then_live() {
     let engine = engine_with_history(3);
-    let mut first = Client::new(&engine);
-    first.init().await;
-    subscribe_from(&mut first, "s", json!({}), None).await;
-    publish(&engine, 1..=6).await;
-    let seen = receive(&mut first, "s", 6).await;
+    let seen = seen_by_a_first_client(&engine, 1..=6).await;
     let epoch = seen[0].2.clone();
 
     let (mut unknown, payload) =
@@ -258,15 +255,7 @@ async fn replay_applies_the_subscriptions_filters() {
             .await
             .unwrap();
     }
-    let mut again = Client::new(&engine);
-    again.init().await;
-    subscribe_from(
-        &mut again,
-        "s",
-        json!({"id": "2"}),
-        Some(json!({"epoch": seen[0].2, "offset": seen[0].1})),
-    )
-    .await;
+    let mut again = resuming_client(&engine, json!({"id": "2"}), &seen[0].2, seen[0].1).await;
     let replayed = receive(&mut again, "s", 2).await;
     assert_eq!(
         replayed.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(),
@@ -401,15 +390,7 @@ async fn streams_of_one_topic_number_and_keep_their_events_apart() {
         .await
         .unwrap();
     // Stream 2 had three events and keeps two: stream 1 kept its own two.
-    let mut again = Client::new(&engine);
-    again.init().await;
-    subscribe_from(
-        &mut again,
-        "s",
-        json!({"id": "1"}),
-        Some(json!({"epoch": got[0].2, "offset": 1})),
-    )
-    .await;
+    let mut again = resuming_client(&engine, json!({"id": "1"}), &got[0].2, 1).await;
     let replayed = receive(&mut again, "s", 2).await;
     assert_eq!(
         replayed

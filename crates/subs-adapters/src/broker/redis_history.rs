@@ -99,13 +99,15 @@ impl RedisHistory {
     }
 }
 
-/// The keys of one history stream: the entries, the counter, the epoch.
-fn keys(stream: &str) -> [String; 3] {
-    [
-        format!("subs:h:{{{stream}}}"),
-        format!("subs:h:{{{stream}}}:n"),
-        format!("subs:h:{{{stream}}}:e"),
-    ]
+/// An invocation of `script` on one history stream's keys: the entries, the
+/// counter, the epoch.
+fn on_stream<'a>(script: &'a redis::Script, stream: &str) -> redis::ScriptInvocation<'a> {
+    let mut invocation = script.prepare_invoke();
+    invocation
+        .key(format!("subs:h:{{{stream}}}"))
+        .key(format!("subs:h:{{{stream}}}:n"))
+        .key(format!("subs:h:{{{stream}}}:e"));
+    invocation
 }
 
 /// A fresh epoch: 64 random bits in hex (only hex digits: the script writes
@@ -155,7 +157,6 @@ impl BrokerHistory for RedisHistory {
         let topic = event.topic.clone();
         let envelope: Envelope = self.relay.envelope(&event, (self.origin)());
         let (head, tail) = envelope.encode_around_position();
-        let keys = keys(&stream);
         let (script, client, slot, relay) = (
             self.append.clone(),
             self.client.clone(),
@@ -163,11 +164,8 @@ impl BrokerHistory for RedisHistory {
             self.relay.clone(),
         );
         Box::pin(async move {
-            let mut invocation = script.prepare_invoke();
+            let mut invocation = on_stream(&script, &stream);
             invocation
-                .key(&keys[0])
-                .key(&keys[1])
-                .key(&keys[2])
                 .arg(new_epoch())
                 .arg(history.max_events())
                 .arg(format!("{CHANNEL_PREFIX}{topic}"))
@@ -195,18 +193,14 @@ impl BrokerHistory for RedisHistory {
         limits: ReplayLimits,
         max_age: Option<Duration>,
     ) -> BoxFuture<'static, Result<StoredReplay, subs_core::Error>> {
-        let keys = keys(&stream);
         let (script, client, slot) = (
             self.read.clone(),
             self.client.clone(),
             self.connection.clone(),
         );
         Box::pin(async move {
-            let mut invocation = script.prepare_invoke();
+            let mut invocation = on_stream(&script, &stream);
             invocation
-                .key(&keys[0])
-                .key(&keys[1])
-                .key(&keys[2])
                 .arg(after.epoch.as_ref())
                 .arg(after.offset)
                 .arg(limits.max_events);
