@@ -54,15 +54,15 @@ pub(crate) const PYTHON_SERVERS: [BenchServer; 3] = [
     BenchServer {
         label: "python bench_server.py --mode native",
         prepare: |root| python_bench_server(root, &["--mode", "native"]),
-        },
+    },
     BenchServer {
         label: "python bench_server.py --mode asgi --asgi middleware",
         prepare: |root| python_bench_server(root, &["--mode", "asgi", "--asgi", "middleware"]),
-        },
+    },
     BenchServer {
         label: "python bench_server.py --mode asgi --asgi route",
         prepare: |root| python_bench_server(root, &["--mode", "asgi", "--asgi", "route"]),
-        },
+    },
 ];
 
 /// `cargo xtask node`: the wheel into the venv, then every server.

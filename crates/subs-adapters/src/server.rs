@@ -242,7 +242,16 @@ async fn accept_loop(
             });
             // Without a timer hyper cannot time anything: the header-read
             // timeout would be silently ignored.
+            // Header names are case-insensitive, but some clients look one
+            // up by its usual spelling: Python's gql reads
+            // `Sec-WebSocket-Protocol` from a plain dict and, missing it,
+            // speaks the legacy protocol to a server that chose
+            // graphql-transport-ws. So headers go out title-cased, and the
+            // upgrade's answer spells the names the request had as the
+            // request did (see `upgrade`).
             let connection = hyper::server::conn::http1::Builder::new()
+                .title_case_headers(true)
+                .preserve_header_case(true)
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_read_timeout)
                 .serve_connection(TokioIo::new(stream), service)
@@ -358,6 +367,10 @@ pub(crate) fn upgrade<B>(
     let max_frame_bytes = engine.max_frame_bytes();
 
     let on_upgrade = hyper::upgrade::on(&mut request);
+    // What remains of the request's extensions is hyper's record of how the
+    // client spelled its header names: on the answer, hyper writes those
+    // names (Sec-WebSocket-Protocol, Upgrade, Connection) the same way.
+    let spelling = std::mem::take(request.extensions_mut());
     tracker.spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
@@ -377,6 +390,7 @@ pub(crate) fn upgrade<B>(
 
     let mut response = Response::new(Body::default());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    response.extensions_mut().extend(spelling);
     let headers = response.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));

@@ -541,3 +541,36 @@ async fn requests_from_one_address_are_rate_limited_when_configured() {
     assert_eq!(stream.status(), StatusCode::TOO_MANY_REQUESTS);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upgrade_answer_spells_header_names_as_the_request_did() {
+    // Python's gql looks `Sec-WebSocket-Protocol` up in a plain dict: spelt
+    // otherwise, it falls back to the legacy protocol and the server closes
+    // it with 4400.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (server, _engine) = server().await;
+    let mut stream = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    stream
+        .write_all(
+            b"GET /graphql HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+              Sec-WebSocket-Protocol: graphql-ws, graphql-transport-ws\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    while !answer.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "{answer:?}");
+        answer.push(byte[0]);
+    }
+    let answer = String::from_utf8(answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+    assert!(
+        answer.contains("\r\nSec-WebSocket-Protocol: graphql-transport-ws\r\n"),
+        "{answer}"
+    );
+    server.shutdown().await;
+}

@@ -78,8 +78,11 @@ fn history_policy(history: &Bound<'_, PyDict>) -> PyResult<subs_core::History> {
     }
     if let Some(age) = history.get_item("max_age")?.filter(|a| !a.is_none()) {
         let seconds: f64 = age.extract()?;
-        let age = std::time::Duration::try_from_secs_f64(seconds)
-            .map_err(|_| PyValueError::new_err(format!("history_max_age must be a positive number of seconds, not {seconds}")))?;
+        let age = std::time::Duration::try_from_secs_f64(seconds).map_err(|_| {
+            PyValueError::new_err(format!(
+                "history_max_age must be a positive number of seconds, not {seconds}"
+            ))
+        })?;
         policy = policy.max_age(age);
     }
     Ok(policy)
@@ -110,7 +113,8 @@ fn field_binding(
         (None, None) => FieldBinding::default_topic(),
     };
     if let Some(history) = binding.get_item("history")?.filter(|h| !h.is_none()) {
-        result = result.history(history_policy(&history.cast::<PyDict>().map_err(PyErr::from)?)?);
+        let history = history.cast::<PyDict>().map_err(PyErr::from)?;
+        result = result.history(history_policy(history)?);
     }
     if let Some(filters) = binding.get_item("filters")?.filter(|f| !f.is_none()) {
         let filters = filters.cast::<PyDict>().map_err(PyErr::from)?;
