@@ -440,3 +440,49 @@ async fn events_dropped_under_drop_oldest_are_told_as_a_gap() {
     assert_eq!(payloads[2]["extensions"]["subs"]["offset"], 5);
     assert_eq!(engine.stats().history_gaps, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_that_ends_while_it_replays_leaves_nothing_behind() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // Once `blocking` is set, the resolver waits for the gate: the replay
+    // is held in its first event while the client completes.
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let blocking = std::sync::Arc::new(AtomicBool::new(false));
+    let (held, block) = (gate.clone(), blocking.clone());
+    let engine = Engine::builder(schema())
+        .bind(
+            "serviceUpdated",
+            FieldBinding::default_topic()
+                .history(History::last(100))
+                .resolver(move |context: subs_core::ResolveContext| {
+                    let (held, block) = (held.clone(), block.clone());
+                    async move {
+                        if block.load(Ordering::SeqCst) {
+                            let _permit = held.acquire().await;
+                        }
+                        Ok::<_, subs_core::ResolverError>((*context.event).clone())
+                    }
+                }),
+        )
+        .build()
+        .unwrap();
+    let seen = seen_by_a_first_client(&engine, 1..=1).await;
+    publish(&engine, 2..=3).await;
+    blocking.store(true, Ordering::SeqCst);
+    let mut client = resuming_client(&engine, json!({}), &seen[0].2, 1).await;
+    client.complete("s").await;
+    blocking.store(false, Ordering::SeqCst);
+    gate.add_permits(100);
+    publish(&engine, 4..=4).await;
+    let frames = client.recv_for(std::time::Duration::from_millis(100)).await;
+    assert!(
+        nexts(&frames, "s").is_empty(),
+        "nothing for a completed subscription: {frames:?}"
+    );
+    drop(client);
+    assert!(
+        eventually(|| engine.registry_is_empty()).await,
+        "{:?}",
+        engine.stats()
+    );
+}
