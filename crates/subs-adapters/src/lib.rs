@@ -6,6 +6,7 @@ pub mod driver;
 mod error;
 pub mod http;
 pub mod messages;
+pub mod metrics;
 pub mod server;
 pub mod websocket;
 

@@ -54,6 +54,10 @@ pub struct ServerConfig {
     /// mutations, SSE and multipart streams) besides WebSocket upgrades.
     /// Default on.
     pub graphql_over_http: bool,
+    /// The path that answers `GET` with the engine's Prometheus metrics
+    /// (default `/metrics`; `None` = not served, e.g. when the application
+    /// exports them itself through [`crate::metrics::EngineCollector`]).
+    pub metrics_path: Option<String>,
 }
 
 /// The default [`ServerConfig::header_read_timeout`]: long enough for a slow
@@ -67,6 +71,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("path", &self.path)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("header_read_timeout", &self.header_read_timeout)
+            .field("metrics_path", &self.metrics_path)
             .finish_non_exhaustive()
     }
 }
@@ -79,6 +84,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             header_read_timeout: Some(DEFAULT_HEADER_READ_TIMEOUT),
             graphql_over_http: true,
+            metrics_path: Some("/metrics".into()),
         }
     }
 }
@@ -96,6 +102,13 @@ impl ServerConfig {
     #[must_use]
     pub fn graphql_over_http(mut self, enabled: bool) -> Self {
         self.graphql_over_http = enabled;
+        self
+    }
+
+    /// Sets the [`ServerConfig::metrics_path`] (`None` = off).
+    #[must_use]
+    pub fn metrics_path(mut self, path: impl Into<Option<String>>) -> Self {
+        self.metrics_path = path.into();
         self
     }
 
@@ -274,6 +287,11 @@ impl Route {
     /// every other path goes to the host's handler.
     async fn handle(self, request: Request<Incoming>, peer: SocketAddr) -> Response<HttpBody> {
         if request.uri().path() != self.config.path {
+            if request.method() == http::Method::GET
+                && self.config.metrics_path.as_deref() == Some(request.uri().path())
+            {
+                return crate::metrics::response(&self.engine, &request).map(Either::Left);
+            }
             return match &self.config.http_handler {
                 Some(handler) => handler(request).await.map(Either::Left),
                 None => text(StatusCode::NOT_FOUND, messages::NOT_FOUND).map(Either::Left),

@@ -170,6 +170,12 @@ impl Engine {
         self.inner.stats.snapshot()
     }
 
+    /// How long resolvers took (every call, failed ones included; a call
+    /// that timed out counts the time until its deadline).
+    pub fn resolver_durations(&self) -> crate::HistogramSnapshot {
+        self.inner.stats.resolver_durations()
+    }
+
     /// The security counters.
     pub fn security_stats(&self) -> subs_security::SecurityStatsSnapshot {
         self.inner.security.stats().snapshot()

@@ -4,6 +4,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use subs_protocol::Protocol;
 
+use crate::histogram::{DurationHistogram, HistogramSnapshot};
+
 /// A point-in-time view of the engine's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StatsSnapshot {
@@ -49,6 +51,8 @@ pub struct TransportSnapshot {
     pub connections: u64,
     /// Active subscriptions.
     pub subscriptions: u64,
+    /// `next` messages handed to this transport's connections.
+    pub messages_sent: u64,
 }
 
 /// [`TransportSnapshot`]s by transport, as `Protocol::transport` names them.
@@ -67,6 +71,7 @@ pub struct TransportsSnapshot {
 struct TransportCounters {
     connections: AtomicI64,
     subscriptions: AtomicI64,
+    messages_sent: AtomicU64,
 }
 
 impl TransportCounters {
@@ -74,6 +79,7 @@ impl TransportCounters {
         TransportSnapshot {
             connections: positive(self.connections.load(Relaxed)),
             subscriptions: positive(self.subscriptions.load(Relaxed)),
+            messages_sent: self.messages_sent.load(Relaxed),
         }
     }
 }
@@ -96,6 +102,7 @@ pub(crate) struct Stats {
     resolver_events_dropped: AtomicU64,
     events_filtered: AtomicU64,
     invalid_events: AtomicU64,
+    resolver_durations: DurationHistogram,
 }
 
 fn positive(value: i64) -> u64 {
@@ -125,6 +132,10 @@ impl Stats {
             events_filtered: self.events_filtered.load(Relaxed),
             invalid_events: self.invalid_events.load(Relaxed),
         }
+    }
+
+    pub(crate) fn resolver_durations(&self) -> HistogramSnapshot {
+        self.resolver_durations.snapshot()
     }
 
     fn transport(&self, protocol: Protocol) -> &TransportCounters {
@@ -176,6 +187,16 @@ impl Stats {
         if failed {
             self.resolver_errors.fetch_add(1, Relaxed);
         }
+    }
+    /// `count` `next` messages went to a connection of `protocol`'s
+    /// transport (one call per outbound batch, not per message).
+    pub(crate) fn messages_sent(&self, protocol: Protocol, count: usize) {
+        self.transport(protocol)
+            .messages_sent
+            .fetch_add(count as u64, Relaxed);
+    }
+    pub(crate) fn resolver_time(&self, elapsed: std::time::Duration) {
+        self.resolver_durations.record(elapsed);
     }
     pub(crate) fn resolver_timed_out(&self) {
         self.resolver_timeouts.fetch_add(1, Relaxed);

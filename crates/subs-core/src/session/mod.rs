@@ -357,6 +357,7 @@ impl Session {
         let overflowed = self.shared.drain_into(&mut batch);
         let taken = batch.len();
         let now = Instant::now();
+        let mut sent = 0;
         for item in batch.drain(..) {
             match item {
                 Outbound::Next(key, payload) => {
@@ -374,7 +375,9 @@ impl Session {
                             .record(subs_security::RejectReason::RateLimit);
                         continue;
                     }
-                    let _ = self.connection.send_next(&active.id, &payload);
+                    if self.connection.send_next(&active.id, &payload).is_ok() {
+                        sent += 1;
+                    }
                 }
                 Outbound::Complete(key) => {
                     if let Some(id) = self.subscriptions.get(&key).map(|active| active.id.clone()) {
@@ -385,6 +388,10 @@ impl Session {
             }
         }
         self.drained = batch;
+        if sent > 0 {
+            let protocol = self.connection.protocol();
+            self.engine.inner.stats.messages_sent(protocol, sent);
+        }
         if overflowed && !self.connection.is_closed() {
             self.engine.inner.stats.slow_consumer_closed();
             tracing::warn!(connection = self.shared.id, "closing a slow consumer");
