@@ -3,6 +3,7 @@ a Rust engine. See the README for the quick start."""
 
 from ._asgi import SubsASGI, SubsMiddleware
 from ._engine import Engine
+from ._metrics import MetricsASGI, SubsCollector
 from ._native import (
     ClientError,
     ConnectionInfo,
@@ -27,6 +28,7 @@ __all__ = [
     "ConversionError",
     "Engine",
     "HttpStream",
+    "MetricsASGI",
     "Principal",
     "Reject",
     "RootContext",
@@ -35,6 +37,7 @@ __all__ = [
     "Stats",
     "SubsASGI",
     "SubsMiddleware",
+    "SubsCollector",
     "SubsError",
     "from_json",
     "to_json",
