@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod driver;
 mod error;
+pub mod health;
 pub mod http;
 pub mod messages;
 pub mod metrics;

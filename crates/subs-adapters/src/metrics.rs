@@ -229,6 +229,11 @@ impl Collector for EngineCollector {
         )?;
 
         let broker = self.engine.broker_stats();
+        out.gauge(
+            "subs_broker_connected",
+            "1 while the broker is connected (always, for the in-memory broker).",
+            u64::from(self.engine.broker_connected()),
+        )?;
         out.counter(
             "subs_broker_published",
             "Envelopes sent to the broker.",

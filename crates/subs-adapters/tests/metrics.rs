@@ -192,6 +192,7 @@ async fn metrics_count_the_traffic_of_every_transport() {
         ("subs_rejections_total{reason=authentication}", 1.0),
         ("subs_rejections_total{reason=rate_limit}", 0.0),
         ("subs_subscriptions_accepted_total", 4.0),
+        ("subs_broker_connected", 1.0),
         ("subs_broker_reconnects_total", 0.0),
         ("subs_broker_missed_events_total", 0.0),
     ];

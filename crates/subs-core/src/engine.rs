@@ -114,6 +114,11 @@ impl Engine {
         &self.inner.instance_id
     }
 
+    /// Whether the broker is connected now (always, for the in-memory one).
+    pub fn broker_connected(&self) -> bool {
+        self.inner.broker.is_connected()
+    }
+
     /// The broker's counters.
     pub fn broker_stats(&self) -> crate::BrokerStats {
         self.inner.broker.stats()

@@ -164,6 +164,10 @@ impl Broker for NatsBroker {
         self.relay.stats()
     }
 
+    fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     fn name(&self) -> &'static str {
         "nats"
     }

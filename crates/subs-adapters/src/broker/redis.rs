@@ -157,6 +157,10 @@ impl Broker for RedisBroker {
         self.relay.stats()
     }
 
+    fn is_connected(&self) -> bool {
+        self.relay.is_connected()
+    }
+
     fn name(&self) -> &'static str {
         "redis"
     }
@@ -219,6 +223,7 @@ async fn subscriber(
             );
         }
         connected_before = true;
+        relay.set_connected(true);
         backoff.reset();
         loop {
             tokio::select! {
@@ -260,6 +265,7 @@ async fn subscriber(
             }
         }
         previous = subscribed;
+        relay.set_connected(false);
         tracing::warn!("Redis pub/sub connection lost; reconnecting");
         backoff.wait().await;
     }

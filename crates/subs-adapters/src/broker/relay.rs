@@ -34,6 +34,8 @@ pub(crate) struct Relay {
     invalid: AtomicU64,
     interest_overflows: AtomicU64,
     subscribe_failures: AtomicU64,
+    /// Whether the broker's task holds a live connection (set by the task).
+    connected: AtomicBool,
     /// Topics the broker's task holds a subscription for (a gauge it sets).
     subscribed: AtomicUsize,
     /// Per topic: the last sequence number this instance sent (at most
@@ -66,6 +68,7 @@ impl Relay {
             invalid: AtomicU64::new(0),
             interest_overflows: AtomicU64::new(0),
             subscribe_failures: AtomicU64::new(0),
+            connected: AtomicBool::new(false),
             subscribed: AtomicUsize::new(0),
             sent: Mutex::new(HashMap::new()),
             sent_max: sent_max.max(1),
@@ -119,6 +122,15 @@ impl Relay {
         } else {
             self.publish_failures.fetch_add(1, Relaxed);
         }
+    }
+
+    /// The broker's connection is up (`true`) or lost (`false`).
+    pub(crate) fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Relaxed);
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected.load(Relaxed)
     }
 
     pub(crate) fn reconnected(&self) {
