@@ -743,6 +743,8 @@ pub(crate) fn loopback_figures(report: &Value) -> Vec<(&'static str, f64)> {
     if get(&["expected"]).unwrap_or(0.0) > 0.0 {
         put("delivered", get(&["delivered"]), 1.0);
         put("lost", get(&["lost"]), 1.0);
+        put("duplicates", get(&["duplicates"]), 1.0);
+        put("connect_errors", get(&["connect_errors"]), 1.0);
         put("out_of_order", get(&["out_of_order"]), 1.0);
         put("deliveries_per_sec", get(&["deliveries_per_sec"]), 1.0);
         put("p50_ms", get(&["latency", "p50_us"]), 1e-3);
@@ -911,13 +913,16 @@ mod tests {
     fn reads_loopback_figures_in_gate_units() {
         let report = serde_json::json!({
             "connected": 1000, "server_subscriptions": 1000, "rss_per_connection_bytes": 4096.0,
-            "expected": 10, "delivered": 10, "lost": 0, "out_of_order": 0, "deliveries_per_sec": 5.0,
+            "expected": 10, "delivered": 10, "lost": 0, "duplicates": 2, "connect_errors": 1,
+            "out_of_order": 0, "deliveries_per_sec": 5.0,
             "latency": {"p50_us": 1500.0, "p99_us": 2500.0, "max_us": 3000.0}, "server_cpu_per_delivery_us": 1.1
         });
         let figures: BTreeMap<&str, f64> = loopback_figures(&report).into_iter().collect();
         assert!((figures["rss_per_connection_kib"] - 4.0).abs() < 1e-9);
         assert!((figures["p99_ms"] - 2.5).abs() < 1e-9);
         assert!((figures["cpu_per_delivery_us"] - 1.1).abs() < 1e-9);
+        assert_eq!(figures["duplicates"], 2.0, "duplicates are a gated figure");
+        assert_eq!(figures["connect_errors"], 1.0);
         let memory_only =
             serde_json::json!({"connected": 5, "expected": 0, "rss_per_connection_bytes": 1024.0});
         assert!(
@@ -1145,7 +1150,7 @@ mod tests {
         // A report with every field, so every figure name comes out.
         let full = serde_json::json!({
             "scenario": "fanout", "connected": 1, "server_subscriptions": 1,
-            "rss_per_connection_bytes": 1.0, "expected": 1, "delivered": 1, "lost": 0,
+            "rss_per_connection_bytes": 1.0, "expected": 1, "delivered": 1, "lost": 0, "duplicates": 0,
             "out_of_order": 0, "deliveries_per_sec": 1.0, "events": 1,
             "latency": {"p50_us": 1.0, "p99_us": 1.0, "max_us": 1.0},
             "server_cpu_per_delivery_us": 1.0, "server_stats_after": {"resolverCalls": 1},
