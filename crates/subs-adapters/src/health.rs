@@ -132,3 +132,8 @@ pub(crate) fn draining_refusal() -> Response<Body> {
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
+
+/// The Rust snippets of `docs/operations.md`, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/operations.md")]
+pub struct OperationsGuide;

@@ -298,3 +298,28 @@ async fn the_axum_metrics_router_answers_get() {
     assert_eq!(values["subs_events_published_total"], 1.0);
     assert_eq!(values["subs_connections{transport=multipart}"], 0.0);
 }
+
+/// docs/operations.md lists every metric the exposition has, and no other.
+#[tokio::test]
+async fn the_operations_guide_lists_every_metric() {
+    let guide = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/operations.md"
+    ))
+    .unwrap();
+    let documented: std::collections::BTreeSet<String> = guide
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `subs_"))
+        .filter_map(|rest| rest.split('`').next())
+        .map(|name| format!("subs_{name}"))
+        .collect();
+    let exposition =
+        subs_adapters::metrics::render(&engine(), subs_adapters::metrics::Format::Prometheus);
+    let exposed: std::collections::BTreeSet<String> = exposition
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split(' ').next())
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(documented, exposed);
+}
