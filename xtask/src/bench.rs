@@ -138,6 +138,17 @@ pub(crate) fn scenarios(quick: bool) -> Vec<Scenario> {
     }
 }
 
+/// The scale scenario of `--scale` (issue 19, point 3a), not in CI nor in
+/// the default run: one subs server holds 19,000 subscribed WebSocket
+/// connections (these machines allow 20,000 open files per process), and one
+/// event every 500 ms goes to all of them. The report gives the idle memory
+/// per connection, the time to accept and subscribe them all, CPU per
+/// delivery and p99 of one event to all. `docs/performance.md` says what a
+/// larger setup needs (file limits, ephemeral ports, kernel settings).
+pub(crate) fn scale_scenarios() -> Vec<Scenario> {
+    vec![scenario("scale_c19000", "paced", 19_000, 10, 500_000)]
+}
+
 /// subs' Rust bench server.
 const SUBS: &str = "subs";
 /// subs from Python, its own Rust server on its own threads.
@@ -298,6 +309,7 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
     let mut skip_python = false;
     let mut skip_http = false;
     let mut only_http = false;
+    let mut only_scale = false;
     let mut args = rest.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -321,20 +333,22 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
             "--no-python" => skip_python = true,
             "--no-http" => skip_http = true,
             "--http-only" => only_http = true,
+            "--scale" => only_scale = true,
             "-h" | "--help" => {
                 println!(
                     "usage: cargo xtask bench [--quick] [--target [NAME=]CMD]... [--no-inproc] [--no-loopback] [--no-http] [--no-python] [--http-only]\n\
                      Runs every benchmark, checks bench/gates.toml, writes target/bench/report.{{md,json}} and plots.\n\
                      --no-http skips the HTTP scenarios (SSE and multipart subscribers, queries over HTTP);\n\
                      --http-only runs only them, and checks only their gates.\n\
-                     --no-python skips the Python scenarios (subs' wheel, Strawberry and Ariadne peers)."
+                     --no-python skips the Python scenarios (subs' wheel, Strawberry and Ariadne peers).\n\
+                     --scale runs only the scale scenario (19,000 WebSocket connections on one server) and its gates."
                 );
                 return Ok(());
             }
             other => bail!("unknown bench option {other:?}; try `cargo xtask bench --help`"),
         }
     }
-    if only_http {
+    if only_http || only_scale {
         skip_inproc = true;
         skip_python = true;
     }
@@ -373,10 +387,23 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
                 .push("subs' bench-server did not build: its loopback figures are missing".into()),
         }
         targets.extend(extra);
-        if !only_http {
+        if only_scale {
+            // subs' server alone: the raw server is not the subject here.
+            let scale_targets: Vec<Target> = subs.iter().cloned().collect();
+            run_loopback(
+                &bins,
+                &scale_targets,
+                &scale_scenarios(),
+                &out_dir,
+                &mut results,
+            );
+        } else if !only_http {
             run_loopback(&bins, &targets, &scenarios(quick), &out_dir, &mut results);
         }
-        if !skip_http && let Some(subs) = &subs {
+        if !skip_http
+            && !only_scale
+            && let Some(subs) = &subs
+        {
             run_loopback(
                 &bins,
                 &http_targets(subs),
@@ -397,6 +424,8 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
         // The other gates' figures were not measured on purpose.
         verdicts.retain(|v| v.gate.metric.contains(".http_"));
     }
+    // The scale scenario's gates hold for `--scale` runs only, and only they do.
+    verdicts.retain(|v| v.gate.metric.contains(".scale_") == only_scale);
     bench_report::print_table(&verdicts, &results);
     bench_report::write(&out_dir, &verdicts, &results)?;
     eprintln!("report: {}", out_dir.join("report.md").display());
@@ -734,6 +763,7 @@ pub(crate) fn loopback_figures(report: &Value) -> Vec<(&'static str, f64)> {
         return out;
     }
     put("connected", get(&["connected"]), 1.0);
+    put("subscribe_all_s", get(&["subscribe_all_s"]), 1.0);
     put("server_subscriptions", get(&["server_subscriptions"]), 1.0);
     put(
         "rss_per_connection_kib",
@@ -1174,6 +1204,7 @@ mod tests {
         let runs = |quick: bool, label: &str, id: &str| {
             let rust = scenarios(quick)
                 .iter()
+                .chain(&scale_scenarios())
                 .any(|s| s.id == id && matches!(label, "raw" | SUBS));
             rust || python_scenarios(quick)
                 .into_iter()

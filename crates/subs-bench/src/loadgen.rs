@@ -192,6 +192,9 @@ pub struct Report {
     pub connect_errors: usize,
     /// Subscriptions the server counted before publishing.
     pub server_subscriptions: u64,
+    /// Seconds from the first connection attempt until every connection
+    /// opened and subscribed and the server counted them (or gave up).
+    pub subscribe_all_s: f64,
     /// Events per topic.
     pub events: u64,
     /// Microseconds between events.
@@ -679,6 +682,7 @@ async fn run_async(options: &Options) -> Result<Report> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     server_subscriptions = server_subscriptions.saturating_sub(base_subscriptions);
+    let subscribe_all_s = opened.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_idle = sys::rss_bytes(pid).unwrap_or(0);
 
@@ -749,6 +753,7 @@ async fn run_async(options: &Options) -> Result<Report> {
         connected,
         connect_errors: shared.failed.load(Ordering::Relaxed),
         server_subscriptions,
+        subscribe_all_s,
         events: options.events,
         interval_us: options.interval_us,
         payload_bytes: options.payload_bytes,
