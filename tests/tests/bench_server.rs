@@ -107,6 +107,26 @@ async fn thousand_connections_receive_every_event_in_order() -> Result<()> {
     let stats = subs_e2e::stats(addr).await?;
     assert_eq!(stats["framesDropped"], 0, "{stats}");
     assert_eq!(stats["slowConsumerCloses"], 0, "{stats}");
+    // The bench server serves /metrics with the engine's defaults: the same
+    // traffic, seen by Prometheus.
+    let metrics = subs_e2e::http(addr, "GET", "/metrics", None).await?;
+    assert_eq!(metrics.status, 200, "{}", metrics.head);
+    for line in [
+        format!("subs_connections{{transport=\"websocket\"}} {CONNECTIONS}\n"),
+        format!("subs_subscriptions{{transport=\"websocket\"}} {CONNECTIONS}\n"),
+        format!(
+            "subs_messages_sent_total{{transport=\"websocket\"}} {}\n",
+            CONNECTIONS as u64 * EVENTS
+        ),
+        format!("subs_events_published_total {EVENTS}\n"),
+        "subs_messages_dropped_total 0\n".to_owned(),
+    ] {
+        assert!(
+            metrics.body.contains(&line),
+            "{line:?} in\n{}",
+            metrics.body
+        );
+    }
     drop(clients);
     wait_stats(addr, 0, 0, Duration::from_secs(10)).await?;
     Ok(())

@@ -138,6 +138,17 @@ pub(crate) fn scenarios(quick: bool) -> Vec<Scenario> {
     }
 }
 
+/// The scale scenario of `--scale` (issue 19, point 3a), not in CI nor in
+/// the default run: one subs server holds 19,000 subscribed WebSocket
+/// connections (these machines allow 20,000 open files per process), and one
+/// event every 500 ms goes to all of them. The report gives the idle memory
+/// per connection, the time to accept and subscribe them all, CPU per
+/// delivery and p99 of one event to all. `docs/performance.md` says what a
+/// larger setup needs (file limits, ephemeral ports, kernel settings).
+pub(crate) fn scale_scenarios() -> Vec<Scenario> {
+    vec![scenario("scale_c19000", "paced", 19_000, 10, 500_000)]
+}
+
 /// subs' Rust bench server.
 const SUBS: &str = "subs";
 /// subs from Python, its own Rust server on its own threads.
@@ -359,6 +370,7 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
     let mut only_http = false;
     let mut skip_history = false;
     let mut only_history = false;
+    let mut only_scale = false;
     let mut args = rest.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -384,25 +396,27 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
             "--http-only" => only_http = true,
             "--no-history" => skip_history = true,
             "--history-only" => only_history = true,
+            "--scale" => only_scale = true,
             "-h" | "--help" => {
                 println!(
-                    "usage: cargo xtask bench [--quick] [--target [NAME=]CMD]... [--no-inproc] [--no-loopback] [--no-http] [--no-python] [--no-history] [--http-only] [--history-only]\n\
+                    "usage: cargo xtask bench [--quick] [--target [NAME=]CMD]... [--no-inproc] [--no-loopback] [--no-http] [--no-python] [--no-history] [--http-only] [--history-only] [--scale]\n\
                      Runs every benchmark, checks bench/gates.toml, writes target/bench/report.{{md,json}} and plots.\n\
                      --no-http skips the HTTP scenarios (SSE and multipart subscribers, queries over HTTP);\n\
                      --http-only runs only them, and checks only their gates.\n\
-                     --no-history skips the fan-out with history on (the cost of positions); --history-only runs only it.\n\
-                     --no-python skips the Python scenarios (subs' wheel, Strawberry and Ariadne peers)."
+                     --no-history skips the fan-out with history on (the cost of positions) and the reconnect storm; --history-only runs only them.\n\
+                     --no-python skips the Python scenarios (subs' wheel, Strawberry and Ariadne peers).\n\
+                     --scale runs only the scale scenario (19,000 WebSocket connections on one server) and its gates."
                 );
                 return Ok(());
             }
             other => bail!("unknown bench option {other:?}; try `cargo xtask bench --help`"),
         }
     }
-    if only_http || only_history {
+    if only_http || only_history || only_scale {
         skip_inproc = true;
         skip_python = true;
     }
-    if only_history {
+    if only_history || only_scale {
         skip_http = true;
     }
     let started = Instant::now();
@@ -440,10 +454,23 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
                 .push("subs' bench-server did not build: its loopback figures are missing".into()),
         }
         targets.extend(extra);
-        if !only_http && !only_history {
+        if only_scale {
+            // subs' server alone: the raw server is not the subject here.
+            let scale_targets: Vec<Target> = subs.iter().cloned().collect();
+            run_loopback(
+                &bins,
+                &scale_targets,
+                &scale_scenarios(),
+                &out_dir,
+                &mut results,
+            );
+        } else if !only_http && !only_history {
             run_loopback(&bins, &targets, &scenarios(quick), &out_dir, &mut results);
         }
-        if !skip_http && let Some(subs) = &subs {
+        if !skip_http
+            && !only_scale
+            && let Some(subs) = &subs
+        {
             run_loopback(
                 &bins,
                 &http_targets(subs),
@@ -454,6 +481,7 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
         }
         if !skip_history
             && !only_http
+            && !only_scale
             && let Some(subs) = &subs
         {
             run_loopback(
@@ -479,6 +507,8 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
     if only_history {
         verdicts.retain(|v| v.gate.metric.contains(".history_"));
     }
+    // The scale scenario's gates hold for `--scale` runs only, and only they do.
+    verdicts.retain(|v| v.gate.metric.contains(".scale_") == only_scale);
     bench_report::print_table(&verdicts, &results);
     bench_report::write(&out_dir, &verdicts, &results)?;
     eprintln!("report: {}", out_dir.join("report.md").display());
@@ -842,6 +872,7 @@ pub(crate) fn loopback_figures(report: &Value) -> Vec<(&'static str, f64)> {
         return out;
     }
     put("connected", get(&["connected"]), 1.0);
+    put("subscribe_all_s", get(&["subscribe_all_s"]), 1.0);
     put("server_subscriptions", get(&["server_subscriptions"]), 1.0);
     put(
         "rss_per_connection_kib",
@@ -851,6 +882,8 @@ pub(crate) fn loopback_figures(report: &Value) -> Vec<(&'static str, f64)> {
     if get(&["expected"]).unwrap_or(0.0) > 0.0 {
         put("delivered", get(&["delivered"]), 1.0);
         put("lost", get(&["lost"]), 1.0);
+        put("duplicates", get(&["duplicates"]), 1.0);
+        put("connect_errors", get(&["connect_errors"]), 1.0);
         put("out_of_order", get(&["out_of_order"]), 1.0);
         put("deliveries_per_sec", get(&["deliveries_per_sec"]), 1.0);
         put("p50_ms", get(&["latency", "p50_us"]), 1e-3);
@@ -1019,13 +1052,16 @@ mod tests {
     fn reads_loopback_figures_in_gate_units() {
         let report = serde_json::json!({
             "connected": 1000, "server_subscriptions": 1000, "rss_per_connection_bytes": 4096.0,
-            "expected": 10, "delivered": 10, "lost": 0, "out_of_order": 0, "deliveries_per_sec": 5.0,
+            "expected": 10, "delivered": 10, "lost": 0, "duplicates": 2, "connect_errors": 1,
+            "out_of_order": 0, "deliveries_per_sec": 5.0,
             "latency": {"p50_us": 1500.0, "p99_us": 2500.0, "max_us": 3000.0}, "server_cpu_per_delivery_us": 1.1
         });
         let figures: BTreeMap<&str, f64> = loopback_figures(&report).into_iter().collect();
         assert!((figures["rss_per_connection_kib"] - 4.0).abs() < 1e-9);
         assert!((figures["p99_ms"] - 2.5).abs() < 1e-9);
         assert!((figures["cpu_per_delivery_us"] - 1.1).abs() < 1e-9);
+        assert_eq!(figures["duplicates"], 2.0, "duplicates are a gated figure");
+        assert_eq!(figures["connect_errors"], 1.0);
         let memory_only =
             serde_json::json!({"connected": 5, "expected": 0, "rss_per_connection_bytes": 1024.0});
         assert!(
@@ -1277,7 +1313,7 @@ mod tests {
         // A report with every field, so every figure name comes out.
         let full = serde_json::json!({
             "scenario": "fanout", "connected": 1, "server_subscriptions": 1,
-            "rss_per_connection_bytes": 1.0, "expected": 1, "delivered": 1, "lost": 0,
+            "rss_per_connection_bytes": 1.0, "expected": 1, "delivered": 1, "lost": 0, "duplicates": 0,
             "out_of_order": 0, "deliveries_per_sec": 1.0, "events": 1,
             "latency": {"p50_us": 1.0, "p99_us": 1.0, "max_us": 1.0},
             "server_cpu_per_delivery_us": 1.0, "server_stats_after": {"resolverCalls": 1},
@@ -1306,6 +1342,7 @@ mod tests {
         let runs = |quick: bool, label: &str, id: &str| {
             let rust = scenarios(quick)
                 .iter()
+                .chain(&scale_scenarios())
                 .any(|s| s.id == id && matches!(label, "raw" | SUBS));
             rust || python_scenarios(quick)
                 .into_iter()

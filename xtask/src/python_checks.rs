@@ -74,11 +74,12 @@ fn run(dir: &Path, program: &Path, args: &[&str], env: &[(&str, &str)]) -> Resul
 
 /// What the type check reads besides the package: the libraries its
 /// optional integrations import.
-const LINT_DEPS: [&str; 4] = [
+const LINT_DEPS: [&str; 5] = [
     RUFF,
     "mypy>=1.10,<2",
     "ariadne>=1.0,<2",
     "strawberry-graphql>=0.240,<1",
+    "prometheus_client>=0.20,<1",
 ];
 
 /// `ruff check` and `mypy` on the package, from `target/py-lint` (no wheel

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
+use axum::routing::{any, get};
 use subs_core::Engine;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -63,6 +63,17 @@ impl Subs {
             .with_state(self.clone())
     }
 
+    /// A router answering `GET path` with the engine's Prometheus metrics
+    /// (see [`crate::metrics`]); merge it next to [`Subs::router`].
+    pub fn metrics_router<S>(&self, path: &str) -> axum::Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        axum::Router::new()
+            .route(path, get(metrics_handler))
+            .with_state(self.clone())
+    }
+
     /// Completes every subscription, closes every connection with 1001 (and
     /// ends every HTTP stream) and waits for them (call it after axum's own graceful shutdown began).
     pub async fn shutdown(&self) {
@@ -95,4 +106,10 @@ pub async fn handler(State(subs): State<Subs>, request: Request) -> Response {
         &subs.tracker,
     )
     .map(axum::body::Body::new)
+}
+
+/// The metrics handler, for routers built by hand (`State<Subs>`, `GET`):
+/// Prometheus text, or OpenMetrics when the `Accept` header asks for it.
+pub async fn metrics_handler(State(subs): State<Subs>, request: Request) -> Response {
+    crate::metrics::response(&subs.engine, &request).map(axum::body::Body::new)
 }

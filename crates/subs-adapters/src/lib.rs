@@ -5,8 +5,10 @@ pub mod broker;
 pub mod driver;
 mod error;
 pub mod graphiql;
+pub mod health;
 pub mod http;
 pub mod messages;
+pub mod metrics;
 pub mod server;
 pub mod websocket;
 

@@ -35,3 +35,17 @@ pub const NOT_FOUND: &str = "Not found\n";
 pub const BAD_UPGRADE: &str = "Bad WebSocket upgrade request\n";
 /// GraphiQL: `?asset=` names no file the endpoint serves (404).
 pub const UNKNOWN_ASSET: &str = "No such asset\n";
+/// `GET /healthz`: the process answers (200).
+pub const HEALTHY: &str = "ok\n";
+/// `GET /readyz`: accepting clients, broker connected (200).
+pub const READY: &str = "ready\n";
+/// `GET /readyz` with `ServerConfig::ready_when_broker_down`: the broker is
+/// down, local delivery still works (200).
+pub const READY_DEGRADED_BROKER: &str =
+    "degraded: broker disconnected, delivering to this instance's clients only\n";
+/// `GET /readyz` while the broker is down (503).
+pub const NOT_READY_BROKER_DOWN: &str = "not ready: broker disconnected\n";
+/// `GET /readyz` during a drain (503).
+pub const NOT_READY_DRAINING: &str = "not ready: draining\n";
+/// A new client on the GraphQL path during a drain (503, `Retry-After`).
+pub const DRAINING: &str = "This instance is draining: reconnect to another one\n";

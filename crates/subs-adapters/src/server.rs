@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::health::{self, Drain};
 use crate::http::{HttpBody, HttpEndpoint};
 use crate::messages;
 use crate::websocket::{drive, websocket_config};
@@ -58,6 +59,17 @@ pub struct ServerConfig {
     /// [`crate::graphiql`]). Default on; the production profile in the
     /// guide turns it off.
     pub graphiql: bool,
+    /// The path that answers `GET` with the engine's Prometheus metrics
+    /// (default `/metrics`; `None` = not served, e.g. when the application
+    /// exports them itself through [`crate::metrics::EngineCollector`]).
+    pub metrics_path: Option<String>,
+    /// Whether `GET /healthz` and `GET /readyz` answer (default on; see
+    /// [`crate::health`]).
+    pub health: bool,
+    /// Whether `/readyz` answers 200 (with a "degraded" body) while the
+    /// broker is disconnected, for deployments where local delivery alone is
+    /// worth keeping clients on (default off: 503).
+    pub ready_when_broker_down: bool,
 }
 
 /// The default [`ServerConfig::header_read_timeout`]: long enough for a slow
@@ -71,6 +83,9 @@ impl std::fmt::Debug for ServerConfig {
             .field("path", &self.path)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("header_read_timeout", &self.header_read_timeout)
+            .field("metrics_path", &self.metrics_path)
+            .field("health", &self.health)
+            .field("ready_when_broker_down", &self.ready_when_broker_down)
             .finish_non_exhaustive()
     }
 }
@@ -84,6 +99,9 @@ impl Default for ServerConfig {
             header_read_timeout: Some(DEFAULT_HEADER_READ_TIMEOUT),
             graphql_over_http: true,
             graphiql: true,
+            metrics_path: Some("/metrics".into()),
+            health: true,
+            ready_when_broker_down: false,
         }
     }
 }
@@ -112,6 +130,27 @@ impl ServerConfig {
         self
     }
 
+    /// Turns `/healthz` and `/readyz` on or off ([`ServerConfig::health`]).
+    #[must_use]
+    pub fn health(mut self, enabled: bool) -> Self {
+        self.health = enabled;
+        self
+    }
+
+    /// Sets [`ServerConfig::ready_when_broker_down`].
+    #[must_use]
+    pub fn ready_when_broker_down(mut self, ready: bool) -> Self {
+        self.ready_when_broker_down = ready;
+        self
+    }
+
+    /// Sets the [`ServerConfig::metrics_path`] (`None` = off).
+    #[must_use]
+    pub fn metrics_path(mut self, path: impl Into<Option<String>>) -> Self {
+        self.metrics_path = path.into();
+        self
+    }
+
     /// Sets the [`ServerConfig::header_read_timeout`] (`None` = off).
     #[must_use]
     pub fn header_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
@@ -137,6 +176,7 @@ pub struct Server {
     local_addr: SocketAddr,
     shutdown: CancellationToken,
     done: tokio::task::JoinHandle<()>,
+    drain: Drain,
 }
 
 impl Server {
@@ -158,11 +198,22 @@ impl Server {
     ) -> Result<Server, crate::Error> {
         let local_addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
-        let done = tokio::spawn(accept_loop(listener, engine, config, shutdown.clone()));
+        // Sessions end on a drain or a shutdown; the listener only on a shutdown.
+        let sessions = shutdown.child_token();
+        let drain = Drain::new(engine.clone(), sessions.clone());
+        let done = tokio::spawn(accept_loop(
+            listener,
+            engine,
+            config,
+            shutdown.clone(),
+            drain.clone(),
+            sessions,
+        ));
         Ok(Server {
             local_addr,
             shutdown,
             done,
+            drain,
         })
     }
 
@@ -184,6 +235,19 @@ impl Server {
         let _ = self.done.await;
     }
 
+    /// Drains for a rolling deploy (see [`crate::health`]): `/readyz` turns
+    /// 503, new clients are refused with 503, connected ones are closed with
+    /// 1001 (streams end); returns when every one left or at `deadline`
+    /// (whether every one left). Call [`Server::shutdown`] afterwards.
+    pub async fn drain(&self, deadline: Duration) -> bool {
+        self.drain.drain(deadline).await
+    }
+
+    /// The drain switch, to drain from elsewhere (a signal handler).
+    pub fn drain_handle(&self) -> Drain {
+        self.drain.clone()
+    }
+
     /// A token that triggers graceful shutdown when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
@@ -195,10 +259,12 @@ async fn accept_loop(
     engine: Engine,
     config: ServerConfig,
     shutdown: CancellationToken,
+    drain: Drain,
+    sessions: CancellationToken,
 ) {
     let tracker = TaskTracker::new();
     let config = Arc::new(config);
-    let endpoint = HttpEndpoint::new(engine.clone(), shutdown.clone(), tracker.clone())
+    let endpoint = HttpEndpoint::new(engine.clone(), sessions.clone(), tracker.clone())
         .graphiql(config.graphiql);
     loop {
         let accepted = tokio::select! {
@@ -217,7 +283,8 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let engine = engine.clone();
         let config = config.clone();
-        let shutdown = shutdown.clone();
+        let sessions = sessions.clone();
+        let drain = drain.clone();
         let connection_tracker = tracker.clone();
         let endpoint = endpoint.clone();
         let header_read_timeout = config.header_read_timeout;
@@ -226,7 +293,8 @@ async fn accept_loop(
             let service = service_fn(move |request| {
                 let engine = engine.clone();
                 let config = config.clone();
-                let shutdown = shutdown.clone();
+                let shutdown = sessions.clone();
+                let drain = drain.clone();
                 let tracker = connection_tracker.clone();
                 let endpoint = endpoint.clone();
                 async move {
@@ -236,6 +304,7 @@ async fn accept_loop(
                         shutdown,
                         tracker,
                         endpoint,
+                        drain,
                     };
                     Ok::<_, Infallible>(route.handle(request, peer).await)
                 }
@@ -290,6 +359,7 @@ struct Route {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     endpoint: HttpEndpoint,
+    drain: Drain,
 }
 
 impl Route {
@@ -297,10 +367,16 @@ impl Route {
     /// every other path goes to the host's handler.
     async fn handle(self, request: Request<Incoming>, peer: SocketAddr) -> Response<HttpBody> {
         if request.uri().path() != self.config.path {
+            if let Some(response) = self.operations(&request) {
+                return response.map(Either::Left);
+            }
             return match &self.config.http_handler {
                 Some(handler) => handler(request).await.map(Either::Left),
                 None => text(StatusCode::NOT_FOUND, messages::NOT_FOUND).map(Either::Left),
             };
+        }
+        if self.drain.is_draining() {
+            return health::draining_refusal().map(Either::Left);
         }
         if is_upgrade(&request) {
             return upgrade(
@@ -317,6 +393,28 @@ impl Route {
                 .map(Either::Left);
         }
         self.endpoint.handle(request, Some(peer)).await
+    }
+}
+
+impl Route {
+    /// `GET` on the metrics and health paths, when they are on.
+    fn operations<B>(&self, request: &Request<B>) -> Option<Response<Body>> {
+        if request.method() != http::Method::GET {
+            return None;
+        }
+        let path = request.uri().path();
+        if self.config.metrics_path.as_deref() == Some(path) {
+            return Some(crate::metrics::response(&self.engine, request));
+        }
+        match path {
+            "/healthz" if self.config.health => Some(health::healthz()),
+            "/readyz" if self.config.health => Some(health::readyz(
+                &self.engine,
+                &self.drain,
+                self.config.ready_when_broker_down,
+            )),
+            _ => None,
+        }
     }
 }
 

@@ -65,6 +65,19 @@ async fn kill_and_restart(kind: Kind) {
         (20..30).collect::<Vec<_>>(),
         "local delivery during the outage"
     );
+    // Readiness (`/readyz`) reports the broker down, then up again.
+    for instance in [&a, &b] {
+        let engine = instance.engine.clone();
+        eventually(
+            Duration::from_secs(40),
+            "the instance sees the broker down",
+            || {
+                let engine = engine.clone();
+                async move { !engine.broker_connected() }
+            },
+        )
+        .await;
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     server.start().await;
@@ -72,7 +85,7 @@ async fn kill_and_restart(kind: Kind) {
         let engine = instance.engine.clone();
         eventually(Duration::from_secs(40), "the instance reconnects", || {
             let engine = engine.clone();
-            async move { engine.broker_stats().reconnects >= 1 }
+            async move { engine.broker_stats().reconnects >= 1 && engine.broker_connected() }
         })
         .await;
     }

@@ -195,6 +195,9 @@ pub struct Report {
     pub connect_errors: usize,
     /// Subscriptions the server counted before publishing.
     pub server_subscriptions: u64,
+    /// Seconds from the first connection attempt until every connection
+    /// opened and subscribed and the server counted them (or gave up).
+    pub subscribe_all_s: f64,
     /// Events per topic.
     pub events: u64,
     /// Microseconds between events.
@@ -698,10 +701,13 @@ async fn run_async(options: &Options) -> Result<Report> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     server_subscriptions = server_subscriptions.saturating_sub(base_subscriptions);
+    let subscribe_all_s = opened.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_idle = sys::rss_bytes(pid).unwrap_or(0);
 
-    let expected = per_connection * connected as u64;
+    // Every connection meant to open counts: one that failed to open or to
+    // subscribe lost all its events, it does not shrink the denominator.
+    let expected = expected_deliveries(per_connection, n);
     let cpu_before = sys::CpuReading::of(pid);
     let mut cpu_after = cpu_before;
     // Publishing may go through another instance; `/stats` stays the measured one's.
@@ -766,6 +772,7 @@ async fn run_async(options: &Options) -> Result<Report> {
         connected,
         connect_errors: shared.failed.load(Ordering::Relaxed),
         server_subscriptions,
+        subscribe_all_s,
         events: options.events,
         interval_us: options.interval_us,
         payload_bytes: options.payload_bytes,
@@ -781,20 +788,16 @@ async fn run_async(options: &Options) -> Result<Report> {
         server_stats_after,
         ..Report::default()
     };
+    tally(&mut report, &results);
     let mut first_sent = u64::MAX;
     let mut last_receipt = 0;
     for result in &results {
-        report.delivered += result.distinct;
-        report.out_of_order += result.out_of_order;
-        report.duplicates += result.duplicates;
-        report.ended_early += u64::from(result.ended_early);
         first_sent = first_sent.min(result.first_sent_ns);
         last_receipt = last_receipt.max(result.last_receipt_ns);
         for latency in &result.latencies_ns {
             histogram.saturating_record((latency / 1000).max(1));
         }
     }
-    report.lost = expected.saturating_sub(report.delivered);
     if report.delivered > 0 && last_receipt > first_sent {
         report.duration_s = (last_receipt - first_sent) as f64 / 1e9;
         report.deliveries_per_sec = report.delivered as f64 / report.duration_s;
@@ -807,6 +810,25 @@ async fn run_async(options: &Options) -> Result<Report> {
         report.server_cpu_per_delivery_us = report.server_cpu_ms * 1000.0 / report.delivered as f64;
     }
     Ok(report)
+}
+
+/// Deliveries a run expects: every event for every connection it meant to
+/// open, whether or not that connection opened and subscribed.
+fn expected_deliveries(per_connection: u64, meant: usize) -> u64 {
+    per_connection.saturating_mul(meant as u64)
+}
+
+/// Sums what the connections saw into `report` (whose `expected` is set):
+/// deliveries, losses against `expected` (a connection that never opened
+/// lost everything it should have received), order, duplicates.
+fn tally(report: &mut Report, results: &[ConnResult]) {
+    for result in results {
+        report.delivered += result.distinct;
+        report.out_of_order += result.out_of_order;
+        report.duplicates += result.duplicates;
+        report.ended_early += u64::from(result.ended_early);
+    }
+    report.lost = report.expected.saturating_sub(report.delivered);
 }
 
 /// Percentile points spaced evenly on the "nines" scale (50, 90, 99, 99.9, ...).
@@ -858,6 +880,47 @@ mod tests {
         assert_eq!(
             source_ip(49_999, 50_000),
             Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)))
+        );
+    }
+
+    /// A connection that failed to open or subscribe is a loss, not a
+    /// smaller denominator; a duplicate is counted, not hidden in `delivered`.
+    #[test]
+    fn failed_connections_count_as_losses_and_duplicates_are_counted() {
+        let shared = Shared {
+            delivered: AtomicU64::new(0),
+            subscribed: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            last_progress_ns: AtomicU64::new(0),
+        };
+        let per_connection = 3;
+        let mut whole = ConnResult::expecting(per_connection);
+        for seq in 0..per_connection {
+            whole.record(seq, now_ns(), &shared);
+        }
+        let mut doubled = ConnResult::expecting(per_connection);
+        for seq in [0, 1, 1, 2] {
+            doubled.record(seq, now_ns(), &shared);
+        }
+        let failed = shared.connection_failed(2, &anyhow::anyhow!("refused"));
+        let mut report = Report {
+            expected: expected_deliveries(per_connection, 3),
+            ..Report::default()
+        };
+        tally(&mut report, &[whole, doubled, failed]);
+        assert_eq!(
+            report.expected, 9,
+            "three connections meant, not two opened"
+        );
+        assert_eq!(report.delivered, 6);
+        assert_eq!(
+            report.lost, 3,
+            "the connection that never opened lost its 3"
+        );
+        assert_eq!(report.duplicates, 1);
+        assert_eq!(
+            report.out_of_order, 0,
+            "a repeat of the latest is a duplicate only"
         );
     }
 

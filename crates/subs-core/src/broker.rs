@@ -149,6 +149,12 @@ pub trait Broker: Send + Sync + 'static {
         BrokerStats::default()
     }
 
+    /// Whether the broker is connected now (readiness probes report it); a
+    /// broker with nothing to connect to always is.
+    fn is_connected(&self) -> bool {
+        true
+    }
+
     /// The registry gained its first (`true`) or lost its last (`false`)
     /// subscriber on `topic`; a networked broker subscribes accordingly.
     fn interest(&self, topic: &str, interested: bool) {

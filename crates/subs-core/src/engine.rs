@@ -136,6 +136,11 @@ impl Engine {
         &self.inner.instance_id
     }
 
+    /// Whether the broker is connected now (always, for the in-memory one).
+    pub fn broker_connected(&self) -> bool {
+        self.inner.broker.is_connected()
+    }
+
     /// The broker's counters.
     pub fn broker_stats(&self) -> crate::BrokerStats {
         self.inner.broker.stats()
@@ -190,6 +195,12 @@ impl Engine {
     /// A snapshot of the counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.inner.stats.snapshot()
+    }
+
+    /// How long resolvers took (every call, failed ones included; a call
+    /// that timed out counts the time until its deadline).
+    pub fn resolver_durations(&self) -> crate::HistogramSnapshot {
+        self.inner.stats.resolver_durations()
     }
 
     /// The security counters.

@@ -138,7 +138,10 @@ async fn run(
         tokio::select! {
             // Answers first: they free a slot and keep memory low.
             biased;
-            Some((outcome, done, position)) = in_flight.next(), if !in_flight.is_empty() => {
+            Some((outcome, done, elapsed, position)) = in_flight.next(), if !in_flight.is_empty() => {
+                if let Some(engine) = engine.upgrade() {
+                    engine.stats.resolver_time(elapsed);
+                }
                 // Waits while a member's queue is full (up to the slow-consumer
                 // grace): answers keep their order, and a burst is paced.
                 if !deliver(&group, &engine, outcome, done, position, budget).await {
@@ -156,8 +159,8 @@ async fn run(
                 let resolution = resolve(resolver.clone(), context, job.deadline, job.done);
                 let position = job.position;
                 in_flight.push_back(async move {
-                    let (outcome, done) = resolution.await;
-                    (outcome, done, position)
+                    let (outcome, done, elapsed) = resolution.await;
+                    (outcome, done, elapsed, position)
                 });
             }
         }
@@ -169,9 +172,10 @@ pub(crate) async fn resolve(
     context: ResolveContext,
     deadline: Instant,
     done: Option<oneshot::Sender<usize>>,
-) -> (Outcome, Option<oneshot::Sender<usize>>) {
-    if Instant::now() >= deadline {
-        return (Outcome::TimedOut, done);
+) -> (Outcome, Option<oneshot::Sender<usize>>, Duration) {
+    let started = Instant::now();
+    if started >= deadline {
+        return (Outcome::TimedOut, done, Duration::ZERO);
     }
     // The resolver is called inside the guarded future, so a panic in its
     // synchronous part is caught as well as one while it is polled: either is
@@ -183,7 +187,7 @@ pub(crate) async fn resolve(
         Ok(Err(_panic)) => Outcome::Resolved(Err(crate::messages::RESOLVER_PANICKED.into())),
         Err(_elapsed) => Outcome::TimedOut,
     };
-    (outcome, done)
+    (outcome, done, started.elapsed())
 }
 
 /// Projects and queues one answer; false when the group or the engine is gone.

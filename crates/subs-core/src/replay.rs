@@ -140,7 +140,8 @@ async fn replay_one(
         init_payload: group.resolver_init_payload.clone(),
     };
     let deadline = tokio::time::Instant::now() + budget;
-    let (outcome, _): (Outcome, _) = resolve(resolver, context, deadline, None).await;
+    let (outcome, _, elapsed): (Outcome, _, _) = resolve(resolver, context, deadline, None).await;
+    engine.stats.resolver_time(elapsed);
     Some(answer(group, engine, outcome, budget))
 }
 

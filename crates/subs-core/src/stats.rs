@@ -4,6 +4,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use subs_protocol::Protocol;
 
+use crate::histogram::{DurationHistogram, HistogramSnapshot};
+
 /// A point-in-time view of the engine's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StatsSnapshot {
@@ -54,6 +56,8 @@ pub struct TransportSnapshot {
     pub connections: u64,
     /// Active subscriptions.
     pub subscriptions: u64,
+    /// `next` messages handed to this transport's connections.
+    pub messages_sent: u64,
 }
 
 /// [`TransportSnapshot`]s by transport, as `Protocol::transport` names them.
@@ -72,6 +76,7 @@ pub struct TransportsSnapshot {
 struct TransportCounters {
     connections: AtomicI64,
     subscriptions: AtomicI64,
+    messages_sent: AtomicU64,
 }
 
 impl TransportCounters {
@@ -79,6 +84,7 @@ impl TransportCounters {
         TransportSnapshot {
             connections: positive(self.connections.load(Relaxed)),
             subscriptions: positive(self.subscriptions.load(Relaxed)),
+            messages_sent: self.messages_sent.load(Relaxed),
         }
     }
 }
@@ -103,6 +109,7 @@ pub(crate) struct Stats {
     invalid_events: AtomicU64,
     events_replayed: AtomicU64,
     history_gaps: AtomicU64,
+    resolver_durations: DurationHistogram,
 }
 
 fn positive(value: i64) -> u64 {
@@ -134,6 +141,10 @@ impl Stats {
             events_replayed: self.events_replayed.load(Relaxed),
             history_gaps: self.history_gaps.load(Relaxed),
         }
+    }
+
+    pub(crate) fn resolver_durations(&self) -> HistogramSnapshot {
+        self.resolver_durations.snapshot()
     }
 
     fn transport(&self, protocol: Protocol) -> &TransportCounters {
@@ -185,6 +196,16 @@ impl Stats {
         if failed {
             self.resolver_errors.fetch_add(1, Relaxed);
         }
+    }
+    /// `count` `next` messages went to a connection of `protocol`'s
+    /// transport (one call per outbound batch, not per message).
+    pub(crate) fn messages_sent(&self, protocol: Protocol, count: usize) {
+        self.transport(protocol)
+            .messages_sent
+            .fetch_add(count as u64, Relaxed);
+    }
+    pub(crate) fn resolver_time(&self, elapsed: std::time::Duration) {
+        self.resolver_durations.record(elapsed);
     }
     pub(crate) fn resolver_timed_out(&self) {
         self.resolver_timeouts.fetch_add(1, Relaxed);

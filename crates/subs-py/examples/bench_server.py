@@ -269,6 +269,7 @@ def run_asgi(engine: Engine, port: int, behind_routing: bool = False) -> None:
     if behind_routing:
         graphql = engine.asgi()
         routes += [WebSocketRoute("/graphql", graphql), Route("/graphql", graphql)]
+        routes.append(Route("/metrics", engine.metrics_asgi()))  # the middleware serves it itself
     app = Starlette(routes=routes)
     if not behind_routing:
         app.add_middleware(SubsMiddleware, engine=engine, path="/graphql")

@@ -490,6 +490,19 @@ impl NativeEngine {
         )
     }
 
+    /// The engine's Prometheus metrics: `(content_type, text)`, in the
+    /// Prometheus text format or, with `openmetrics`, OpenMetrics 1.0.
+    #[pyo3(signature = (openmetrics = false))]
+    fn metrics(&self, openmetrics: bool) -> (&'static str, String) {
+        use subs_adapters::metrics::{Format, render};
+        let format = if openmetrics {
+            Format::OpenMetrics
+        } else {
+            Format::Prometheus
+        };
+        (format.content_type(), render(&self.engine, format))
+    }
+
     /// Whether the registry is empty (no subscription left anywhere).
     fn registry_is_empty(&self) -> bool {
         self.engine.registry_is_empty()

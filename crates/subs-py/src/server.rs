@@ -9,6 +9,7 @@ use http_body_util::BodyExt;
 use parking_lot::Mutex;
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
+use subs_adapters::health::Drain;
 use subs_adapters::server::{Body, text};
 use subs_adapters::{CancellationToken, Server, ServerConfig};
 use subs_core::Engine;
@@ -23,6 +24,7 @@ use crate::runtime::{block_on, runtime};
 pub(crate) struct NativeServer {
     address: SocketAddr,
     token: CancellationToken,
+    drain: Drain,
     stopped: Mutex<watch::Receiver<bool>>,
 }
 
@@ -61,6 +63,7 @@ impl NativeServer {
         .map_err(|e| PyOSError::new_err(format!("cannot serve on {address}: {e}")))?;
         let address = server.local_addr();
         let token = server.shutdown_token();
+        let drain = server.drain_handle();
         let (done, stopped) = watch::channel(false);
         runtime().spawn(async move {
             server.wait().await;
@@ -70,6 +73,7 @@ impl NativeServer {
         Ok(Self {
             address,
             token,
+            drain,
             stopped: Mutex::new(stopped),
         })
     }
@@ -142,6 +146,25 @@ impl NativeServer {
     fn shutdown(&self, py: Python<'_>, timeout: f64) -> bool {
         self.token.cancel();
         self.wait(py, timeout)
+    }
+
+    /// Drains for a rolling deploy: `/readyz` answers 503 at once, new
+    /// clients are refused with 503, connected ones are closed with 1001
+    /// (HTTP streams end); waits (GIL released) until every one left or
+    /// `deadline` seconds passed and returns whether every one left. The
+    /// server keeps answering `/healthz`, `/readyz` and `/metrics`; call
+    /// `shutdown()` afterwards.
+    #[pyo3(signature = (deadline = 30.0))]
+    fn drain(&self, py: Python<'_>, deadline: f64) -> bool {
+        let drain = self.drain.clone();
+        let deadline = Duration::from_secs_f64(deadline.clamp(0.0, 3600.0));
+        block_on(py, async move { drain.drain(deadline).await })
+    }
+
+    /// Whether a drain started.
+    #[getter]
+    fn draining(&self) -> bool {
+        self.drain.is_draining()
     }
 
     /// Starts shutdown without waiting.

@@ -73,12 +73,14 @@ impl NatsBroker {
                 use std::sync::atomic::Ordering::Relaxed;
                 match event {
                     async_nats::Event::Connected => {
+                        relay.set_connected(true);
                         if was_disconnected.swap(false, Relaxed) {
                             relay.reconnected();
                             tracing::warn!("reconnected to NATS");
                         }
                     }
                     async_nats::Event::Disconnected => {
+                        relay.set_connected(false);
                         was_disconnected.store(true, Relaxed);
                         tracing::warn!("NATS connection lost; reconnecting");
                     }
@@ -93,6 +95,10 @@ impl NatsBroker {
             .connect(url)
             .await
             .map_err(|e| crate::Error::Broker(format!("cannot reach NATS at {url}: {e}")))?;
+        // The `Connected` event may still be on its way.
+        if client.connection_state() == async_nats::connection::State::Connected {
+            relay.set_connected(true);
+        }
         Ok(Arc::new(Self {
             client,
             relay: relay.clone(),
@@ -162,6 +168,10 @@ impl Broker for NatsBroker {
 
     fn stats(&self) -> BrokerStats {
         self.relay.stats()
+    }
+
+    fn is_connected(&self) -> bool {
+        self.relay.is_connected()
     }
 
     fn name(&self) -> &'static str {

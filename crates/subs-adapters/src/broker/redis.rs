@@ -178,6 +178,10 @@ impl Broker for RedisBroker {
         self.relay.stats()
     }
 
+    fn is_connected(&self) -> bool {
+        self.relay.is_connected()
+    }
+
     fn name(&self) -> &'static str {
         "redis"
     }
@@ -253,6 +257,7 @@ async fn subscriber(
             );
         }
         connected_before = true;
+        relay.set_connected(true);
         backoff.reset();
         loop {
             tokio::select! {
@@ -295,6 +300,7 @@ async fn subscriber(
         }
         previous = subscribed;
         relay.clear_active();
+        relay.set_connected(false);
         tracing::warn!("Redis pub/sub connection lost; reconnecting");
         backoff.wait().await;
     }

@@ -34,6 +34,8 @@ pub(crate) struct Relay {
     invalid: AtomicU64,
     interest_overflows: AtomicU64,
     subscribe_failures: AtomicU64,
+    /// Whether the broker's task holds a live connection (set by the task).
+    connected: AtomicBool,
     /// Topics the broker's task holds a subscription for (a gauge it sets).
     subscribed: AtomicUsize,
     /// Per topic: the last sequence number this instance sent (at most
@@ -45,8 +47,11 @@ pub(crate) struct Relay {
     /// ends ([`Relay::forget_topic`]).
     seen: Mutex<HashMap<Arc<str>, LastSeen>>,
     /// Topics whose broker subscription is active now (the broker's task
-    /// keeps it), for [`Relay::wait_active`].
+    /// keeps it), for [`Relay::wait_active`]: only a broker that keeps a
+    /// shared history (Redis) needs it.
+    #[cfg(feature = "redis")]
     active: Mutex<std::collections::HashSet<Arc<str>>>,
+    #[cfg(feature = "redis")]
     active_changed: Notify,
 }
 
@@ -70,17 +75,21 @@ impl Relay {
             invalid: AtomicU64::new(0),
             interest_overflows: AtomicU64::new(0),
             subscribe_failures: AtomicU64::new(0),
+            connected: AtomicBool::new(false),
             subscribed: AtomicUsize::new(0),
             sent: Mutex::new(HashMap::new()),
             sent_max: sent_max.max(1),
             seen: Mutex::new(HashMap::new()),
+            #[cfg(feature = "redis")]
             active: Mutex::new(std::collections::HashSet::new()),
+            #[cfg(feature = "redis")]
             active_changed: Notify::new(),
         }
     }
 
     /// The broker's task holds (or no longer holds) an active subscription
     /// to `topic`.
+    #[cfg(feature = "redis")]
     pub(crate) fn set_active(&self, topic: &Arc<str>, active: bool) {
         let changed = if active {
             self.active.lock().insert(topic.clone())
@@ -93,11 +102,13 @@ impl Relay {
     }
 
     /// The broker connection dropped: no subscription is active.
+    #[cfg(feature = "redis")]
     pub(crate) fn clear_active(&self) {
         self.active.lock().clear();
     }
 
     /// Resolves once `topic`'s subscription is active, or after `bound`.
+    #[cfg(feature = "redis")]
     pub(crate) async fn wait_active(&self, topic: &str, bound: std::time::Duration) {
         let deadline = tokio::time::Instant::now() + bound;
         loop {
@@ -159,6 +170,15 @@ impl Relay {
         } else {
             self.publish_failures.fetch_add(1, Relaxed);
         }
+    }
+
+    /// The broker's connection is up (`true`) or lost (`false`).
+    pub(crate) fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Relaxed);
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected.load(Relaxed)
     }
 
     pub(crate) fn reconnected(&self) {

@@ -373,6 +373,7 @@ impl Session {
         }
         let taken = batch.len();
         let now = Instant::now();
+        let mut sent = 0;
         for item in batch.drain(..) {
             match item {
                 Outbound::Next(key, payload, position) => {
@@ -395,18 +396,19 @@ impl Session {
                             .record(subs_security::RejectReason::RateLimit);
                         continue;
                     }
-                    match position {
+                    // Over SSE the position is also the event's id.
+                    let event_id = match &position {
                         Some(position) if self.connection.protocol().is_event_stream() => {
-                            let event_id = position.to_string();
-                            let _ = self.connection.send_next_with_event_id(
-                                &active.id,
-                                &payload,
-                                Some(&event_id),
-                            );
+                            Some(position.to_string())
                         }
-                        _ => {
-                            let _ = self.connection.send_next(&active.id, &payload);
-                        }
+                        _ => None,
+                    };
+                    if self
+                        .connection
+                        .send_next_with_event_id(&active.id, &payload, event_id.as_deref())
+                        .is_ok()
+                    {
+                        sent += 1;
                     }
                 }
                 Outbound::Complete(key) => {
@@ -418,6 +420,10 @@ impl Session {
             }
         }
         self.drained = batch;
+        if sent > 0 {
+            let protocol = self.connection.protocol();
+            self.engine.inner.stats.messages_sent(protocol, sent);
+        }
         if overflowed && !self.connection.is_closed() {
             self.engine.inner.stats.slow_consumer_closed();
             tracing::warn!(connection = self.shared.id, "closing a slow consumer");

@@ -4,6 +4,7 @@ a Rust engine. See the README for the quick start."""
 from ._asgi import SubsASGI, SubsMiddleware
 from ._engine import Engine
 from ._lifecycle import lifespan
+from ._metrics import MetricsASGI, SubsCollector
 from ._native import (
     ClientError,
     ConnectionInfo,
@@ -32,6 +33,7 @@ __all__ = [
     "Engine",
     "HttpStream",
     "Info",
+    "MetricsASGI",
     "Principal",
     "Reject",
     "RootContext",
@@ -40,6 +42,7 @@ __all__ = [
     "Stats",
     "SubsASGI",
     "SubsMiddleware",
+    "SubsCollector",
     "SubsError",
     "from_json",
     "lifespan",

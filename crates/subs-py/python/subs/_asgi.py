@@ -23,6 +23,7 @@ from typing import (
     Union,
 )
 
+from ._metrics import MetricsASGI
 from ._native import CLOSE_TIMEOUT, HttpStream, Hub, Reject, Session
 
 _logger = logging.getLogger("subs")
@@ -500,6 +501,9 @@ class SubsMiddleware:
 
         app.add_middleware(SubsMiddleware, engine=engine, path="/graphql/ws")   # FastAPI, Starlette
 
+    `GET /metrics` answers the engine's Prometheus metrics (`metrics_path`
+    moves it, `None` leaves that path to the app).
+
     `path` takes WebSocket connections and GraphQL over HTTP (queries and
     mutations, graphql-sse, Apollo multipart). `http=False` leaves plain HTTP
     at `path` to the app (say, another GraphQL server answering queries
@@ -513,15 +517,33 @@ class SubsMiddleware:
     """
 
     def __init__(
-        self, app: Any, engine: "Engine", path: str = "/graphql/ws", *, http: bool = True, graphiql: bool = True
+        self,
+        app: Any,
+        engine: "Engine",
+        path: str = "/graphql/ws",
+        *,
+        http: bool = True,
+        graphiql: bool = True,
+        metrics_path: Optional[str] = "/metrics",
     ) -> None:
         self.app = app
         self.path = path
         self.endpoint = SubsASGI(engine, graphiql=graphiql)
         self._types = ("websocket", "http") if http else ("websocket",)
+        # `GET metrics_path` answers the engine's Prometheus metrics (None:
+        # left to the app, e.g. when it registers `engine.prometheus_collector()`).
+        self.metrics_path = metrics_path
+        self.metrics = MetricsASGI(engine)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in self._types and self._matches(scope):
+        if (
+            scope["type"] == "http"
+            and self.metrics_path is not None
+            and scope.get("path") == self.metrics_path
+            and scope.get("method") in ("GET", "HEAD")
+        ):
+            await self.metrics(scope, receive, send)
+        elif scope["type"] in self._types and self._matches(scope):
             await self.endpoint(scope, receive, send)
         else:
             await self.app(scope, receive, send)

@@ -13,6 +13,7 @@ from ._native import Principal, Stats, SubsError
 
 if TYPE_CHECKING:
     from ._asgi import SubsASGI
+    from ._metrics import MetricsASGI, SubsCollector
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -570,6 +571,22 @@ class Engine:
         """A snapshot of the counters (`connections`, `subscriptions`,
         `groups`, `resolver_calls`, ...)."""
         return self.start().stats()
+
+    def metrics(self, openmetrics: bool = False) -> Tuple[str, str]:
+        """The engine's Prometheus metrics: `(content_type, text)`."""
+        return self.start().metrics(openmetrics)
+
+    def metrics_asgi(self) -> "MetricsASGI":
+        """An ASGI app answering `GET` with the engine's Prometheus metrics."""
+        from ._metrics import MetricsASGI
+
+        return MetricsASGI(self)
+
+    def prometheus_collector(self) -> "SubsCollector":
+        """A `prometheus_client` collector of the engine's metrics (needs prometheus_client)."""
+        from ._metrics import SubsCollector
+
+        return SubsCollector(self)
 
     def asgi(self, *, http: bool = True, graphiql: bool = True) -> "SubsASGI":
         """The endpoint as an ASGI app: WebSocket for Starlette's

@@ -151,11 +151,9 @@ class Stats:
     @property
     def events_replayed(self) -> int:
         """Events replayed from a topic's history to resuming subscribers."""
-        ...
     @property
     def history_gaps(self) -> int:
         """Resumes answered with a `HISTORY_GAP`."""
-        ...
     @property
     def security_rejections(self) -> int: ...
     @property
@@ -217,6 +215,11 @@ class Server:
     def wait(self, timeout: float) -> bool: ...
     def shutdown(self, timeout: float = 10.0) -> bool:
         """Graceful shutdown within `timeout` seconds; True if it completed."""
+    def drain(self, deadline: float = 30.0) -> bool:
+        """Stops admitting clients, sends the connected ones away and waits for them (at most `deadline` seconds); True if all left."""
+    @property
+    def draining(self) -> bool:
+        """Whether a drain has started."""
     def stop(self) -> None: ...
 
 @final
@@ -285,6 +288,8 @@ class Engine:
     def http_body_limit(self) -> int: ...
     def stats(self) -> Stats:
         """A snapshot of the counters."""
+    def metrics(self, openmetrics: bool = False) -> Tuple[str, str]:
+        """The Prometheus exposition: `(content_type, text)`."""
     def registry_is_empty(self) -> bool: ...
     def subscription_fields(self) -> List[str]: ...
     def subscription_arguments(self, field: str) -> Optional[List[str]]: ...

@@ -1,0 +1,216 @@
+//! `/healthz`, `/readyz` and the drain of a rolling deploy, on the hyper
+//! server: readiness follows the drain and the broker, a drain refuses new
+//! clients with 503 and sends connected ones elsewhere (1001, streams end)
+//! while health and metrics keep answering.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::json;
+use subs_adapters::server::{Server, ServerConfig};
+use subs_core::graphql::Schema;
+use subs_core::{Broker, Engine, Event, EventSink, FieldBinding};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+mod http_support;
+
+use http_support::{GENEROUS, StreamReader, post_json, send, serve, until, ws_connect};
+
+const SCHEMA: &str = "type Query { a: Int } type Subscription { ticks: Int }";
+
+fn engine_with(broker: Option<Arc<dyn Broker>>) -> Engine {
+    let mut builder =
+        Engine::builder(Schema::parse(SCHEMA).unwrap()).bind("ticks", FieldBinding::topic("ticks"));
+    if let Some(broker) = broker {
+        builder = builder.broker(broker);
+    }
+    builder.build().unwrap()
+}
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> (StatusCode, String) {
+    let response = send(
+        addr,
+        Request::get(path)
+            .header("host", "test")
+            .body(Full::<Bytes>::default())
+            .unwrap(),
+    )
+    .await;
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// A broker whose connection the test turns on and off.
+#[derive(Debug, Default)]
+struct SwitchedBroker {
+    connected: AtomicBool,
+}
+
+impl Broker for SwitchedBroker {
+    fn attach(&self, _sink: EventSink) {}
+    fn publish(&self, _event: Event) -> BoxFuture<'static, Result<(), subs_core::Error>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+    fn name(&self) -> &'static str {
+        "switched"
+    }
+}
+
+#[tokio::test]
+async fn readiness_follows_the_broker_unless_degraded_is_allowed() {
+    let broker = Arc::new(SwitchedBroker::default());
+    let strict = serve(engine_with(Some(broker.clone()))).await;
+    let lenient = Server::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        engine_with(Some(broker.clone())),
+        ServerConfig::default().ready_when_broker_down(true),
+    )
+    .await
+    .unwrap();
+    assert_eq!(get(strict.local_addr(), "/healthz").await.0, StatusCode::OK);
+    let (status, body) = get(strict.local_addr(), "/readyz").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            subs_adapters::messages::NOT_READY_BROKER_DOWN
+        )
+    );
+    let (status, body) = get(lenient.local_addr(), "/readyz").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            StatusCode::OK,
+            subs_adapters::messages::READY_DEGRADED_BROKER
+        )
+    );
+    broker.connected.store(true, Ordering::Relaxed);
+    for server in [&strict, &lenient] {
+        assert_eq!(
+            get(server.local_addr(), "/readyz").await,
+            (StatusCode::OK, subs_adapters::messages::READY.to_owned())
+        );
+    }
+    let off = Server::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        engine_with(None),
+        ServerConfig::default().health(false),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        get(off.local_addr(), "/healthz").await.0,
+        StatusCode::NOT_FOUND
+    );
+    strict.shutdown().await;
+    lenient.shutdown().await;
+    off.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_drain_sends_every_client_elsewhere_and_refuses_new_ones() {
+    let engine = engine_with(None);
+    let server = serve(engine.clone()).await;
+    let addr = server.local_addr();
+    assert_eq!(
+        get(addr, "/readyz").await,
+        (StatusCode::OK, "ready\n".to_owned())
+    );
+    let query = json!({"query": "subscription { ticks }"});
+    let sse = send(addr, post_json(Some("text/event-stream"), query.clone())).await;
+    let multipart = send(
+        addr,
+        post_json(Some("multipart/mixed;subscriptionSpec=1.0"), query.clone()),
+    )
+    .await;
+    let (mut ws, _) = ws_connect(addr).await.unwrap();
+    ws.send(Message::text(
+        json!({"type": "connection_init"}).to_string(),
+    ))
+    .await
+    .unwrap();
+    ws.send(Message::text(
+        json!({"type": "subscribe", "id": "1", "payload": query}).to_string(),
+    ))
+    .await
+    .unwrap();
+    until(&engine, "three subscribers", |s| s.subscriptions == 3).await;
+
+    let drain = server.drain_handle();
+    let drained = tokio::spawn(async move { drain.drain(GENEROUS).await });
+
+    // The WebSocket client is told to go away; the streams end.
+    let close = tokio::time::timeout(GENEROUS, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("no close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap()
+    .expect("a close frame with a code");
+    assert_eq!(close.code, CloseCode::Away);
+    let mut sse = StreamReader::new(sse);
+    sse.read_to_end().await;
+    assert!(sse.text.contains("event: complete"), "{}", sse.text);
+    let mut multipart = StreamReader::new(multipart);
+    multipart.read_to_end().await;
+    assert!(
+        multipart.text.ends_with("--graphql--\r\n") || multipart.text.contains("--graphql--"),
+        "{}",
+        multipart.text
+    );
+    assert!(
+        drained.await.unwrap(),
+        "every client left before the deadline"
+    );
+    assert_eq!(engine.stats().connections, 0);
+
+    // Still up: not ready, healthy, scraped; new clients refused with 503.
+    assert_eq!(
+        get(addr, "/readyz").await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: draining\n".to_owned()
+        )
+    );
+    assert_eq!(get(addr, "/healthz").await.0, StatusCode::OK);
+    assert_eq!(get(addr, "/metrics").await.0, StatusCode::OK);
+    let refused = send(
+        addr,
+        post_json(
+            Some("text/event-stream"),
+            json!({"query": "subscription { ticks }"}),
+        ),
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    match ws_connect(addr).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE)
+        }
+        other => panic!(
+            "a WebSocket upgrade during a drain: {:?}",
+            other.map(|(_, r)| r.status())
+        ),
+    }
+    assert_eq!(engine.stats().connections, 0);
+    tokio::time::timeout(Duration::from_secs(5), server.shutdown())
+        .await
+        .unwrap();
+}

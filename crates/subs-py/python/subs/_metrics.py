@@ -1,0 +1,93 @@
+"""An engine's Prometheus metrics (every one is listed in docs/operations.md):
+an ASGI app answering `GET` (what `SubsMiddleware` serves at `/metrics`), and
+a `prometheus_client` collector for applications that already export their
+own metrics. The exposition is rendered in Rust from the engine's counters at
+scrape time; `prometheus_client` is optional (only `SubsCollector` needs it)."""
+
+from typing import TYPE_CHECKING, Any, Iterator, List, Tuple
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+Scope = Any
+Receive = Any
+Send = Any
+
+OPENMETRICS = "application/openmetrics-text"
+
+
+def _accept(scope: Scope) -> str:
+    for name, value in scope.get("headers") or ():
+        if name.lower() == b"accept":
+            return bytes(value).decode("latin-1")
+    return ""
+
+
+class MetricsASGI:
+    """An ASGI app answering `GET` (and `HEAD`) with the engine's metrics:
+    Prometheus text, or OpenMetrics when the `Accept` header asks for it.
+
+        app.mount("/metrics", engine.metrics_asgi())
+    """
+
+    def __init__(self, engine: "Engine") -> None:
+        self.engine = engine
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if scope["type"] != "http":
+            return
+        method = scope.get("method", "GET")
+        if method not in ("GET", "HEAD"):
+            await _plain(send, 405, b"Method not allowed\n", [(b"allow", b"GET, HEAD")])
+            return
+        content_type, text = self.engine.start().metrics(OPENMETRICS in _accept(scope))
+        body = text.encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", content_type.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+
+async def _plain(send: Send, status: int, body: bytes, extra: List[Tuple[bytes, bytes]]) -> None:
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers + extra})
+    await send({"type": "http.response.body", "body": body})
+
+
+class SubsCollector:
+    """A `prometheus_client` collector of the engine's metrics, for an
+    application that serves its own registry:
+
+        from prometheus_client import REGISTRY
+        REGISTRY.register(engine.prometheus_collector())
+
+    Requires `prometheus_client` (imported when the collector is made)."""
+
+    def __init__(self, engine: "Engine") -> None:
+        try:
+            from prometheus_client.parser import text_string_to_metric_families
+        except ImportError as error:  # pragma: no cover - depends on the environment
+            raise ImportError("SubsCollector needs prometheus_client: pip install prometheus-client") from error
+        self._parse = text_string_to_metric_families
+        self.engine = engine
+
+    def describe(self) -> List[Any]:
+        # Nothing to describe ahead of a scrape: registering does not start the engine.
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        _, text = self.engine.start().metrics(False)
+        yield from self._parse(text)
+
+
+__all__: Tuple[str, ...] = ("MetricsASGI", "SubsCollector")
