@@ -12,19 +12,18 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+use super::node::ServerProcess;
 
 /// Where Debian's `chromium` package puts the browser.
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// How long a server may take to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// How long one run of `browser.mjs` may take; its own waits are 15 s each.
-const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// `cargo xtask browser`: builds the wheel into the venv (or uses the
 /// interpreter given with `--python`, which must have `subs` and the
@@ -64,12 +63,12 @@ pub(crate) fn browser_tests(python: &Path) -> Result<()> {
         .join("examples")
         .join(format!("service-desk{}", std::env::consts::EXE_SUFFIX));
     let screenshots = root.join("docs").join("img");
-    let rust = Server::start("rust service-desk", Command::new(binary))?;
+    let rust = start("rust service-desk", Command::new(binary))?;
     let outcome = run_script(
         &dir,
         &[
             "rust",
-            &rust.url(),
+            &format!("http://127.0.0.1:{}", rust.port),
             "/graphql",
             "/graphql",
             path_str(&screenshots)?,
@@ -84,12 +83,17 @@ pub(crate) fn browser_tests(python: &Path) -> Result<()> {
         .args(["-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port"])
         .arg(port.to_string())
         .current_dir(root.join("crates/subs-py/examples/service_desk"));
-    let python_server = Server::start_on("python service_desk (uvicorn)", uvicorn, port)?;
+    let python_server = listening("python service_desk (uvicorn)", uvicorn, port)?;
     // GraphiQL on subs' path (/graphql/ws; queries reach Ariadne through
     // `engine.execute`), the board's mutations on Ariadne's /graphql.
     let outcome = run_script(
         &dir,
-        &["python", &python_server.url(), "/graphql/ws", "/graphql"],
+        &[
+            "python",
+            &format!("http://127.0.0.1:{}", python_server.port),
+            "/graphql/ws",
+            "/graphql",
+        ],
     );
     python_server.stop()?;
     outcome?;
@@ -130,97 +134,42 @@ fn ensure_chromium() -> Result<()> {
     Ok(())
 }
 
-/// A started server; killed when stopped or dropped.
-struct Server {
-    label: &'static str,
-    child: Child,
-    port: u16,
+/// Starts `command` with `PORT` set to a free port (see [`listening`]).
+fn start(label: &'static str, mut command: Command) -> Result<ServerProcess> {
+    let port = super::node::free_port()?;
+    command.env("PORT", port.to_string());
+    listening(label, command, port)
 }
 
-impl Server {
-    /// Starts `command` with `PORT` set to a free port.
-    fn start(label: &'static str, mut command: Command) -> Result<Self> {
-        let port = super::node::free_port()?;
-        command.env("PORT", port.to_string());
-        Self::start_on(label, command, port)
-    }
-
-    /// Starts `command` (which listens on `port`) and waits until the port
-    /// accepts connections. Its stdout goes to our stderr.
-    fn start_on(label: &'static str, mut command: Command, port: u16) -> Result<Self> {
-        eprintln!("$ {command:?} ({label})");
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(std::io::stderr()))
-            .spawn()
-            .with_context(|| format!("cannot start {label}"))?;
-        let mut server = Self { label, child, port };
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
-            if let Some(status) = server.child.try_wait()? {
-                bail!("{label} exited with {status} before listening");
-            }
-            if Instant::now() > deadline {
-                bail!("{label} did not listen on {port} within {READY_TIMEOUT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!("{label}: listening on port {port}");
-        Ok(server)
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the server; fails if it had exited on its own meanwhile.
-    fn stop(mut self) -> Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            bail!(
-                "{} exited on its own during the tests with {status}",
-                self.label
-            );
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `node browser.mjs <args>` in `dir`, killed after [`SCRIPT_TIMEOUT`].
-fn run_script(dir: &Path, args: &[&str]) -> Result<()> {
-    eprintln!("$ node browser.mjs {} (in tests/browser)", args.join(" "));
-    let started = Instant::now();
-    let mut child = Command::new("node")
-        .arg("browser.mjs")
-        .args(args)
-        .env("CHROMIUM", CHROMIUM)
-        .current_dir(dir)
+/// Starts `command` (which listens on `port`) and waits until the port
+/// accepts connections: the service desks print no `READY` line. Its stdout
+/// goes to our stderr.
+fn listening(label: &'static str, mut command: Command, port: u16) -> Result<ServerProcess> {
+    eprintln!("$ {command:?} ({label})");
+    let child = command
         .stdin(Stdio::null())
+        .stdout(Stdio::from(std::io::stderr()))
         .spawn()
-        .context("cannot start node")?;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
+        .with_context(|| format!("cannot start {label}"))?;
+    let mut server = ServerProcess { label, child, port };
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
+        if let Some(status) = server.child.try_wait()? {
+            bail!("{label} exited with {status} before listening");
         }
-        if started.elapsed() > SCRIPT_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("node browser.mjs {args:?} did not end within {SCRIPT_TIMEOUT:?}; killed");
+        if Instant::now() > deadline {
+            bail!("{label} did not listen on {port} within {READY_TIMEOUT:?}");
         }
         std::thread::sleep(Duration::from_millis(50));
-    };
-    if !status.success() {
-        bail!(
-            "node browser.mjs {args:?} failed with {status} ({:.1} s)",
-            started.elapsed().as_secs_f64()
-        );
     }
-    Ok(())
+    eprintln!("{label}: listening on port {port}");
+    Ok(server)
+}
+
+/// `node browser.mjs <args>` in `dir`, with Chromium's path.
+fn run_script(dir: &Path, args: &[&str]) -> Result<()> {
+    let mut all = vec!["browser.mjs"];
+    all.extend_from_slice(args);
+    super::node::run_node(dir, &all, &[("CHROMIUM", CHROMIUM)])
 }

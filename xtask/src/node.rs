@@ -83,7 +83,7 @@ pub(crate) fn node_tests(servers: &[BenchServer]) -> Result<()> {
     for server in servers {
         let mut command = (server.prepare)(&root)?;
         command.env("HISTORY", HISTORY);
-        let running = Running::start(server.label, command)?;
+        let running = ServerProcess::start(server.label, command)?;
         let port = running.port;
         let http = format!("http://127.0.0.1:{port}");
         let ws = format!("ws://127.0.0.1:{port}/graphql");
@@ -94,7 +94,7 @@ pub(crate) fn node_tests(servers: &[BenchServer]) -> Result<()> {
             ("resume.mjs", ws),
         ];
         for (script, url) in scripts {
-            if let Err(error) = run_script(&dir, script, &url) {
+            if let Err(error) = run_node(&dir, &[script, &url], &[]) {
                 failures.push(format!("{}: {error:#}", server.label));
             }
         }
@@ -193,15 +193,16 @@ pub(crate) fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// A started server; killed when stopped or dropped.
-struct Running {
-    label: &'static str,
-    child: Child,
-    /// The port of its `READY` line.
-    port: u16,
+/// A started server (a bench server here, a service desk for the browser
+/// tests); killed when stopped or dropped.
+pub(crate) struct ServerProcess {
+    pub(crate) label: &'static str,
+    pub(crate) child: Child,
+    /// The port it listens on.
+    pub(crate) port: u16,
 }
 
-impl Running {
+impl ServerProcess {
     /// Starts `command` with `PORT` set to a free port and waits for its
     /// `READY <port>` line; the rest of its stdout goes to our stderr.
     fn start(label: &'static str, mut command: Command) -> Result<Self> {
@@ -249,7 +250,7 @@ impl Running {
     }
 
     /// Kills the server; fails if it had exited on its own meanwhile.
-    fn stop(mut self) -> Result<()> {
+    pub(crate) fn stop(mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait()? {
             bail!(
                 "{} exited on its own during the tests with {status}",
@@ -260,19 +261,21 @@ impl Running {
     }
 }
 
-impl Drop for Running {
+impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-/// `node <script> <url>` in `dir`, killed after [`SCRIPT_TIMEOUT`].
-fn run_script(dir: &Path, script: &str, url: &str) -> Result<()> {
-    eprintln!("$ node {script} {url} (in tests/node)");
+/// `node <args>` in `dir` with `env` added, killed after [`SCRIPT_TIMEOUT`].
+pub(crate) fn run_node(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
+    let what = format!("node {}", args.join(" "));
+    eprintln!("$ {what} (in {})", dir.display());
     let started = Instant::now();
     let mut child = Command::new("node")
-        .args([script, url])
+        .args(args)
+        .envs(env.iter().copied())
         .current_dir(dir)
         .stdin(Stdio::null())
         .spawn()
@@ -284,14 +287,14 @@ fn run_script(dir: &Path, script: &str, url: &str) -> Result<()> {
         if started.elapsed() > SCRIPT_TIMEOUT {
             let _ = child.kill();
             let _ = child.wait();
-            bail!("node {script} {url} did not end within {SCRIPT_TIMEOUT:?}; killed");
+            bail!("{what} did not end within {SCRIPT_TIMEOUT:?}; killed");
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     let elapsed = started.elapsed().as_secs_f64();
     if !status.success() {
-        bail!("node {script} {url} failed with {status} ({elapsed:.1} s)");
+        bail!("{what} failed with {status} ({elapsed:.1} s)");
     }
-    eprintln!("node {script}: passed in {elapsed:.1} s");
+    eprintln!("{what}: passed in {elapsed:.1} s");
     Ok(())
 }

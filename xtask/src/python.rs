@@ -25,15 +25,22 @@ fn venv_bin(root: &Path, program: &str) -> Result<PathBuf> {
     Ok(venv_dir(root)?.join("bin").join(program))
 }
 
-fn run_in(dir: &Path, program: &Path, args: &[&str]) -> Result<()> {
-    run_with(dir, program, args, &[])
+/// Runs `program args` in `dir`, outside any virtualenv of the caller's.
+pub(crate) fn run_in(dir: &Path, program: &Path, args: &[&str]) -> Result<()> {
+    run_with::<&str>(dir, program, args, &[])
 }
 
-fn run_with(dir: &Path, program: &Path, args: &[&str], env: &[(&str, &Path)]) -> Result<()> {
+/// [`run_in`] with `env` added.
+pub(crate) fn run_with<V: AsRef<std::ffi::OsStr>>(
+    dir: &Path,
+    program: &Path,
+    args: &[&str],
+    env: &[(&str, V)],
+) -> Result<()> {
     eprintln!("$ {} {}", program.display(), args.join(" "));
     let status = Command::new(program)
         .args(args)
-        .envs(env.iter().copied())
+        .envs(env.iter().map(|(name, value)| (name, value.as_ref())))
         .current_dir(dir)
         // A developer's own virtualenv must not leak into the build.
         .env_remove("VIRTUAL_ENV")

@@ -10,9 +10,10 @@
 //!   oldest uvicorn the package supports and Hypercorn.
 
 use std::path::Path;
-use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
+
+use super::python::{run_in, run_with};
 
 /// Pinned so a new release of a linter cannot turn CI red on its own.
 const RUFF: &str = "ruff==0.17.6";
@@ -52,26 +53,6 @@ asyncio.run(main())
 print("subs installed from source:", subs.__file__)
 "#;
 
-fn run(dir: &Path, program: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
-    eprintln!("$ {} {}", program.display(), args.join(" "));
-    let status = Command::new(program)
-        .args(args)
-        .envs(env.iter().copied())
-        .current_dir(dir)
-        .env_remove("VIRTUAL_ENV")
-        .env_remove("PYTHONPATH")
-        .status()
-        .with_context(|| format!("cannot start {}", program.display()))?;
-    if !status.success() {
-        bail!(
-            "`{} {}` failed with {status}",
-            program.display(),
-            args.join(" ")
-        );
-    }
-    Ok(())
-}
-
 /// What the type check reads besides the package: the libraries its
 /// optional integrations import.
 const LINT_DEPS: [&str; 5] = [
@@ -90,14 +71,14 @@ pub(crate) fn lint() -> Result<()> {
     let python = dir.join("bin").join("python");
     if !python.exists() {
         let dir_str = dir.to_str().context("venv path is not UTF-8")?;
-        run(&root, Path::new("python3"), &["-m", "venv", dir_str], &[])?;
+        run_in(&root, Path::new("python3"), &["-m", "venv", dir_str])?;
     }
     let mut install = vec!["-m", "pip", "install", "--quiet"];
     install.extend(LINT_DEPS);
-    run(&root, &python, &install, &[])?;
+    run_in(&root, &python, &install)?;
     let crate_dir = root.join("crates").join("subs-py");
-    run(&crate_dir, &python, &["-m", "ruff", "check"], &[])?;
-    run(&crate_dir, &python, &["-m", "mypy"], &[])
+    run_in(&crate_dir, &python, &["-m", "ruff", "check"])?;
+    run_in(&crate_dir, &python, &["-m", "mypy"])
 }
 
 /// `pip install ./crates/subs-py` into a new venv, a smoke run, and the
@@ -110,22 +91,22 @@ pub(crate) fn source_install() -> Result<()> {
             .with_context(|| format!("cannot remove {}", dir.display()))?;
     }
     let dir_str = dir.to_str().context("venv path is not UTF-8")?;
-    run(&root, Path::new("python3"), &["-m", "venv", dir_str], &[])?;
+    run_in(&root, Path::new("python3"), &["-m", "venv", dir_str])?;
     let python = dir.join("bin").join("python");
     // The PEP 517 path users take. The dev profile (and cargo's target
     // directory, inherited) keeps CI's build warm; a user's pip builds release.
-    run(
+    run_with(
         &root,
         &python,
         &["-m", "pip", "install", "--quiet", "./crates/subs-py"],
         &[("MATURIN_PEP517_ARGS", "--profile dev")],
     )?;
-    run(&dir, &python, &["-c", SMOKE], &[])?;
+    run_in(&dir, &python, &["-c", SMOKE])?;
     let mut install = vec!["-m", "pip", "install", "--quiet", OLDEST_UVICORN];
     install.extend(MATRIX_DEPS);
-    run(&root, &python, &install, &[])?;
+    run_in(&root, &python, &install)?;
     let crate_dir = root.join("crates").join("subs-py");
-    run(
+    run_in(
         &crate_dir,
         &python,
         &[
@@ -138,6 +119,5 @@ pub(crate) fn source_install() -> Result<()> {
             "no:cacheprovider",
             "tests/test_servers.py",
         ],
-        &[],
     )
 }
