@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
-use futures_util::{SinkExt, StreamExt};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::json;
@@ -21,7 +21,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 mod http_support;
 
-use http_support::{GENEROUS, StreamReader, post_json, send, serve, until, ws_connect};
+use http_support::{
+    GENEROUS, StreamReader, one_subscriber_per_transport, post_json, send, serve, until, ws_connect,
+};
 
 const SCHEMA: &str = "type Query { a: Int } type Subscription { ticks: Int }";
 
@@ -128,23 +130,7 @@ async fn a_drain_sends_every_client_elsewhere_and_refuses_new_ones() {
         (StatusCode::OK, "ready\n".to_owned())
     );
     let query = json!({"query": "subscription { ticks }"});
-    let sse = send(addr, post_json(Some("text/event-stream"), query.clone())).await;
-    let multipart = send(
-        addr,
-        post_json(Some("multipart/mixed;subscriptionSpec=1.0"), query.clone()),
-    )
-    .await;
-    let (mut ws, _) = ws_connect(addr).await.unwrap();
-    ws.send(Message::text(
-        json!({"type": "connection_init"}).to_string(),
-    ))
-    .await
-    .unwrap();
-    ws.send(Message::text(
-        json!({"type": "subscribe", "id": "1", "payload": query}).to_string(),
-    ))
-    .await
-    .unwrap();
+    let (sse, multipart, mut ws) = one_subscriber_per_transport(addr, &query).await;
     until(&engine, "three subscribers", |s| s.subscriptions == 3).await;
 
     let drain = server.drain_handle();

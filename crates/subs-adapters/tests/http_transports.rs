@@ -17,8 +17,8 @@ use subs_core::{Accepted, AuthRequest, Engine, FieldBinding, ResolverError, Root
 mod http_support;
 
 use http_support::{
-    GENEROUS, StreamReader, body_json, post, post_json, send, serve, subscribed_stream, until,
-    ws_connect,
+    GENEROUS, StreamReader, body_json, one_subscriber_per_transport, post, post_json, send, serve,
+    subscribed_stream, until,
 };
 
 const SCHEMA: &str = "
@@ -275,29 +275,13 @@ async fn multipart_parts_carry_payloads_and_shutdown_ends_the_body() {
 
 #[tokio::test]
 async fn sse_multipart_and_websocket_subscribers_share_one_group() {
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
 
     let (server, engine) = server().await;
     let addr = server.local_addr();
     let query = json!({"query": "subscription { ticks { seq } }"});
-    let sse = send(addr, post_json(Some("text/event-stream"), query.clone())).await;
-    let multipart = send(
-        addr,
-        post_json(Some("multipart/mixed;subscriptionSpec=1.0"), query.clone()),
-    )
-    .await;
-    let (mut ws, _) = ws_connect(addr).await.unwrap();
-    ws.send(Message::text(
-        json!({"type": "connection_init"}).to_string(),
-    ))
-    .await
-    .unwrap();
-    ws.send(Message::text(
-        json!({"type": "subscribe", "id": "1", "payload": query}).to_string(),
-    ))
-    .await
-    .unwrap();
+    let (sse, multipart, mut ws) = one_subscriber_per_transport(addr, &query).await;
     until(&engine, "three subscribers", |s| s.subscriptions == 3).await;
     assert_eq!(engine.stats().groups, 1, "one group across transports");
     let transports = engine.stats().transports;

@@ -18,7 +18,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 mod http_support;
 
-use http_support::{GENEROUS, StreamReader, post, post_json, send, serve, until, ws_connect};
+use http_support::{
+    GENEROUS, StreamReader, one_subscriber_per_transport, post, send, serve, until,
+};
 
 const SCHEMA: &str = "
     type Query { hello: String! }
@@ -111,23 +113,7 @@ async fn metrics_count_the_traffic_of_every_transport() {
     let addr = server.local_addr();
     let ticks = json!({"query": "subscription { ticks { seq } }"});
 
-    let sse = send(addr, post_json(Some("text/event-stream"), ticks.clone())).await;
-    let multipart = send(
-        addr,
-        post_json(Some("multipart/mixed;subscriptionSpec=1.0"), ticks.clone()),
-    )
-    .await;
-    let (mut ws, _) = ws_connect(addr).await.unwrap();
-    ws.send(Message::text(
-        json!({"type": "connection_init"}).to_string(),
-    ))
-    .await
-    .unwrap();
-    ws.send(Message::text(
-        json!({"type": "subscribe", "id": "1", "payload": ticks}).to_string(),
-    ))
-    .await
-    .unwrap();
+    let (sse, multipart, mut ws) = one_subscriber_per_transport(addr, &ticks).await;
     ws.send(Message::text(
         json!({"type": "subscribe", "id": "2", "payload": {"query": "subscription { echoed { seq } }"}})
             .to_string(),

@@ -193,3 +193,26 @@ pub(crate) async fn subscribed_stream(
     .await;
     StreamReader::new(response)
 }
+
+/// One subscriber of `query` per transport: an SSE stream, a multipart
+/// stream and a graphql-transport-ws socket (operation id `1`), all sent
+/// (the caller waits for the engine to count them).
+pub(crate) async fn one_subscriber_per_transport(
+    addr: SocketAddr,
+    query: &Value,
+) -> (Response<Incoming>, Response<Incoming>, WsClient) {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let sse = send(addr, post_json(Some("text/event-stream"), query.clone())).await;
+    let multipart = send(
+        addr,
+        post_json(Some("multipart/mixed;subscriptionSpec=1.0"), query.clone()),
+    )
+    .await;
+    let (mut ws, _) = ws_connect(addr).await.unwrap();
+    let init = serde_json::json!({"type": "connection_init"});
+    ws.send(Message::text(init.to_string())).await.unwrap();
+    let subscribe = serde_json::json!({"type": "subscribe", "id": "1", "payload": query});
+    ws.send(Message::text(subscribe.to_string())).await.unwrap();
+    (sse, multipart, ws)
+}
