@@ -220,6 +220,7 @@ impl EngineBuilder {
             runtime: runtime.clone(),
             epochs: Epochs::new(instance_id.clone()),
             broker_history: broker.history(),
+            history_reads: Arc::default(),
             instance_id,
             history,
             hasher: FxBuildHasher,

@@ -65,6 +65,8 @@ pub(crate) struct EngineInner {
     /// The broker's shared history, when it keeps one: topics with history
     /// are then numbered and kept there instead of in the shards' rings.
     pub(crate) broker_history: Option<Arc<dyn crate::BrokerHistory>>,
+    /// Reads of that history in flight, shared by identical resumes.
+    pub(crate) history_reads: Arc<crate::shared_reads::SharedReads>,
     pub(crate) hasher: FxBuildHasher,
 }
 

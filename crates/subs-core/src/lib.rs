@@ -21,6 +21,7 @@ mod registry;
 mod replay;
 mod root;
 mod session;
+mod shared_reads;
 mod stats;
 
 pub mod graphql;

@@ -65,10 +65,14 @@ pub(crate) async fn run(engine: Weak<EngineInner>, resume: Resume) {
             // event is then in what the read returns or delivered live.
             engine.broker.subscribed(&topic).await;
             let max_age = policy.as_ref().and_then(|p| p.max_age);
-            match history
-                .read(stream, after.clone(), engine.config.replay_limits, max_age)
-                .await
-            {
+            let read = engine.history_reads.read(
+                history.clone(),
+                stream,
+                after.clone(),
+                engine.config.replay_limits,
+                max_age,
+            );
+            match read.await {
                 Ok(StoredReplay::Events(events)) => Replay::Events(
                     events
                         .into_iter()
