@@ -68,16 +68,23 @@ async def test_a_subscription_end_to_end_and_the_path_taken(server: str) -> None
         await client.subscribe("1", "subscription { ticks }")
         n = 0
         deadline = time.monotonic() + 10
-        while True:  # until the subscription is registered, then one tick
+        while True:  # until the stats count the subscription (counted after it is registered)
             request = urllib.request.Request(f"http://127.0.0.1:{port}/publish?n={n}", method="POST")
             with urllib.request.urlopen(request, timeout=5) as response:
-                if json.loads(response.read())["subscriptions"] == 1:
-                    break
+                counted = json.loads(response.read())["subscriptions"] == 1
             n += 1
+            if counted:
+                break
             assert time.monotonic() < deadline, "the subscription was not registered"
             time.sleep(0.01)
-        got = (await client.next_data("1"))["data"]["ticks"]
-        assert got >= n
+        # Registered before this publish: tick `n` must arrive, after any
+        # earlier tick that raced the registration, in order.
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/publish?n={n}", method="POST")
+        urllib.request.urlopen(request, timeout=5).close()
+        seen = []
+        while not seen or seen[-1] != n:
+            seen.append((await client.next_data("1"))["data"]["ticks"])
+        assert seen == sorted(set(seen)), seen
         await client.close()
     finally:
         process.terminate()
