@@ -170,8 +170,8 @@ async fn slow_reader_is_removed_while_it_still_does_not_read() -> Result<()> {
 
 fn keepalive_engine(interval: Duration, timeout: Duration) -> Result<Engine> {
     let mut config = EngineConfig::default();
-    config.protocol.keepalive_interval = Some(interval);
-    config.protocol.keepalive_timeout = Some(timeout);
+    config.websocket.keepalive_interval = Some(interval);
+    config.websocket.keepalive_timeout = Some(timeout);
     ticks_engine(config)
 }
 

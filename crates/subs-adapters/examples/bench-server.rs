@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 use subs_adapters::server::{self, Body};
 use subs_adapters::{Server, ServerConfig};
 use subs_core::graphql::Schema;
-use subs_core::security::{FieldRoles, Hygiene, Principal, Rejection, SecurityConfig};
+use subs_core::security::{ConnectionRules, FieldRoles, Principal, Rejection, SecurityConfig};
 use subs_core::{
     Accepted, AuthRequest, Engine, EngineConfig, FieldBinding, History, HookDeadlines,
     ResolveContext, ResolverError, RootContext,
@@ -89,7 +89,9 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let security = SecurityConfig::builder()
-        .hygiene(Hygiene::default().init_timeout(Duration::from_millis(init_timeout_ms)))
+        .connection_rules(
+            ConnectionRules::default().init_timeout(Duration::from_millis(init_timeout_ms)),
+        )
         .authorizer(FieldRoles::new().require("secret", ["admin"]))
         .build()?;
     // The `publish` mutation publishes through the engine it belongs to, which

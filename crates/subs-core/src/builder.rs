@@ -10,7 +10,7 @@ use rustc_hash::{FxBuildHasher, FxHashMap};
 use subs_security::SecurityConfig;
 use tokio::sync::mpsc;
 
-use crate::Error;
+use crate::BuildError;
 use crate::binding::{FieldBinding, Resolver};
 use crate::broker::{Broker, EventSink, InMemoryBroker};
 use crate::config::EngineConfig;
@@ -119,14 +119,14 @@ impl EngineBuilder {
 
     /// Checks the bindings against the schema and starts the dispatchers; must
     /// run inside a tokio runtime.
-    pub fn build(self) -> Result<Engine, Error> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+    pub fn build(self) -> Result<Engine, BuildError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         let executor = self.roots.into_executor(&self.schema, self.executor)?;
         let mut fields = HashMap::new();
         let mut history: FxHashMap<Arc<str>, History> = FxHashMap::default();
         for name in self.bindings.keys() {
             if self.schema.subscription_field_arguments(name).is_none() {
-                return Err(Error::InvalidBinding(format!(
+                return Err(BuildError::InvalidBinding(format!(
                     "`Subscription` has no field `{name}`"
                 )));
             }
@@ -139,7 +139,7 @@ impl EngineBuilder {
                 .unwrap_or_default();
             for (argument, _) in &binding.argument_paths {
                 if !arguments.contains(argument) {
-                    return Err(Error::InvalidBinding(format!(
+                    return Err(BuildError::InvalidBinding(format!(
                         "`Subscription.{name}` has no argument `{argument}`"
                     )));
                 }
@@ -154,7 +154,7 @@ impl EngineBuilder {
             };
             if let Some(policy) = binding.history.clone() {
                 if binding.stream.is_some() {
-                    return Err(Error::InvalidBinding(format!(
+                    return Err(BuildError::InvalidBinding(format!(
                         "`Subscription.{name}` is bound to a stream: only a topic keeps history"
                     )));
                 }
@@ -197,10 +197,10 @@ impl EngineBuilder {
                 }
             })
             .collect();
-        // One source of truth for connection hygiene: the security config.
-        let mut config = self.config;
-        config.protocol.connection_init_timeout = Some(self.security.hygiene().init_timeout);
-        config.protocol.max_frame_bytes = self.security.hygiene().max_frame_bytes;
+        let config = self.config;
+        let protocol = config
+            .websocket
+            .protocol_config(self.security.connection_rules());
         let broker = self
             .broker
             .unwrap_or_else(|| Arc::new(InMemoryBroker::new()));
@@ -216,6 +216,7 @@ impl EngineBuilder {
             broker: broker.clone(),
             stats: Stats::default(),
             config,
+            protocol,
             next_connection: AtomicU64::new(0),
             runtime: runtime.clone(),
             epochs: Epochs::new(instance_id.clone()),

@@ -1,5 +1,9 @@
 //! The engine's tunables.
 
+use std::time::Duration;
+
+use subs_security::ConnectionRules;
+
 use crate::HookDeadlines;
 use crate::outbound::SlowConsumerPolicy;
 
@@ -25,8 +29,10 @@ pub struct EngineConfig {
     pub outbound_queue_bytes: usize,
     /// What happens when that queue is full (default: close the connection).
     pub slow_consumer_policy: SlowConsumerPolicy,
-    /// Protocol timeouts and limits.
-    pub protocol: subs_protocol::Config,
+    /// Keepalive and operation ids of WebSocket connections. The frame size
+    /// and the time allowed for `connection_init` are connection rules,
+    /// set once, in the security configuration ([`ConnectionRules`]).
+    pub websocket: WebSocketSettings,
     /// Dispatcher tasks; topics are spread over them by hash, and each keeps
     /// its topics' events in order (default: the number of CPUs).
     pub dispatch_shards: usize,
@@ -54,13 +60,52 @@ impl Default for EngineConfig {
             outbound_queue_bytes: 1 << 20,
             slow_consumer_grace: std::time::Duration::from_millis(250),
             slow_consumer_policy: SlowConsumerPolicy::default(),
-            protocol: subs_protocol::Config::default(),
+            websocket: WebSocketSettings::default(),
             dispatch_shards: std::thread::available_parallelism().map_or(2, usize::from),
             event_queue_capacity: 4096,
             resolver_concurrency: 64,
             resolver_queue_capacity: 1024,
             deadlines: HookDeadlines::default(),
             replay_limits: crate::ReplayLimits::default(),
+        }
+    }
+}
+
+/// The protocol settings of every connection that are not [`ConnectionRules`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WebSocketSettings {
+    /// Server keepalive: a `ping` (legacy: `ka`) every interval once
+    /// acknowledged. `None`: no keepalive. Default 12 s.
+    pub keepalive_interval: Option<Duration>,
+    /// Close 1011 if nothing at all is received within this time after a
+    /// ping. `None`: never. Default 10 s.
+    pub keepalive_timeout: Option<Duration>,
+    /// Close 4400 on an operation id longer than this. Default 128.
+    pub max_id_bytes: usize,
+}
+
+impl Default for WebSocketSettings {
+    fn default() -> Self {
+        let protocol = subs_protocol::Config::default();
+        Self {
+            keepalive_interval: protocol.keepalive_interval,
+            keepalive_timeout: protocol.keepalive_timeout,
+            max_id_bytes: protocol.max_id_bytes,
+        }
+    }
+}
+
+impl WebSocketSettings {
+    /// The protocol machine's configuration: these settings, with the frame
+    /// size and `connection_init` timeout of `rules` (their one owner).
+    pub(crate) fn protocol_config(&self, rules: &ConnectionRules) -> subs_protocol::Config {
+        subs_protocol::Config {
+            connection_init_timeout: Some(rules.init_timeout),
+            keepalive_interval: self.keepalive_interval,
+            keepalive_timeout: self.keepalive_timeout,
+            max_frame_bytes: rules.max_frame_bytes,
+            max_id_bytes: self.max_id_bytes,
         }
     }
 }

@@ -56,6 +56,9 @@ pub(crate) struct EngineInner {
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) stats: Stats,
     pub(crate) config: EngineConfig,
+    /// Every connection's protocol configuration, built once from
+    /// `config.websocket` and the security configuration's rules.
+    pub(crate) protocol: subs_protocol::Config,
     pub(crate) next_connection: AtomicU64,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) instance_id: Arc<str>,
@@ -186,7 +189,7 @@ impl Engine {
     /// The largest frame a client may send, for transports that enforce it
     /// while reading.
     pub fn max_frame_bytes(&self) -> usize {
-        self.inner.config.protocol.max_frame_bytes
+        self.inner.security.connection_rules().max_frame_bytes
     }
 
     /// The security configuration in force.

@@ -1,10 +1,9 @@
 use thiserror::Error;
 
-/// Everything that can go wrong in subs-core that is the host's business (not a
-/// client's: client mistakes become GraphQL errors or close codes).
+/// Why an engine could not be built: found once, at startup, by the host.
 #[derive(Debug, Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum BuildError {
     /// The SDL is not a valid schema.
     #[error("invalid schema: {0}")]
     InvalidSchema(String),
@@ -18,6 +17,13 @@ pub enum Error {
     /// dispatchers.
     #[error("the engine must be built inside a tokio runtime")]
     NoRuntime,
+}
+
+/// What can go wrong while a built engine runs that is the host's business
+/// (not a client's: client mistakes become GraphQL errors or close codes).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
     /// The engine has shut down; nothing more can be published.
     #[error("the engine has shut down")]
     ShutDown,

@@ -35,10 +35,10 @@ pub use broker::{
     InMemoryBroker, StoredReplay,
 };
 pub use builder::EngineBuilder;
-pub use config::EngineConfig;
+pub use config::{EngineConfig, WebSocketSettings};
 pub use deadlines::HookDeadlines;
 pub use engine::Engine;
-pub use error::Error;
+pub use error::{BuildError, Error};
 pub use histogram::{DURATION_BUCKETS, HistogramSnapshot};
 pub use history::{GapReason, History, Position, ReplayLimits};
 pub use hooks::{Accepted, AuthRequest, Authenticator, ExecuteRequest, Executor};

@@ -29,7 +29,7 @@ pub enum SlowConsumerPolicy {
 
 /// One message waiting for a connection's writer.
 #[derive(Debug, Clone)]
-pub(crate) enum Outbound {
+pub(crate) enum Queued {
     /// A `next` payload for one subscription (by its key within the
     /// connection); the bytes are shared with every other subscriber of the
     /// same group. A topic with history gives the event's position (the
@@ -43,12 +43,12 @@ pub(crate) enum Outbound {
 /// the `next` envelope with the subscription id around it.
 const ENVELOPE_BYTES: usize = 64;
 
-impl Outbound {
+impl Queued {
     /// The bytes this message will take once framed (estimated envelope).
     pub(crate) fn weight(&self) -> u64 {
         let payload = match self {
-            Outbound::Next(_, payload, _) => payload.len(),
-            Outbound::Complete(_) => 0,
+            Queued::Next(_, payload, _) => payload.len(),
+            Queued::Complete(_) => 0,
         };
         (payload + ENVELOPE_BYTES) as u64
     }
@@ -56,7 +56,7 @@ impl Outbound {
 
 #[derive(Debug, Default)]
 struct Queue {
-    items: VecDeque<Outbound>,
+    items: VecDeque<Queued>,
     /// The weight of `items`.
     bytes: u64,
     /// Weight ever taken by the writer, and the part of it known written:
@@ -93,7 +93,7 @@ pub(crate) struct ConnectionShared {
     /// The live messages of subscriptions catching up, held until their
     /// replay is queued (see [`ConnectionShared::begin_catch_up`]).
     /// Lock order: this, then `queue`.
-    stashes: Mutex<rustc_hash::FxHashMap<u64, Vec<Outbound>>>,
+    stashes: Mutex<rustc_hash::FxHashMap<u64, Vec<Queued>>>,
     /// Subscriptions that lost a positioned message to `DropOldest` since
     /// the writer last looked: they are told of the gap (never a silent one).
     gaps: Mutex<smallvec::SmallVec<[u64; 2]>>,
@@ -160,7 +160,7 @@ impl ConnectionShared {
         // Queued under the stashes' lock: a live message racing in waits for
         // it, so it lands after these, in order.
         for item in held {
-            if let (Some(replayed), Outbound::Next(_, _, Some(position))) = (replayed, &item)
+            if let (Some(replayed), Queued::Next(_, _, Some(position))) = (replayed, &item)
                 && position.offset <= replayed
             {
                 continue;
@@ -176,7 +176,7 @@ impl ConnectionShared {
 
     /// Queues a replayed message of a subscription that is catching up (it
     /// goes ahead of the live ones held aside).
-    pub(crate) fn push_replayed(&self, item: Outbound) -> Push {
+    pub(crate) fn push_replayed(&self, item: Queued) -> Push {
         match self.queue_now(item, false) {
             Ok(outcome) => outcome,
             Err(_) => unreachable!("a push that may not wait never reports Full"),
@@ -184,7 +184,7 @@ impl ConnectionShared {
     }
 
     /// Queues `item`, or applies the slow-consumer policy when a limit is hit.
-    pub(crate) fn push(&self, item: Outbound) -> Push {
+    pub(crate) fn push(&self, item: Queued) -> Push {
         match self.queue(item, false) {
             Ok(outcome) => outcome,
             Err(_) => unreachable!("a push that may not wait never reports Full"),
@@ -194,13 +194,13 @@ impl ConnectionShared {
     /// Like [`Self::push`], but under the `Close` policy a full queue hands
     /// the item back (nothing changed), so the caller can wait for room
     /// ([`Self::wait_for_room_while_draining`]) and then [`Self::push`] it.
-    pub(crate) fn try_push(&self, item: Outbound) -> Result<Push, Outbound> {
+    pub(crate) fn try_push(&self, item: Queued) -> Result<Push, Queued> {
         self.queue(item, true)
     }
 
-    fn queue(&self, item: Outbound, may_wait: bool) -> Result<Push, Outbound> {
+    fn queue(&self, item: Queued, may_wait: bool) -> Result<Push, Queued> {
         if self.catching_up.load(Ordering::Relaxed)
-            && let Outbound::Next(key, ..) = &item
+            && let Queued::Next(key, ..) = &item
         {
             let mut stashes = self.stashes.lock();
             if let Some(held) = stashes.get_mut(key) {
@@ -230,7 +230,7 @@ impl ConnectionShared {
         self.queue_now(item, may_wait)
     }
 
-    fn queue_now(&self, item: Outbound, may_wait: bool) -> Result<Push, Outbound> {
+    fn queue_now(&self, item: Queued, may_wait: bool) -> Result<Push, Queued> {
         if self.closed.load(Ordering::Relaxed) {
             return Ok(Push::Closed);
         }
@@ -301,7 +301,7 @@ impl ConnectionShared {
 
     /// Takes everything queued, leaving the queue empty, so the caller writes
     /// one batch. Returns whether the queue overflowed under the Close policy.
-    pub(crate) fn drain_into(&self, out: &mut VecDeque<Outbound>) -> bool {
+    pub(crate) fn drain_into(&self, out: &mut VecDeque<Queued>) -> bool {
         let mut queue = self.queue.lock();
         std::mem::swap(&mut queue.items, out);
         queue.drained += queue.bytes;
@@ -361,8 +361,8 @@ impl ConnectionShared {
 
     /// A dropped message that had a position leaves its subscription with a
     /// gap the client must hear of.
-    fn note_gap(&self, dropped: &Outbound) {
-        if let Outbound::Next(key, _, Some(_)) = dropped {
+    fn note_gap(&self, dropped: &Queued) {
+        if let Queued::Next(key, _, Some(_)) = dropped {
             let mut gaps = self.gaps.lock();
             if !gaps.contains(key) {
                 gaps.push(*key);

@@ -22,7 +22,7 @@ use subs_security::{Principal, ScopeKey};
 use crate::binding::ResolverScope;
 use crate::graphql::{DocumentIdentity, PreparedOperation};
 use crate::history::Position;
-use crate::outbound::{ConnectionShared, Outbound, Push};
+use crate::outbound::{ConnectionShared, Push, Queued};
 use crate::pipeline::Pipeline;
 use crate::stats::Stats;
 
@@ -150,12 +150,12 @@ impl Group {
         stats: &Stats,
         grace: Duration,
     ) -> usize {
-        let mut full: SmallVec<[(Arc<ConnectionShared>, Outbound); 2]> = SmallVec::new();
+        let mut full: SmallVec<[(Arc<ConnectionShared>, Queued); 2]> = SmallVec::new();
         let mut delivered = 0;
         {
             let subscribers = self.subscribers.lock();
             for (&(_, key), connection) in subscribers.iter() {
-                let item = Outbound::Next(key, payload.clone(), position.cloned());
+                let item = Queued::Next(key, payload.clone(), position.cloned());
                 if grace.is_zero() {
                     delivered += count(connection.push(item), stats);
                     continue;

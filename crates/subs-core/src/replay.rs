@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::StoredReplay;
 use crate::engine::EngineInner;
 use crate::history::{GapReason, Position, Replay, gap_payload, with_position};
-use crate::outbound::{ConnectionShared, Outbound, Push};
+use crate::outbound::{ConnectionShared, Push, Queued};
 use crate::pipeline::{Outcome, answer, resolve};
 use crate::registry::{Group, RegistrationHandle};
 
@@ -96,7 +96,7 @@ pub(crate) async fn run(engine: Weak<EngineInner>, resume: Resume) {
         Replay::Gap(reason) => {
             engine.stats.history_gap();
             tracing::info!(connection = connection.id, key, %topic, reason = reason.as_str(), "resume refused: history gap");
-            connection.push_replayed(Outbound::Next(key, gap_payload(reason), None));
+            connection.push_replayed(Queued::Next(key, gap_payload(reason), None));
             connection.end_catch_up(key, None);
             return;
         }
@@ -107,7 +107,7 @@ pub(crate) async fn run(engine: Weak<EngineInner>, resume: Resume) {
         let Some(bytes) = replay_one(&engine, &group, &payload).await else {
             continue;
         };
-        let item = Outbound::Next(key, with_position(&bytes, &position), Some(position));
+        let item = Queued::Next(key, with_position(&bytes, &position), Some(position));
         connection.wait_for_room(item.weight()).await;
         match connection.push_replayed(item) {
             Push::Closed | Push::Overflow => return,
@@ -208,7 +208,7 @@ mod tests {
             {
                 let bytes = bytes::Bytes::from_static(b"{}");
                 self.connection
-                    .push(Outbound::Next(KEY, bytes, Some(position)));
+                    .push(Queued::Next(KEY, bytes, Some(position)));
             }
         }
 
@@ -218,7 +218,7 @@ mod tests {
             self.connection.drain_into(&mut out);
             out.into_iter()
                 .filter_map(|item| match item {
-                    Outbound::Next(_, _, Some(position)) => {
+                    Queued::Next(_, _, Some(position)) => {
                         delivered.first_time(&position).then_some(position.offset)
                     }
                     _ => None,
@@ -297,7 +297,7 @@ mod tests {
                         }
                         if let Some(position) = replay.pop_front() {
                             last_read = position.offset;
-                            world.connection.push_replayed(Outbound::Next(
+                            world.connection.push_replayed(Queued::Next(
                                 KEY,
                                 bytes::Bytes::from_static(b"{}"),
                                 Some(position),
@@ -309,7 +309,7 @@ mod tests {
             // The replay queues the rest of what it read, then hands over.
             while let Some(position) = replay.pop_front() {
                 last_read = position.offset;
-                world.connection.push_replayed(Outbound::Next(
+                world.connection.push_replayed(Queued::Next(
                     KEY,
                     bytes::Bytes::from_static(b"{}"),
                     Some(position),

@@ -22,7 +22,7 @@ use crate::binding::{ResolverError, ResolverFuture};
 use crate::builder::EngineBuilder;
 use crate::graphql::{GraphQLErrors, OperationKind, RootOutcome, Schema};
 use crate::hooks::{ExecuteRequest, Executor};
-use crate::{Error, messages};
+use crate::{BuildError, messages};
 
 /// What a root-field resolver of `Query` or `Mutation` is given besides the
 /// field's arguments.
@@ -94,12 +94,12 @@ impl RootResolvers {
         self,
         schema: &Schema,
         host: Option<Arc<dyn Executor>>,
-    ) -> Result<Option<Arc<dyn Executor>>, Error> {
+    ) -> Result<Option<Arc<dyn Executor>>, BuildError> {
         if self.is_empty() {
             return Ok(host);
         }
         if host.is_some() {
-            return Err(Error::InvalidBinding(
+            return Err(BuildError::InvalidBinding(
                 "root-field resolvers and an executor hook both execute queries and mutations: give one or the other".into(),
             ));
         }
@@ -114,7 +114,7 @@ impl RootResolvers {
             for name in fields.keys() {
                 if !object.is_some_and(|o| o.fields.contains_key(name.as_str())) {
                     let type_name = object.map_or(default_name, |o| o.name.as_str());
-                    return Err(Error::InvalidBinding(format!(
+                    return Err(BuildError::InvalidBinding(format!(
                         "`{type_name}` has no field `{name}`"
                     )));
                 }
@@ -130,11 +130,11 @@ impl RootResolvers {
 impl EngineBuilder {
     /// Binds a root field of `Query` to a resolver, for queries sent over the
     /// socket when the host installs no [`Executor`]. [`EngineBuilder::build`]
-    /// fails with [`Error::InvalidBinding`] if `Query` has no such field, or
+    /// fails with [`BuildError::InvalidBinding`] if `Query` has no such field, or
     /// if an executor was given too.
     ///
     /// ```
-    /// # async fn example() -> Result<(), subs_core::Error> {
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
     /// use serde_json::{Map, Value, json};
     /// use subs_core::{Engine, RootContext, ResolverError, graphql::Schema};
     ///

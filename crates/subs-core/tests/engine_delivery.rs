@@ -506,7 +506,7 @@ async fn binding_to_unknown_field_or_argument_is_an_error() {
 fn building_outside_a_runtime_is_an_error() {
     assert!(matches!(
         subs_core::Engine::builder(schema()).build(),
-        Err(subs_core::Error::NoRuntime)
+        Err(subs_core::BuildError::NoRuntime)
     ));
 }
 

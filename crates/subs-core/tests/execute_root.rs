@@ -14,7 +14,7 @@ use subs_core::graphql::Schema;
 use subs_core::protocol::Protocol;
 use subs_core::security::{ConnectionFacts, Principal, Rejection};
 use subs_core::{
-    Accepted, AuthRequest, Engine, EngineBuilder, Error, ExecuteRequest, ResolverError,
+    Accepted, AuthRequest, BuildError, Engine, EngineBuilder, ExecuteRequest, ResolverError,
     RootContext, Session, messages,
 };
 use tokio::sync::Notify;
@@ -453,7 +453,7 @@ async fn build_checks_root_resolvers() {
         })
         .build();
     assert!(
-        matches!(&unknown, Err(Error::InvalidBinding(m)) if m == "`Query` has no field `nope`"),
+        matches!(&unknown, Err(BuildError::InvalidBinding(m)) if m == "`Query` has no field `nope`"),
         "{unknown:?}"
     );
     // A query field bound as a mutation is not a mutation field.
@@ -463,7 +463,7 @@ async fn build_checks_root_resolvers() {
         })
         .build();
     assert!(
-        matches!(&wrong_root, Err(Error::InvalidBinding(m)) if m == "`Mutation` has no field `hello`"),
+        matches!(&wrong_root, Err(BuildError::InvalidBinding(m)) if m == "`Mutation` has no field `hello`"),
         "{wrong_root:?}"
     );
     let no_mutation_type = Engine::builder(Schema::parse("type Query { a: Int }").unwrap())
@@ -472,11 +472,11 @@ async fn build_checks_root_resolvers() {
         })
         .build();
     assert!(
-        matches!(&no_mutation_type, Err(Error::InvalidBinding(m)) if m == "`Mutation` has no field `a`"),
+        matches!(&no_mutation_type, Err(BuildError::InvalidBinding(m)) if m == "`Mutation` has no field `a`"),
         "{no_mutation_type:?}"
     );
     let both = builder()
         .executor(|_: ExecuteRequest| async move { Ok::<_, String>(Value::Null) })
         .build();
-    assert!(matches!(both, Err(Error::InvalidBinding(_))));
+    assert!(matches!(both, Err(BuildError::InvalidBinding(_))));
 }

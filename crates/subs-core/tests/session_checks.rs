@@ -13,7 +13,8 @@ use common::*;
 use serde_json::{Value, json};
 use subs_core::protocol::Protocol;
 use subs_core::security::{
-    FieldRoles, Hygiene, Limits, OperationLimits, Principal, Quota, RejectReason, SecurityConfig,
+    ConnectionRules, FieldRoles, Limits, OperationLimits, Principal, Quota, RejectReason,
+    SecurityConfig,
 };
 use subs_core::{Accepted, AuthRequest, ExecuteRequest};
 
@@ -44,9 +45,14 @@ async fn legacy_binary_frames_are_rate_limited_like_text() {
 
 #[tokio::test]
 async fn an_oversized_binary_frame_closes_like_an_oversized_text_frame() {
-    let hygiene = Hygiene::default().max_frame_bytes(1024);
+    let rules = ConnectionRules::default().max_frame_bytes(1024);
     let engine = builder()
-        .security(SecurityConfig::builder().hygiene(hygiene).build().unwrap())
+        .security(
+            SecurityConfig::builder()
+                .connection_rules(rules)
+                .build()
+                .unwrap(),
+        )
         .build()
         .unwrap();
     for binary in [false, true] {
@@ -60,7 +66,7 @@ async fn an_oversized_binary_frame_closes_like_an_oversized_text_frame() {
         }
         assert_eq!(
             client.expect_close(),
-            (1009, "Frame too large".to_owned()),
+            (1009, "Message too big".to_owned()),
             "binary: {binary}"
         );
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{Value, json};
 use subs_core::protocol::Protocol;
-use subs_core::security::{ConnectionFacts, Hygiene, Principal, Rejection, SecurityConfig};
+use subs_core::security::{ConnectionFacts, ConnectionRules, Principal, Rejection, SecurityConfig};
 use subs_core::{Accepted, AuthRequest, EngineConfig, ExecuteRequest, HookDeadlines, Session};
 
 fn config(deadlines: HookDeadlines) -> EngineConfig {
@@ -29,7 +29,7 @@ async fn never_answers(_: AuthRequest) -> Result<Accepted, Rejection> {
 #[tokio::test]
 async fn init_timeout_closes_while_the_authenticator_still_runs() {
     let security = SecurityConfig::builder()
-        .hygiene(Hygiene::default().init_timeout(Duration::from_millis(100)))
+        .connection_rules(ConnectionRules::default().init_timeout(Duration::from_millis(100)))
         .build()
         .unwrap();
     let engine = builder()
@@ -67,7 +67,7 @@ async fn an_authenticator_past_its_deadline_is_refused_with_4403() {
         ))
         .security(
             SecurityConfig::builder()
-                .hygiene(Hygiene::default().init_timeout(Duration::from_secs(30)))
+                .connection_rules(ConnectionRules::default().init_timeout(Duration::from_secs(30)))
                 .build()
                 .unwrap(),
         )

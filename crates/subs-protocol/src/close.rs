@@ -15,6 +15,9 @@ pub const GOING_AWAY: u16 = 1001;
 /// 1009: a frame was larger than [`Config::max_frame_bytes`](crate::Config::max_frame_bytes)
 /// (RFC 6455 section 7.4.1, "Message Too Big").
 pub const MESSAGE_TOO_BIG: u16 = 1009;
+/// 1013 (RFC 6455 registry, "Try Again Later"): the server is at its
+/// connection capacity. Before a WebSocket upgrade it is answered as HTTP 503.
+pub const TRY_AGAIN_LATER: u16 = 1013;
 /// 1011: the peer did not answer a keepalive ping in time.
 ///
 /// The reference `graphql-ws` server terminates such a socket without a close
@@ -33,6 +36,9 @@ pub const INIT_TIMEOUT: u16 = 4408;
 pub const SUBSCRIBER_ALREADY_EXISTS: u16 = 4409;
 /// 4429: a second `connection_init`. The application may also use it for rate limiting.
 pub const TOO_MANY_INIT_REQUESTS: u16 = 4429;
+/// 4429 as the application uses it: a connection-level limit or rate was
+/// exceeded (the same code as [`TOO_MANY_INIT_REQUESTS`]).
+pub const TOO_MANY_REQUESTS: u16 = TOO_MANY_INIT_REQUESTS;
 /// 4500: internal server error (application-initiated).
 pub const INTERNAL: u16 = 4500;
 

@@ -14,7 +14,7 @@ use pyo3_async_runtimes::TaskLocals;
 use subs_adapters::{CancellationToken, HttpEndpoint};
 use subs_core::graphql::Schema;
 use subs_core::{Engine, EngineConfig, FieldBinding};
-use subs_security::{Hygiene, SecurityConfig, TenantRule};
+use subs_security::{ConnectionRules, SecurityConfig, TenantRule};
 
 use crate::convert::to_value;
 use crate::errors::{SubsError, engine_error};
@@ -207,14 +207,14 @@ impl NativeEngine {
             builder = builder.bind(field, binding);
         }
         let mut security = SecurityConfig::builder();
-        let mut hygiene = Hygiene::default();
+        let mut rules = ConnectionRules::default();
         if let Some(ms) = init_timeout_ms {
-            hygiene = hygiene.init_timeout(Duration::from_millis(ms));
+            rules = rules.init_timeout(Duration::from_millis(ms));
         }
         if let Some(max) = max_frame_bytes {
-            hygiene = hygiene.max_frame_bytes(max);
+            rules = rules.max_frame_bytes(max);
         }
-        security = security.hygiene(hygiene);
+        security = security.connection_rules(rules);
         if let Some(authorize) = authorize {
             security = security.authorizer(PyAuthorizer {
                 function: authorize.unbind(),
@@ -277,7 +277,7 @@ impl NativeEngine {
             config.deadlines = config.deadlines.resolver(Duration::from_millis(ms.max(1)));
         }
         if let Some(ms) = keepalive_ms {
-            config.protocol.keepalive_interval = (ms > 0).then(|| Duration::from_millis(ms));
+            config.websocket.keepalive_interval = (ms > 0).then(|| Duration::from_millis(ms));
         }
         builder = builder.config(config);
         if let Some(url) = broker.filter(|url| !url.is_empty() && url != "memory") {

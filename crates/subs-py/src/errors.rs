@@ -28,8 +28,8 @@ pyo3::create_exception!(
     "Raised by a hook to refuse: `Reject(reason)` closes with 4403 at `on_connect` and is a GraphQL error in `authorize`; `Reject(reason, code)` closes with `code`."
 );
 
-/// Maps an engine error to `SubsError`.
-pub(crate) fn engine_error(error: &subs_core::Error) -> PyErr {
+/// Maps an engine error, of building or of running, to `SubsError`.
+pub(crate) fn engine_error(error: &dyn std::error::Error) -> PyErr {
     SubsError::new_err(error.to_string())
 }
 

@@ -28,27 +28,34 @@ use crate::errors::{client_message, describe, reject_parts};
 use crate::types::{ConnectionInfo, Context, PyPrincipal};
 use subs_core::messages;
 
-/// The result of calling Python: a value now, or an awaitable to await.
-pub(crate) enum Called {
-    Ready(Py<PyAny>),
-    Pending(BoxFuture<'static, PyResult<Py<PyAny>>>),
+/// What a call into Python returned: a value now, or (for a coroutine or
+/// any other awaitable) a future that awaits it on the event loop.
+pub(crate) enum PythonResult {
+    /// A plain value.
+    Value(Py<PyAny>),
+    /// The awaitable, scheduled on the loop.
+    Awaiting(BoxFuture<'static, PyResult<Py<PyAny>>>),
 }
 
-/// Calls `result`-producing Python code's output through the loop if awaitable.
-pub(crate) fn settle(locals: &TaskLocals, result: Bound<'_, PyAny>) -> PyResult<Called> {
+/// Classifies what Python code returned: an awaitable is scheduled on the
+/// event loop of `locals`, anything else is the value.
+pub(crate) fn python_result(
+    locals: &TaskLocals,
+    result: Bound<'_, PyAny>,
+) -> PyResult<PythonResult> {
     if result.hasattr(intern!(result.py(), "__await__"))? {
         let future = pyo3_async_runtimes::into_future_with_locals(locals, result)?;
-        Ok(Called::Pending(Box::pin(future)))
+        Ok(PythonResult::Awaiting(Box::pin(future)))
     } else {
-        Ok(Called::Ready(result.unbind()))
+        Ok(PythonResult::Value(result.unbind()))
     }
 }
 
-/// Awaits a [`Called`] without the GIL.
-pub(crate) async fn finish(called: PyResult<Called>) -> PyResult<Py<PyAny>> {
+/// Awaits a [`PythonResult`] without the GIL.
+pub(crate) async fn await_python(called: PyResult<PythonResult>) -> PyResult<Py<PyAny>> {
     match called? {
-        Called::Ready(value) => Ok(value),
-        Called::Pending(future) => future.await,
+        PythonResult::Value(value) => Ok(value),
+        PythonResult::Awaiting(future) => future.await,
     }
 }
 
@@ -166,17 +173,17 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// Like [`settle`], but the asyncio task behind an awaitable is cancelled
+/// Like [`python_result`], but the asyncio task behind an awaitable is cancelled
 /// when the returned future is dropped before it finished: dropping the
 /// future of `pyo3_async_runtimes::into_future` only stops listening, and the
 /// Python task would run on.
-pub(crate) fn settle_cancellable(
+pub(crate) fn python_result_cancellable(
     locals: &TaskLocals,
     result: Bound<'_, PyAny>,
-) -> PyResult<Called> {
+) -> PyResult<PythonResult> {
     let py = result.py();
     if !result.hasattr(intern!(py, "__await__"))? {
-        return Ok(Called::Ready(result.unbind()));
+        return Ok(PythonResult::Value(result.unbind()));
     }
     let (answer, answered) = tokio::sync::oneshot::channel();
     let slot = Arc::new(Mutex::new(TaskSlot::default()));
@@ -194,7 +201,7 @@ pub(crate) fn settle_cancellable(
         event_loop: event_loop.unbind(),
         finished: false,
     };
-    Ok(Called::Pending(Box::pin(async move {
+    Ok(PythonResult::Awaiting(Box::pin(async move {
         // Moved in whole (not just the field assigned below): the future owns
         // the guard, and dropping the future cancels the task.
         let mut guard = guard;
@@ -247,18 +254,18 @@ impl PyHook {
     {
         let function = self.function.clone();
         let locals = self.locals.clone();
-        let call = move |py: Python<'_>| -> PyResult<Called> {
+        let call = move |py: Python<'_>| -> PyResult<PythonResult> {
             let result = function.bind(py).call1(args(py)?)?;
-            settle_cancellable(&locals, result)
+            python_result_cancellable(&locals, result)
         };
         if self.is_async {
             let called = Python::attach(call);
-            return Box::pin(finish(called));
+            return Box::pin(await_python(called));
         }
         Box::pin(async move {
             let ran = tokio::task::spawn_blocking(move || Python::attach(call)).await;
             match ran {
-                Ok(called) => finish(called).await,
+                Ok(called) => await_python(called).await,
                 Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
                 Err(_) => Err(pyo3::exceptions::PyRuntimeError::new_err(
                     "the hook's thread was cancelled",
@@ -341,7 +348,7 @@ fn call_resolver(
     call: &ResolverCall,
     locals: &TaskLocals,
     context: &ResolveContext,
-) -> PyResult<Called> {
+) -> PyResult<PythonResult> {
     let event = to_python(py, &context.event)?;
     let keywords = PyDict::new(py);
     match &call.keywords {
@@ -365,7 +372,7 @@ fn call_resolver(
     } else {
         function.bind(py).call((event,), keywords.as_ref())?
     };
-    settle_cancellable(locals, result)
+    python_result_cancellable(locals, result)
 }
 
 fn resolved(
@@ -393,7 +400,7 @@ impl subs_core::Resolver for PyResolver {
                 call_resolver(py, &self.function, &self.call, &self.locals, &context)
             });
             return Box::pin(async move {
-                let outcome = finish(called).await;
+                let outcome = await_python(called).await;
                 Python::attach(|py| resolved(py, &field, outcome, expose))
             });
         }
@@ -405,10 +412,10 @@ impl subs_core::Resolver for PyResolver {
             let ran = tokio::task::spawn_blocking(move || {
                 Python::attach(
                     |py| match call_resolver(py, &function, &call, &locals, &context) {
-                        Ok(Called::Ready(value)) => {
+                        Ok(PythonResult::Value(value)) => {
                             Ok(resolved(py, &blocking_field, Ok(value), expose))
                         }
-                        Ok(Called::Pending(future)) => Err(future),
+                        Ok(PythonResult::Awaiting(future)) => Err(future),
                         Err(error) => Ok(Err(resolver_error(py, &blocking_field, &error, expose))),
                     },
                 )
@@ -488,9 +495,9 @@ impl subs_core::StreamSource for PyStream {
                 let mut state = state?;
                 let called = Python::attach(|py| {
                     let next = state.runner.bind(py).call_method0(intern!(py, "next"))?;
-                    settle(&locals, next)
+                    python_result(&locals, next)
                 });
-                let outcome = finish(called).await;
+                let outcome = await_python(called).await;
                 let item = Python::attach(|py| -> Option<Result<Value, ResolverError>> {
                     match outcome {
                         Ok(pair) => {
@@ -743,10 +750,10 @@ impl PyHttpHandler {
         let called = Python::attach(|py| {
             let body = pyo3::types::PyBytes::new(py, &body);
             let result = self.function.bind(py).call1((method, path, body))?;
-            settle(&self.locals, result)
+            python_result(&self.locals, result)
         });
         async move {
-            let outcome = finish(called).await;
+            let outcome = await_python(called).await;
             Python::attach(|py| {
                 let parsed = outcome.and_then(|value| {
                     let tuple = value

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 use tokio::sync::{Notify, mpsc};
 
-use crate::session::{NativeSession, Outbound, OutboundReceiver};
+use crate::session::{NativeSession, ToClient, ToClientReceiver};
 
 /// A session's frames as `take()` hands them over.
 #[derive(Debug, IntoPyObject)]
@@ -66,7 +66,7 @@ fn framed(messages: &[String]) -> Vec<u8> {
 pub(crate) type HubSlot = Mutex<Option<(Arc<HubShared>, u64)>>;
 
 struct Entry {
-    outbound: OutboundReceiver,
+    outbound: ToClientReceiver,
     /// `take()` hands this session's messages over as WebSocket frames.
     framed: bool,
     /// In `ready` (or waiting for `resume` when parked).
@@ -148,7 +148,7 @@ impl HubShared {
                     break;
                 }
                 match receiver.try_recv() {
-                    Ok(Outbound::Frames(more)) => {
+                    Ok(ToClient::Frames(more)) => {
                         bytes += more.iter().map(String::len).sum::<usize>();
                         if frames.is_empty() {
                             frames = more;
@@ -156,7 +156,7 @@ impl HubShared {
                             frames.extend(more);
                         }
                     }
-                    Ok(Outbound::Close(code, reason)) => close = Some((code, reason)),
+                    Ok(ToClient::Close(code, reason)) => close = Some((code, reason)),
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => {
                         ended = true;

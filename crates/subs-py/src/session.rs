@@ -30,8 +30,11 @@ enum Inbound {
     Binary(Vec<u8>),
 }
 
-pub(crate) enum Outbound {
+/// What the session sends its client: frames in order, or the close.
+pub(crate) enum ToClient {
+    /// Frames to write, in order.
     Frames(Vec<String>),
+    /// Close with this code and reason; nothing follows.
     Close(u16, String),
 }
 
@@ -40,7 +43,7 @@ pub(crate) enum Outbound {
 type Batch = Option<(Vec<String>, Option<(u16, String)>)>;
 
 /// The receiving end of a session's outbound batches (`outgoing()` or a hub).
-pub(crate) type OutboundReceiver = Arc<tokio::sync::Mutex<mpsc::Receiver<Outbound>>>;
+pub(crate) type ToClientReceiver = Arc<tokio::sync::Mutex<mpsc::Receiver<ToClient>>>;
 
 /// One connection. Drive it with `receive`/`receive_bytes` for each client
 /// frame and a loop over `outgoing()`; `close()` (or dropping it) ends the
@@ -49,7 +52,7 @@ pub(crate) type OutboundReceiver = Arc<tokio::sync::Mutex<mpsc::Receiver<Outboun
 #[derive(Debug)]
 pub(crate) struct NativeSession {
     inbound: Mutex<Option<mpsc::Sender<Inbound>>>,
-    outbound: OutboundReceiver,
+    outbound: ToClientReceiver,
     hub: Arc<HubSlot>,
     subprotocol: Option<&'static str>,
     id: u64,
@@ -61,9 +64,9 @@ impl std::fmt::Debug for Inbound {
     }
 }
 
-impl std::fmt::Debug for Outbound {
+impl std::fmt::Debug for ToClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Outbound")
+        f.write_str("ToClient")
     }
 }
 
@@ -88,7 +91,7 @@ impl NativeSession {
         let permit = engine.admit(&facts).map_err(|rejection| {
             let code = rejection
                 .close_code()
-                .unwrap_or(subs_security::messages::CLOSE_FORBIDDEN);
+                .unwrap_or(subs_protocol::close::FORBIDDEN);
             Reject::new_err((rejection.message().to_owned(), code))
         })?;
         let protocol = subs_protocol::negotiate(subprotocols.iter().map(String::as_str));
@@ -107,7 +110,7 @@ impl NativeSession {
             }
             None => {
                 tracing::info!(peer = ?facts.peer, "refused: no acceptable sub-protocol");
-                let close = Outbound::Close(
+                let close = ToClient::Close(
                     subs_adapters::messages::SUBPROTOCOL_NOT_ACCEPTABLE_CODE,
                     subs_adapters::messages::SUBPROTOCOL_NOT_ACCEPTABLE.to_owned(),
                 );
@@ -131,7 +134,7 @@ impl NativeSession {
         self.inbound.lock().clone()
     }
 
-    pub(crate) fn outbound(&self) -> OutboundReceiver {
+    pub(crate) fn outbound(&self) -> ToClientReceiver {
         self.outbound.clone()
     }
 
@@ -181,13 +184,13 @@ impl NativeSession {
             let mut receiver = outbound.lock().await;
             let batch: Batch = match receiver.recv().await {
                 None => None,
-                Some(Outbound::Close(code, reason)) => Some((Vec::new(), Some((code, reason)))),
-                Some(Outbound::Frames(mut frames)) => {
+                Some(ToClient::Close(code, reason)) => Some((Vec::new(), Some((code, reason)))),
+                Some(ToClient::Frames(mut frames)) => {
                     let mut close = None;
                     while let Ok(more) = receiver.try_recv() {
                         match more {
-                            Outbound::Frames(more) => frames.extend(more),
-                            Outbound::Close(code, reason) => {
+                            ToClient::Frames(more) => frames.extend(more),
+                            ToClient::Close(code, reason) => {
                                 close = Some((code, reason));
                                 break;
                             }
@@ -251,7 +254,7 @@ fn signal(hub: &HubSlot) {
 /// as it does for a socket that does not read.
 struct PyTransport {
     inbound: mpsc::Receiver<Inbound>,
-    outbound: Option<mpsc::Sender<Outbound>>,
+    outbound: Option<mpsc::Sender<ToClient>>,
     hub: Arc<HubSlot>,
 }
 
@@ -270,7 +273,7 @@ impl Transport for PyTransport {
     async fn send_batch(&mut self, frames: Vec<String>) -> Result<(), WriteFailed> {
         let outbound = self.outbound.as_ref().ok_or(WriteFailed)?;
         outbound
-            .send(Outbound::Frames(frames))
+            .send(ToClient::Frames(frames))
             .await
             .map_err(|_| WriteFailed)?;
         signal(&self.hub);
@@ -279,7 +282,7 @@ impl Transport for PyTransport {
 
     async fn close(&mut self, close: subs_protocol::Close) {
         if let Some(outbound) = &self.outbound {
-            let close = Outbound::Close(close.code, close.reason.into_owned());
+            let close = ToClient::Close(close.code, close.reason.into_owned());
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, outbound.send(close)).await;
             signal(&self.hub);
         }
@@ -297,7 +300,7 @@ impl Drop for PyTransport {
 async fn run(
     session: Session,
     inbound: mpsc::Receiver<Inbound>,
-    outbound: mpsc::Sender<Outbound>,
+    outbound: mpsc::Sender<ToClient>,
     hub: Arc<HubSlot>,
 ) {
     let transport = PyTransport {

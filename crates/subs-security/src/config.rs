@@ -161,7 +161,10 @@ impl Limits {
     }
 }
 
-/// Connection hygiene.
+/// The rules every connection must follow: from which browser origins it
+/// may come, how soon it must send `connection_init`, how large its frames
+/// may be. The one owner of these settings: the protocol machine and the
+/// transports read them from here.
 ///
 /// | setting | default |
 /// |---|---|
@@ -170,7 +173,7 @@ impl Limits {
 /// | `origin` | [`OriginPolicy::AllowAny`] (see there why) |
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Hygiene {
+pub struct ConnectionRules {
     /// Time a client has to send `connection_init` (enforced by the protocol
     /// machine, which closes with 4408).
     pub init_timeout: Duration,
@@ -180,7 +183,7 @@ pub struct Hygiene {
     pub origin: OriginPolicy,
 }
 
-impl Default for Hygiene {
+impl Default for ConnectionRules {
     fn default() -> Self {
         Self {
             init_timeout: Duration::from_secs(3),
@@ -190,7 +193,7 @@ impl Default for Hygiene {
     }
 }
 
-impl Hygiene {
+impl ConnectionRules {
     /// Sets `init_timeout`.
     #[must_use]
     pub fn init_timeout(mut self, timeout: Duration) -> Self {
@@ -212,12 +215,13 @@ impl Hygiene {
         self
     }
 
-    /// Refuses a frame of `len` bytes over the maximum: close 1009 "Frame too large".
+    /// Refuses a frame of `len` bytes over the maximum: close 1009 "Message too big" (the
+    /// protocol machine's own reason for it).
     pub fn check_frame(&self, len: usize) -> Result<(), Rejection> {
         if len > self.max_frame_bytes {
             Err(Rejection::close(
-                messages::CLOSE_MESSAGE_TOO_BIG,
-                messages::FRAME_TOO_LARGE,
+                subs_protocol::close::MESSAGE_TOO_BIG,
+                subs_protocol::close::reason::MESSAGE_TOO_BIG,
             ))
         } else {
             Ok(())
@@ -277,7 +281,7 @@ pub struct SecurityConfig {
     authorizer: Arc<dyn Authorizer>,
     event_filter: Option<Arc<dyn EventFilter>>,
     limits: Limits,
-    hygiene: Hygiene,
+    connection_rules: ConnectionRules,
     connections: SharedConnectionLimiter,
     /// `Limits::http_request_rate_per_ip`, shared by every clone.
     http_requests: Option<Arc<std::sync::Mutex<KeyedRateLimiter<std::net::IpAddr>>>>,
@@ -290,7 +294,7 @@ impl fmt::Debug for SecurityConfig {
             .field("operation_limits", &self.operation_limits)
             .field("event_filter", &self.event_filter.is_some())
             .field("limits", &self.limits)
-            .field("hygiene", &self.hygiene)
+            .field("connection_rules", &self.connection_rules)
             .finish_non_exhaustive()
     }
 }
@@ -309,7 +313,7 @@ pub struct SecurityConfigBuilder {
     event_filter: Option<Arc<dyn EventFilter>>,
     tenant_rule: Option<TenantRule>,
     limits: Limits,
-    hygiene: Hygiene,
+    connection_rules: ConnectionRules,
 }
 
 impl fmt::Debug for SecurityConfigBuilder {
@@ -318,7 +322,7 @@ impl fmt::Debug for SecurityConfigBuilder {
             .field("operation_limits", &self.operation_limits)
             .field("tenant_rule", &self.tenant_rule)
             .field("limits", &self.limits)
-            .field("hygiene", &self.hygiene)
+            .field("connection_rules", &self.connection_rules)
             .finish_non_exhaustive()
     }
 }
@@ -361,17 +365,17 @@ impl SecurityConfigBuilder {
         self
     }
 
-    /// Connection hygiene (default [`Hygiene::default`]).
+    /// The rules every connection must follow (default [`ConnectionRules::default`]).
     #[must_use]
-    pub fn hygiene(mut self, hygiene: Hygiene) -> Self {
-        self.hygiene = hygiene;
+    pub fn connection_rules(mut self, rules: ConnectionRules) -> Self {
+        self.connection_rules = rules;
         self
     }
 
-    /// The origin policy (shorthand for the field of [`Hygiene`]).
+    /// The origin policy (shorthand for the field of [`ConnectionRules`]).
     #[must_use]
     pub fn origin(mut self, origin: OriginPolicy) -> Self {
-        self.hygiene.origin = origin;
+        self.connection_rules.origin = origin;
         self
     }
 
@@ -379,7 +383,7 @@ impl SecurityConfigBuilder {
     /// subscriptions or connections, or a zero frame size.
     pub fn build(self) -> Result<SecurityConfig, Error> {
         self.limits.validate()?;
-        if self.hygiene.max_frame_bytes == 0 {
+        if self.connection_rules.max_frame_bytes == 0 {
             return Err(Error::ZeroLimit {
                 setting: "max_frame_bytes",
             });
@@ -411,7 +415,7 @@ impl SecurityConfigBuilder {
             authorizer: self.authorizer.unwrap_or_else(|| Arc::new(AllowAll)),
             event_filter,
             limits: self.limits,
-            hygiene: self.hygiene,
+            connection_rules: self.connection_rules,
             connections: SharedConnectionLimiter::new(limiter),
             http_requests,
             stats: Arc::new(SecurityStats::new()),
@@ -435,7 +439,7 @@ impl SecurityConfig {
     /// HTTP 503), then the per-address count. Hold the permit for the
     /// connection's life: dropping it frees its place.
     pub fn accept_upgrade(&self, facts: &ConnectionFacts) -> Result<ConnectionPermit, Denied> {
-        self.hygiene
+        self.connection_rules
             .origin
             .check(facts.origin())
             .map_err(|r| self.deny(RejectReason::Origin, r))?;
@@ -483,7 +487,7 @@ impl SecurityConfig {
             self.deny(
                 RejectReason::RateLimit,
                 Rejection::close(
-                    messages::CLOSE_TOO_MANY_REQUESTS,
+                    subs_protocol::close::TOO_MANY_REQUESTS,
                     messages::http_request_rate_exceeded(retry.0),
                 ),
             )
@@ -508,7 +512,7 @@ impl SecurityConfig {
         frame_bytes: usize,
         now: Instant,
     ) -> Result<(), Denied> {
-        self.hygiene
+        self.connection_rules
             .check_frame(frame_bytes)
             .map_err(|r| self.deny(RejectReason::FrameTooLarge, r))?;
         if let Some(rl) = &mut budget.messages
@@ -650,9 +654,9 @@ impl SecurityConfig {
         &self.limits
     }
 
-    /// The hygiene settings.
-    pub fn hygiene(&self) -> &Hygiene {
-        &self.hygiene
+    /// The rules every connection must follow.
+    pub fn connection_rules(&self) -> &ConnectionRules {
+        &self.connection_rules
     }
 
     /// The shared connection counts.

@@ -16,8 +16,8 @@ mod stats;
 
 pub use authz::{AllowAll, Authorizer, FieldRoles, SubscribeRequest};
 pub use config::{
-    ConnectionBudget, DEFAULT_MAX_CONNECTIONS, Denied, HTTP_RATE_TRACKED_ADDRESSES, Hygiene,
-    Limits, SecurityConfig, SecurityConfigBuilder,
+    ConnectionBudget, ConnectionRules, DEFAULT_MAX_CONNECTIONS, Denied,
+    HTTP_RATE_TRACKED_ADDRESSES, Limits, SecurityConfig, SecurityConfigBuilder,
 };
 pub use connections::{ConnectionLimiter, ConnectionPermit, SharedConnectionLimiter};
 pub use error::Error;

@@ -1,32 +1,19 @@
-//! Every client-visible message and close code this crate produces, in one place.
+//! Every client-visible message this crate produces, in one place. The close
+//! codes are subs-protocol's ([`subs_protocol::close`]), the one module for
+//! them; a frame over the size limit gets that module's reason too.
 //!
 //! Close reasons follow the capitalised style of graphql-transport-ws
 //! (`Forbidden`); GraphQL error messages are lower-case sentences without a final
 //! period. WebSocket close reasons are limited to 123 bytes: every reason here is
-//! well under it, and [`crate::Rejection`]'s constructors truncate longer ones.
+//! well under it, and [`crate::Rejection`]'s constructors cut longer ones
+//! ([`subs_protocol::close::Close::new`]).
 
 use std::time::Duration;
 
 use crate::operation::Limit;
 
-/// Close code: the request was malformed.
-pub const CLOSE_BAD_REQUEST: u16 = 4400;
-/// Close code: authentication failed or the connection is not allowed.
-pub const CLOSE_FORBIDDEN: u16 = 4403;
-/// Close code: a connection-level limit or rate was exceeded.
-pub const CLOSE_TOO_MANY_REQUESTS: u16 = 4429;
-/// Close code (RFC 6455): a frame larger than the configured maximum.
-pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
-/// Close code (RFC 6455 registry, "Try Again Later"): the server is at its
-/// connection capacity. Before the upgrade it is answered as HTTP 503 (see
-/// [`crate::Rejection::http_status`]).
-pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
-
 /// How long a client refused for capacity is told to wait (`Retry-After`).
 pub const AT_CAPACITY_RETRY_AFTER: Duration = Duration::from_secs(5);
-
-/// The longest close reason a WebSocket close frame can carry, in bytes.
-pub const MAX_CLOSE_REASON_BYTES: usize = 123;
 
 /// Close reason: authentication refused without a reason of its own.
 pub const FORBIDDEN: &str = "Forbidden";
@@ -40,8 +27,6 @@ pub const SERVER_AT_CAPACITY: &str = "Server at connection capacity, try again l
 pub const TOO_MANY_CONNECTIONS_FOR_PRINCIPAL: &str = "Too many connections for this principal";
 /// Close reason: the connection sent messages faster than its rate.
 pub const TOO_MANY_MESSAGES: &str = "Too many messages";
-/// Close reason: a frame larger than the maximum frame size.
-pub const FRAME_TOO_LARGE: &str = "Frame too large";
 
 /// GraphQL error: the principal may not subscribe to `field`.
 pub fn not_authorized(field: &str) -> String {

@@ -3,6 +3,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use subs_protocol::close;
+
 use crate::messages;
 
 /// A refusal, mapping onto exactly one protocol outcome.
@@ -15,7 +17,7 @@ use crate::messages;
 pub enum Rejection {
     /// Close the connection.
     Close {
-        /// The close code (see [`crate::messages`] for the codes used here).
+        /// The close code (see [`subs_protocol::close`]).
         code: u16,
         /// The close reason, at most 123 bytes.
         reason: Cow<'static, str>,
@@ -30,36 +32,29 @@ pub enum Rejection {
 impl Rejection {
     /// Close with `code` and `reason` (truncated to 123 bytes on a char boundary).
     pub fn close(code: u16, reason: impl Into<Cow<'static, str>>) -> Self {
-        let mut reason = reason.into();
-        if reason.len() > messages::MAX_CLOSE_REASON_BYTES {
-            let mut end = messages::MAX_CLOSE_REASON_BYTES;
-            while !reason.is_char_boundary(end) {
-                end -= 1;
-            }
-            reason = Cow::Owned(reason[..end].to_owned());
-        }
+        let close::Close { code, reason } = close::Close::new(code, reason);
         Self::Close { code, reason }
     }
 
     /// Close with 4403 and `reason` (authentication failed, origin refused).
     pub fn forbidden(reason: impl Into<Cow<'static, str>>) -> Self {
-        Self::close(messages::CLOSE_FORBIDDEN, reason)
+        Self::close(close::FORBIDDEN, reason)
     }
 
     /// Close with 4429 and `reason` (a connection-level limit or rate).
     pub fn too_many_requests(reason: impl Into<Cow<'static, str>>) -> Self {
-        Self::close(messages::CLOSE_TOO_MANY_REQUESTS, reason)
+        Self::close(close::TOO_MANY_REQUESTS, reason)
     }
 
     /// Close with 1013 and `reason` (the server is at capacity; answered
     /// as HTTP 503 with `Retry-After` before the upgrade).
     pub fn try_again_later(reason: impl Into<Cow<'static, str>>) -> Self {
-        Self::close(messages::CLOSE_TRY_AGAIN_LATER, reason)
+        Self::close(close::TRY_AGAIN_LATER, reason)
     }
 
     /// Close with 4400 and `reason` (malformed input).
     pub fn bad_request(reason: impl Into<Cow<'static, str>>) -> Self {
-        Self::close(messages::CLOSE_BAD_REQUEST, reason)
+        Self::close(close::BAD_REQUEST, reason)
     }
 
     /// Answer the operation with a GraphQL error carrying `message`.
@@ -91,9 +86,9 @@ impl Rejection {
     /// every other refusal is 403.
     pub fn http_status(&self) -> u16 {
         match self.close_code() {
-            Some(messages::CLOSE_TRY_AGAIN_LATER) => 503,
-            Some(messages::CLOSE_TOO_MANY_REQUESTS) => 429,
-            Some(messages::CLOSE_BAD_REQUEST) => 400,
+            Some(close::TRY_AGAIN_LATER) => 503,
+            Some(close::TOO_MANY_REQUESTS) => 429,
+            Some(close::BAD_REQUEST) => 400,
             _ => 403,
         }
     }
@@ -101,7 +96,7 @@ impl Rejection {
     /// How long the client should wait before trying again (the HTTP
     /// `Retry-After`), for refusals that are about load rather than the client.
     pub fn retry_after(&self) -> Option<std::time::Duration> {
-        (self.close_code() == Some(messages::CLOSE_TRY_AGAIN_LATER))
+        (self.close_code() == Some(close::TRY_AGAIN_LATER))
             .then_some(messages::AT_CAPACITY_RETRY_AFTER)
     }
 

@@ -79,9 +79,11 @@ fn every_static_close_reason_fits_a_close_frame() {
         messages::TOO_MANY_CONNECTIONS_FROM_ADDRESS,
         messages::TOO_MANY_CONNECTIONS_FOR_PRINCIPAL,
         messages::TOO_MANY_MESSAGES,
-        messages::FRAME_TOO_LARGE,
     ] {
-        assert!(reason.len() <= messages::MAX_CLOSE_REASON_BYTES, "{reason}");
+        assert!(
+            reason.len() <= subs_protocol::close::MAX_REASON_BYTES,
+            "{reason}"
+        );
     }
 }
 

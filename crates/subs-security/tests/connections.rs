@@ -202,7 +202,7 @@ fn total_cap_counts_every_connection_and_releases_on_drop() {
     // Refused per address: not counted in the total either.
     assert_eq!(
         shared.try_open(Some(a)).unwrap_err().close_code(),
-        Some(messages::CLOSE_TOO_MANY_REQUESTS)
+        Some(subs_protocol::close::TOO_MANY_REQUESTS)
     );
     assert_eq!(shared.open_connections(), 1);
     let unknown = shared.try_open(None).unwrap(); // no address: counted in the total

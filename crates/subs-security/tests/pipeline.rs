@@ -37,7 +37,7 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(l.max_connections_per_ip, None);
     assert_eq!(l.max_connections_per_principal, Some(100));
     assert_eq!(l.ipv6_prefix_len, 64);
-    let h = c.hygiene();
+    let h = c.connection_rules();
     assert_eq!(h.init_timeout, Duration::from_secs(3));
     assert_eq!(h.max_frame_bytes, 65536);
     assert_eq!(h.origin, OriginPolicy::AllowAny);
@@ -65,7 +65,7 @@ fn build_rejects_zero_maxima() {
         ));
     }
     let err = SecurityConfig::builder()
-        .hygiene(Hygiene::default().max_frame_bytes(0))
+        .connection_rules(ConnectionRules::default().max_frame_bytes(0))
         .build()
         .unwrap_err();
     assert_eq!(
@@ -135,14 +135,14 @@ fn upgrade_and_principal_limits() {
 fn message_frame_size_and_rate() {
     let c = SecurityConfig::builder()
         .limits(Limits::default().message_rate(Quota::per_second(10, 3).unwrap()))
-        .hygiene(Hygiene::default().max_frame_bytes(1000))
+        .connection_rules(ConnectionRules::default().max_frame_bytes(1000))
         .build()
         .unwrap();
     let mut b = c.connection_budget();
     let t0 = Instant::now();
     let d = c.check_message(&mut b, 1001, t0).unwrap_err();
     assert_eq!(d.reason, RejectReason::FrameTooLarge);
-    assert_eq!(d.rejection, Rejection::close(1009, "Frame too large"));
+    assert_eq!(d.rejection, Rejection::close(1009, "Message too big"));
     for _ in 0..3 {
         c.check_message(&mut b, 1000, t0).unwrap();
     }

@@ -39,16 +39,19 @@ impl std::fmt::Debug for Schema {
 }
 
 impl Schema {
-    /// Parse and validate SDL. A bad SDL is [`crate::Error::InvalidSchema`]
+    /// Parse and validate SDL. A bad SDL is [`crate::BuildError::InvalidSchema`]
     /// whose message names the line and column of each problem
     /// (`"3:12: ..."`).
-    pub fn parse(sdl: &str) -> Result<Schema, crate::Error> {
+    pub fn parse(sdl: &str) -> Result<Schema, crate::BuildError> {
         Self::parse_with_cache_capacity(sdl, DEFAULT_CACHE_CAPACITY)
     }
 
     /// Like [`Schema::parse`], with the capacity of the prepared-operation
     /// cache (at least 1).
-    pub fn parse_with_cache_capacity(sdl: &str, capacity: usize) -> Result<Schema, crate::Error> {
+    pub fn parse_with_cache_capacity(
+        sdl: &str,
+        capacity: usize,
+    ) -> Result<Schema, crate::BuildError> {
         let schema =
             apollo_compiler::Schema::parse_and_validate(sdl, "schema.graphql").map_err(|e| {
                 let msgs: Vec<String> = e
@@ -59,7 +62,7 @@ impl Schema {
                         None => d.error.to_string(),
                     })
                     .collect();
-                crate::Error::InvalidSchema(msgs.join("; "))
+                crate::BuildError::InvalidSchema(msgs.join("; "))
             })?;
         let implementers = schema.implementers_map();
         Ok(Schema {

@@ -25,7 +25,7 @@ use crate::graphql::{GraphQLErrors, OperationKind, PreparedOperation};
 use crate::history::{Delivered, Position};
 use crate::hooks::{Accepted, AuthRequest, ExecuteRequest};
 use crate::messages;
-use crate::outbound::{ConnectionShared, Outbound, Push};
+use crate::outbound::{ConnectionShared, Push, Queued};
 use crate::registry::{Registration, RegistrationHandle};
 use crate::replay;
 
@@ -82,7 +82,7 @@ pub struct Session {
     /// Client id to key, for the client's `complete`.
     keys: FxHashMap<Arc<str>, u64>,
     next_key: u64,
-    drained: VecDeque<Outbound>,
+    drained: VecDeque<Queued>,
     budget: ConnectionBudget,
     permit: Option<ConnectionPermit>,
     torn_down: bool,
@@ -172,7 +172,7 @@ impl Session {
         tracing::info!(connection = id, protocol = protocol.name(), peer = ?facts.peer, "connection opened");
         let mut session = Self {
             engine: engine.clone(),
-            connection: Connection::new(protocol, inner.config.protocol.clone(), now),
+            connection: Connection::new(protocol, inner.protocol.clone(), now),
             shared,
             facts,
             principal: Arc::new(Principal::anonymous()),
@@ -262,11 +262,11 @@ impl Session {
     }
 
     /// The transport refused a frame over its size limit while reading it
-    /// (configured from the same setting, `Hygiene::max_frame_bytes`): the
+    /// (configured from the same setting, `ConnectionRules::max_frame_bytes`): the
     /// same close and count as a frame that reached [`Session::handle_text`].
     pub fn refuse_oversized_frame(&mut self) {
         let security = &self.engine.inner.security;
-        let max = security.hygiene().max_frame_bytes;
+        let max = security.connection_rules().max_frame_bytes;
         if let Err(denied) =
             security.check_message(&mut self.budget, max.saturating_add(1), Instant::now())
         {
@@ -376,7 +376,7 @@ impl Session {
         let mut sent = 0;
         for item in batch.drain(..) {
             match item {
-                Outbound::Next(key, payload, position) => {
+                Queued::Next(key, payload, position) => {
                     let Some(active) = self.subscriptions.get_mut(&key) else {
                         continue;
                     };
@@ -411,7 +411,7 @@ impl Session {
                         sent += 1;
                     }
                 }
-                Outbound::Complete(key) => {
+                Queued::Complete(key) => {
                     if let Some(id) = self.subscriptions.get(&key).map(|active| active.id.clone()) {
                         self.remove_subscription(&id, "source completed");
                         let _ = self.connection.send_complete(&id);

@@ -40,7 +40,7 @@ pub(super) async fn run_stream(
             Ok(value) => operation.project(&variables, Ok(value)),
             Err(error) => operation.project(&variables, Err(&error.message)),
         };
-        let next = Outbound::Next(key, payload, None);
+        let next = Queued::Next(key, payload, None);
         connection.wait_for_room(next.weight()).await;
         if matches!(
             connection.push(next),
@@ -52,5 +52,5 @@ pub(super) async fn run_stream(
             break;
         }
     }
-    let _ = connection.push(Outbound::Complete(key));
+    let _ = connection.push(Queued::Complete(key));
 }
