@@ -37,11 +37,9 @@ async fn read_seqs(
 async fn slow_reader(removed_while_stalled: bool) -> Result<()> {
     const READERS: usize = 3;
     const EVENTS: u64 = 400;
-    let config = EngineConfig {
-        outbound_queue_capacity: 64,
-        slow_consumer_policy: SlowConsumerPolicy::Close,
-        ..EngineConfig::default()
-    };
+    let config = EngineConfig::default()
+        .outbound_queue_capacity(64)
+        .slow_consumer_policy(SlowConsumerPolicy::Close);
     let engine = ticks_engine(config)?;
     // Small socket buffers on both sides: a peer that does not read stalls its
     // writer after a few events instead of after megabytes of kernel buffer.

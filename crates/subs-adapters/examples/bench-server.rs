@@ -136,10 +136,7 @@ async fn main() -> anyhow::Result<()> {
         .security(security)
         .broker(broker)
         .authenticator(authenticate)
-        .config(EngineConfig {
-            deadlines,
-            ..EngineConfig::default()
-        })
+        .config(EngineConfig::default().deadlines(deadlines))
         .build()?;
     let _ = this_engine.set(engine.clone());
 

@@ -8,7 +8,23 @@ use crate::HookDeadlines;
 use crate::outbound::SlowConsumerPolicy;
 
 /// Tunables of the engine, with defaults suited to thousands of connections.
+///
+/// Start from [`EngineConfig::default`] and change what you need with the
+/// setter of the same name as the field (fields will be added, so the
+/// struct cannot be written as a literal outside this crate):
+///
+/// ```
+/// use std::time::Duration;
+/// use subs_core::{EngineConfig, SlowConsumerPolicy};
+///
+/// let config = EngineConfig::default()
+///     .outbound_queue_capacity(256)
+///     .slow_consumer_policy(SlowConsumerPolicy::DropOldest)
+///     .slow_consumer_grace(Duration::from_millis(100));
+/// assert_eq!(config.outbound_queue_capacity, 256);
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct EngineConfig {
     /// Messages a connection may have waiting for its writer (default 4096).
     pub outbound_queue_capacity: usize,
@@ -21,7 +37,7 @@ pub struct EngineConfig {
     /// most this much. A reader that keeps reading, however slowly, paces its
     /// shard: `Duration::ZERO` instead closes any subscriber whose queue is
     /// full at once, so no reader ever waits for another.
-    pub slow_consumer_grace: std::time::Duration,
+    pub slow_consumer_grace: Duration,
     /// Bytes a connection may hold for its writer (default 1 MiB): queued
     /// messages plus those its writer took but has not written yet. The
     /// slow-consumer policy applies to whichever limit is hit first. One
@@ -58,7 +74,7 @@ impl Default for EngineConfig {
         Self {
             outbound_queue_capacity: 4096,
             outbound_queue_bytes: 1 << 20,
-            slow_consumer_grace: std::time::Duration::from_millis(250),
+            slow_consumer_grace: Duration::from_millis(250),
             slow_consumer_policy: SlowConsumerPolicy::default(),
             websocket: WebSocketSettings::default(),
             dispatch_shards: std::thread::available_parallelism().map_or(2, usize::from),
@@ -68,6 +84,85 @@ impl Default for EngineConfig {
             deadlines: HookDeadlines::default(),
             replay_limits: crate::ReplayLimits::default(),
         }
+    }
+}
+
+impl EngineConfig {
+    /// Sets [`EngineConfig::outbound_queue_capacity`].
+    #[must_use]
+    pub fn outbound_queue_capacity(mut self, outbound_queue_capacity: usize) -> Self {
+        self.outbound_queue_capacity = outbound_queue_capacity;
+        self
+    }
+
+    /// Sets [`EngineConfig::slow_consumer_grace`].
+    #[must_use]
+    pub fn slow_consumer_grace(mut self, slow_consumer_grace: Duration) -> Self {
+        self.slow_consumer_grace = slow_consumer_grace;
+        self
+    }
+
+    /// Sets [`EngineConfig::outbound_queue_bytes`].
+    #[must_use]
+    pub fn outbound_queue_bytes(mut self, outbound_queue_bytes: usize) -> Self {
+        self.outbound_queue_bytes = outbound_queue_bytes;
+        self
+    }
+
+    /// Sets [`EngineConfig::slow_consumer_policy`].
+    #[must_use]
+    pub fn slow_consumer_policy(mut self, slow_consumer_policy: SlowConsumerPolicy) -> Self {
+        self.slow_consumer_policy = slow_consumer_policy;
+        self
+    }
+
+    /// Sets [`EngineConfig::websocket`].
+    #[must_use]
+    pub fn websocket(mut self, websocket: WebSocketSettings) -> Self {
+        self.websocket = websocket;
+        self
+    }
+
+    /// Sets [`EngineConfig::dispatch_shards`].
+    #[must_use]
+    pub fn dispatch_shards(mut self, dispatch_shards: usize) -> Self {
+        self.dispatch_shards = dispatch_shards;
+        self
+    }
+
+    /// Sets [`EngineConfig::event_queue_capacity`].
+    #[must_use]
+    pub fn event_queue_capacity(mut self, event_queue_capacity: usize) -> Self {
+        self.event_queue_capacity = event_queue_capacity;
+        self
+    }
+
+    /// Sets [`EngineConfig::resolver_concurrency`].
+    #[must_use]
+    pub fn resolver_concurrency(mut self, resolver_concurrency: usize) -> Self {
+        self.resolver_concurrency = resolver_concurrency;
+        self
+    }
+
+    /// Sets [`EngineConfig::resolver_queue_capacity`].
+    #[must_use]
+    pub fn resolver_queue_capacity(mut self, resolver_queue_capacity: usize) -> Self {
+        self.resolver_queue_capacity = resolver_queue_capacity;
+        self
+    }
+
+    /// Sets [`EngineConfig::deadlines`].
+    #[must_use]
+    pub fn deadlines(mut self, deadlines: HookDeadlines) -> Self {
+        self.deadlines = deadlines;
+        self
+    }
+
+    /// Sets [`EngineConfig::replay_limits`].
+    #[must_use]
+    pub fn replay_limits(mut self, replay_limits: crate::ReplayLimits) -> Self {
+        self.replay_limits = replay_limits;
+        self
     }
 }
 

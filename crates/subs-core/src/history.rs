@@ -194,6 +194,7 @@ impl Default for ReplayLimits {
 
 /// Why a position cannot be resumed from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum GapReason {
     /// The epoch is not the topic's current one on this instance (its history
     /// was lost, or it was kept by another instance).

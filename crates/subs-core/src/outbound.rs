@@ -16,6 +16,7 @@ use crate::history::Position;
 /// What a full outbound queue does. Every queue is bounded: a slow reader never
 /// makes the server's memory grow without limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum SlowConsumerPolicy {
     /// Close the connection with [`crate::messages::SLOW_CONSUMER_CLOSE_CODE`].
     /// The default: the client learns at once that it missed events and can

@@ -11,11 +11,11 @@ use subs_core::{Engine, EngineConfig, SlowConsumerPolicy, messages};
 
 fn engine_with(policy: SlowConsumerPolicy) -> Engine {
     builder()
-        .config(EngineConfig {
-            outbound_queue_capacity: 8,
-            slow_consumer_policy: policy,
-            ..EngineConfig::default()
-        })
+        .config(
+            EngineConfig::default()
+                .outbound_queue_capacity(8)
+                .slow_consumer_policy(policy),
+        )
         .build()
         .unwrap()
 }
@@ -135,10 +135,7 @@ async fn stream_sources_are_paced_by_the_reader_not_closed() {
                 )) as _
             }),
         )
-        .config(EngineConfig {
-            outbound_queue_capacity: 8,
-            ..EngineConfig::default()
-        })
+        .config(EngineConfig::default().outbound_queue_capacity(8))
         .build()
         .unwrap();
     let mut client = Client::new(&engine);
@@ -183,12 +180,12 @@ async fn delivery_rate_caps_each_subscription() {
 /// An engine whose only binding limit is bytes: 64 KiB per connection.
 fn engine_with_bytes(policy: SlowConsumerPolicy) -> Engine {
     builder()
-        .config(EngineConfig {
-            outbound_queue_capacity: 1_000_000,
-            outbound_queue_bytes: 64 * 1024,
-            slow_consumer_policy: policy,
-            ..EngineConfig::default()
-        })
+        .config(
+            EngineConfig::default()
+                .outbound_queue_capacity(1_000_000)
+                .outbound_queue_bytes(64 * 1024)
+                .slow_consumer_policy(policy),
+        )
         .build()
         .unwrap()
 }
@@ -314,11 +311,11 @@ async fn burst_to(engine: &Engine) -> (Client, Client, tokio::task::JoinHandle<(
 
 fn paced_engine(grace: Duration) -> Engine {
     builder()
-        .config(EngineConfig {
-            outbound_queue_bytes: 64 * 1024,
-            slow_consumer_grace: grace,
-            ..EngineConfig::default()
-        })
+        .config(
+            EngineConfig::default()
+                .outbound_queue_bytes(64 * 1024)
+                .slow_consumer_grace(grace),
+        )
         .build()
         .unwrap()
 }

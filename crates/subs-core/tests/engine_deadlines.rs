@@ -22,11 +22,9 @@ const REQUESTS: &str = "subscription { newServiceRequest { id title } }";
 const SERVICES: &str = "subscription { serviceUpdated { id name } }";
 
 fn config(deadline: Duration) -> EngineConfig {
-    EngineConfig {
-        dispatch_shards: 1,
-        deadlines: HookDeadlines::default().resolver(deadline),
-        ..EngineConfig::default()
-    }
+    EngineConfig::default()
+        .dispatch_shards(1)
+        .deadlines(HookDeadlines::default().resolver(deadline))
 }
 
 fn id_of(context: &ResolveContext) -> i64 {
@@ -245,10 +243,7 @@ async fn removing_a_group_ends_its_pipeline_and_drops_its_resolutions() {
         // A long deadline: only the group's removal may end the resolutions.
         // Two in flight (the cap) and one waiting: the task is not listening
         // to its queue when the group goes.
-        .config(EngineConfig {
-            resolver_concurrency: 2,
-            ..config(Duration::from_secs(600))
-        })
+        .config(config(Duration::from_secs(600)).resolver_concurrency(2))
         .resolver("newServiceRequest", move |_context: ResolveContext| {
             let guard = l.guard();
             async move {
@@ -331,11 +326,11 @@ async fn a_full_group_queue_drops_the_event_for_that_group_and_counts_it() {
     let live = Live::default();
     let (r, l) = (release.clone(), live.clone());
     let engine = builder()
-        .config(EngineConfig {
-            resolver_concurrency: 1,
-            resolver_queue_capacity: 2,
-            ..config(Duration::from_secs(30))
-        })
+        .config(
+            config(Duration::from_secs(30))
+                .resolver_concurrency(1)
+                .resolver_queue_capacity(2),
+        )
         .resolver("newServiceRequest", move |context: ResolveContext| {
             let (release, guard) = (r.clone(), l.guard());
             async move {

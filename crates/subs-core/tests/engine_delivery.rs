@@ -545,10 +545,7 @@ async fn extra_predicate_filters_after_the_index() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_resolver_does_not_stop_delivery() {
     let engine = builder()
-        .config(subs_core::EngineConfig {
-            dispatch_shards: 1,
-            ..subs_core::EngineConfig::default()
-        })
+        .config(subs_core::EngineConfig::default().dispatch_shards(1))
         .bind(
             "serviceUpdated",
             FieldBinding::default_topic().predicate(|event, _| {

@@ -412,11 +412,11 @@ async fn events_dropped_under_drop_oldest_are_told_as_a_gap() {
             "serviceUpdated",
             FieldBinding::default_topic().history(History::last(100)),
         )
-        .config(subs_core::EngineConfig {
-            outbound_queue_capacity: 2,
-            slow_consumer_policy: subs_core::SlowConsumerPolicy::DropOldest,
-            ..subs_core::EngineConfig::default()
-        })
+        .config(
+            subs_core::EngineConfig::default()
+                .outbound_queue_capacity(2)
+                .slow_consumer_policy(subs_core::SlowConsumerPolicy::DropOldest),
+        )
         .build()
         .unwrap();
     let mut client = Client::new(&engine);

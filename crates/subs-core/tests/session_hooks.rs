@@ -15,10 +15,7 @@ use subs_core::security::{ConnectionFacts, ConnectionRules, Principal, Rejection
 use subs_core::{Accepted, AuthRequest, EngineConfig, ExecuteRequest, HookDeadlines, Session};
 
 fn config(deadlines: HookDeadlines) -> EngineConfig {
-    EngineConfig {
-        deadlines,
-        ..EngineConfig::default()
-    }
+    EngineConfig::default().deadlines(deadlines)
 }
 
 /// An authenticator that never answers.

@@ -3,6 +3,9 @@
 use serde_json::{Map, Value};
 
 /// A protocol event for the application, from [`Connection::poll_event`](crate::Connection::poll_event).
+///
+/// Deliberately exhaustive: every application must handle every event, so
+/// a new one is a breaking change that the compiler points out.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// The client asked to connect. The application must answer with

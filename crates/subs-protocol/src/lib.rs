@@ -25,6 +25,9 @@ pub use stream::{EVENT_STREAM_CONTENT_TYPE, MULTIPART_BOUNDARY, MULTIPART_CONTEN
 /// Over HTTP the request itself is the connection's initialisation (its
 /// headers authenticate it) and operations arrive by
 /// [`Connection::handle_request`] instead of frames.
+///
+/// Deliberately exhaustive: a new transport changes what every consumer
+/// must handle, and the compiler should point each place out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
     /// `graphql-transport-ws`: the GraphQL over WebSocket protocol of `graphql-ws`.

@@ -23,6 +23,7 @@ pub struct OperationFacts {
 
 /// One of the limits in [`OperationLimits`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Limit {
     /// [`OperationLimits::max_document_bytes`].
     DocumentBytes,

@@ -15,6 +15,7 @@ use crate::{Error, Rejection, messages};
 /// so any origin is safe by default; **configure an allow-list if your
 /// authentication hook trusts cookies or other ambient credentials.**
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum OriginPolicy {
     /// Any origin.
     #[default]
