@@ -1,6 +1,7 @@
 //! `cargo xtask browser [--python <interpreter>]` (also a step of `cargo
 //! xtask ci`): GraphiQL and the live service board in headless Chromium,
-//! against the Rust service desk and the Python one (`tests/browser/`).
+//! against the Rust service desk and the Python one, and the EventSource
+//! resume recipe against the Rust bench server (`tests/browser/`).
 //!
 //! What the tests need is installed here when missing: Debian's `chromium`
 //! (`apt-get install -y chromium`, the browser playwright-core drives; no
@@ -97,8 +98,22 @@ pub(crate) fn browser_tests(python: &Path) -> Result<()> {
     );
     python_server.stop()?;
     outcome?;
+
+    // The EventSource resume recipe (docs/history.md) in Chromium's own
+    // EventSource, across a network loss.
+    let bench = super::node::start_rust_bench_server(&root)?;
+    let outcome = super::node::run_node(
+        &dir,
+        &[
+            "eventsource.mjs",
+            &format!("http://127.0.0.1:{}", bench.port),
+        ],
+        &[("CHROMIUM", CHROMIUM)],
+    );
+    bench.stop()?;
+    outcome?;
     eprintln!(
-        "browser: GraphiQL and the service board passed on both service desks in {:.1} s",
+        "browser: GraphiQL and the service board passed on both service desks, EventSource resumed, in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     Ok(())

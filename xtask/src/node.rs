@@ -72,6 +72,14 @@ pub(crate) fn task() -> Result<()> {
     node_tests(&PYTHON_SERVERS)
 }
 
+/// Starts the Rust bench server with [`HISTORY`] (built first), for the
+/// browser's EventSource test.
+pub(crate) fn start_rust_bench_server(root: &Path) -> Result<ServerProcess> {
+    let mut command = rust_bench_server(root)?;
+    command.env("HISTORY", HISTORY);
+    ServerProcess::start("rust bench-server", command)
+}
+
 /// The Node step of `cargo xtask ci`, against `servers`.
 pub(crate) fn node_tests(servers: &[BenchServer]) -> Result<()> {
     let root = super::workspace_root();

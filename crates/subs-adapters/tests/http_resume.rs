@@ -1,7 +1,7 @@
 //! Resume over every transport of the server: a client that comes back with
 //! its last position (WebSocket `extensions`, SSE `Last-Event-ID`, a
-//! multipart request's `extensions`) gets what it missed, then the live
-//! events.
+//! multipart request's or a single-connection operation's `extensions`) gets
+//! what it missed, then the live events.
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -184,5 +184,119 @@ async fn multipart_and_websocket_clients_resume_from_extensions() {
         "{}",
         stream.text
     );
+    server.shutdown().await;
+}
+
+/// Reserves a single-connection stream and opens it: the token and the stream.
+async fn single_connection_stream(addr: std::net::SocketAddr) -> (String, StreamReader) {
+    use http_body_util::{BodyExt, Full};
+    let reserved = send(
+        addr,
+        http::Request::put("/graphql")
+            .header("host", "test")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reserved.status(), http::StatusCode::CREATED);
+    let token = String::from_utf8(
+        reserved
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    let stream = send(
+        addr,
+        http::Request::get(format!("/graphql?token={token}"))
+            .header("host", "test")
+            .header("accept", "text/event-stream")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(stream.status(), http::StatusCode::OK);
+    (token, StreamReader::new(stream))
+}
+
+/// Runs `operation` (its `extensions.operationId` set to `id`) on the
+/// single-connection stream of `token`.
+async fn single_connection_operation(
+    addr: std::net::SocketAddr,
+    token: &str,
+    id: &str,
+    mut operation: Value,
+) {
+    use http_body_util::Full;
+    operation["extensions"]["operationId"] = json!(id);
+    let accepted = send(
+        addr,
+        http::Request::post("/graphql")
+            .header("host", "test")
+            .header("content-type", "application/json")
+            .header("x-graphql-event-stream-token", token)
+            .body(Full::new(bytes::Bytes::from(operation.to_string())))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(accepted.status(), http::StatusCode::ACCEPTED);
+}
+
+/// The `(seq, position)` of every `next` of operation `id` on a
+/// single-connection stream (the payload is wrapped in `{id, payload}`).
+fn single_connection_events(text: &str, id: &str) -> Vec<(u64, Value)> {
+    text.split("\n\n")
+        .filter(|e| e.contains("event: next"))
+        .filter_map(|event| {
+            let data = event.lines().find_map(|l| l.strip_prefix("data: "))?;
+            let value: Value = serde_json::from_str(data).unwrap();
+            (value["id"] == id).then(|| {
+                (
+                    value["payload"]["data"]["ticks"]["seq"].as_u64().unwrap(),
+                    value["payload"]["extensions"]["subs"].clone(),
+                )
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_connection_operations_resume_from_extensions() {
+    let engine = engine();
+    let server = serve(engine.clone()).await;
+    let addr = server.local_addr();
+    let query = json!({"query": "subscription { ticks { seq } }"});
+
+    let (token, mut stream) = single_connection_stream(addr).await;
+    single_connection_operation(addr, &token, "t", query.clone()).await;
+    until(&engine, "subscribed", |s| s.subscriptions == 1).await;
+    publish(&engine, 0..3).await;
+    stream.until("\"seq\":2").await;
+    let seen = single_connection_events(&stream.text, "t");
+    assert_eq!(seen.iter().map(|e| e.0).collect::<Vec<_>>(), [0, 1, 2]);
+    let last = seen[2].1.clone();
+    drop(stream);
+    until(&engine, "the client left", |s| s.subscriptions == 0).await;
+    publish(&engine, 3..6).await;
+
+    // Back on a new stream, the operation sent again with its last position.
+    let (token, mut stream) = single_connection_stream(addr).await;
+    let mut resuming = query;
+    resuming["extensions"] =
+        json!({"subs": {"resume": {"epoch": last["epoch"], "offset": last["offset"]}}});
+    single_connection_operation(addr, &token, "t", resuming).await;
+    stream.until("\"seq\":5").await;
+    until(&engine, "resubscribed", |s| s.subscriptions == 1).await;
+    publish(&engine, 6..7).await;
+    stream.until("\"seq\":6").await;
+    let resumed = single_connection_events(&stream.text, "t");
+    assert_eq!(
+        resumed.iter().map(|e| e.0).collect::<Vec<_>>(),
+        [3, 4, 5, 6]
+    );
+    assert_eq!(resumed[0].1["offset"], last["offset"].as_u64().unwrap() + 1);
     server.shutdown().await;
 }
