@@ -330,7 +330,9 @@ async fn publish(engine: Engine, order: PublishOrder) {
         match engine.publish(TICKS, event).await {
             Ok(()) => {}
             // Local subscribers got it; the broker is down and reconnecting.
-            Err(subs_core::Error::Broker(error)) => {
+            Err(
+                subs_core::Error::DeliveredLocallyOnly(error) | subs_core::Error::Broker(error),
+            ) => {
                 tracing::warn!(%error, seq, "event not relayed to other instances")
             }
             Err(error) => {

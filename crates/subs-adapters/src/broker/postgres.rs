@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use subs_core::{Engine, Event};
+use subs_core::{BrokerError, Engine, Event};
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
@@ -131,7 +131,10 @@ impl OutboxSource {
     pub async fn start(engine: Engine, config: OutboxConfig) -> Result<Self, crate::Error> {
         let (client, connection) = tokio_postgres::connect(&config.connection, NoTls)
             .await
-            .map_err(|e| crate::Error::Broker(format!("cannot reach PostgreSQL: {e}")))?;
+            .map_err(|error| BrokerError::Connect {
+                broker: "postgres",
+                source: error.into(),
+            })?;
         let first = tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -144,7 +147,10 @@ impl OutboxSource {
                 let row = client
                     .query_one("SELECT pg_snapshot_xmin(pg_current_snapshot())::text", &[])
                     .await
-                    .map_err(|e| crate::Error::Broker(format!("cannot read a snapshot: {e}")))?;
+                    .map_err(|error| BrokerError::Connect {
+                        broker: "postgres",
+                        source: error.into(),
+                    })?;
                 let xmin = parse_txid(&row.get::<_, String>(0))?;
                 OutboxPosition {
                     txid: xmin.saturating_sub(1),
@@ -370,7 +376,9 @@ fn row_event(row: &tokio_postgres::Row) -> Result<Event, String> {
     Ok(Event::json(topic, value))
 }
 
-fn parse_txid(text: &str) -> Result<u64, crate::Error> {
-    text.parse()
-        .map_err(|_| crate::Error::Broker(format!("not a transaction id: {text:?}")))
+fn parse_txid(text: &str) -> Result<u64, BrokerError> {
+    text.parse().map_err(|error| BrokerError::History {
+        broker: "postgres",
+        source: format!("not a transaction id: {text:?} ({error})").into(),
+    })
 }
