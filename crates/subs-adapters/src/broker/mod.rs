@@ -13,6 +13,8 @@ pub mod nats;
 mod nats_history;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "postgres")]
+mod postgres_history;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "redis")]
