@@ -222,7 +222,9 @@ async fn outbox_positions_are_shared_and_a_client_resumes_on_another_instance() 
             .is_none(),
         "nothing twice"
     );
-    assert!(b.engine.stats().events_replayed >= 6);
+    // 3 to 5 were numbered before the resume; the others may have been
+    // numbered after its read and come live.
+    assert!(b.engine.stats().events_replayed >= 3);
     b.stop().await;
     outbox.drop_tables().await;
 }

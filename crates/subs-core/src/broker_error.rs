@@ -13,10 +13,13 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub enum BrokerError {
     /// The broker could not be reached or its connection could not be set up
     /// (at start-up with `StartupPolicy::Fail`, or on a lazy first connection).
-    #[error("cannot connect to {broker}: {source}")]
+    #[error("cannot reach {broker} at {address}: {source}")]
     Connect {
         /// The broker (`redis`, `nats`, `postgres`).
         broker: &'static str,
+        /// Where it was looked for (the URL, or the database for PostgreSQL,
+        /// whose connection string may hold a password).
+        address: String,
         /// The client library's error.
         source: BoxError,
     },

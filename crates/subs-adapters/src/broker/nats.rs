@@ -116,6 +116,7 @@ impl NatsBroker {
             .await
             .map_err(|error| BrokerError::Connect {
                 broker: "nats",
+                address: url.to_owned(),
                 source: error.into(),
             })?;
         // The `Connected` event may still be on its way.

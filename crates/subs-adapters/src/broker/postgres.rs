@@ -158,6 +158,7 @@ impl OutboxSource {
             .await
             .map_err(|error| BrokerError::Connect {
                 broker: "postgres",
+                address: database(&config.connection),
                 source: error.into(),
             })?;
         let first = tokio::spawn(async move {
@@ -174,6 +175,7 @@ impl OutboxSource {
                     .await
                     .map_err(|error| BrokerError::Connect {
                         broker: "postgres",
+                        address: database(&config.connection),
                         source: error.into(),
                     })?;
                 let xmin = parse_txid(&row.get::<_, String>(0))?;
@@ -258,6 +260,7 @@ async fn listen_once(
         .await
         .map_err(|error| BrokerError::Connect {
             broker: "postgres",
+            address: database(&config.connection),
             source: error.into(),
         })?;
     // One pending wake-up is enough: a read catches up on every row, so a
@@ -396,6 +399,7 @@ async fn listen_once(
                 woke = wake.recv() => if woke.is_none() {
                     return Err(BrokerError::Connect {
                         broker: "postgres",
+                        address: database(&config.connection),
                         source: "the connection closed".into(),
                     });
                 },
@@ -450,6 +454,29 @@ fn row_event(row: &tokio_postgres::Row, engine: Option<&Engine>) -> Result<Event
         }
     }
     Ok(event)
+}
+
+/// Where a connection string points, for errors: hosts and database (never
+/// the password it may hold).
+pub(crate) fn database(connection: &str) -> String {
+    connection.parse::<tokio_postgres::Config>().map_or_else(
+        |_| "the configured database".to_owned(),
+        |config| {
+            let hosts: Vec<String> = config
+                .get_hosts()
+                .iter()
+                .map(|host| match host {
+                    tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                    tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+                })
+                .collect();
+            format!(
+                "{}/{}",
+                hosts.join(","),
+                config.get_dbname().unwrap_or_default()
+            )
+        },
+    )
 }
 
 /// A PostgreSQL error, typed (the source logs it and reconnects).

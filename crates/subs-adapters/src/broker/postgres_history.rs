@@ -143,6 +143,7 @@ impl OutboxHistory {
                 .await
                 .map_err(|error| BrokerError::Connect {
                     broker: "postgres",
+                    address: super::postgres::database(&self.config.connection),
                     source: error.into(),
                 })?;
             tokio::spawn(async move {

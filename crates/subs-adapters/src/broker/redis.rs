@@ -68,6 +68,7 @@ impl RedisBroker {
     pub async fn connect(url: &str, startup: StartupPolicy) -> Result<Arc<Self>, crate::Error> {
         let client = redis::Client::open(url).map_err(|error| BrokerError::Connect {
             broker: "redis",
+            address: url.to_owned(),
             source: error.into(),
         })?;
         let publisher = match ConnectionManager::new_with_config(client.clone(), manager_config())
@@ -77,6 +78,7 @@ impl RedisBroker {
             Err(error) if startup == StartupPolicy::Fail => {
                 return Err(BrokerError::Connect {
                     broker: "redis",
+                    address: url.to_owned(),
                     source: error.into(),
                 }
                 .into());

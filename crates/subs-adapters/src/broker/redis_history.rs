@@ -143,6 +143,7 @@ async fn connection(
         .await
         .map_err(|error| BrokerError::Connect {
             broker: "redis",
+            address: client.get_connection_info().addr().to_string(),
             source: error.into(),
         })?;
     *guard = Some(connection.clone());
