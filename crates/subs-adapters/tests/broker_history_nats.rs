@@ -118,6 +118,12 @@ async fn settle(instance: &Instance, topic: &str, client: &mut WsClient, n: i64)
     (got[0].1.clone(), got[0].2)
 }
 
+/// Deletes a test's JetStream stream, so runs leave nothing behind.
+async fn drop_stream(name: &str) {
+    let client = async_nats::connect(NATS_URL).await.expect("NATS");
+    let _ = async_nats::jetstream::new(client).delete_stream(name).await;
+}
+
 fn assert_gap(message: &Value, what: &Value) {
     let payload = &message["payload"];
     assert_eq!(
@@ -189,6 +195,7 @@ async fn positions_are_shared_and_a_client_resumes_on_another_instance() {
     );
     assert!(b.engine.stats().events_replayed >= 5);
     b.server.shutdown().await;
+    drop_stream(&stream).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,6 +242,7 @@ async fn positions_the_stream_does_not_hold_are_gaps_then_live_events() {
         assert_eq!(received(late, 1).await[0].0, 7);
     }
     a.server.shutdown().await;
+    drop_stream(&stream).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,4 +300,26 @@ async fn concurrent_publishers_on_two_instances_give_one_order_everywhere() {
     }
     a.server.shutdown().await;
     b.server.shutdown().await;
+    drop_stream(&stream).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_deleted_and_created_again_is_a_new_epoch() {
+    require_service("NATS", 4222).await;
+    let stream = unique("hist");
+    let topic = unique("history-epoch");
+    let a = Instance::start(&stream, &topic, 10).await;
+    let mut client = a.subscriber("k", None).await;
+    let (epoch, offset) = settle(&a, &topic, &mut client, 1).await;
+    // The history is lost: the next publish creates the stream again.
+    drop_stream(&stream).await;
+    a.publish(&topic, "k", 2).await;
+    let after = received(&mut client, 1).await;
+    assert_eq!(after[0].0, 2);
+    assert_ne!(after[0].1, epoch, "a new incarnation, a new epoch");
+    let resume = json!({"epoch": epoch, "offset": offset});
+    let mut late = a.subscriber("k", Some(resume.clone())).await;
+    assert_gap(&late.next().await.expect("the gap at once"), &resume);
+    a.server.shutdown().await;
+    drop_stream(&stream).await;
 }

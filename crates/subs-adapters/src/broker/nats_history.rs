@@ -67,6 +67,7 @@ struct Known {
 
 /// The JetStream side of [`BrokerHistory`].
 pub(crate) struct NatsHistory {
+    client: async_nats::Client,
     jetstream: jetstream::Context,
     name: String,
     relay: Arc<Relay>,
@@ -133,7 +134,8 @@ impl NatsHistory {
         origin: Arc<dyn Fn() -> Arc<str> + Send + Sync>,
     ) -> Self {
         Self {
-            jetstream: jetstream::new(client),
+            jetstream: jetstream::new(client.clone()),
+            client,
             name,
             relay,
             origin,
@@ -207,7 +209,15 @@ impl BrokerHistory for NatsHistory {
         let per_subject = i64::try_from(history.max_events())
             .unwrap_or(i64::MAX - 1)
             .saturating_add(1);
+        let connected = self.client.connection_state() == async_nats::connection::State::Connected;
         Box::pin(async move {
+            // While disconnected a JetStream publish waits for its ack until
+            // the request times out; fail fast instead, like the live path
+            // (nothing was delivered anywhere, so a retry is safe).
+            if !connected {
+                relay.published(false);
+                return Err(BrokerError::Unreachable { broker: "nats" }.into());
+            }
             let result = async {
                 let mut state = ensure(&jetstream, &name, &known, per_subject, false).await?;
                 for attempt in 0..2 {
