@@ -36,11 +36,14 @@ use super::postgres::OutboxConfig;
 
 /// The statements that add history to an outbox table made by
 /// [`create_table_sql`](super::postgres::create_table_sql): the offset column,
-/// its index, and the table of each topic's epoch and last offset.
+/// its read index, an index of the rows still to number (so that numbering,
+/// before every read, costs no scan of the table), and the table of each
+/// topic's epoch and last offset.
 pub(crate) fn history_sql(table: &str) -> String {
     format!(
         "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS topic_offset bigint; \
          CREATE INDEX IF NOT EXISTS {table}_topic_offset ON {table} (topic, topic_offset); \
+         CREATE INDEX IF NOT EXISTS {table}_unnumbered ON {table} (txid, id) WHERE topic_offset IS NULL; \
          CREATE TABLE IF NOT EXISTS {table}_offsets (topic text PRIMARY KEY, epoch text NOT NULL, last_offset bigint NOT NULL)"
     )
 }
