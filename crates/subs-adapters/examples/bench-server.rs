@@ -2,7 +2,10 @@
 //!
 //! `cargo run --release -p subs-adapters --example bench-server`
 //! Environment: `PORT` (default 4000), `INIT_TIMEOUT_MS` (default 3000),
-//! `BROKER` (`memory` or unset, `redis://HOST:PORT`, `nats://HOST:PORT`),
+//! `BROKER` (`memory` or unset, `redis://HOST:PORT`, `nats://HOST:PORT`, or
+//! `postgres:<connection string>` for the PostgreSQL outbox with history:
+//! events are written to the outbox table `OUTBOX_TABLE`, default
+//! `subs_bench_outbox`, and read back by the instance's outbox source),
 //! `RESOLVER_TIMEOUT_MS` (the engine's resolver deadline; default: the
 //! engine's own), `RUST_LOG` (default `warn`).
 //!
@@ -79,9 +82,20 @@ async fn main() -> anyhow::Result<()> {
     let port: u16 = env_or("PORT", 4000)?;
     let init_timeout_ms: u64 = env_or("INIT_TIMEOUT_MS", 3000)?;
     let broker_url = std::env::var("BROKER").unwrap_or_else(|_| "memory".into());
-    let broker =
-        subs_adapters::broker::from_url(&broker_url, subs_adapters::broker::StartupPolicy::Fail)
-            .await?;
+    let outbox = match broker_url.strip_prefix("postgres:") {
+        Some(connection) => Some(outbox_config(connection).await?),
+        None => None,
+    };
+    let broker = match &outbox {
+        Some(config) => subs_adapters::broker::postgres::OutboxHistory::broker(
+            config.clone(),
+            Arc::new(subs_core::InMemoryBroker::new()),
+        ),
+        None => {
+            subs_adapters::broker::from_url(&broker_url, subs_adapters::broker::StartupPolicy::Fail)
+                .await?
+        }
+    };
 
     let mut deadlines = HookDeadlines::default();
     if let Ok(ms) = std::env::var("RESOLVER_TIMEOUT_MS") {
@@ -139,6 +153,14 @@ async fn main() -> anyhow::Result<()> {
         .config(EngineConfig::default().deadlines(deadlines))
         .build()?;
     let _ = this_engine.set(engine.clone());
+    // Kept for the process's life: the outbox's events reach subscribers
+    // through it.
+    let _outbox_source = match outbox {
+        Some(config) => Some(
+            subs_adapters::broker::postgres::OutboxSource::start(engine.clone(), config).await?,
+        ),
+        None => None,
+    };
 
     let http_engine = engine.clone();
     let config = ServerConfig::default()
@@ -309,6 +331,24 @@ struct PublishOrder {
     interval_us: u64,
 }
 
+/// The outbox of `BROKER=postgres:<connection>`, with history, its table
+/// created if missing.
+async fn outbox_config(
+    connection: &str,
+) -> anyhow::Result<subs_adapters::broker::postgres::OutboxConfig> {
+    use subs_adapters::broker::postgres::{OutboxConfig, create_table_sql};
+    let table = std::env::var("OUTBOX_TABLE").unwrap_or_else(|_| "subs_bench_outbox".into());
+    let (client, driver) = tokio_postgres::connect(connection, tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(driver);
+    client.batch_execute(&create_table_sql(&table)).await?;
+    drop(client);
+    let _ = driver.await;
+    let mut config = OutboxConfig::new(connection).with_history();
+    config.channel.clone_from(&table);
+    config.table = table;
+    Ok(config)
+}
+
 async fn publish(engine: Engine, order: PublishOrder) {
     let filler: Arc<str> = Arc::from("x".repeat(order.payload_bytes));
     let topic = Value::String(order.topic);
@@ -329,7 +369,9 @@ async fn publish(engine: Engine, order: PublishOrder) {
         match engine.publish(TICKS, event).await {
             Ok(()) => {}
             // Local subscribers got it; the broker is down and reconnecting.
-            Err(subs_core::Error::Broker(error)) => {
+            Err(
+                subs_core::Error::DeliveredLocallyOnly(error) | subs_core::Error::Broker(error),
+            ) => {
                 tracing::warn!(%error, seq, "event not relayed to other instances")
             }
             Err(error) => {

@@ -13,7 +13,8 @@ pub enum Error {
     /// The engine refused an operation.
     #[error(transparent)]
     Engine(#[from] subs_core::Error),
-    /// A broker connection failed.
-    #[error("broker error: {0}")]
-    Broker(String),
+    /// A broker failed (connecting at start-up, an unsupported URL), with
+    /// the broker client's error as its source.
+    #[error(transparent)]
+    Broker(#[from] subs_core::BrokerError),
 }

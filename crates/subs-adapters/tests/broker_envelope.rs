@@ -96,7 +96,15 @@ fn envelope_of_another_version_is_refused() {
         )
         .is_err()
     );
-    assert!(Envelope::decode(b"not json").is_err());
+    let error = Envelope::decode(b"not json").expect_err("not JSON is refused");
+    assert!(
+        error.to_string().starts_with("malformed broker envelope"),
+        "a bad envelope says so, not that the payload is bad: {error}"
+    );
+    assert!(
+        std::error::Error::source(&error).is_some(),
+        "with its cause"
+    );
 }
 
 #[test]

@@ -9,9 +9,9 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
-use crate::Error;
 use crate::engine::EngineInner;
 use crate::history::{GapReason, History, Position, ReplayLimits};
+use crate::{BrokerError, Error};
 
 /// One published event.
 #[derive(Debug, Clone)]
@@ -114,6 +114,14 @@ impl EventSink {
             .is_some_and(|engine| engine.has_topic(topic))
     }
 
+    /// Whether a binding keeps history for `topic`: a broker that keeps the
+    /// history listens for its numbered events too.
+    pub fn keeps_history(&self, topic: &str) -> bool {
+        self.engine
+            .upgrade()
+            .is_some_and(|engine| engine.history.contains_key(topic))
+    }
+
     /// Every topic with a local subscriber (to resubscribe after a reconnect).
     pub fn interested_topics(&self) -> Vec<Arc<str>> {
         self.engine
@@ -193,14 +201,16 @@ pub trait Broker: Send + Sync + 'static {
 /// first: the broker's order is the order of positions); events of one
 /// stream reach every instance in offset order.
 pub trait BrokerHistory: Send + Sync + 'static {
-    /// Stores, numbers and carries one event of `stream`, keeping at most
-    /// `history`'s count of events.
+    /// Stores, numbers and carries one event of `stream`, keeping at least
+    /// `history`'s count of events. Answers the event's position, or `None`
+    /// when the broker numbers it later (the PostgreSQL outbox numbers rows
+    /// once their transactions are over, in commit order).
     fn append(
         &self,
         stream: Arc<str>,
         event: Event,
         history: History,
-    ) -> BoxFuture<'static, Result<Position, Error>>;
+    ) -> BoxFuture<'static, Result<Option<Position>, Error>>;
 
     /// Every event of `stream` after `after`, within `limits` (and `max_age`).
     fn read(
@@ -389,13 +399,14 @@ impl Envelope {
     }
 
     /// Reads an envelope; the payload is checked to be JSON, not parsed into values.
-    pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
-        let wire: WireEnvelope<'_> = serde_json::from_slice(bytes)?;
+    pub fn decode(bytes: &[u8]) -> Result<Self, BrokerError> {
+        let wire: WireEnvelope<'_> = serde_json::from_slice(bytes)
+            .map_err(|error| BrokerError::malformed("not an envelope", error))?;
         if wire.v != ENVELOPE_VERSION {
-            return Err(Error::Broker(format!(
-                "unsupported envelope version {}",
-                wire.v
-            )));
+            return Err(BrokerError::MalformedEnvelope {
+                reason: format!("unsupported envelope version {}", wire.v),
+                source: None,
+            });
         }
         Ok(Self {
             topic: Arc::from(wire.topic.as_ref()),
@@ -404,7 +415,7 @@ impl Envelope {
             published_at_ns: wire
                 .published_at_ns
                 .parse()
-                .map_err(|_| Error::Broker("invalid publishedAtNs".into()))?,
+                .map_err(|error| BrokerError::malformed("invalid publishedAtNs", error))?,
             payload: Bytes::copy_from_slice(wire.payload.get().as_bytes()),
             position: wire.position.map(|p| Position {
                 epoch: Arc::from(p.epoch.as_ref()),

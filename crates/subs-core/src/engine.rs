@@ -124,7 +124,7 @@ impl Engine {
             .publish(event)
             .await
             .map_err(|error| match error {
-                Error::Broker(message) => Error::DeliveredLocallyOnly(message),
+                Error::Broker(error) => Error::DeliveredLocallyOnly(error),
                 other => other,
             })
     }
@@ -134,6 +134,13 @@ impl Engine {
     pub async fn publish_local(&self, event: Event) -> Result<(), Error> {
         self.inner.stats.event_published();
         self.inner.enqueue(event).await
+    }
+
+    /// Whether a binding keeps history for `topic` (its events carry
+    /// positions): event sources that number events themselves (the
+    /// PostgreSQL outbox) set positions on these topics only.
+    pub fn keeps_history(&self, topic: &str) -> bool {
+        self.inner.history.contains_key(topic)
     }
 
     /// This instance's id, stamped on the envelopes it sends through a broker.
@@ -157,15 +164,13 @@ impl Engine {
     /// [`Engine::publish`] there (it returns an error instead of deadlocking).
     pub fn publish_blocking(&self, topic: &str, payload: Value) -> Result<(), Error> {
         if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(Error::Broker(
-                "publish_blocking called from inside the async runtime; use publish().await".into(),
-            ));
+            return Err(Error::BlockingInRuntime);
         }
         self.inner.runtime.block_on(self.publish(topic, payload))
     }
 
     /// Dispatches an event to local subscribers now, bypassing the broker and the
-    /// dispatcher queue (brokers normally go through [`EventSink`]), and waits
+    /// dispatcher queue (brokers normally go through [`EventSink`](crate::EventSink)), and waits
     /// until every group it matches has answered (groups with a resolver
     /// answer from their own pipeline, at the latest at the resolver
     /// deadline). Returns the number of payloads queued.

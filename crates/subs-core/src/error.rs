@@ -1,5 +1,7 @@
 use thiserror::Error;
 
+use crate::BrokerError;
+
 /// Why an engine could not be built: found once, at startup, by the host.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -33,13 +35,18 @@ pub enum Error {
     /// A payload given as bytes is not valid JSON.
     #[error("event payload is not valid JSON: {0}")]
     InvalidPayload(#[from] serde_json::Error),
-    /// The broker failed to carry an event.
-    #[error("broker error: {0}")]
-    Broker(String),
+    /// The broker failed (see [`BrokerError`] for which step, with the
+    /// broker client's error as its source).
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
     /// `publish` reached this instance's subscribers, then the broker failed
     /// to carry the event to the other instances. Publishing it again would
     /// deliver it twice here: retry through the broker only, or accept that
     /// the other instances missed it.
     #[error("delivered on this instance only; the broker failed: {0}")]
-    DeliveredLocallyOnly(String),
+    DeliveredLocallyOnly(#[source] BrokerError),
+    /// `publish_blocking` was called from inside the async runtime, where
+    /// blocking would stall a worker (use `publish().await` there).
+    #[error("publish_blocking called from inside the async runtime; use publish().await")]
+    BlockingInRuntime,
 }

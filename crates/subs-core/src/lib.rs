@@ -4,6 +4,7 @@
 mod admission;
 mod binding;
 mod broker;
+mod broker_error;
 mod builder;
 mod config;
 mod deadlines;
@@ -34,6 +35,7 @@ pub use broker::{
     Broker, BrokerHistory, BrokerStats, ENVELOPE_VERSION, Envelope, Event, EventPayload, EventSink,
     InMemoryBroker, StoredReplay,
 };
+pub use broker_error::{BoxError, BrokerError};
 pub use builder::EngineBuilder;
 pub use config::{EngineConfig, WebSocketSettings};
 pub use deadlines::HookDeadlines;

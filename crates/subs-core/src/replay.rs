@@ -231,6 +231,42 @@ mod tests {
         prop_oneof![Just(Step::Append), Just(Step::Route), Just(Step::ReplayOne)]
     }
 
+    /// Offsets that grow but not by one (a NATS stream sequence shared by
+    /// several topics): the hand-over and the writer's check compare
+    /// offsets, never count them, so nothing is taken for a gap or a
+    /// duplicate.
+    #[test]
+    fn offsets_that_skip_numbers_hand_over_without_gap_or_duplicate() {
+        let at = |offset| Position {
+            epoch: Arc::from("e"),
+            offset,
+        };
+        let next = |offset| Queued::Next(KEY, bytes::Bytes::from_static(b"{}"), Some(at(offset)));
+        let connection = ConnectionShared::new(1, 1 << 16, 1 << 30, SlowConsumerPolicy::Close);
+        connection.begin_catch_up(KEY);
+        // Live while catching up: 40 (also in the history read) and 70.
+        connection.push(next(40));
+        connection.push(next(70));
+        // The read after 10: 25 and 40.
+        connection.push_replayed(next(25));
+        connection.push_replayed(next(40));
+        connection.end_catch_up(KEY, Some(40));
+        connection.push(next(90));
+        let mut out = VecDeque::new();
+        connection.drain_into(&mut out);
+        let mut delivered = Delivered::after(Some(at(10)));
+        let written: Vec<u64> = out
+            .into_iter()
+            .filter_map(|item| match item {
+                Queued::Next(_, _, Some(position)) => {
+                    delivered.first_time(&position).then_some(position.offset)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(written, vec![25, 40, 70, 90]);
+    }
+
     proptest! {
         #[test]
         fn no_gap_and_no_duplicate_at_the_hand_over(

@@ -141,7 +141,7 @@ mod tests {
             _stream: Arc<str>,
             _event: Event,
             _history: History,
-        ) -> BoxFuture<'static, Result<Position, Error>> {
+        ) -> BoxFuture<'static, Result<Option<Position>, Error>> {
             unreachable!("the test only reads")
         }
 

@@ -609,7 +609,11 @@ impl subs_core::Broker for FailingBroker {
         &self,
         _event: subs_core::Event,
     ) -> futures_util::future::BoxFuture<'static, Result<(), subs_core::Error>> {
-        Box::pin(async { Err(subs_core::Error::Broker("unreachable".into())) })
+        Box::pin(async {
+            Err(subs_core::Error::Broker(
+                subs_core::BrokerError::Unreachable { broker: "failing" },
+            ))
+        })
     }
 
     fn name(&self) -> &'static str {
@@ -627,7 +631,12 @@ async fn a_broker_failure_after_local_delivery_says_so() {
         .await;
     let published = engine.publish("serviceUpdated", service("1", "mail")).await;
     assert!(
-        matches!(published, Err(subs_core::Error::DeliveredLocallyOnly(ref m)) if m == "unreachable"),
+        matches!(
+            published,
+            Err(subs_core::Error::DeliveredLocallyOnly(
+                subs_core::BrokerError::Unreachable { broker: "failing" }
+            ))
+        ),
         "{published:?}"
     );
     // The local subscriber got it: a caller that retried would deliver twice.

@@ -9,8 +9,12 @@ use std::time::Duration;
 
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "nats")]
+mod nats_history;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "postgres")]
+mod postgres_history;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "redis")]
@@ -73,6 +77,9 @@ pub struct Bookkeeping {
     pub sequences_sent: usize,
 }
 
+#[cfg(feature = "nats")]
+pub use nats_history::DEFAULT_STREAM as NATS_HISTORY_STREAM;
+
 /// A broker from a URL: `memory`, `redis://...` or `nats://...` (each network
 /// broker needs its cargo feature).
 pub async fn from_url(
@@ -87,15 +94,19 @@ pub async fn from_url(
         "nats" | "tls" => Ok(nats::NatsBroker::connect(url, startup).await?),
         other => {
             let _ = startup;
-            Err(crate::Error::Broker(format!(
-                "unsupported broker `{other}` in {url:?} (this build knows memory{}{})",
-                if cfg!(feature = "redis") {
-                    ", redis"
-                } else {
-                    ""
-                },
-                if cfg!(feature = "nats") { ", nats" } else { "" }
-            )))
+            Err(subs_core::BrokerError::Unsupported {
+                scheme: other.to_owned(),
+                known: format!(
+                    "memory{}{}",
+                    if cfg!(feature = "redis") {
+                        ", redis"
+                    } else {
+                        ""
+                    },
+                    if cfg!(feature = "nats") { ", nats" } else { "" }
+                ),
+            }
+            .into())
         }
     }
 }

@@ -2,6 +2,10 @@
 //! this instance has a local subscriber on the topic. The NATS client
 //! reconnects and resubscribes by itself; this broker counts reconnections and
 //! the events it can tell were missed (core NATS is at-most-once).
+//!
+//! Topics with history are stored and numbered in a JetStream stream, which
+//! republishes each event with its position on the topic's subject (see
+//! `nats_history.rs`), so a client can resume on any instance.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -10,9 +14,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
-use subs_core::{Broker, BrokerStats, Event, EventSink};
+use subs_core::{Broker, BrokerError, BrokerStats, Event, EventSink};
 use tokio::task::JoinHandle;
 
+use super::nats_history::{DEFAULT_STREAM, NatsHistory, position_of, republished_subjects};
 use super::{
     Attachment, Backoff, Bookkeeping, Interest, InterestReceiver, Relay, StartupPolicy, deliver,
 };
@@ -45,7 +50,9 @@ pub fn subject_for(topic: &str) -> String {
 pub struct NatsBroker {
     client: async_nats::Client,
     relay: Arc<Relay>,
-    attachment: Attachment,
+    attachment: Arc<Attachment>,
+    /// Topics with history are numbered and kept in JetStream.
+    history: Arc<NatsHistory>,
     /// Subscribes to fail on purpose before trying for real (tests only).
     injected_failures: Arc<AtomicU32>,
 }
@@ -59,8 +66,21 @@ impl std::fmt::Debug for NatsBroker {
 }
 
 impl NatsBroker {
-    /// Connects to `url` (`nats://host:port`).
+    /// Connects to `url` (`nats://host:port`); topics with history are kept
+    /// in the JetStream stream [`DEFAULT_STREAM`] (`subs-history`).
     pub async fn connect(url: &str, startup: StartupPolicy) -> Result<Arc<Self>, crate::Error> {
+        Self::connect_with_history_stream(url, startup, DEFAULT_STREAM).await
+    }
+
+    /// [`NatsBroker::connect`], keeping topics with history in the JetStream
+    /// stream `stream` (a name without dots or spaces; its subjects are
+    /// `<stream>.*.*`). Every instance that shares a history must name the
+    /// same stream.
+    pub async fn connect_with_history_stream(
+        url: &str,
+        startup: StartupPolicy,
+        stream: &str,
+    ) -> Result<Arc<Self>, crate::Error> {
         let relay = Arc::new(Relay::default());
         let events_relay = relay.clone();
         // `Connected` also follows the first connection: count it as a
@@ -94,15 +114,31 @@ impl NatsBroker {
         let client = options
             .connect(url)
             .await
-            .map_err(|e| crate::Error::Broker(format!("cannot reach NATS at {url}: {e}")))?;
+            .map_err(|error| BrokerError::Connect {
+                broker: "nats",
+                address: url.to_owned(),
+                source: error.into(),
+            })?;
         // The `Connected` event may still be on its way.
         if client.connection_state() == async_nats::connection::State::Connected {
             relay.set_connected(true);
         }
+        let attachment = Arc::new(Attachment::new(relay.clone()));
+        let origin = {
+            let attachment = attachment.clone();
+            Arc::new(move || attachment.origin())
+        };
+        let history = Arc::new(NatsHistory::new(
+            client.clone(),
+            stream.to_owned(),
+            relay.clone(),
+            origin,
+        ));
         Ok(Arc::new(Self {
             client,
-            relay: relay.clone(),
-            attachment: Attachment::new(relay),
+            relay,
+            attachment,
+            history,
             injected_failures: Arc::default(),
         }))
     }
@@ -149,7 +185,7 @@ impl Broker for NatsBroker {
             // so receivers count the event in `missed`.
             if client.connection_state() != async_nats::connection::State::Connected {
                 relay.published(false);
-                return Err(subs_core::Error::Broker("NATS is unreachable".into()));
+                return Err(BrokerError::Unreachable { broker: "nats" }.into());
             }
             let result = tokio::time::timeout(
                 PUBLISH_TIMEOUT,
@@ -158,7 +194,13 @@ impl Broker for NatsBroker {
             .await
             .unwrap_or_else(|_| Err(async_nats::PublishErrorKind::Send.into()));
             relay.published(result.is_ok());
-            result.map_err(|e| subs_core::Error::Broker(e.to_string()))
+            result.map_err(|error| {
+                BrokerError::Publish {
+                    broker: "nats",
+                    source: error.into(),
+                }
+                .into()
+            })
         })
     }
 
@@ -177,7 +219,19 @@ impl Broker for NatsBroker {
     fn name(&self) -> &'static str {
         "nats"
     }
+
+    fn history(&self) -> Option<Arc<dyn subs_core::BrokerHistory>> {
+        Some(self.history.clone())
+    }
+
+    fn subscribed(&self, topic: &str) -> BoxFuture<'static, ()> {
+        let (relay, topic) = (self.relay.clone(), topic.to_owned());
+        Box::pin(async move { relay.wait_active(&topic, SUBSCRIBE_WAIT).await })
+    }
 }
+
+/// How long a resume waits for this instance's subscription to its topic.
+const SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What every topic's subscription task needs.
 #[derive(Clone)]
@@ -189,20 +243,39 @@ struct Subscriptions {
 }
 
 impl Subscriptions {
-    async fn subscribe(&self, topic: &str) -> Result<async_nats::Subscriber, String> {
+    /// The topic's subject and, for a topic with history, the subjects its
+    /// stored events are republished on, as one stream of messages.
+    async fn subscribe(
+        &self,
+        topic: &str,
+    ) -> Result<futures_util::stream::BoxStream<'static, async_nats::Message>, BrokerError> {
+        let failed = |error: async_nats::SubscribeError| BrokerError::Subscribe {
+            broker: "nats",
+            source: error.into(),
+        };
         let injected = self
             .injected_failures
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
             .is_ok();
         if injected {
-            return Err(
-                async_nats::SubscribeError::new(async_nats::SubscribeErrorKind::Other).to_string(),
-            );
+            return Err(failed(async_nats::SubscribeError::new(
+                async_nats::SubscribeErrorKind::Other,
+            )));
         }
-        self.client
+        let live = self
+            .client
             .subscribe(subject_for(topic))
             .await
-            .map_err(|e| e.to_string())
+            .map_err(failed)?;
+        if !self.sink.keeps_history(topic) {
+            return Ok(live.boxed());
+        }
+        let stored = self
+            .client
+            .subscribe(republished_subjects(topic))
+            .await
+            .map_err(failed)?;
+        Ok(futures_util::stream::select(live, stored).boxed())
     }
 
     /// One topic's life on NATS: subscribe (retried with backoff while it
@@ -230,13 +303,22 @@ impl Subscriptions {
             };
             backoff.reset();
             self.relay.forget_topic(&topic);
+            // The server has the subscription once a flush returns: a resume
+            // reads the history only then, so every event is either in what
+            // it reads or delivered here.
+            if let Err(error) = self.client.flush().await {
+                tracing::debug!(%topic, %error, "NATS flush after subscribe failed");
+            }
+            self.relay.set_active(&topic, true);
             while let Some(message) = subscriber.next().await {
-                if let Some(event) = self.relay.accept(&message.payload, &origin)
+                let position = position_of(message.headers.as_ref());
+                if let Some(event) = self.relay.accept_at(&message.payload, &origin, position)
                     && !deliver(&self.sink, event).await
                 {
                     return;
                 }
             }
+            self.relay.set_active(&topic, false);
             tracing::warn!(%topic, "NATS subscription ended; subscribing again");
             backoff.wait().await;
         }
@@ -250,6 +332,7 @@ struct ForgetOnDrop {
 
 impl Drop for ForgetOnDrop {
     fn drop(&mut self) {
+        self.relay.set_active(&self.topic, false);
         self.relay.forget_topic(&self.topic);
     }
 }

@@ -33,17 +33,24 @@
 //! broker here), so instances do not relay these events through another
 //! broker. Prune old rows on your schedule (`DELETE FROM subs_outbox WHERE
 //! created_at < now() - interval '1 day'`).
+//!
+//! With [`OutboxConfig::with_history`], the outbox is also the history of
+//! topics that keep one: rows get per-topic offsets in `(txid, id)` order,
+//! the same on every instance, and a client resumes on any instance from
+//! the table (see `postgres_history.rs` and [`OutboxHistory`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use subs_core::{Engine, Event};
+use subs_core::{BrokerError, Engine, Event};
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
 use super::Backoff;
+pub use super::postgres_history::OutboxHistory;
+use super::postgres_history::{history_sql, new_epoch, numbering_sql};
 
 /// A position in the outbox: rows are read in `(txid, id)` order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -81,6 +88,9 @@ pub struct OutboxConfig {
     pub start_from: StartFrom,
     /// Rows read per query (default 1,000).
     pub batch: i64,
+    /// Whether rows are numbered per topic for history and resume (default
+    /// off; see [`OutboxConfig::with_history`]).
+    pub history: bool,
 }
 
 impl OutboxConfig {
@@ -92,16 +102,31 @@ impl OutboxConfig {
             channel: "subs_outbox".into(),
             start_from: StartFrom::Latest,
             batch: 1000,
+            history: false,
         }
+    }
+
+    /// Numbers rows per topic (in `(txid, id)` order, once their
+    /// transaction is over) and delivers events of topics with history with
+    /// their positions: give the engine [`OutboxHistory::broker`] so that a
+    /// client resumes on any instance. Every instance's source numbers, under
+    /// an advisory lock; only numbered rows are delivered.
+    #[must_use]
+    pub fn with_history(mut self) -> Self {
+        self.history = true;
+        self
     }
 }
 
 /// The outbox table's definition and its read index, for
-/// [`OutboxConfig::table`] (PostgreSQL 13 or later, for `xid8`).
+/// [`OutboxConfig::table`] (PostgreSQL 13 or later, for `xid8`), with what
+/// history needs (a `topic_offset` column, its index, and `<table>_offsets`);
+/// running it on an existing outbox adds the history parts.
 pub fn create_table_sql(table: &str) -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS {table} (id bigserial PRIMARY KEY, txid xid8 NOT NULL DEFAULT pg_current_xact_id(), topic text NOT NULL, payload jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now()); \
-         CREATE INDEX IF NOT EXISTS {table}_txid_id ON {table} (txid, id)"
+         CREATE INDEX IF NOT EXISTS {table}_txid_id ON {table} (txid, id); {}",
+        history_sql(table)
     )
 }
 
@@ -131,7 +156,11 @@ impl OutboxSource {
     pub async fn start(engine: Engine, config: OutboxConfig) -> Result<Self, crate::Error> {
         let (client, connection) = tokio_postgres::connect(&config.connection, NoTls)
             .await
-            .map_err(|e| crate::Error::Broker(format!("cannot reach PostgreSQL: {e}")))?;
+            .map_err(|error| BrokerError::Connect {
+                broker: "postgres",
+                address: database(&config.connection),
+                source: error.into(),
+            })?;
         let first = tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -144,7 +173,11 @@ impl OutboxSource {
                 let row = client
                     .query_one("SELECT pg_snapshot_xmin(pg_current_snapshot())::text", &[])
                     .await
-                    .map_err(|e| crate::Error::Broker(format!("cannot read a snapshot: {e}")))?;
+                    .map_err(|error| BrokerError::Connect {
+                        broker: "postgres",
+                        address: database(&config.connection),
+                        source: error.into(),
+                    })?;
                 let xmin = parse_txid(&row.get::<_, String>(0))?;
                 OutboxPosition {
                     txid: xmin.saturating_sub(1),
@@ -222,10 +255,14 @@ async fn listen_once(
     state: &SourceState,
     stop: &CancellationToken,
     backoff: &mut Backoff,
-) -> Result<(), String> {
+) -> Result<(), BrokerError> {
     let (client, mut connection) = tokio_postgres::connect(&config.connection, NoTls)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|error| BrokerError::Connect {
+            broker: "postgres",
+            address: database(&config.connection),
+            source: error.into(),
+        })?;
     // One pending wake-up is enough: a read catches up on every row, so a
     // notification that finds one pending is dropped (the queue stays one
     // slot, however fast writers notify).
@@ -248,42 +285,72 @@ async fn listen_once(
     client
         .batch_execute(&format!("LISTEN {}", config.channel))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|error| BrokerError::Subscribe {
+            broker: "postgres",
+            source: error.into(),
+        })?;
     // Only transactions older than the snapshot's oldest running one: they
-    // are over, so no row can still appear behind the position.
+    // are over, so no row can still appear behind the position. With
+    // history, only numbered rows: the numbering took such rows, in order.
     let read = client
-        .prepare(&format!(
-            "SELECT txid::text, id::bigint, topic::text, payload::text FROM {table} \
-             WHERE (txid, id) > ($1::text::xid8, $2::bigint) \
-               AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
-             ORDER BY txid, id LIMIT $3",
-            table = config.table
-        ))
+        .prepare(&if config.history {
+            format!(
+                "SELECT t.txid::text, t.id::bigint, t.topic::text, t.payload::text, t.topic_offset, o.epoch \
+                 FROM {table} t LEFT JOIN {table}_offsets o ON o.topic = t.topic \
+                 WHERE (t.txid, t.id) > ($1::text::xid8, $2::bigint) \
+                   AND t.topic_offset IS NOT NULL \
+                 ORDER BY t.txid, t.id LIMIT $3",
+                table = config.table
+            )
+        } else {
+            format!(
+                "SELECT txid::text, id::bigint, topic::text, payload::text FROM {table} \
+                 WHERE (txid, id) > ($1::text::xid8, $2::bigint) \
+                   AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
+                 ORDER BY txid, id LIMIT $3",
+                table = config.table
+            )
+        })
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(pg)?;
     // Committed rows the read above left for later (a transaction older than
     // theirs is still running): look again soon, a notification may not come.
     let held_back = client
-        .prepare(&format!(
-            "SELECT EXISTS (SELECT 1 FROM {table} \
-             WHERE (txid, id) > ($1::text::xid8, $2::bigint) \
-               AND txid >= pg_snapshot_xmin(pg_current_snapshot()))",
-            table = config.table
-        ))
+        .prepare(&if config.history {
+            format!(
+                "SELECT EXISTS (SELECT 1 FROM {table} \
+                 WHERE (txid, id) > ($1::text::xid8, $2::bigint) \
+                   AND topic_offset IS NULL AND topic IS NOT NULL)",
+                table = config.table
+            )
+        } else {
+            format!(
+                "SELECT EXISTS (SELECT 1 FROM {table} \
+                 WHERE (txid, id) > ($1::text::xid8, $2::bigint) \
+                   AND txid >= pg_snapshot_xmin(pg_current_snapshot()))",
+                table = config.table
+            )
+        })
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(pg)?;
     let mut first_read = true;
     let result = async {
         loop {
             // Catch up first: rows committed while disconnected, or since the
             // last notification (several notifications may fold into one read).
             let waiting = loop {
+                if config.history {
+                    client
+                        .batch_execute(&numbering_sql(&config.table, config.batch, &new_epoch()))
+                        .await
+                        .map_err(pg)?;
+                }
                 let from = *state.position.lock();
                 let txid = from.txid.to_string();
                 let rows = client
                     .query(&read, &[&txid, &from.id, &config.batch])
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(pg)?;
                 // Only a source that reads is healthy: one whose query keeps
                 // failing backs off further on every attempt.
                 if std::mem::take(&mut first_read) {
@@ -292,7 +359,7 @@ async fn listen_once(
                 let count = rows.len();
                 for row in rows {
                     let position = row_position(&row)?;
-                    match row_event(&row) {
+                    match row_event(&row, config.history.then_some(engine)) {
                         Ok(event) => {
                             if engine.publish_local(event).await.is_err() {
                                 return Ok(());
@@ -318,7 +385,7 @@ async fn listen_once(
                     let row = client
                         .query_one(&held_back, &[&txid, &from.id])
                         .await
-                        .map_err(|e| e.to_string())?;
+                        .map_err(pg)?;
                     break if row.get::<_, bool>(0) {
                         HELD_BACK_RETRY
                     } else {
@@ -330,7 +397,11 @@ async fn listen_once(
             tokio::select! {
                 () = stop.cancelled() => return Ok(()),
                 woke = wake.recv() => if woke.is_none() {
-                    return Err("the connection closed".to_owned());
+                    return Err(BrokerError::Connect {
+                        broker: "postgres",
+                        address: database(&config.connection),
+                        source: "the connection closed".into(),
+                    });
                 },
                 () = tokio::time::sleep(waiting) => {}
             }
@@ -344,21 +415,19 @@ async fn listen_once(
 /// Where a row is: its id is read as `bigint`, its txid as text; a row that
 /// has no position cannot be skipped past, so that fails the read (and the
 /// source retries with backoff, loudly).
-fn row_position(row: &tokio_postgres::Row) -> Result<OutboxPosition, String> {
-    let txid = row
-        .try_get::<_, String>(0)
-        .map_err(|e| format!("outbox row without a transaction id: {e}"))?;
+fn row_position(row: &tokio_postgres::Row) -> Result<OutboxPosition, BrokerError> {
+    let txid = row.try_get::<_, String>(0).map_err(pg)?;
     Ok(OutboxPosition {
-        txid: parse_txid(&txid).map_err(|e| e.to_string())?,
-        id: row
-            .try_get(1)
-            .map_err(|e| format!("outbox row without an id: {e}"))?,
+        txid: parse_txid(&txid)?,
+        id: row.try_get(1).map_err(pg)?,
     })
 }
 
 /// The event a row carries: a topic and a JSON payload, neither NULL. The
-/// payload is parsed here, once (dispatch uses the value as is).
-fn row_event(row: &tokio_postgres::Row) -> Result<Event, String> {
+/// payload is parsed here, once (dispatch uses the value as is). With
+/// history (`engine` given), an event of a topic that keeps one carries the
+/// row's position.
+fn row_event(row: &tokio_postgres::Row, engine: Option<&Engine>) -> Result<Event, String> {
     let topic: String = row
         .try_get(2)
         .map_err(|e| format!("unreadable topic: {e}"))?;
@@ -367,10 +436,60 @@ fn row_event(row: &tokio_postgres::Row) -> Result<Event, String> {
         .map_err(|e| format!("unreadable payload: {e}"))?;
     let value: serde_json::Value =
         serde_json::from_str(&payload).map_err(|e| format!("payload is not JSON: {e}"))?;
-    Ok(Event::json(topic, value))
+    let mut event = Event::json(topic, value);
+    if let Some(engine) = engine
+        && engine.keeps_history(&event.topic)
+    {
+        let offset: Option<i64> = row
+            .try_get(4)
+            .map_err(|e| format!("unreadable offset: {e}"))?;
+        let epoch: Option<String> = row
+            .try_get(5)
+            .map_err(|e| format!("unreadable epoch: {e}"))?;
+        if let (Some(offset), Some(epoch)) = (offset, epoch) {
+            event.position = Some(subs_core::Position {
+                epoch: Arc::from(epoch),
+                offset: u64::try_from(offset).unwrap_or(0),
+            });
+        }
+    }
+    Ok(event)
 }
 
-fn parse_txid(text: &str) -> Result<u64, crate::Error> {
-    text.parse()
-        .map_err(|_| crate::Error::Broker(format!("not a transaction id: {text:?}")))
+/// Where a connection string points, for errors: hosts and database (never
+/// the password it may hold).
+pub(crate) fn database(connection: &str) -> String {
+    connection.parse::<tokio_postgres::Config>().map_or_else(
+        |_| "the configured database".to_owned(),
+        |config| {
+            let hosts: Vec<String> = config
+                .get_hosts()
+                .iter()
+                .map(|host| match host {
+                    tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                    tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+                })
+                .collect();
+            format!(
+                "{}/{}",
+                hosts.join(","),
+                config.get_dbname().unwrap_or_default()
+            )
+        },
+    )
+}
+
+/// A PostgreSQL error, typed (the source logs it and reconnects).
+fn pg(error: tokio_postgres::Error) -> BrokerError {
+    BrokerError::History {
+        broker: "postgres",
+        source: error.into(),
+    }
+}
+
+fn parse_txid(text: &str) -> Result<u64, BrokerError> {
+    text.parse().map_err(|error| BrokerError::History {
+        broker: "postgres",
+        source: format!("not a transaction id: {text:?} ({error})").into(),
+    })
 }

@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use subs_core::{Broker, BrokerStats, Event, EventSink};
+use subs_core::{Broker, BrokerError, BrokerStats, Event, EventSink};
 
 use super::redis_history::RedisHistory;
 use super::{
@@ -66,16 +66,22 @@ impl RedisBroker {
     /// unreachable server is an error now; with `Retry` the broker starts and
     /// keeps trying.
     pub async fn connect(url: &str, startup: StartupPolicy) -> Result<Arc<Self>, crate::Error> {
-        let client = redis::Client::open(url)
-            .map_err(|e| crate::Error::Broker(format!("invalid Redis URL {url:?}: {e}")))?;
+        let client = redis::Client::open(url).map_err(|error| BrokerError::Connect {
+            broker: "redis",
+            address: url.to_owned(),
+            source: error.into(),
+        })?;
         let publisher = match ConnectionManager::new_with_config(client.clone(), manager_config())
             .await
         {
             Ok(connection) => Some(connection),
             Err(error) if startup == StartupPolicy::Fail => {
-                return Err(crate::Error::Broker(format!(
-                    "cannot reach Redis at {url}: {error}"
-                )));
+                return Err(BrokerError::Connect {
+                    broker: "redis",
+                    address: url.to_owned(),
+                    source: error.into(),
+                }
+                .into());
             }
             Err(error) => {
                 tracing::warn!(%error, "Redis unreachable at start-up; retrying in the background");
@@ -143,7 +149,7 @@ impl Broker for RedisBroker {
                 .is_some_and(|at| std::time::Instant::now() < at)
             {
                 relay.published(false);
-                return Err(subs_core::Error::Broker("Redis is unreachable".into()));
+                return Err(BrokerError::Unreachable { broker: "redis" }.into());
             }
             let connection = {
                 let mut guard = publisher.lock().await;
@@ -157,16 +163,20 @@ impl Broker for RedisBroker {
             let Some(mut connection) = connection else {
                 *retry_at.lock() = Some(std::time::Instant::now() + PUBLISH_RETRY);
                 relay.published(false);
-                return Err(subs_core::Error::Broker("Redis is unreachable".into()));
+                return Err(BrokerError::Unreachable { broker: "redis" }.into());
             };
             let result: redis::RedisResult<i64> = connection.publish(channel, bytes).await;
             relay.published(result.is_ok());
             *retry_at.lock() = result
                 .is_err()
                 .then(|| std::time::Instant::now() + PUBLISH_RETRY);
-            result
-                .map(drop)
-                .map_err(|e| subs_core::Error::Broker(e.to_string()))
+            result.map(drop).map_err(|error| {
+                BrokerError::Publish {
+                    broker: "redis",
+                    source: error.into(),
+                }
+                .into()
+            })
         })
     }
 

@@ -23,7 +23,8 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use redis::aio::ConnectionManager;
 use subs_core::{
-    BrokerHistory, Envelope, Event, GapReason, History, Position, ReplayLimits, StoredReplay,
+    BrokerError, BrokerHistory, Envelope, Event, GapReason, History, Position, ReplayLimits,
+    StoredReplay,
 };
 
 use super::Relay;
@@ -135,16 +136,26 @@ async fn connection(
     slot: &tokio::sync::Mutex<Option<ConnectionManager>>,
 ) -> Result<ConnectionManager, subs_core::Error> {
     let mut guard = slot.lock().await;
-    if guard.is_none() {
-        *guard = ConnectionManager::new(client.clone()).await.ok();
+    if let Some(connection) = guard.as_ref() {
+        return Ok(connection.clone());
     }
-    guard
-        .clone()
-        .ok_or_else(|| subs_core::Error::Broker("Redis is unreachable".into()))
+    let connection = ConnectionManager::new(client.clone())
+        .await
+        .map_err(|error| BrokerError::Connect {
+            broker: "redis",
+            address: client.get_connection_info().addr().to_string(),
+            source: error.into(),
+        })?;
+    *guard = Some(connection.clone());
+    Ok(connection)
 }
 
 fn broker_error(error: redis::RedisError) -> subs_core::Error {
-    subs_core::Error::Broker(error.to_string())
+    BrokerError::History {
+        broker: "redis",
+        source: error.into(),
+    }
+    .into()
 }
 
 impl BrokerHistory for RedisHistory {
@@ -153,7 +164,7 @@ impl BrokerHistory for RedisHistory {
         stream: Arc<str>,
         event: Event,
         history: History,
-    ) -> BoxFuture<'static, Result<Position, subs_core::Error>> {
+    ) -> BoxFuture<'static, Result<Option<Position>, subs_core::Error>> {
         let topic = event.topic.clone();
         let envelope: Envelope = self.relay.envelope(&event, (self.origin)());
         let (head, tail) = envelope.encode_around_position();
@@ -179,10 +190,10 @@ impl BrokerHistory for RedisHistory {
                 invocation.invoke_async(&mut connection).await;
             relay.published(answer.is_ok());
             let (epoch, offset) = answer.map_err(broker_error)?;
-            Ok(Position {
+            Ok(Some(Position {
                 epoch: Arc::from(epoch),
                 offset,
-            })
+            }))
         })
     }
 

@@ -48,10 +48,10 @@ pub(crate) struct Relay {
     seen: Mutex<HashMap<Arc<str>, LastSeen>>,
     /// Topics whose broker subscription is active now (the broker's task
     /// keeps it), for [`Relay::wait_active`]: only a broker that keeps a
-    /// shared history (Redis) needs it.
-    #[cfg(feature = "redis")]
+    /// shared history (Redis, NATS) needs it.
+    #[cfg(any(feature = "redis", feature = "nats"))]
     active: Mutex<std::collections::HashSet<Arc<str>>>,
-    #[cfg(feature = "redis")]
+    #[cfg(any(feature = "redis", feature = "nats"))]
     active_changed: Notify,
 }
 
@@ -80,16 +80,16 @@ impl Relay {
             sent: Mutex::new(HashMap::new()),
             sent_max: sent_max.max(1),
             seen: Mutex::new(HashMap::new()),
-            #[cfg(feature = "redis")]
+            #[cfg(any(feature = "redis", feature = "nats"))]
             active: Mutex::new(std::collections::HashSet::new()),
-            #[cfg(feature = "redis")]
+            #[cfg(any(feature = "redis", feature = "nats"))]
             active_changed: Notify::new(),
         }
     }
 
     /// The broker's task holds (or no longer holds) an active subscription
     /// to `topic`.
-    #[cfg(feature = "redis")]
+    #[cfg(any(feature = "redis", feature = "nats"))]
     pub(crate) fn set_active(&self, topic: &Arc<str>, active: bool) {
         let changed = if active {
             self.active.lock().insert(topic.clone())
@@ -102,13 +102,13 @@ impl Relay {
     }
 
     /// The broker connection dropped: no subscription is active.
-    #[cfg(feature = "redis")]
+    #[cfg(any(feature = "redis", feature = "nats"))]
     pub(crate) fn clear_active(&self) {
         self.active.lock().clear();
     }
 
     /// Resolves once `topic`'s subscription is active, or after `bound`.
-    #[cfg(feature = "redis")]
+    #[cfg(any(feature = "redis", feature = "nats"))]
     pub(crate) async fn wait_active(&self, topic: &str, bound: std::time::Duration) {
         let deadline = tokio::time::Instant::now() + bound;
         loop {
@@ -195,7 +195,18 @@ impl Relay {
     /// Decodes an envelope from the wire: `None` for our own envelopes (the
     /// engine dispatched them locally already) and for invalid ones.
     pub(crate) fn accept(&self, bytes: &[u8], own_origin: &str) -> Option<Event> {
-        let envelope = match Envelope::decode(bytes) {
+        self.accept_at(bytes, own_origin, None)
+    }
+
+    /// [`Relay::accept`] for an envelope whose position the broker gave
+    /// beside it (a JetStream republish carries the offset in a header).
+    pub(crate) fn accept_at(
+        &self,
+        bytes: &[u8],
+        own_origin: &str,
+        position: Option<subs_core::Position>,
+    ) -> Option<Event> {
+        let mut envelope = match Envelope::decode(bytes) {
             Ok(envelope) => envelope,
             Err(error) => {
                 self.invalid.fetch_add(1, Relaxed);
@@ -203,6 +214,9 @@ impl Relay {
                 return None;
             }
         };
+        if position.is_some() {
+            envelope.position = position;
+        }
         // Own envelopes were dispatched here already, except those numbered
         // by a history the broker keeps: every instance, this one included,
         // dispatches those as the broker delivers them, in offset order.

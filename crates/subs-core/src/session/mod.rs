@@ -380,10 +380,15 @@ impl Session {
                     let Some(active) = self.subscriptions.get_mut(&key) else {
                         continue;
                     };
-                    if let Some(position) = &position
-                        && !active.delivered.first_time(position)
-                    {
-                        continue;
+                    match &position {
+                        Some(position) if !active.delivered.first_time(position) => continue,
+                        Some(_) => {}
+                        // A gap (the only message without a position on a
+                        // subscription that resumed): the resume position
+                        // vouches for nothing any more, so a live event
+                        // numbered below it (a position "ahead" of the
+                        // history) is not taken for a duplicate.
+                        None => active.delivered = crate::history::Delivered::after(None),
                     }
                     if let Some(limiter) = &mut active.delivery_limiter
                         && limiter.check(now).is_err()
