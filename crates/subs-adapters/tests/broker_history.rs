@@ -20,6 +20,8 @@ use support::{REDIS_URL, SCHEMA, STEP, WsClient, events_query, require_service, 
 struct Instance {
     engine: Engine,
     server: Server,
+    broker: std::sync::Arc<dyn subs_core::Broker>,
+    topic: String,
 }
 
 impl Instance {
@@ -27,6 +29,7 @@ impl Instance {
         let broker = RedisBroker::connect(REDIS_URL, StartupPolicy::Fail)
             .await
             .expect("Redis");
+        let broker: std::sync::Arc<dyn subs_core::Broker> = broker;
         let engine = Engine::builder(Schema::parse(SCHEMA).expect("schema"))
             .bind(
                 "events",
@@ -34,7 +37,7 @@ impl Instance {
                     .argument("key", "key")
                     .history(History::last(keep).per_event_field("key")),
             )
-            .broker(broker)
+            .broker(broker.clone())
             .build()
             .expect("engine");
         let server = Server::bind(
@@ -44,7 +47,12 @@ impl Instance {
         )
         .await
         .expect("bind");
-        Self { engine, server }
+        Self {
+            engine,
+            server,
+            broker,
+            topic: topic.to_owned(),
+        }
     }
 
     async fn publish(&self, topic: &str, key: &str, n: i64) {
@@ -75,6 +83,9 @@ impl Instance {
             async move { engine.stats().subscriptions > before }
         })
         .await;
+        // Redis subscribes to a new topic in the background: until then,
+        // events published through another instance do not reach this one.
+        self.broker.subscribed(&self.topic).await;
         client
     }
 }
