@@ -13,7 +13,7 @@ use subs_adapters::server::{Server, ServerConfig};
 use subs_core::graphql::Schema;
 use subs_core::{Engine, ResolverError, RootContext};
 
-mod http_support;
+use subs_test_support::http_streams as http_support;
 
 use http_support::{body_json, post_json, send, serve_axum};
 

@@ -9,7 +9,7 @@ use subs_core::graphql::Schema;
 use subs_core::{Engine, FieldBinding, History};
 use tokio_tungstenite::tungstenite::Message;
 
-mod http_support;
+use subs_test_support::http_streams as http_support;
 
 use http_support::{GENEROUS, StreamReader, post_json, send, serve, until, ws_connect};
 

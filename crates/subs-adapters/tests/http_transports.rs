@@ -14,7 +14,7 @@ use subs_core::graphql::Schema;
 use subs_core::security::{Principal, Rejection};
 use subs_core::{Accepted, AuthRequest, Engine, FieldBinding, ResolverError, RootContext};
 
-mod http_support;
+use subs_test_support::http_streams as http_support;
 
 use http_support::{
     GENEROUS, StreamReader, body_json, one_subscriber_per_transport, post, post_json, send, serve,
