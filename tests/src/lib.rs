@@ -1,4 +1,4 @@
-//! The root README and the `docs/` pages, included so that `cargo test -p
+//! The root README and every `docs/` page, included so that `cargo test -p
 //! subs-e2e --doc` (and so `cargo xtask ci`) compiles every Rust block in
 //! them and runs those not marked `no_run`. Each block is a complete program
 //! or item; a page's prose around it is what a reader sees on GitHub.
@@ -28,12 +28,32 @@ pub struct Graphiql;
 #[doc = include_str!("../../docs/history.md")]
 pub struct History;
 
+/// `docs/http.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/http.md")]
+pub struct Http;
+
 /// `docs/operations.md`.
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/operations.md")]
 pub struct Operations;
 
+/// `docs/performance.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/performance.md")]
+pub struct Performance;
+
+/// `docs/protocol.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/protocol.md")]
+pub struct Protocol;
+
 /// `docs/scaling.md`.
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/scaling.md")]
 pub struct Scaling;
+
+/// `docs/security.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/security.md")]
+pub struct Security;
