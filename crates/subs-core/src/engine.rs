@@ -162,7 +162,7 @@ impl Engine {
     }
 
     /// Dispatches an event to local subscribers now, bypassing the broker and the
-    /// dispatcher queue (brokers normally go through [`EventSink`]), and waits
+    /// dispatcher queue (brokers normally go through [`EventSink`](crate::EventSink)), and waits
     /// until every group it matches has answered (groups with a resolver
     /// answer from their own pipeline, at the latest at the resolver
     /// deadline). Returns the number of payloads queued.
