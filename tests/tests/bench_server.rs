@@ -1,4 +1,4 @@
-//! End-to-end tests against the `bench-server` example (shared/bench-contract.md),
+//! End-to-end tests against the `bench-server` example (docs/bench-contract.md),
 //! run as a process.
 
 use std::sync::Arc;
