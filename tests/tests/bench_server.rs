@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
+use subs_protocol::close;
 use subs_test_support::{
     Client, Frame, ServerProcess, TRANSPORT_WS, Upgrade, post, raw_upgrade, wait_stats,
 };
-use subs_protocol::close;
 
 fn bench_server() -> Result<ServerProcess> {
     ServerProcess::spawn("bench-server", &[])

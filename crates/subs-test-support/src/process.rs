@@ -43,9 +43,12 @@ pub fn example_binary(name: &str) -> Result<PathBuf> {
                 .and_then(Path::parent)
                 .map(Path::to_path_buf);
             let mut command = Command::new(cargo);
-            command
-                .current_dir(workspace_root())
-                .args(["build", "-p", "subs-adapters", "--examples"]);
+            command.current_dir(workspace_root()).args([
+                "build",
+                "-p",
+                "subs-adapters",
+                "--examples",
+            ]);
             if let Some(target) = target {
                 command.arg("--target-dir").arg(target);
             }

@@ -23,7 +23,6 @@ pub const TRANSPORT_WS: &str = "graphql-transport-ws";
 /// `graphql-ws`, the legacy protocol of `subscriptions-transport-ws`.
 pub const LEGACY_WS: &str = "graphql-ws";
 
-
 /// One frame from the server, as the tests see it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
@@ -323,4 +322,3 @@ pub async fn raw_upgrade(addr: SocketAddr, extra_headers: &str) -> Result<(Strin
     .context("upgrade answer timed out")??;
     Ok((String::from_utf8(head)?, stream))
 }
-
