@@ -60,6 +60,11 @@ async def test_block_runs(where: str, code: str) -> None:
     # Blocks with top-level `await`-free code only: run off the event loop
     # thread, as a module would be imported.
     await asyncio.to_thread(exec, compile(code, where, "exec"), namespace)
+    app = namespace.get("app")
+    if app is not None:
+        # Starlette instantiates middleware at the first request: build the
+        # stack now, so a wrong argument of `add_middleware` fails here.
+        app.build_middleware_stack()
     server = namespace.get("server")
     if server is not None and "server.shutdown(" not in code:
         await asyncio.to_thread(server.shutdown, 5.0)
