@@ -208,13 +208,6 @@ class Client:
             assert message["id"] == id, message
         return message["payload"]
 
-    async def nothing_within(self, seconds: float) -> bool:
-        try:
-            message = await asyncio.wait_for(self.socket.recv(), seconds)
-        except asyncio.TimeoutError:
-            return True
-        raise AssertionError(f"unexpected message {message}")
-
     async def close(self) -> None:
         await self.socket.close()
 
