@@ -57,3 +57,13 @@ pub struct Scaling;
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/security.md")]
 pub struct Security;
+
+/// `docs/bench-contract.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/bench-contract.md")]
+pub struct BenchContract;
+
+/// `docs/targets.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/targets.md")]
+pub struct Targets;
