@@ -1,4 +1,4 @@
-"""The benchmark server of shared/bench-contract.md on Strawberry GraphQL.
+"""The benchmark server of docs/bench-contract.md on Strawberry GraphQL.
 
 A peer of subs' Python bench server (crates/subs-py/examples/bench_server.py,
 ASGI mode): the same uvicorn, routes and bus, with Strawberry executing every

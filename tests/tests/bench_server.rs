@@ -1,4 +1,4 @@
-//! End-to-end tests against the `bench-server` example (shared/bench-contract.md),
+//! End-to-end tests against the `bench-server` example (docs/bench-contract.md),
 //! run as a process.
 
 use std::sync::Arc;
@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
-use subs_e2e::{
+use subs_protocol::close;
+use subs_test_support::{
     Client, Frame, ServerProcess, TRANSPORT_WS, Upgrade, post, raw_upgrade, wait_stats,
 };
-use subs_protocol::close;
 
 fn bench_server() -> Result<ServerProcess> {
     ServerProcess::spawn("bench-server", &[])
@@ -41,7 +41,7 @@ async fn publish(
 async fn thousand_connections_receive_every_event_in_order() -> Result<()> {
     const CONNECTIONS: usize = 1000;
     const EVENTS: u64 = 20;
-    let limit = subs_e2e::raise_fd_limit();
+    let limit = subs_test_support::raise_fd_limit();
     ensure!(
         limit >= 1100,
         "need at least 1100 open files per process, have {limit}"
@@ -104,12 +104,12 @@ async fn thousand_connections_receive_every_event_in_order() -> Result<()> {
         clients.push(client);
     }
     assert_eq!(clients.len(), CONNECTIONS);
-    let stats = subs_e2e::stats(addr).await?;
+    let stats = subs_test_support::stats(addr).await?;
     assert_eq!(stats["framesDropped"], 0, "{stats}");
     assert_eq!(stats["slowConsumerCloses"], 0, "{stats}");
     // The bench server serves /metrics with the engine's defaults: the same
     // traffic, seen by Prometheus.
-    let metrics = subs_e2e::http(addr, "GET", "/metrics", None).await?;
+    let metrics = subs_test_support::http(addr, "GET", "/metrics", None).await?;
     assert_eq!(metrics.status, 200, "{}", metrics.head);
     for line in [
         format!("subs_connections{{transport=\"websocket\"}} {CONNECTIONS}\n"),

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use serde_json::json;
 use subs_core::{Engine, EngineConfig, SlowConsumerPolicy};
-use subs_e2e::{
+use subs_protocol::close;
+use subs_test_support::{
     Client, Frame, LEGACY_WS, STEP, TRANSPORT_WS, Upgrade, eventually, serve, tick, ticks_engine,
 };
-use subs_protocol::close;
 
 const TICKS_A: &str = r#"subscription { ticks(topic: "a") { seq payload } }"#;
 

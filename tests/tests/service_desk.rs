@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use serde_json::json;
-use subs_e2e::{
+use subs_test_support::{
     Client, Frame, LEGACY_WS, ServerProcess, TRANSPORT_WS, Upgrade, patch, post, wait_stats,
 };
 use tokio_tungstenite::tungstenite::Error as WsError;

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use subs_core::EngineConfig;
-use subs_e2e::{Client, Frame, TRANSPORT_WS, Upgrade, eventually, serve, tick, ticks_engine};
+use subs_test_support::{
+    Client, Frame, TRANSPORT_WS, Upgrade, eventually, serve, tick, ticks_engine,
+};
 
 const TICKS: &str = r#"subscription { ticks(topic: "a") { seq payload } }"#;
 const READERS: usize = 4;

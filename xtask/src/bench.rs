@@ -106,7 +106,7 @@ fn stalled_scenarios() -> Vec<Scenario> {
     ]
 }
 
-/// The loopback scenarios of a run (bench-contract.md, "What is measured"),
+/// The loopback scenarios of a run (docs/bench-contract.md, "What is measured"),
 /// for the raw server, subs' Rust bench server and every `--target`.
 pub(crate) fn scenarios(quick: bool) -> Vec<Scenario> {
     if quick {
@@ -174,7 +174,7 @@ const PY_ARIADNE_SCHEMA: &str = "py-ariadne-schema";
 /// where a ratio divides by it.
 pub(crate) fn python_scenarios(quick: bool) -> Vec<Scenario> {
     // Strawberry and Ariadne execute every event once per subscriber: 87-94 µs
-    // of CPU per delivery by targets.md, 200-230 µs in this harness. 1,000
+    // of CPU per delivery by docs/targets.md, 200-230 µs in this harness. 1,000
     // events to 1,000 connections would take each of them minutes, so they get
     // a tenth of the events. Deliveries per second and CPU
     // per delivery are per-delivery figures, so the event count does not bias

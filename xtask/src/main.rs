@@ -131,7 +131,9 @@ fn ci() -> Result<()> {
             ],
         )?;
     }
+    doc_without_warnings()?;
     services::ensure()?;
+    // The doctests of subs-e2e are the root README's and docs/'s Rust blocks.
     run("cargo", &["test", "--workspace", "--locked"])?;
     // The reference clients (graphql-http's audits, graphql-sse, graphql-ws)
     // against the bench servers' HTTP and WebSocket sides.
@@ -147,6 +149,23 @@ fn ci() -> Result<()> {
     // desks (the wheel is in the venv since the Python step).
     web_assets::check()?;
     browser::browser_tests(&python::venv_python(&workspace_root())?)?;
+    Ok(())
+}
+
+/// `cargo doc` of the workspace with rustdoc's warnings denied: a broken
+/// intra-doc link or a malformed doc comment fails CI as a clippy lint does.
+fn doc_without_warnings() -> Result<()> {
+    let args = ["doc", "--workspace", "--no-deps", "--locked"];
+    eprintln!("$ RUSTDOCFLAGS='-D warnings' cargo {}", args.join(" "));
+    let status = Command::new("cargo")
+        .args(args)
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .current_dir(workspace_root())
+        .status()
+        .context("cannot start cargo doc")?;
+    if !status.success() {
+        bail!("`cargo doc` with warnings denied failed with {status}");
+    }
     Ok(())
 }
 

@@ -29,7 +29,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// timeout (10 s); this bounds a script that hangs anyway.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// One bench server of `shared/bench-contract.md` (its second part: HTTP on
+/// One bench server of `docs/bench-contract.md` (its second part: HTTP on
 /// `/graphql`) that the reference clients run against.
 pub(crate) struct BenchServer {
     /// Names the server in the log and in failures.

@@ -1,4 +1,4 @@
-//! The benchmark server of `shared/bench-contract.md`, on subs.
+//! The benchmark server of `docs/bench-contract.md`, on subs.
 //!
 //! `cargo run --release -p subs-adapters --example bench-server`
 //! Environment: `PORT` (default 4000), `INIT_TIMEOUT_MS` (default 3000),

@@ -12,7 +12,7 @@ use subs_adapters::async_graphql::AsyncGraphQLExecutor;
 use subs_core::security::{Principal, Rejection};
 use subs_core::{Accepted, AuthRequest, Engine, FieldBinding};
 
-mod http_support;
+use subs_test_support::http_streams as http_support;
 
 use http_support::{body_json, send, serve};
 

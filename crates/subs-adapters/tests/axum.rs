@@ -8,7 +8,7 @@ use subs_core::Engine;
 use subs_core::graphql::Schema;
 use tokio_tungstenite::tungstenite::Message;
 
-mod http_support;
+use subs_test_support::http_streams as http_support;
 
 use http_support::{StreamReader, body_json, post_json, send, serve_axum, until, ws_connect};
 

@@ -2,8 +2,7 @@
 //! on the shared Redis and NATS, nothing is left of them; and a NATS subscribe
 //! that fails is retried with backoff until it succeeds.
 
-#[path = "broker_support.rs"]
-mod support;
+use subs_test_support::brokers as support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

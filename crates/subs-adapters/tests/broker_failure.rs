@@ -1,8 +1,7 @@
 //! Broker failures on private Redis and NATS servers (never the shared ones):
 //! killed and restarted mid-stream, and down at start-up.
 
-#[path = "broker_support.rs"]
-mod support;
+use subs_test_support::brokers as support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,8 +3,7 @@
 //! than the one it left (which may be gone) with every missed event once, in
 //! order, then the live ones; a position Redis does not hold is a gap.
 
-#[path = "broker_support.rs"]
-mod support;
+use subs_test_support::brokers as support;
 
 use std::net::SocketAddr;
 

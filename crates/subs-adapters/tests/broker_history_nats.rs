@@ -5,8 +5,7 @@
 //! missed event once, in order, then the live ones; a position the stream
 //! does not hold is a gap.
 
-#[path = "broker_support.rs"]
-mod support;
+use subs_test_support::brokers as support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -5,8 +5,7 @@
 //! missed event once, in order, then the live ones; a position the table no
 //! longer holds is a gap.
 
-#[path = "broker_support.rs"]
-mod support;
+use subs_test_support::brokers as support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

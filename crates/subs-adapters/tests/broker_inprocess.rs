@@ -2,8 +2,7 @@
 //! sharing the machine's Redis and NATS: tenant isolation across instances,
 //! interest following, own events exactly once.
 
-#[path = "broker_support.rs"]
-mod support;
+use subs_test_support::brokers as support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,8 +2,7 @@
 //! subscriber receives every event published through any instance, exactly
 //! once and in order per publisher; filtering holds across instances.
 
-#[path = "broker_support.rs"]
-mod support;
+use subs_test_support::brokers as support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -2,8 +2,7 @@
 //! in order; rows committed while the listener is disconnected are delivered
 //! after it reconnects, none lost, none duplicated.
 
-#[path = "broker_support.rs"]
-mod support;
+use subs_test_support::brokers as support;
 
 use std::sync::Arc;
 use std::time::Duration;

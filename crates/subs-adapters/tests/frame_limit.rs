@@ -10,7 +10,7 @@ use subs_protocol::close;
 use subs_security::{ConnectionRules, RejectReason, SecurityConfig};
 use tokio_tungstenite::tungstenite::Message;
 
-mod http_support;
+use subs_test_support::http_streams as http_support;
 
 use http_support::{GENEROUS, WsClient};
 

@@ -13,7 +13,7 @@ use subs_adapters::server::{Server, ServerConfig};
 use subs_core::graphql::Schema;
 use subs_core::{Engine, ResolverError, RootContext};
 
-mod http_support;
+use subs_test_support::http_streams as http_support;
 
 use http_support::{body_json, post_json, send, serve_axum};
 
@@ -43,16 +43,7 @@ fn get(target: &str, accept: Option<&str>) -> Request<Full<Bytes>> {
 }
 
 async fn text(response: http::Response<hyper::body::Incoming>) -> String {
-    String::from_utf8(
-        response
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap()
+    subs_test_support::http_streams::body_text(response).await
 }
 
 /// The `?asset=` names the page and its script load (the page's `href`s and

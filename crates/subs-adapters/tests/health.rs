@@ -19,7 +19,7 @@ use subs_core::{Broker, Engine, Event, EventSink, FieldBinding};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-mod http_support;
+use subs_test_support::http_streams as http_support;
 
 use http_support::{
     GENEROUS, StreamReader, one_subscriber_per_transport, post_json, send, serve, until, ws_connect,

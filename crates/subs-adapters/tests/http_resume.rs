@@ -9,7 +9,7 @@ use subs_core::graphql::Schema;
 use subs_core::{Engine, FieldBinding, History};
 use tokio_tungstenite::tungstenite::Message;
 
-mod http_support;
+use subs_test_support::http_streams as http_support;
 
 use http_support::{GENEROUS, StreamReader, post_json, send, serve, until, ws_connect};
 
@@ -189,7 +189,7 @@ async fn multipart_and_websocket_clients_resume_from_extensions() {
 
 /// Reserves a single-connection stream and opens it: the token and the stream.
 async fn single_connection_stream(addr: std::net::SocketAddr) -> (String, StreamReader) {
-    use http_body_util::{BodyExt, Full};
+    use http_body_util::Full;
     let reserved = send(
         addr,
         http::Request::put("/graphql")
@@ -199,16 +199,7 @@ async fn single_connection_stream(addr: std::net::SocketAddr) -> (String, Stream
     )
     .await;
     assert_eq!(reserved.status(), http::StatusCode::CREATED);
-    let token = String::from_utf8(
-        reserved
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap();
+    let token = http_support::body_text(reserved).await;
     let stream = send(
         addr,
         http::Request::get(format!("/graphql?token={token}"))

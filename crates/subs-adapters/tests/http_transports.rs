@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use serde_json::json;
 use subs_adapters::server::{Server, ServerConfig};
 use subs_core::graphql::Schema;
 use subs_core::security::{Principal, Rejection};
 use subs_core::{Accepted, AuthRequest, Engine, FieldBinding, ResolverError, RootContext};
 
-mod http_support;
+use subs_test_support::http_streams as http_support;
 
 use http_support::{
     GENEROUS, StreamReader, body_json, one_subscriber_per_transport, post, post_json, send, serve,
@@ -358,16 +358,7 @@ async fn single_connection_mode_reserves_streams_and_runs_operations_by_id() {
     )
     .await;
     assert_eq!(reserved.status(), StatusCode::CREATED);
-    let token = String::from_utf8(
-        reserved
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap();
+    let token = http_support::body_text(reserved).await;
     assert_eq!(token.len(), 32);
 
     // An operation before the stream opens waits for it.

@@ -16,7 +16,7 @@ use subs_core::security::{Principal, Rejection};
 use subs_core::{Accepted, AuthRequest, Engine, FieldBinding, ResolveContext, ResolverError};
 use tokio_tungstenite::tungstenite::Message;
 
-mod http_support;
+use subs_test_support::http_streams as http_support;
 
 use http_support::{
     GENEROUS, StreamReader, one_subscriber_per_transport, post, send, serve, until,

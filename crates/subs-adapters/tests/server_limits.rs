@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
-mod http_support;
+use subs_test_support::http_streams as http_support;
 
 use http_support::{GENEROUS, WsClient};
 

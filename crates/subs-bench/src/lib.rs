@@ -2,7 +2,7 @@
 //!
 //! - [`loadgen`]: the loopback load generator behind the `subs-loadgen`
 //!   binary. It speaks `graphql-transport-ws` to any server that follows the
-//!   benchmark contract (`shared/bench-contract.md`) and measures deliveries
+//!   benchmark contract (`docs/bench-contract.md`) and measures deliveries
 //!   per second, latency from `sentAtNs` to receipt, lost and reordered
 //!   events, and the server's resident memory and CPU time from `/proc`.
 //!   Subscribers speak `graphql-transport-ws`, graphql-sse or Apollo's

@@ -1,5 +1,5 @@
 //! The raw server: the benchmark contract with no GraphQL engine at all, the
-//! floor of what this machine can do (see `shared/targets.md`).
+//! floor of what this machine can do (see `docs/targets.md`).
 //!
 //! WebSocket framing and HTTP are written by hand: one pre-serialized frame
 //! per event (per distinct subscription id), appended to each subscriber's

@@ -1,4 +1,4 @@
-"""The benchmark server of shared/bench-contract.md, on subs from Python.
+"""The benchmark server of docs/bench-contract.md, on subs from Python.
 
     python bench_server.py --mode asgi     # Starlette on uvicorn, frames pass through Python
     python bench_server.py --mode native   # subs' Rust server on its own threads

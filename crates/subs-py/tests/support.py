@@ -107,6 +107,20 @@ class Server:
         assert "errors" not in result, result
         return result["data"]
 
+    async def until_subscriptions(self, count: int, timeout: float = 5.0) -> Dict[str, Any]:
+        """Waits until `/stats` counts exactly `count` subscriptions (this
+        test's registered, earlier tests' gone; the servers are shared by a
+        session) and answers the stats: what a test waits on after
+        subscribing, instead of sleeping."""
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = await asyncio.to_thread(self.get, "/stats")
+            if stats["subscriptions"] == count:
+                return stats
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the server counts {stats['subscriptions']} subscriptions, not {count}: {stats}")
+            await asyncio.sleep(0.01)
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -116,6 +130,19 @@ class Server:
             self.process.wait()
         if self.process.stdout:
             self.process.stdout.close()
+
+
+async def eventually(check: Any, what: str, timeout: float = 5.0) -> Any:
+    """Polls the plain condition `check` until it answers something truthy
+    (and answers it); fails naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.01)
 
 
 def wait_until(check: Any, timeout: float = 5.0) -> Any:
@@ -181,15 +208,8 @@ class Client:
             assert message["id"] == id, message
         return message["payload"]
 
-    async def nothing_within(self, seconds: float) -> bool:
-        try:
-            message = await asyncio.wait_for(self.socket.recv(), seconds)
-        except asyncio.TimeoutError:
-            return True
-        raise AssertionError(f"unexpected message {message}")
-
     async def close(self) -> None:
         await self.socket.close()
 
 
-__all__: List[str] = ["Client", "Server", "wait_until"]
+__all__: List[str] = ["Client", "Server", "eventually", "wait_until"]

@@ -59,11 +59,12 @@ async def no_subscription_left(port: int) -> None:
 
 async def test_ticks_in_order_with_selection(bench: int) -> None:
     url = f"ws://127.0.0.1:{bench}/graphql"
+    await no_subscription_left(bench)
     a = await Client.open(url)
     b = await Client.open(url)
     await a.subscribe("1", 'subscription { ticks(topic: "a") { seq sentAtNs payload } }')
     await b.subscribe("1", 'subscription { ticks(topic: "b") { seq } }')
-    await asyncio.sleep(0.1)
+    await wait_subscriptions(bench, 2)
     status, stats = await asyncio.to_thread(http, bench, "GET", "/stats")
     assert status == 200 and stats["connections"] >= 2 and stats["subscriptions"] >= 2
     status, _ = await asyncio.to_thread(http, bench, "POST", "/publish", {"topic": "a", "count": 200, "payloadBytes": 16, "intervalUs": 0})
@@ -166,10 +167,11 @@ async def test_a_slow_reader_holds_up_no_one_and_is_closed_with_1013(bench: int,
 
 async def test_python_resolver_runs_once_per_group_and_event(bench: int) -> None:
     url = f"ws://127.0.0.1:{bench}/graphql"
+    await no_subscription_left(bench)
     clients = [await Client.open(url) for _ in range(5)]
     for client in clients:
         await client.subscribe("1", 'subscription { ticks(topic: "once") { seq } }')
-    await asyncio.sleep(0.1)
+    await wait_subscriptions(bench, 5)
     _, before = await asyncio.to_thread(http, bench, "GET", "/stats")
     await asyncio.to_thread(http, bench, "POST", "/publish", {"topic": "once", "count": 10, "payloadBytes": 0, "intervalUs": 0})
     for client in clients:

@@ -13,7 +13,7 @@ ITEMS = "subscription { items { id n ok label } }"
 async def test_raising_resolver_gives_errors_and_continues(edge: Server) -> None:
     client = await Client.open(edge.ws)
     await client.subscribe("f", "subscription { fragile { id n } }")
-    await asyncio.sleep(0.1)
+    await edge.until_subscriptions(1)
     await asyncio.to_thread(
         edge.post,
         "/publish/fragile",
@@ -34,7 +34,7 @@ async def test_resolver_called_once_per_group_per_event(edge: Server) -> None:
     clients = [await Client.open(edge.ws) for _ in range(20)]
     for client in clients:
         await client.subscribe("i", ITEMS)
-    await asyncio.sleep(0.2)
+    await edge.until_subscriptions(20)
     before = edge.get("/state")["calls"]
     stats_before = edge.get("/stats")["resolver_calls"]
     await asyncio.to_thread(edge.post, "/publish/items", [{"id": str(n), "n": n, "ok": n % 2 == 0} for n in range(5)])
@@ -52,7 +52,7 @@ async def test_resolver_called_once_per_group_per_event(edge: Server) -> None:
 async def test_publish_from_a_worker_thread(edge: Server) -> None:
     client = await Client.open(edge.ws)
     await client.subscribe("t", "subscription { threaded { n } }")
-    await asyncio.sleep(0.1)
+    await edge.until_subscriptions(1)
     answer = await asyncio.to_thread(edge.post, "/publish-thread/threaded", [{"n": n, "id": "x", "ok": True} for n in range(50)])
     assert answer["thread"] != "MainThread"
     got = [(await client.next_data("t"))["data"]["threaded"]["n"] for _ in range(50)]
@@ -87,7 +87,7 @@ async def test_authorize_refuses_with_graphql_error(edge: Server) -> None:
     assert message["type"] == "error" and message["id"] == "s"
     admin = await Client.open(edge.ws, {"user": "boss", "roles": ["admin"]})
     await admin.subscribe("s", "subscription { secret { id } }")
-    await asyncio.sleep(0.1)
+    await edge.until_subscriptions(1)
     await asyncio.to_thread(edge.post, "/publish/secret", {"id": "k", "n": 1, "ok": True})
     assert await admin.next_data("s") == {"data": {"secret": {"id": "k"}}}
     await client.close()
@@ -112,7 +112,7 @@ async def test_tenant_isolation(edge: Server) -> None:
     b = await Client.open(edge.ws, {"user": "b", "tenant": "globex"})
     for client in (a, b):
         await client.subscribe("t", "subscription { tenantItems { id tenantId } }")
-    await asyncio.sleep(0.1)
+    await edge.until_subscriptions(2)
     await asyncio.to_thread(
         edge.post,
         "/publish/tenant_items",
@@ -120,7 +120,9 @@ async def test_tenant_isolation(edge: Server) -> None:
     )
     assert await a.next_data("t") == {"data": {"tenantItems": {"id": "1", "tenantId": "acme"}}}
     assert await b.next_data("t") == {"data": {"tenantItems": {"id": "2", "tenantId": "globex"}}}
-    assert await a.nothing_within(0.2)
+    # A marker for acme that `a` must get: nothing of globex came before it.
+    await asyncio.to_thread(edge.post, "/publish/tenant_items", [{"id": "3", "n": 3, "ok": True, "tenantId": "acme"}])
+    assert await a.next_data("t") == {"data": {"tenantItems": {"id": "3", "tenantId": "acme"}}}
     await a.close()
     await b.close()
 

@@ -14,7 +14,7 @@ import pytest
 
 import subs
 from subs import Engine, Principal, Reject, SubsError
-from support import Client
+from support import Client, eventually
 
 SCHEMA = """
 type Query { hello: String! }
@@ -61,7 +61,7 @@ async def test_native_server_with_a_client() -> None:
         got = [(await client.next_data("3"))["data"]["countdown"] for _ in range(4)]
         assert got == [3, 2, 1, 0]
         assert (await client.receive()) == {"id": "3", "type": "complete"}
-        await asyncio.sleep(0.05)
+        await eventually(lambda: engine.stats().subscriptions == 2, "things and resolved are registered")
         await engine.publish("things", {"id": "b", "ok": False, "n": 1})
         await engine.publish("things", {"id": "a", "ok": True, "n": 2})
         await engine.publish("r", {"ok": True, "n": 21})
@@ -106,7 +106,7 @@ async def test_adapter_protocol_for_custom_servers() -> None:
     await session.receive(json.dumps({"type": "connection_init"}))
     assert await session.outgoing() == (['{"type":"connection_ack"}'], None)
     await session.receive(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": "subscription { things { ok } }"}}))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: engine.stats().subscriptions == 1, "the subscription is registered")
     await engine.publish("things", {"id": "z", "ok": True})
     frames, close = await session.outgoing()  # type: ignore[misc]
     assert [json.loads(f) for f in frames] == [{"id": "1", "type": "next", "payload": {"data": {"things": {"ok": True}}}}]
@@ -227,13 +227,25 @@ async def test_two_engines_share_events_through_a_broker(broker: str) -> None:
         clients = [await Client.open(f"ws://127.0.0.1:{s.port}/graphql") for s in servers]
         for client in clients:
             await client.subscribe("1", f'subscription {{ things(id: "{topic_id}") {{ id n }} }}')
-        await asyncio.sleep(0.3)  # the second instance subscribes to the topic on the broker
+        for engine in (first, second):
+            await eventually(lambda: engine.stats().subscriptions == 1, "each instance registered its subscriber")
+        # The second instance subscribes to the topic on the broker in the
+        # background: probes (an id nobody subscribes to) until one crossed.
+        received = second.stats().broker_received
+        for _ in range(500):
+            await first.publish("things", {"id": "probe", "ok": True, "n": -1})
+            if second.stats().broker_received > received:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError(f"no event crossed the broker: {second.stats()}")
         for n in range(3):
             await first.publish("things", {"id": topic_id, "ok": True, "n": n})
+        # A marker each subscriber must get next: no event came twice.
+        await first.publish("things", {"id": topic_id, "ok": True, "n": 3})
         for client in clients:
-            got = [(await client.next_data("1"))["data"]["things"]["n"] for _ in range(3)]
-            assert got == [0, 1, 2]
-            assert await client.nothing_within(0.3)
+            got = [(await client.next_data("1"))["data"]["things"]["n"] for _ in range(4)]
+            assert got == [0, 1, 2, 3]
             await client.close()
         assert first.stats().broker_published >= 3
     finally:

@@ -7,9 +7,10 @@ import os
 import re
 import shutil
 import sys
+import urllib.request
 from pathlib import Path
 
-from support import Client, Server
+from support import Client, Server, eventually
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -24,7 +25,7 @@ async def test_readme_quick_start(tmp_path: Path) -> None:
     try:
         client = await Client.open(server.ws)
         await client.subscribe("1", 'subscription { serviceUpdated(serviceId: "s1") { id status } }')
-        await asyncio.sleep(0.1)
+        await eventually(lambda: _subscriptions(server) == 1, "the subscription is registered")
         await asyncio.to_thread(server.post, "/services/s2?status=DOWN", {})
         await asyncio.to_thread(server.post, "/services/s1?status=UP", {})
         assert await client.next_data("1") == {"data": {"serviceUpdated": {"id": "s1", "status": "UP"}}}
@@ -89,3 +90,15 @@ async def _first_event(stdout: asyncio.StreamReader) -> bytes:
             event = line.strip()
         elif line.startswith(b"data:") and event == b"event: next":
             return line
+
+
+def _subscriptions(server: Server) -> float:
+    """Active subscriptions by the app's `/metrics` (SubsMiddleware serves
+    it; the quick start has no `/stats`)."""
+    with urllib.request.urlopen(server.base + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(("subs_subscriptions{", "subs_subscriptions "))
+    )

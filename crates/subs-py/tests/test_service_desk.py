@@ -18,7 +18,7 @@ UPDATE = "mutation($id: ID!, $status: ServiceStatus) { updateService(id: $id, st
 async def test_subscribe_mutate_receive(desk: Server) -> None:
     client = await Client.open(desk.ws)
     await client.subscribe("1", SERVICE_UPDATED, {"id": "s1"})
-    await asyncio.sleep(0.1)
+    await desk.until_subscriptions(1)
     await asyncio.to_thread(desk.graphql, UPDATE, {"id": "s1", "status": "DEGRADED"})
     payload = await client.next_data("1")
     assert payload == {"data": {"serviceUpdated": {"id": "s1", "name": "Email", "status": "DEGRADED"}}}
@@ -30,14 +30,16 @@ async def test_filtering_by_service_id(desk: Server) -> None:
     every = await Client.open(desk.ws)
     await only_s2.subscribe("a", SERVICE_UPDATED, {"id": "s2"})
     await every.subscribe("b", "subscription { serviceUpdated { id } }")
-    await asyncio.sleep(0.1)
+    await desk.until_subscriptions(2)
     await asyncio.to_thread(desk.graphql, UPDATE, {"id": "s3", "status": "DOWN"})
     await asyncio.to_thread(desk.graphql, UPDATE, {"id": "s2", "status": "DOWN"})
     assert (await every.next_data("b"))["data"]["serviceUpdated"]["id"] == "s3"
     assert (await every.next_data("b"))["data"]["serviceUpdated"]["id"] == "s2"
     # The s2 subscriber sees only s2, with exactly the fields it selected.
     assert await only_s2.next_data("a") == {"data": {"serviceUpdated": {"id": "s2", "name": "VPN", "status": "DOWN"}}}
-    assert await only_s2.nothing_within(0.3)
+    # A marker the s2 subscriber must get: nothing else (s3) came before it.
+    await asyncio.to_thread(desk.graphql, UPDATE, {"id": "s2", "status": "OPERATIONAL"})
+    assert await only_s2.next_data("a") == {"data": {"serviceUpdated": {"id": "s2", "name": "VPN", "status": "OPERATIONAL"}}}
     await only_s2.close()
     await every.close()
 
@@ -46,7 +48,7 @@ async def test_status_change_and_new_request(desk: Server) -> None:
     client = await Client.open(desk.ws, {"token": "agent-token"})
     await client.subscribe("c", 'subscription { serviceStatusChanged(serviceId: "s1") { serviceId previous current } }')
     await client.subscribe("r", "subscription { newServiceRequest { serviceId title } }")
-    await asyncio.sleep(0.1)
+    await desk.until_subscriptions(2)
     await asyncio.to_thread(desk.graphql, UPDATE, {"id": "s1", "status": "DOWN"})
     change = await client.next_data("c")
     assert change["data"]["serviceStatusChanged"]["current"] == "DOWN"
@@ -63,7 +65,7 @@ async def test_many_concurrent_clients(desk: Server) -> None:
     clients = await asyncio.gather(*(Client.open(desk.ws) for _ in range(100)))
     for i, client in enumerate(clients):
         await client.subscribe(str(i), "subscription { newServiceRequest { title } }")
-    await asyncio.sleep(0.3)
+    await desk.until_subscriptions(100)
     for n in range(3):
         await asyncio.to_thread(
             desk.graphql,
@@ -120,7 +122,7 @@ async def test_gql_client(desk: Server) -> None:
         subscription = session.subscribe(gql('subscription { serviceUpdated(serviceId: "s3") { id status } }'))
 
         async def mutate() -> None:
-            await asyncio.sleep(0.3)
+            await desk.until_subscriptions(1)
             await asyncio.to_thread(desk.graphql, UPDATE, {"id": "s3", "status": "OPERATIONAL"})
 
         task = asyncio.ensure_future(mutate())
@@ -138,7 +140,7 @@ async def test_ariadne_queries_still_work(desk: Server) -> None:
 async def test_starlette_variant(desk_starlette: Server) -> None:
     client = await Client.open(desk_starlette.ws)
     await client.subscribe("1", SERVICE_UPDATED, {"id": "s1"})
-    await asyncio.sleep(0.1)
+    await desk_starlette.until_subscriptions(1)
     await asyncio.to_thread(desk_starlette.graphql, UPDATE, {"id": "s1", "status": "DOWN"})
     assert (await client.next_data("1"))["data"]["serviceUpdated"]["status"] == "DOWN"
     await client.close()
@@ -169,7 +171,7 @@ def test_plain_http_on_the_websocket_path_is_graphql_over_http(desk: Server) -> 
 async def test_queries_and_mutations_over_the_socket_run_on_ariadne(desk: Server) -> None:
     watcher = await Client.open(desk.ws)
     await watcher.subscribe("w", 'subscription { serviceUpdated(serviceId: "s7") { id status } }')
-    await asyncio.sleep(0.1)
+    await desk.until_subscriptions(1)
     actor = await Client.open(desk.ws)
     await actor.subscribe("m", 'mutation Update($s: ServiceStatus) { updateService(id: "s7", status: $s) { id status } }', {"s": "DOWN"})
     assert await actor.next_data("m") == {"data": {"updateService": {"id": "s7", "status": "DOWN"}}}

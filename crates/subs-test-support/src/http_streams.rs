@@ -1,8 +1,8 @@
-//! What the HTTP tests share: servers on a free port (hyper and axum), a
-//! client that sends one request per connection, and readers that wait on
-//! observable conditions (a stream's text, the engine's stats), never on a
-//! fixed sleep.
-#![allow(dead_code)] // each test file uses its own part
+//! What the HTTP transport tests of subs-adapters share: servers on a free
+//! port (hyper and axum), a hyper client that sends one request per
+//! connection, and readers that wait on observable conditions (a stream's
+//! text, the engine's stats), never on a fixed sleep. These helpers panic on
+//! failure.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,27 +13,21 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use subs_adapters::server::{Server, ServerConfig};
+use subs_adapters::server::Server;
 use subs_core::Engine;
 use tokio::net::TcpStream;
 
 /// An outer bound for what should happen much sooner: a test that fails
 /// does so here instead of hanging.
-pub(crate) const GENEROUS: Duration = Duration::from_secs(10);
+pub const GENEROUS: Duration = Duration::from_secs(10);
 
 /// The hyper server on a free port.
-pub(crate) async fn serve(engine: Engine) -> Server {
-    Server::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        engine,
-        ServerConfig::default(),
-    )
-    .await
-    .unwrap()
+pub async fn serve(engine: Engine) -> Server {
+    crate::serve::serve(engine, None).expect("serve on a free port")
 }
 
 /// The axum integration on a free port.
-pub(crate) async fn serve_axum(engine: Engine) -> (SocketAddr, subs_adapters::axum::Subs) {
+pub async fn serve_axum(engine: Engine) -> (SocketAddr, subs_adapters::axum::Subs) {
     let subs = subs_adapters::axum::Subs::new(engine);
     let app = axum::Router::new().merge(subs.router("/graphql"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -49,7 +43,7 @@ pub(crate) async fn serve_axum(engine: Engine) -> (SocketAddr, subs_adapters::ax
 }
 
 /// Sends one request on a fresh connection.
-pub(crate) async fn send(addr: SocketAddr, request: Request<Full<Bytes>>) -> Response<Incoming> {
+pub async fn send(addr: SocketAddr, request: Request<Full<Bytes>>) -> Response<Incoming> {
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -61,7 +55,8 @@ pub(crate) async fn send(addr: SocketAddr, request: Request<Full<Bytes>>) -> Res
         .unwrap()
 }
 
-pub(crate) fn post(accept: Option<&str>) -> http::request::Builder {
+/// A `POST /graphql` request builder with `accept` (none: no `Accept` header).
+pub fn post(accept: Option<&str>) -> http::request::Builder {
     let mut builder = Request::post("/graphql")
         .header("host", "test")
         .header("content-type", "application/json");
@@ -71,51 +66,57 @@ pub(crate) fn post(accept: Option<&str>) -> http::request::Builder {
     builder
 }
 
-pub(crate) fn post_json(accept: Option<&str>, body: Value) -> Request<Full<Bytes>> {
+/// A `POST /graphql` request with `accept` and the JSON `body`.
+pub fn post_json(accept: Option<&str>, body: Value) -> Request<Full<Bytes>> {
     post(accept)
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap()
 }
 
-pub(crate) async fn body_json(response: Response<Incoming>) -> Value {
+/// The whole body of `response`, as UTF-8 text.
+pub async fn body_text(response: Response<Incoming>) -> String {
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// The whole body of `response`, as JSON.
+pub async fn body_json(response: Response<Incoming>) -> Value {
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     serde_json::from_slice(&bytes).unwrap()
 }
 
 /// Waits until `condition` holds on the engine's stats.
-pub(crate) async fn until(
+pub async fn until(
     engine: &Engine,
     what: &str,
     condition: impl Fn(&subs_core::StatsSnapshot) -> bool,
 ) {
-    let waited = tokio::time::timeout(GENEROUS, async {
-        loop {
-            if condition(&engine.stats()) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+    let waited = crate::wait::poll_until(GENEROUS, Duration::from_millis(5), what, || {
+        std::future::ready(condition(&engine.stats()))
     })
     .await;
     assert!(waited.is_ok(), "never: {what} ({:?})", engine.stats());
 }
 
 /// Reads a stream's body until `text` holds `needle` (or fails).
-pub(crate) struct StreamReader {
+#[derive(Debug)]
+pub struct StreamReader {
     body: Incoming,
     /// Everything read so far.
-    pub(crate) text: String,
+    pub text: String,
 }
 
 impl StreamReader {
-    pub(crate) fn new(response: Response<Incoming>) -> Self {
+    /// A reader of `response`'s body.
+    pub fn new(response: Response<Incoming>) -> Self {
         Self {
             body: response.into_body(),
             text: String::new(),
         }
     }
 
-    pub(crate) async fn until(&mut self, needle: &str) {
+    /// Reads until `text` holds `needle`; panics if the stream ends or stalls first.
+    pub async fn until(&mut self, needle: &str) {
         let read = tokio::time::timeout(GENEROUS, async {
             while !self.text.contains(needle) {
                 match self.body.frame().await {
@@ -138,7 +139,7 @@ impl StreamReader {
     }
 
     /// Reads to the end of the body.
-    pub(crate) async fn read_to_end(&mut self) {
+    pub async fn read_to_end(&mut self) {
         let read = tokio::time::timeout(GENEROUS, async {
             while let Some(Ok(frame)) = self.body.frame().await {
                 if let Some(data) = frame.data_ref() {
@@ -152,11 +153,11 @@ impl StreamReader {
 }
 
 /// A WebSocket client of the test servers.
-pub(crate) type WsClient =
+pub type WsClient =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
 /// Upgrades to `graphql-transport-ws` on `/graphql`; the upgrade's answer too.
-pub(crate) async fn ws_connect(
+pub async fn ws_connect(
     addr: SocketAddr,
 ) -> Result<(WsClient, http::Response<Option<Vec<u8>>>), tokio_tungstenite::tungstenite::Error> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -172,7 +173,7 @@ pub(crate) async fn ws_connect(
 
 /// Subscribes `query` over HTTP with `accept`, checks the stream's status
 /// and `content_type`, and waits until the engine counts `subscriptions`.
-pub(crate) async fn subscribed_stream(
+pub async fn subscribed_stream(
     addr: SocketAddr,
     engine: &Engine,
     accept: &str,
@@ -197,7 +198,7 @@ pub(crate) async fn subscribed_stream(
 /// One subscriber of `query` per transport: an SSE stream, a multipart
 /// stream and a graphql-transport-ws socket (operation id `1`), all sent
 /// (the caller waits for the engine to count them).
-pub(crate) async fn one_subscriber_per_transport(
+pub async fn one_subscriber_per_transport(
     addr: SocketAddr,
     query: &Value,
 ) -> (Response<Incoming>, Response<Incoming>, WsClient) {
