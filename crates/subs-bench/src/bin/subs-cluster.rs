@@ -13,7 +13,7 @@ const USAGE: &str = "usage: subs-cluster --server CMD [options]
   --connections N        subscribed WebSocket connections in all (default 100000)
   --workers N            load generator processes (default 7; each stays below 20,000 open files)
   --events K             events published through the first instance (default 10)
-  --interval-us U        microseconds between events (default 500000)
+  --interval-us U        microseconds between events (default 2000000: one event to all, then the next)
   --idle-timeout-ms T    stop waiting after T ms without a delivery (default 10000)
   --server-log PATH      servers' stderr to PATH-0, PATH-1, ...
   --out PATH             also write the JSON report to PATH
@@ -31,7 +31,7 @@ fn main() -> Result<()> {
         connections: 100_000,
         workers: 7,
         events: 10,
-        interval_us: 500_000,
+        interval_us: 2_000_000,
         idle_timeout: Duration::from_secs(10),
         exe: std::env::current_exe()?,
         server_log: None,
