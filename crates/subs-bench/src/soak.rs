@@ -317,6 +317,8 @@ pub async fn soak(
     http: &mut HttpClient,
     mut report: Report,
 ) -> Result<Report> {
+    // 10,000 clients for minutes: small read buffers (the events are small).
+    crate::loadgen::set_client_read_buffer(4096);
     let n = options.connections;
     let seconds = options.soak_minutes * 60.0;
     let interval = Duration::from_micros(options.interval_us.max(1_000));

@@ -12,8 +12,9 @@ const USAGE: &str = "usage: subs-cluster --server CMD [options]
   --broker URL           redis://HOST:PORT or nats://HOST:PORT (default redis://127.0.0.1:6379)
   --connections N        subscribed WebSocket connections in all (default 100000)
   --workers N            load generator processes (default 7; each stays below 20,000 open files)
-  --events K             events published through the first instance (default 10)
-  --interval-us U        microseconds between events (default 2000000: one event to all, then the next)
+  --events K             events published through the first instance (default 5)
+  --interval-us U        microseconds between events (default 8000000: one event reaches all
+                         100,000 before the next, on two shared cores)
   --idle-timeout-ms T    stop waiting after T ms without a delivery (default 10000)
   --server-log PATH      servers' stderr to PATH-0, PATH-1, ...
   --out PATH             also write the JSON report to PATH
@@ -30,8 +31,8 @@ fn main() -> Result<()> {
         broker: "redis://127.0.0.1:6379".into(),
         connections: 100_000,
         workers: 7,
-        events: 10,
-        interval_us: 2_000_000,
+        events: 5,
+        interval_us: 8_000_000,
         idle_timeout: Duration::from_secs(10),
         exe: std::env::current_exe()?,
         server_log: None,
