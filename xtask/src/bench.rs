@@ -402,7 +402,9 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
             "--scale" => only_scale = true,
             "--scale-cluster" => cluster = Some(ClusterRun::default()),
             "--cluster-connections" => {
-                let value = args.next().context("--cluster-connections needs a number")?;
+                let value = args
+                    .next()
+                    .context("--cluster-connections needs a number")?;
                 cluster.get_or_insert_with(ClusterRun::default).connections = value.parse()?;
             }
             "--cluster-broker" => {
@@ -1393,17 +1395,34 @@ mod tests {
             "query": {"requests_per_sec": 1.0, "server_cpu_per_request_us": 1.0, "failed": 0,
                       "latency": {"p50_us": 1.0, "p99_us": 1.0}}
         });
+        let soak = serde_json::json!({
+            "scenario": "soak", "connected": 1,
+            "soak": {"sessions": 1, "reconnects": [1, 1, 1], "connect_errors": 0, "ended_by_server": 0,
+                     "delivered": 1, "lost": 0, "duplicates": 0, "out_of_order": 0, "back_to_baseline": true,
+                     "rss_slope_second_half_bytes_per_min": 1.0, "rss_end_bytes": 1}
+        });
+        let cluster = serde_json::json!({
+            "connected": 1, "connect_errors": 0, "delivered": 1, "lost": 0, "duplicates": 0,
+            "subscribe_all_s": 1.0, "rss_idle_bytes": 1, "rss_per_connection_bytes": 1.0,
+            "server_cpu_per_delivery_us": 1.0, "latency": {"p99_us": 1.0, "max_us": 1.0}
+        });
+        let cluster_figures: Vec<&str> = bench_scale::cluster_figures(&cluster)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         let figures: Vec<&str> = loopback_figures(&full)
             .into_iter()
             .chain(loopback_figures(&query))
             .chain(loopback_figures(&storm))
+            .chain(loopback_figures(&soak))
             .map(|(k, _)| k)
             .collect();
         let runs = |quick: bool, label: &str, id: &str| {
             let rust = scenarios(quick)
                 .iter()
                 .chain(&scale_scenarios())
-                .any(|s| s.id == id && matches!(label, "raw" | SUBS));
+                .any(|s| s.id == id && matches!(label, "raw" | SUBS))
+                || (id == "soak" && label == SUBS && !quick);
             rust || python_scenarios(quick)
                 .into_iter()
                 .chain(http_scenarios(quick))
@@ -1432,6 +1451,14 @@ mod tests {
                     for &quick in modes {
                         assert!(runs(quick, a, id) && runs(quick, b, id), "{}", gate.name);
                     }
+                }
+                ["cluster", SUBS, figure] => {
+                    assert!(
+                        cluster_figures.contains(&figure),
+                        "{}: no such figure",
+                        gate.name
+                    );
+                    assert!(!gate.quick, "{}: the cluster run is not quick", gate.name);
                 }
                 _ => {}
             }

@@ -121,13 +121,21 @@ pub(crate) fn cluster_figures(report: &Value) -> Vec<(&'static str, f64)> {
         ("lost", get("lost"), 1.0),
         ("duplicates", get("duplicates"), 1.0),
         ("subscribe_all_s", get("subscribe_all_s"), 1.0),
-        ("rss_idle_mib", get("rss_idle_bytes"), 1.0 / (1024.0 * 1024.0)),
+        (
+            "rss_idle_mib",
+            get("rss_idle_bytes"),
+            1.0 / (1024.0 * 1024.0),
+        ),
         (
             "rss_per_connection_kib",
             get("rss_per_connection_bytes"),
             1.0 / 1024.0,
         ),
-        ("cpu_per_delivery_us", get("server_cpu_per_delivery_us"), 1.0),
+        (
+            "cpu_per_delivery_us",
+            get("server_cpu_per_delivery_us"),
+            1.0,
+        ),
         ("p99_ms", report["latency"]["p99_us"].as_f64(), 1e-3),
         ("max_ms", report["latency"]["max_us"].as_f64(), 1e-3),
     ] {
@@ -240,7 +248,8 @@ mod tests {
         assert!(figures.contains(&("reconnects", 300.0)));
         assert!(figures.contains(&("back_to_baseline", 1.0)));
         assert!(figures.contains(&("rss_slope_second_half_kib_per_min", 2.0)));
-        let cluster = serde_json::json!({"connected": 100000, "lost": 0, "latency": {"p99_us": 2500.0}});
+        let cluster =
+            serde_json::json!({"connected": 100000, "lost": 0, "latency": {"p99_us": 2500.0}});
         let figures = cluster_figures(&cluster);
         assert!(figures.contains(&("p99_ms", 2.5)));
         assert!(figures.contains(&("connected", 100_000.0)));

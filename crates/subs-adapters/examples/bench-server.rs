@@ -153,7 +153,14 @@ async fn main() -> anyhow::Result<()> {
         });
     let reuse_port = std::env::var("REUSEPORT").is_ok_and(|v| v == "1");
     let admin = if reuse_port {
-        Some(Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), engine.clone(), config.clone()).await?)
+        Some(
+            Server::bind(
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                engine.clone(),
+                config.clone(),
+            )
+            .await?,
+        )
     } else {
         None
     };

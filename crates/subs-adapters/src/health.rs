@@ -122,7 +122,10 @@ pub fn readiness(
     ready_when_broker_down: bool,
 ) -> (StatusCode, &'static str) {
     if draining {
-        return (StatusCode::SERVICE_UNAVAILABLE, messages::NOT_READY_DRAINING);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            messages::NOT_READY_DRAINING,
+        );
     }
     if engine.broker_connected() {
         return (StatusCode::OK, messages::READY);

@@ -9,9 +9,11 @@ use subs_core::Engine;
 use subs_core::graphql::Schema;
 
 fn engine() -> Engine {
-    Engine::builder(Schema::parse("type Query { a: Int } type Subscription { ticks: Int }").unwrap())
-        .build()
-        .unwrap()
+    Engine::builder(
+        Schema::parse("type Query { a: Int } type Subscription { ticks: Int }").unwrap(),
+    )
+    .build()
+    .unwrap()
 }
 
 #[cfg(unix)]
@@ -19,11 +21,17 @@ fn engine() -> Engine {
 async fn servers_with_reuse_port_share_one_port() {
     let config = ServerConfig::default().reuse_port(true);
     let engines = [engine(), engine()];
-    let first = Server::bind("127.0.0.1:0".parse().unwrap(), engines[0].clone(), config.clone())
+    let first = Server::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        engines[0].clone(),
+        config.clone(),
+    )
+    .await
+    .unwrap();
+    let addr = first.local_addr();
+    let second = Server::bind(addr, engines[1].clone(), config)
         .await
         .unwrap();
-    let addr = first.local_addr();
-    let second = Server::bind(addr, engines[1].clone(), config).await.unwrap();
     assert_eq!(second.local_addr(), addr);
     let refused = Server::bind(addr, engine(), ServerConfig::default()).await;
     assert!(refused.is_err(), "a listener without SO_REUSEPORT joined");
@@ -58,7 +66,10 @@ async fn servers_with_reuse_port_share_one_port() {
         }
     })
     .await;
-    assert!(both.is_ok(), "the kernel never handed a connection to one of the servers");
+    assert!(
+        both.is_ok(),
+        "the kernel never handed a connection to one of the servers"
+    );
     drop(sockets);
     first.shutdown().await;
     second.shutdown().await;

@@ -259,8 +259,8 @@ async fn coordinate(options: &ClusterOptions) -> Result<ClusterReport> {
     let workers_n = options.workers.max(1);
     let mut workers = Vec::new();
     for index in 0..workers_n {
-        let share = options.connections / workers_n
-            + usize::from(index < options.connections % workers_n);
+        let share =
+            options.connections / workers_n + usize::from(index < options.connections % workers_n);
         workers.push(start_worker(options, port, index, share)?);
     }
     // Each worker says `SUBSCRIBED <ok> <failed>` once every connection it
@@ -275,10 +275,7 @@ async fn coordinate(options: &ClusterOptions) -> Result<ClusterReport> {
         connected += parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
         failed += parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
     }
-    let mut clients: Vec<HttpClient> = instances
-        .iter()
-        .map(|i| HttpClient::new(i.admin))
-        .collect();
+    let mut clients: Vec<HttpClient> = instances.iter().map(|i| HttpClient::new(i.admin)).collect();
     let mut per_instance;
     let waited = Instant::now();
     loop {

@@ -219,10 +219,11 @@ async fn slot(
         let mut finishing = false;
         let leave = loop {
             let target = *last_event.borrow();
-            if finishing && let Some(last) = target {
-                if seen.highest.is_some_and(|h| h >= last) {
-                    break Some(None);
-                }
+            if finishing
+                && let Some(last) = target
+                && seen.highest.is_some_and(|h| h >= last)
+            {
+                break Some(None);
             }
             tokio::select! {
                 order = orders.recv(), if !finishing => match order {
@@ -347,8 +348,7 @@ pub async fn soak(
             + totals.connect_errors.load(Ordering::Relaxed)
             >= n as u64
     };
-    while !settled(&totals) && opened.elapsed() < Duration::from_secs(300)
-    {
+    while !settled(&totals) && opened.elapsed() < Duration::from_secs(300) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let want = baseline.1 + totals.subscribed.load(Ordering::Relaxed) as u64;
@@ -460,7 +460,9 @@ mod tests {
 
     #[test]
     fn the_slope_of_a_line_is_its_gradient() {
-        let line: Vec<(f64, f64)> = (0..10).map(|x| (f64::from(x), 3.0 * f64::from(x) + 7.0)).collect();
+        let line: Vec<(f64, f64)> = (0..10)
+            .map(|x| (f64::from(x), 3.0 * f64::from(x) + 7.0))
+            .collect();
         assert!((slope(&line) - 3.0).abs() < 1e-9);
         assert_eq!(slope(&[(1.0, 5.0)]), 0.0);
     }

@@ -431,9 +431,10 @@ impl NativeEngine {
     fn drain<'py>(&self, py: Python<'py>, deadline: f64) -> PyResult<Bound<'py, PyAny>> {
         let drain = self.drain.clone();
         let deadline = Duration::from_secs_f64(deadline.clamp(0.0, 3600.0));
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            Ok(drain.drain(deadline).await)
-        })
+        pyo3_async_runtimes::tokio::future_into_py(
+            py,
+            async move { Ok(drain.drain(deadline).await) },
+        )
     }
 
     /// Starts the drain and returns at once (from a signal handler or

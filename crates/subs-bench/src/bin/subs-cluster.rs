@@ -82,7 +82,9 @@ fn worker(args: &[String]) -> Result<()> {
     let (mut port, mut connections, mut source, mut events) = (0u16, 0usize, 0usize, 0u64);
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
-        let value = iter.next().with_context(|| format!("{arg} needs a value"))?;
+        let value = iter
+            .next()
+            .with_context(|| format!("{arg} needs a value"))?;
         match arg.as_str() {
             "--port" => port = value.parse()?,
             "--connections" => connections = value.parse()?,
