@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use crate::bench_gates::{self, Outcome};
 use crate::bench_report;
+use crate::bench_scale::{self, ClusterRun, Mode};
 use crate::python;
 use crate::workspace_root;
 
@@ -371,6 +372,8 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
     let mut skip_history = false;
     let mut only_history = false;
     let mut only_scale = false;
+    let mut cluster: Option<ClusterRun> = None;
+    let mut soak: Option<(f64, usize)> = None;
     let mut args = rest.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -397,26 +400,63 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
             "--no-history" => skip_history = true,
             "--history-only" => only_history = true,
             "--scale" => only_scale = true,
+            "--scale-cluster" => cluster = Some(ClusterRun::default()),
+            "--cluster-connections" => {
+                let value = args
+                    .next()
+                    .context("--cluster-connections needs a number")?;
+                cluster.get_or_insert_with(ClusterRun::default).connections = value.parse()?;
+            }
+            "--cluster-broker" => {
+                let value = args.next().context("--cluster-broker needs a URL")?;
+                cluster.get_or_insert_with(ClusterRun::default).broker = value.clone();
+            }
+            "--soak" => {
+                soak.get_or_insert((10.0, 10_000));
+            }
+            "--minutes" => {
+                let value = args.next().context("--minutes needs a number")?;
+                soak.get_or_insert((10.0, 10_000)).0 = value.parse()?;
+            }
+            "--soak-connections" => {
+                let value = args.next().context("--soak-connections needs a number")?;
+                soak.get_or_insert((10.0, 10_000)).1 = value.parse()?;
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: cargo xtask bench [--quick] [--target [NAME=]CMD]... [--no-inproc] [--no-loopback] [--no-http] [--no-python] [--no-history] [--http-only] [--history-only] [--scale]\n\
+                    "usage: cargo xtask bench [--quick] [--target [NAME=]CMD]... [--no-inproc] [--no-loopback] [--no-http] [--no-python] [--no-history] [--http-only] [--history-only] [--scale] [--scale-cluster [--cluster-connections N] [--cluster-broker URL]] [--soak [--minutes M] [--soak-connections N]]\n\
                      Runs every benchmark, checks bench/gates.toml, writes target/bench/report.{{md,json}} and plots.\n\
                      --no-http skips the HTTP scenarios (SSE and multipart subscribers, queries over HTTP);\n\
                      --http-only runs only them, and checks only their gates.\n\
                      --no-history skips the fan-out with history on (the cost of positions) and the reconnect storm; --history-only runs only them.\n\
                      --no-python skips the Python scenarios (subs' wheel, Strawberry and Ariadne peers).\n\
-                     --scale runs only the scale scenario (19,000 WebSocket connections on one server) and its gates."
+                     --scale runs only the scale scenario (19,000 WebSocket connections on one server) and its gates.\n\
+                     --scale-cluster runs only the cluster scenario (6 servers sharing the port with SO_REUSEPORT and a broker, 100,000 connections from 7 load generator processes) and its gates.\n\
+                     --soak runs only the soak (10,000 connections for 10 minutes, 10% reconnecting every minute, events throughout) and its gates."
                 );
                 return Ok(());
             }
             other => bail!("unknown bench option {other:?}; try `cargo xtask bench --help`"),
         }
     }
-    if only_http || only_history || only_scale {
+    let mode = if cluster.is_some() {
+        Mode::Cluster
+    } else if soak.is_some() {
+        Mode::Soak
+    } else if only_scale {
+        Mode::Scale
+    } else {
+        Mode::Default
+    };
+    let manual = matches!(mode, Mode::Cluster | Mode::Soak);
+    if manual {
+        skip_loopback = true;
+    }
+    if only_http || only_history || only_scale || manual {
         skip_inproc = true;
         skip_python = true;
     }
-    if only_history || only_scale {
+    if only_history || only_scale || manual {
         skip_http = true;
     }
     let started = Instant::now();
@@ -496,6 +536,22 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
             run_python(&bins, &root, subs, quick, &out_dir, &mut results);
         }
     }
+    if let Some(bench_server) = bins.bench_server.as_ref().filter(|_| manual) {
+        let _ = std::fs::create_dir_all(out_dir.join("logs"));
+        if let Some(run) = &cluster {
+            bench_scale::run_cluster(&bins.cluster, bench_server, run, &out_dir, &mut results);
+        }
+        if let Some((minutes, connections)) = soak {
+            bench_scale::run_soak(
+                &bins.loadgen,
+                bench_server,
+                minutes,
+                connections,
+                &out_dir,
+                &mut results,
+            );
+        }
+    }
     derive_ratios(&mut results);
     results.seconds = started.elapsed().as_secs_f64();
 
@@ -507,8 +563,9 @@ pub(crate) fn run(rest: &[String]) -> Result<()> {
     if only_history {
         verdicts.retain(|v| v.gate.metric.contains(".history_"));
     }
-    // The scale scenario's gates hold for `--scale` runs only, and only they do.
-    verdicts.retain(|v| v.gate.metric.contains(".scale_") == only_scale);
+    // The manual runs' gates (`--scale`, `--scale-cluster`, `--soak`) hold
+    // for that run only, and only they do.
+    verdicts.retain(|v| Mode::of(&v.gate.metric) == mode);
     bench_report::print_table(&verdicts, &results);
     bench_report::write(&out_dir, &verdicts, &results)?;
     eprintln!("report: {}", out_dir.join("report.md").display());
@@ -542,6 +599,7 @@ struct Bins {
     loadgen: PathBuf,
     inproc: PathBuf,
     rawserver: PathBuf,
+    cluster: PathBuf,
     bench_server: Option<PathBuf>,
 }
 
@@ -578,6 +636,7 @@ fn build(root: &Path, results: &mut Results) -> Result<Bins> {
         loadgen: release.join("subs-loadgen"),
         inproc: release.join("subs-inproc"),
         rawserver: release.join("subs-rawserver"),
+        cluster: release.join("subs-cluster"),
         bench_server,
     })
 }
@@ -854,6 +913,9 @@ pub(crate) fn loopback_figures(report: &Value) -> Vec<(&'static str, f64)> {
         put("p50_ms", get(&["query", "latency", "p50_us"]), 1e-3);
         put("p99_ms", get(&["query", "latency", "p99_us"]), 1e-3);
         return out;
+    }
+    if report["scenario"] == "soak" {
+        return bench_scale::soak_figures(report);
     }
     if report["scenario"] == "storm" {
         // Resumes, not a fan-out.
@@ -1333,17 +1395,34 @@ mod tests {
             "query": {"requests_per_sec": 1.0, "server_cpu_per_request_us": 1.0, "failed": 0,
                       "latency": {"p50_us": 1.0, "p99_us": 1.0}}
         });
+        let soak = serde_json::json!({
+            "scenario": "soak", "connected": 1,
+            "soak": {"sessions": 1, "reconnects": [1, 1, 1], "connect_errors": 0, "ended_by_server": 0,
+                     "delivered": 1, "lost": 0, "duplicates": 0, "out_of_order": 0, "back_to_baseline": true,
+                     "rss_slope_second_half_bytes_per_min": 1.0, "rss_end_bytes": 1}
+        });
+        let cluster = serde_json::json!({
+            "connected": 1, "connect_errors": 0, "delivered": 1, "lost": 0, "duplicates": 0,
+            "subscribe_all_s": 1.0, "rss_idle_bytes": 1, "rss_per_connection_bytes": 1.0,
+            "server_cpu_per_delivery_us": 1.0, "latency": {"p99_us": 1.0, "max_us": 1.0}
+        });
+        let cluster_figures: Vec<&str> = bench_scale::cluster_figures(&cluster)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         let figures: Vec<&str> = loopback_figures(&full)
             .into_iter()
             .chain(loopback_figures(&query))
             .chain(loopback_figures(&storm))
+            .chain(loopback_figures(&soak))
             .map(|(k, _)| k)
             .collect();
         let runs = |quick: bool, label: &str, id: &str| {
             let rust = scenarios(quick)
                 .iter()
                 .chain(&scale_scenarios())
-                .any(|s| s.id == id && matches!(label, "raw" | SUBS));
+                .any(|s| s.id == id && matches!(label, "raw" | SUBS))
+                || (id == "soak" && label == SUBS && !quick);
             rust || python_scenarios(quick)
                 .into_iter()
                 .chain(http_scenarios(quick))
@@ -1372,6 +1451,14 @@ mod tests {
                     for &quick in modes {
                         assert!(runs(quick, a, id) && runs(quick, b, id), "{}", gate.name);
                     }
+                }
+                ["cluster", SUBS, figure] => {
+                    assert!(
+                        cluster_figures.contains(&figure),
+                        "{}: no such figure",
+                        gate.name
+                    );
+                    assert!(!gate.quick, "{}: the cluster run is not quick", gate.name);
                 }
                 _ => {}
             }

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 mod bench;
 mod bench_gates;
 mod bench_report;
+mod bench_scale;
 mod browser;
 mod node;
 mod python;

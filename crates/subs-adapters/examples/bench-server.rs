@@ -7,7 +7,10 @@
 //! events are written to the outbox table `OUTBOX_TABLE`, default
 //! `subs_bench_outbox`, and read back by the instance's outbox source),
 //! `RESOLVER_TIMEOUT_MS` (the engine's resolver deadline; default: the
-//! engine's own), `RUST_LOG` (default `warn`).
+//! engine's own), `RUST_LOG` (default `warn`), `REUSEPORT=1` (bind with
+//! `SO_REUSEPORT`, so several instances share `PORT`; each then also serves
+//! on a port of its own, printed as `ADMIN <port>` after `READY`, where
+//! `/stats` and `/publish` reach that instance and no other).
 //!
 //! Every engine queue and limit is left at its default: what is measured is
 //! what a user gets. Queries and mutations are executed by subs itself, from
@@ -169,8 +172,25 @@ async fn main() -> anyhow::Result<()> {
             let engine = http_engine.clone();
             async move { http(engine, request).await }
         });
+    let reuse_port = std::env::var("REUSEPORT").is_ok_and(|v| v == "1");
+    let admin = if reuse_port {
+        Some(
+            Server::bind(
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                engine.clone(),
+                config.clone(),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    let config = config.reuse_port(reuse_port);
     let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], port)), engine, config).await?;
     println!("READY {}", server.local_addr().port());
+    if let Some(admin) = &admin {
+        println!("ADMIN {}", admin.local_addr().port());
+    }
     let shutdown = server.shutdown_token();
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;

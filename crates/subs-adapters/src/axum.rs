@@ -5,13 +5,22 @@
 //! ```no_run
 //! # async fn run(engine: subs_core::Engine) -> std::io::Result<()> {
 //! let subs = subs_adapters::axum::Subs::new(engine);
-//! let app = axum::Router::new().merge(subs.router("/graphql"));
+//! let app = axum::Router::new()
+//!     .merge(subs.router("/graphql"))
+//!     .merge(subs.metrics_router("/metrics"))
+//!     .merge(subs.health_router());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
 //! axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await
 //! # }
 //! ```
+//!
+//! A rolling deploy calls [`Subs::drain`] (say on `SIGTERM`, before axum's
+//! own graceful shutdown): `/readyz` turns 503, new clients on the GraphQL
+//! path are refused with 503, connected WebSocket clients are closed with
+//! 1001 and HTTP streams end (see [`crate::health`]).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +29,7 @@ use subs_core::Engine;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::health::{self, Drain};
 use crate::http::HttpEndpoint;
 use crate::server::{is_upgrade, upgrade};
 
@@ -30,6 +40,8 @@ pub struct Subs {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     endpoint: HttpEndpoint,
+    drain: Drain,
+    ready_when_broker_down: bool,
 }
 
 impl Subs {
@@ -38,12 +50,52 @@ impl Subs {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let endpoint = HttpEndpoint::new(engine.clone(), shutdown.clone(), tracker.clone());
+        // A drain ends the sessions exactly as a shutdown does (1001, streams
+        // end); only the refusal of new clients tells the two apart.
+        let drain = Drain::new(engine.clone(), shutdown.clone());
         Self {
             engine,
             shutdown,
             tracker,
             endpoint,
+            drain,
+            ready_when_broker_down: false,
         }
+    }
+
+    /// Whether `/readyz` answers 200 (with a "degraded" body) while the
+    /// broker is disconnected (default off: 503), as
+    /// [`crate::ServerConfig::ready_when_broker_down`].
+    #[must_use]
+    pub fn ready_when_broker_down(mut self, ready: bool) -> Self {
+        self.ready_when_broker_down = ready;
+        self
+    }
+
+    /// A router answering `GET /healthz` (alive) and `GET /readyz` (taking
+    /// new clients: not draining, broker connected); see [`crate::health`].
+    pub fn health_router<S>(&self) -> axum::Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        axum::Router::new()
+            .route("/healthz", get(healthz_handler))
+            .route("/readyz", get(readyz_handler))
+            .with_state(self.clone())
+    }
+
+    /// Drains for a rolling deploy: `/readyz` turns 503, new clients on the
+    /// GraphQL path are refused with 503 and `Retry-After`, connected
+    /// WebSocket clients are closed with 1001 and HTTP streams end; returns
+    /// when every one left or at `deadline` (whether every one left). The
+    /// routes keep answering; shut axum down afterwards.
+    pub async fn drain(&self, deadline: Duration) -> bool {
+        self.drain.drain(deadline).await
+    }
+
+    /// The drain switch, to drain from elsewhere (a signal handler).
+    pub fn drain_handle(&self) -> Drain {
+        self.drain.clone()
     }
 
     /// Serves GraphiQL on the path (default on; see [`crate::graphiql`]).
@@ -90,6 +142,9 @@ pub async fn handler(State(subs): State<Subs>, request: Request) -> Response {
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0);
+    if subs.drain.is_draining() {
+        return health::draining_refusal().map(axum::body::Body::new);
+    }
     if !is_upgrade(&request) {
         return subs
             .endpoint
@@ -112,4 +167,21 @@ pub async fn handler(State(subs): State<Subs>, request: Request) -> Response {
 /// Prometheus text, or OpenMetrics when the `Accept` header asks for it.
 pub async fn metrics_handler(State(subs): State<Subs>, request: Request) -> Response {
     crate::metrics::response(&subs.engine, &request).map(axum::body::Body::new)
+}
+
+/// `GET /healthz`, for routers built by hand (`State<Subs>`): 200 while the
+/// process serves.
+pub async fn healthz_handler(State(_subs): State<Subs>) -> Response {
+    health::healthz().map(axum::body::Body::new)
+}
+
+/// `GET /readyz`, for routers built by hand (`State<Subs>`): 200 when taking
+/// new clients, 503 while draining or with the broker down.
+pub async fn readyz_handler(State(subs): State<Subs>) -> Response {
+    let (status, body) = health::readiness(
+        &subs.engine,
+        subs.drain.is_draining(),
+        subs.ready_when_broker_down,
+    );
+    crate::server::text(status, body).map(axum::body::Body::new)
 }

@@ -42,7 +42,11 @@ struct DrainInner {
 }
 
 impl Drain {
-    pub(crate) fn new(engine: Engine, sessions: CancellationToken) -> Self {
+    /// A drain switch for servers other than [`crate::Server`] (the axum
+    /// integration, Python's ASGI modes): starting it cancels `sessions`,
+    /// the token every session of that server runs under, and waits on the
+    /// engine's connection count.
+    pub fn new(engine: Engine, sessions: CancellationToken) -> Self {
         Self {
             inner: Arc::new(DrainInner {
                 engine,
@@ -93,7 +97,7 @@ impl Drain {
 }
 
 /// `GET /healthz`: the process is alive and serving HTTP.
-pub(crate) fn healthz() -> Response<Body> {
+pub fn healthz() -> Response<Body> {
     text(StatusCode::OK, messages::HEALTHY)
 }
 
@@ -105,19 +109,31 @@ pub(crate) fn readyz(
     drain: &Drain,
     ready_when_broker_down: bool,
 ) -> Response<Body> {
-    if drain.is_draining() {
-        return text(
+    let (status, body) = readiness(engine, drain.is_draining(), ready_when_broker_down);
+    text(status, body)
+}
+
+/// What `/readyz` answers, as a status and a body (one of the `READY*`
+/// texts of [`crate::messages`]), for servers that write the response
+/// themselves (Python's ASGI modes).
+pub fn readiness(
+    engine: &Engine,
+    draining: bool,
+    ready_when_broker_down: bool,
+) -> (StatusCode, &'static str) {
+    if draining {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             messages::NOT_READY_DRAINING,
         );
     }
     if engine.broker_connected() {
-        return text(StatusCode::OK, messages::READY);
+        return (StatusCode::OK, messages::READY);
     }
     if ready_when_broker_down {
-        text(StatusCode::OK, messages::READY_DEGRADED_BROKER)
+        (StatusCode::OK, messages::READY_DEGRADED_BROKER)
     } else {
-        text(
+        (
             StatusCode::SERVICE_UNAVAILABLE,
             messages::NOT_READY_BROKER_DOWN,
         )
@@ -125,7 +141,7 @@ pub(crate) fn readyz(
 }
 
 /// The answer to a new client while draining: 503 and `Retry-After`.
-pub(crate) fn draining_refusal() -> Response<Body> {
+pub fn draining_refusal() -> Response<Body> {
     let mut response = text(StatusCode::SERVICE_UNAVAILABLE, messages::DRAINING);
     response
         .headers_mut()

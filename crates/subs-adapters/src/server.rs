@@ -70,6 +70,11 @@ pub struct ServerConfig {
     /// broker is disconnected, for deployments where local delivery alone is
     /// worth keeping clients on (default off: 503).
     pub ready_when_broker_down: bool,
+    /// Whether [`Server::bind`] sets `SO_REUSEPORT` on the listener, so that
+    /// several processes (each with its own engine, sharing a broker) bind
+    /// the same port and the kernel spreads new connections over them
+    /// (default off; Linux and the BSDs; see docs/operations.md).
+    pub reuse_port: bool,
 }
 
 /// The default [`ServerConfig::header_read_timeout`]: long enough for a slow
@@ -86,6 +91,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("metrics_path", &self.metrics_path)
             .field("health", &self.health)
             .field("ready_when_broker_down", &self.ready_when_broker_down)
+            .field("reuse_port", &self.reuse_port)
             .finish_non_exhaustive()
     }
 }
@@ -102,6 +108,7 @@ impl Default for ServerConfig {
             metrics_path: Some("/metrics".into()),
             health: true,
             ready_when_broker_down: false,
+            reuse_port: false,
         }
     }
 }
@@ -141,6 +148,13 @@ impl ServerConfig {
     #[must_use]
     pub fn ready_when_broker_down(mut self, ready: bool) -> Self {
         self.ready_when_broker_down = ready;
+        self
+    }
+
+    /// Sets [`ServerConfig::reuse_port`].
+    #[must_use]
+    pub fn reuse_port(mut self, reuse: bool) -> Self {
+        self.reuse_port = reuse;
         self
     }
 
@@ -186,7 +200,11 @@ impl Server {
         engine: Engine,
         config: ServerConfig,
     ) -> Result<Server, crate::Error> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = if config.reuse_port {
+            bind_reuse_port(addr)?
+        } else {
+            TcpListener::bind(addr).await?
+        };
         Self::from_listener(listener, engine, config)
     }
 
@@ -253,6 +271,34 @@ impl Server {
         self.shutdown.clone()
     }
 }
+
+/// What [`TcpListener::bind`] does (`SO_REUSEADDR`, backlog 1024), plus
+/// `SO_REUSEPORT`: every process bound this way to the same address gets
+/// its share of the new connections.
+#[cfg(unix)]
+fn bind_reuse_port(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    // The kernel caps it at net.core.somaxconn.
+    socket.listen(LISTEN_BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// `SO_REUSEPORT` is a Unix socket option.
+#[cfg(not(unix))]
+fn bind_reuse_port(_addr: SocketAddr) -> std::io::Result<TcpListener> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "SO_REUSEPORT needs a Unix system",
+    ))
+}
+
+/// The listen backlog of a `SO_REUSEPORT` listener: as tokio's `bind`.
+const LISTEN_BACKLOG: i32 = 1024;
 
 async fn accept_loop(
     listener: TcpListener,

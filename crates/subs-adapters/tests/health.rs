@@ -124,16 +124,78 @@ async fn readiness_follows_the_broker_unless_degraded_is_allowed() {
 async fn a_drain_sends_every_client_elsewhere_and_refuses_new_ones() {
     let engine = engine_with(None);
     let server = serve(engine.clone()).await;
-    let addr = server.local_addr();
+    drains_like_a_rolling_deploy(server.local_addr(), &engine, server.drain_handle()).await;
+    tokio::time::timeout(Duration::from_secs(5), server.shutdown())
+        .await
+        .unwrap();
+}
+
+/// The axum integration: `health_router` answers as the server does, and
+/// `Subs::drain` sends clients elsewhere the same way.
+#[tokio::test]
+async fn axum_health_and_drain_work_as_on_the_server() {
+    let broker = Arc::new(SwitchedBroker::default());
+    let engine = engine_with(Some(broker.clone()));
+    let subs = subs_adapters::axum::Subs::new(engine.clone());
+    let lenient = subs_adapters::axum::Subs::new(engine.clone()).ready_when_broker_down(true);
+    let app = axum::Router::new()
+        .merge(subs.router("/graphql"))
+        .merge(subs.metrics_router("/metrics"))
+        .merge(subs.health_router());
+    let addr = serve_router(app).await;
+    let lenient_addr = serve_router(lenient.health_router()).await;
+    assert_eq!(get(addr, "/healthz").await.0, StatusCode::OK);
+    assert_eq!(
+        get(addr, "/readyz").await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            subs_adapters::messages::NOT_READY_BROKER_DOWN.to_owned()
+        )
+    );
+    assert_eq!(
+        get(lenient_addr, "/readyz").await,
+        (
+            StatusCode::OK,
+            subs_adapters::messages::READY_DEGRADED_BROKER.to_owned()
+        )
+    );
+    broker.connected.store(true, Ordering::Relaxed);
+    drains_like_a_rolling_deploy(addr, &engine, subs.drain_handle()).await;
+    tokio::time::timeout(Duration::from_secs(5), subs.shutdown())
+        .await
+        .unwrap();
+}
+
+async fn serve_router(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
+    addr
+}
+
+/// Ready; one subscriber per transport; a drain closes the WebSocket with
+/// 1001 and ends both streams, then the instance stays up (healthy,
+/// scraped, not ready) and refuses new clients with 503.
+async fn drains_like_a_rolling_deploy(
+    addr: std::net::SocketAddr,
+    engine: &Engine,
+    drain: subs_adapters::health::Drain,
+) {
     assert_eq!(
         get(addr, "/readyz").await,
         (StatusCode::OK, "ready\n".to_owned())
     );
     let query = json!({"query": "subscription { ticks }"});
     let (sse, multipart, mut ws) = one_subscriber_per_transport(addr, &query).await;
-    until(&engine, "three subscribers", |s| s.subscriptions == 3).await;
+    until(engine, "three subscribers", |s| s.subscriptions == 3).await;
 
-    let drain = server.drain_handle();
+    assert!(!drain.is_draining());
     let drained = tokio::spawn(async move { drain.drain(GENEROUS).await });
 
     // The WebSocket client is told to go away; the streams end.
@@ -196,7 +258,4 @@ async fn a_drain_sends_every_client_elsewhere_and_refuses_new_ones() {
         ),
     }
     assert_eq!(engine.stats().connections, 0);
-    tokio::time::timeout(Duration::from_secs(5), server.shutdown())
-        .await
-        .unwrap();
 }

@@ -15,9 +15,14 @@
 //! - [`inproc`]: the in-process benchmarks of the engine (binary
 //!   `subs-inproc`), timed by the small harness in [`harness`].
 //!
+//! - [`cluster`]: several bench servers sharing a port (`SO_REUSEPORT`)
+//!   and a broker, subscribers from several processes (binary
+//!   `subs-cluster`, `cargo xtask bench --scale-cluster`).
+//!
 //! `cargo xtask bench` builds and runs all of them, compares each figure with
 //! `bench/gates.toml` and writes the report.
 
+pub mod cluster;
 pub mod framing;
 pub mod harness;
 pub mod http;
@@ -27,6 +32,7 @@ pub mod loadgen;
 pub mod query;
 pub mod rawserver;
 pub mod scan;
+pub mod soak;
 pub mod stalled;
 pub mod storm;
 pub mod sys;

@@ -53,6 +53,9 @@ pub enum Scenario {
     Query,
     /// A reconnect storm against a server with history (see `storm.rs`).
     Storm,
+    /// A soak with churn: minutes of events while connections come and go
+    /// (see [`crate::soak`]).
+    Soak,
 }
 
 /// How the subscribers talk to the server.
@@ -94,8 +97,9 @@ impl std::str::FromStr for Scenario {
             "stalled-reader" => Self::StalledReader,
             "query" => Self::Query,
             "storm" => Self::Storm,
+            "soak" => Self::Soak,
             other => bail!(
-                "unknown scenario {other:?} (fanout, paced, filtered, memory, stalled-resolver, stalled-reader, query, storm)"
+                "unknown scenario {other:?} (fanout, paced, filtered, memory, stalled-resolver, stalled-reader, query, storm, soak)"
             ),
         })
     }
@@ -135,6 +139,8 @@ pub struct Options {
     pub server_log: Option<std::path::PathBuf>,
     /// Client runtime threads.
     pub threads: usize,
+    /// How long the soak runs, in minutes.
+    pub soak_minutes: f64,
 }
 
 impl Default for Options {
@@ -155,6 +161,7 @@ impl Default for Options {
             idle_timeout: Duration::from_secs(3),
             server_log: None,
             threads: 2,
+            soak_minutes: 10.0,
         }
     }
 }
@@ -251,6 +258,9 @@ pub struct Report {
     /// The reconnect storm's own figures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storm: Option<crate::storm::StormFigures>,
+    /// The soak's own figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soak: Option<crate::soak::SoakFigures>,
 }
 
 /// What one client connection saw.
@@ -427,6 +437,19 @@ pub(crate) async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> Res
     Ok(stream)
 }
 
+/// The read buffer of each client WebSocket, 0 for tungstenite's default
+/// (128 KiB, allocated at once). Runs with 100,000 clients on one box set it
+/// small ([`set_client_read_buffer`]): at the default, their clients alone
+/// would need 13 GiB.
+static CLIENT_READ_BUFFER: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets the read buffer of the client WebSockets opened from now on (the
+/// other scenarios keep tungstenite's default, so their figures stay
+/// comparable with earlier runs).
+pub fn set_client_read_buffer(bytes: usize) {
+    CLIENT_READ_BUFFER.store(bytes, Ordering::Relaxed);
+}
+
 pub(crate) async fn open(
     addr: SocketAddr,
     source: Option<IpAddr>,
@@ -437,7 +460,14 @@ pub(crate) async fn open(
         "Sec-WebSocket-Protocol",
         HeaderValue::from_static("graphql-transport-ws"),
     );
-    let (ws, _) = tokio_tungstenite::client_async(request, stream).await?;
+    let config = match CLIENT_READ_BUFFER.load(Ordering::Relaxed) {
+        0 => None,
+        bytes => Some(
+            tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                .read_buffer_size(bytes),
+        ),
+    };
+    let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, config).await?;
     Ok(ws)
 }
 
@@ -612,6 +642,18 @@ async fn run_async(options: &Options) -> Result<Report> {
             ..Report::default()
         };
         let report = crate::storm::storm(options, addr, pid, &mut http, report).await;
+        drop(server);
+        return report;
+    }
+    if options.scenario == Scenario::Soak {
+        let report = Report {
+            label: options.label.clone(),
+            scenario: "soak".into(),
+            connections: options.connections,
+            cpu_tick_ms: 1000.0 / sys::clock_ticks_per_second() as f64,
+            ..Report::default()
+        };
+        let report = crate::soak::soak(options, addr, pid, &mut http, report).await;
         drop(server);
         return report;
     }

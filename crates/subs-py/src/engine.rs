@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyDict, PyTuple};
 use pyo3_async_runtimes::TaskLocals;
+use subs_adapters::health::Drain;
 use subs_adapters::{CancellationToken, HttpEndpoint};
 use subs_core::graphql::Schema;
 use subs_core::{Engine, EngineConfig, FieldBinding};
@@ -34,8 +35,14 @@ pub(crate) struct NativeEngine {
     pub(crate) locals: TaskLocals,
     /// GraphQL over HTTP for Python servers, made on first use.
     http: OnceLock<HttpEndpoint>,
-    /// Ends the endpoint's streams when the engine goes away.
+    /// Ends the endpoint's streams when the engine goes away (a child of
+    /// `sessions`: a drain ends them too).
     http_shutdown: CancellationToken,
+    /// Every session of the ASGI modes (WebSocket and HTTP streams) runs
+    /// under it; the drain cancels it (1001, streams end).
+    sessions: CancellationToken,
+    /// The drain of the ASGI modes (a native server has its own).
+    drain: Drain,
 }
 
 impl Drop for NativeEngine {
@@ -317,11 +324,14 @@ impl NativeEngine {
             let _entered = runtime().enter();
             builder.build().map_err(|e| engine_error(&e))?
         };
+        let sessions = CancellationToken::new();
         Ok(Self {
+            drain: Drain::new(engine.clone(), sessions.clone()),
             engine,
             locals,
             http: OnceLock::new(),
-            http_shutdown: CancellationToken::new(),
+            http_shutdown: sessions.child_token(),
+            sessions,
         })
     }
 
@@ -408,7 +418,47 @@ impl NativeEngine {
             &subprotocols,
             headers.unwrap_or_default(),
             peer,
+            self.sessions.clone(),
         )
+    }
+
+    /// Drains the ASGI modes for a rolling deploy: `readiness()` turns 503,
+    /// new HTTP requests on the endpoint are refused with 503, connected
+    /// WebSocket sessions close with 1001 and HTTP streams end; an
+    /// awaitable of whether every client (native servers' included) left
+    /// within `deadline` seconds.
+    #[pyo3(signature = (deadline = 30.0))]
+    fn drain<'py>(&self, py: Python<'py>, deadline: f64) -> PyResult<Bound<'py, PyAny>> {
+        let drain = self.drain.clone();
+        let deadline = Duration::from_secs_f64(deadline.clamp(0.0, 3600.0));
+        pyo3_async_runtimes::tokio::future_into_py(
+            py,
+            async move { Ok(drain.drain(deadline).await) },
+        )
+    }
+
+    /// Starts the drain and returns at once (from a signal handler or
+    /// another thread); idempotent.
+    fn start_drain(&self) {
+        self.drain.start();
+    }
+
+    /// Whether a drain of the ASGI modes started.
+    #[getter]
+    fn draining(&self) -> bool {
+        self.drain.is_draining()
+    }
+
+    /// What `/readyz` answers: `(status, body)`; 503 while draining or with
+    /// the broker down (200 "degraded" then, with `ready_when_broker_down`).
+    #[pyo3(signature = (ready_when_broker_down = false))]
+    fn readiness(&self, ready_when_broker_down: bool) -> (u16, &'static str) {
+        let (status, body) = subs_adapters::health::readiness(
+            &self.engine,
+            self.drain.is_draining(),
+            ready_when_broker_down,
+        );
+        (status.as_u16(), body)
     }
 
     /// Starts the native WebSocket server (subs-adapters) on the extension's
@@ -471,7 +521,12 @@ impl NativeEngine {
             })
             .clone()
             .graphiql(graphiql);
-        crate::http::handle(py, endpoint, method, target, &headers, body, peer)
+        // A new request during a drain goes to another instance.
+        let refusal = self
+            .drain
+            .is_draining()
+            .then(subs_adapters::health::draining_refusal);
+        crate::http::handle(py, endpoint, refusal, method, target, &headers, body, peer)
     }
 
     /// The largest request body the HTTP endpoint reads (the engine's

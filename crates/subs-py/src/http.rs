@@ -49,10 +49,15 @@ enum Answer {
 
 /// Answers one request on the endpoint path: `(status, headers, body)`,
 /// where `headers` is a list of `(bytes, bytes)` and `body` is `bytes` or an
-/// `HttpStream`.
+/// `HttpStream`; with a `refusal` (a drain), that instead.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the request's parts as Python hands them over"
+)]
 pub(crate) fn handle<'py>(
     py: Python<'py>,
     endpoint: HttpEndpoint,
+    refusal: Option<http::Response<Full<Bytes>>>,
     method: &str,
     target: &str,
     headers: &[(PyBackedBytes, PyBackedBytes)],
@@ -64,7 +69,10 @@ pub(crate) fn handle<'py>(
     pyo3_async_runtimes::tokio::future_into_py(py, async move {
         let (status, headers, answer) = match request {
             Ok(request) => {
-                let response = endpoint.handle(request, peer).await;
+                let response = match refusal {
+                    Some(refusal) => refusal.map(Either::Left),
+                    None => endpoint.handle(request, peer).await,
+                };
                 let (parts, body) = response.into_parts();
                 let headers: Vec<(Vec<u8>, Vec<u8>)> = parts
                     .headers

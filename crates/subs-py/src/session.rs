@@ -80,6 +80,7 @@ impl NativeSession {
         subprotocols: &[String],
         headers: Vec<(String, String)>,
         peer: Option<&str>,
+        shutdown: CancellationToken,
     ) -> PyResult<Self> {
         let facts = subs_security::ConnectionFacts {
             headers: headers
@@ -105,7 +106,7 @@ impl NativeSession {
                     Session::with_permit(engine, protocol, facts, permit, Instant::now())
                 };
                 let id = session.id();
-                runtime().spawn(run(session, inbound_rx, outbound_tx, hub.clone()));
+                runtime().spawn(run(session, inbound_rx, outbound_tx, hub.clone(), shutdown));
                 (id, Some(protocol.name()))
             }
             None => {
@@ -302,6 +303,7 @@ async fn run(
     inbound: mpsc::Receiver<Inbound>,
     outbound: mpsc::Sender<ToClient>,
     hub: Arc<HubSlot>,
+    shutdown: CancellationToken,
 ) {
     let transport = PyTransport {
         inbound,
@@ -309,6 +311,6 @@ async fn run(
         hub,
     };
     // Python servers stop their connections themselves; the engine's
-    // shutdown reaches them through their own close.
-    drive(session, transport, CancellationToken::new()).await;
+    // drain (`shutdown`) closes them with 1001 so clients go elsewhere.
+    drive(session, transport, shutdown).await;
 }

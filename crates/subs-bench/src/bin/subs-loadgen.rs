@@ -7,7 +7,8 @@ use anyhow::{Context, Result, bail};
 use subs_bench::loadgen::{self, Options};
 
 const USAGE: &str = "usage: subs-loadgen (--target CMD | --addr HOST:PORT [--pid PID]) [options]
-  --scenario fanout|paced|filtered|memory|stalled-resolver|stalled-reader|query|storm   (default fanout)
+  --scenario fanout|paced|filtered|memory|stalled-resolver|stalled-reader|query|storm|soak   (default fanout)
+                         (soak: N subscribers for --minutes while 10% reconnect every minute, events every --interval-us)
                          (storm: N clients of a server with HISTORY dropped at once, K events missed, all resume)
   --transport ws|sse|multipart   how subscribers connect (default ws): graphql-transport-ws,
                          graphql-sse (POST /graphql, Accept: text/event-stream) or Apollo multipart
@@ -20,6 +21,7 @@ const USAGE: &str = "usage: subs-loadgen (--target CMD | --addr HOST:PORT [--pid
   --concurrency C        connections being opened at once (default 256)
   --idle-timeout-ms T    stop waiting after T ms without a delivery (default 3000)
   --threads T            client runtime threads (default 2)
+  --minutes M            how long the soak runs (default 10)
   --label NAME           name of the target in the report
   --server-log PATH      where the started server's stderr goes (default: discarded)
   --out PATH             also write the JSON report to PATH";
@@ -67,6 +69,11 @@ fn main() -> Result<()> {
             "--concurrency" => options.concurrency = usize::try_from(number()?)?,
             "--idle-timeout-ms" => options.idle_timeout = Duration::from_millis(number()?),
             "--threads" => options.threads = usize::try_from(number()?)?,
+            "--minutes" => {
+                options.soak_minutes = value
+                    .parse()
+                    .with_context(|| format!("--minutes takes a number, not {value:?}"))?
+            }
             "--label" => options.label = value.clone(),
             "--server-log" => options.server_log = Some(value.clone().into()),
             "--out" => out = Some(value.clone()),

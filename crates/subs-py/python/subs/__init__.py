@@ -3,6 +3,7 @@ a Rust engine. See the README for the quick start."""
 
 from ._asgi import SubsASGI, SubsMiddleware
 from ._engine import Engine
+from ._health import HealthASGI
 from ._lifecycle import lifespan
 from ._metrics import MetricsASGI, SubsCollector
 from ._native import (
@@ -31,6 +32,7 @@ __all__ = [
     "Context",
     "ConversionError",
     "Engine",
+    "HealthASGI",
     "HttpStream",
     "Info",
     "MetricsASGI",

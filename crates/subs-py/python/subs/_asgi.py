@@ -23,6 +23,7 @@ from typing import (
     Union,
 )
 
+from ._health import HealthASGI, refuse_websocket
 from ._metrics import MetricsASGI
 from ._native import CLOSE_TIMEOUT, HttpStream, Hub, Reject, Session
 
@@ -57,8 +58,12 @@ async def serve_websocket(
     message = await receive()
     if message["type"] != "websocket.connect":
         return
+    native = engine._for_request()
+    if native.draining:  # a rolling deploy: the client goes to another instance
+        await refuse_websocket(scope, send)
+        return
     try:
-        session = engine._for_request().session(list(scope.get("subprotocols") or ()), _headers(scope), _peer(scope))
+        session = native.session(list(scope.get("subprotocols") or ()), _headers(scope), _peer(scope))
     except Reject as refused:
         code = refused.args[1] if len(refused.args) > 1 else 4403
         await send({"type": "websocket.close", "code": code, "reason": str(refused.args[0]) if refused.args else ""})
@@ -502,7 +507,11 @@ class SubsMiddleware:
         app.add_middleware(SubsMiddleware, engine=engine, path="/graphql/ws")   # FastAPI, Starlette
 
     `GET /metrics` answers the engine's Prometheus metrics (`metrics_path`
-    moves it, `None` leaves that path to the app).
+    moves it, `None` leaves that path to the app). `GET /healthz` and
+    `GET /readyz` answer liveness and readiness (`health=False` leaves them
+    to the app; `ready_when_broker_down=True` keeps `/readyz` at 200,
+    "degraded", while the broker is down); `await engine.drain(deadline)`
+    turns readiness 503 and sends clients elsewhere (docs/operations.md).
 
     `path` takes WebSocket connections and GraphQL over HTTP (queries and
     mutations, graphql-sse, Apollo multipart). `http=False` leaves plain HTTP
@@ -525,6 +534,8 @@ class SubsMiddleware:
         http: bool = True,
         graphiql: bool = True,
         metrics_path: Optional[str] = "/metrics",
+        health: bool = True,
+        ready_when_broker_down: bool = False,
     ) -> None:
         self.app = app
         self.path = path
@@ -534,9 +545,17 @@ class SubsMiddleware:
         # left to the app, e.g. when it registers `engine.prometheus_collector()`).
         self.metrics_path = metrics_path
         self.metrics = MetricsASGI(engine)
+        self.health = HealthASGI(engine, ready_when_broker_down=ready_when_broker_down) if health else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
+            self.health is not None
+            and scope["type"] == "http"
+            and scope.get("path") in ("/healthz", "/readyz")
+            and scope.get("method") in ("GET", "HEAD")
+        ):
+            await self.health(scope, receive, send)
+        elif (
             scope["type"] == "http"
             and self.metrics_path is not None
             and scope.get("path") == self.metrics_path

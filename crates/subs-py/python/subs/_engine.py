@@ -13,6 +13,7 @@ from ._native import Principal, Stats, SubsError
 
 if TYPE_CHECKING:
     from ._asgi import SubsASGI
+    from ._health import HealthASGI
     from ._metrics import MetricsASGI, SubsCollector
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -581,6 +582,46 @@ class Engine:
         from ._metrics import MetricsASGI
 
         return MetricsASGI(self)
+
+    def health_asgi(self, *, ready_when_broker_down: bool = False) -> "HealthASGI":
+        """An ASGI app answering `GET /healthz` (alive) and, on a path ending
+        in `/readyz`, readiness: 503 while draining, before the engine
+        started or with the broker down (200 "degraded" then, with
+        `ready_when_broker_down`). `SubsMiddleware` serves both by default."""
+        from ._health import HealthASGI
+
+        return HealthASGI(self, ready_when_broker_down=ready_when_broker_down)
+
+    async def drain(self, deadline: float = 30.0) -> bool:
+        """Drains for a rolling deploy (docs/operations.md): readiness turns
+        503 at once, new clients are refused (HTTP 503 with `Retry-After`; a
+        WebSocket handshake 503 where the server supports ASGI's
+        `websocket.http.response`, else a close before the accept), connected
+        WebSocket clients are closed with 1001 and HTTP streams end, in the
+        ASGI modes and on the native servers this engine started. Returns
+        whether every client left within `deadline` seconds; everything keeps
+        serving (`/healthz`, `/metrics`) until the server shuts down."""
+        native = self.start()
+        self.start_drain()
+        loop = asyncio.get_running_loop()
+        servers = [loop.run_in_executor(None, server.drain, deadline) for server in list(self._servers)]
+        left: bool = await native.drain(deadline)
+        for server in servers:
+            left = await server and left
+        return left
+
+    def start_drain(self) -> None:
+        """Starts the drain (see `drain`) and returns at once; callable from
+        a signal handler or another thread. Idempotent."""
+        self.start().start_drain()
+        for server in list(self._servers):
+            server.drain(0.0)  # starts it; waiting is `drain`'s
+
+    @property
+    def draining(self) -> bool:
+        """Whether a drain started."""
+        native = self._native
+        return native is not None and native.draining
 
     def prometheus_collector(self) -> "SubsCollector":
         """A `prometheus_client` collector of the engine's metrics (needs prometheus_client)."""

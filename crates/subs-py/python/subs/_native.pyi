@@ -267,6 +267,15 @@ class Engine:
         headers: Optional[Sequence[Tuple[str, str]]] = None,
         peer: Optional[str] = None,
     ) -> Session: ...
+    def drain(self, deadline: float = 30.0) -> Awaitable[bool]:
+        """Drains the ASGI modes: readiness 503, new clients refused, sessions closed with 1001, streams ended; whether all left in time."""
+    def start_drain(self) -> None:
+        """Starts the drain and returns at once."""
+    @property
+    def draining(self) -> bool:
+        """Whether a drain of the ASGI modes started."""
+    def readiness(self, ready_when_broker_down: bool = False) -> Tuple[int, str]:
+        """What `/readyz` answers: `(status, body)`."""
     def serve(
         self,
         host: str,
