@@ -37,6 +37,7 @@ pub type HttpHandler = Arc<
 
 /// Where and how to serve.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// The path that accepts WebSocket upgrades (default `/graphql`).
     pub path: String,

@@ -176,6 +176,7 @@ impl fmt::Display for Position {
 /// [`crate::EngineConfig::replay_limits`]): a resume that would go over is
 /// told it has a gap instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReplayLimits {
     /// Events (default 10,000).
     pub max_events: usize,
@@ -189,6 +190,22 @@ impl Default for ReplayLimits {
             max_events: 10_000,
             max_bytes: 16 << 20,
         }
+    }
+}
+
+impl ReplayLimits {
+    /// Sets [`ReplayLimits::max_events`].
+    #[must_use]
+    pub fn max_events(mut self, max_events: usize) -> Self {
+        self.max_events = max_events;
+        self
+    }
+
+    /// Sets [`ReplayLimits::max_bytes`].
+    #[must_use]
+    pub fn max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
 }
 

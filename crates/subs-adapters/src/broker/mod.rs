@@ -59,9 +59,9 @@ impl Backoff {
 }
 
 #[cfg(any(feature = "redis", feature = "nats"))]
-mod relay;
+mod link;
 #[cfg(any(feature = "redis", feature = "nats"))]
-pub(crate) use relay::{Attachment, Interest, InterestReceiver, Relay, deliver};
+pub(crate) use link::{EngineLink, Interest, InterestReceiver, LinkState, deliver};
 
 /// The sizes of a networked broker's bookkeeping, for tests that check it is
 /// bounded (not a stable API).

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use super::nats_history::{DEFAULT_STREAM, NatsHistory, position_of, republished_subjects};
 use super::{
-    Attachment, Backoff, Bookkeeping, Interest, InterestReceiver, Relay, StartupPolicy, deliver,
+    Backoff, Bookkeeping, EngineLink, Interest, InterestReceiver, LinkState, StartupPolicy, deliver,
 };
 
 /// Subject prefix: keeps subs' subjects apart from the application's.
@@ -49,8 +49,8 @@ pub fn subject_for(topic: &str) -> String {
 /// The NATS broker.
 pub struct NatsBroker {
     client: async_nats::Client,
-    relay: Arc<Relay>,
-    attachment: Arc<Attachment>,
+    link: Arc<LinkState>,
+    attachment: Arc<EngineLink>,
     /// Topics with history are numbered and kept in JetStream.
     history: Arc<NatsHistory>,
     /// Subscribes to fail on purpose before trying for real (tests only).
@@ -60,7 +60,7 @@ pub struct NatsBroker {
 impl std::fmt::Debug for NatsBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsBroker")
-            .field("stats", &self.relay.stats())
+            .field("stats", &self.link.stats())
             .finish_non_exhaustive()
     }
 }
@@ -81,26 +81,26 @@ impl NatsBroker {
         startup: StartupPolicy,
         stream: &str,
     ) -> Result<Arc<Self>, crate::Error> {
-        let relay = Arc::new(Relay::default());
-        let events_relay = relay.clone();
+        let link = Arc::new(LinkState::default());
+        let events_relay = link.clone();
         // `Connected` also follows the first connection: count it as a
         // reconnection only after a `Disconnected`.
         let was_disconnected = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut options = async_nats::ConnectOptions::new().event_callback(move |event| {
-            let relay = events_relay.clone();
+            let link = events_relay.clone();
             let was_disconnected = was_disconnected.clone();
             async move {
                 use std::sync::atomic::Ordering::Relaxed;
                 match event {
                     async_nats::Event::Connected => {
-                        relay.set_connected(true);
+                        link.set_connected(true);
                         if was_disconnected.swap(false, Relaxed) {
-                            relay.reconnected();
+                            link.reconnected();
                             tracing::warn!("reconnected to NATS");
                         }
                     }
                     async_nats::Event::Disconnected => {
-                        relay.set_connected(false);
+                        link.set_connected(false);
                         was_disconnected.store(true, Relaxed);
                         tracing::warn!("NATS connection lost; reconnecting");
                     }
@@ -121,9 +121,9 @@ impl NatsBroker {
             })?;
         // The `Connected` event may still be on its way.
         if client.connection_state() == async_nats::connection::State::Connected {
-            relay.set_connected(true);
+            link.set_connected(true);
         }
-        let attachment = Arc::new(Attachment::new(relay.clone()));
+        let attachment = Arc::new(EngineLink::new(link.clone()));
         let origin = {
             let attachment = attachment.clone();
             Arc::new(move || attachment.origin())
@@ -131,12 +131,12 @@ impl NatsBroker {
         let history = Arc::new(NatsHistory::new(
             client.clone(),
             stream.to_owned(),
-            relay.clone(),
+            link.clone(),
             origin,
         ));
         Ok(Arc::new(Self {
             client,
-            relay,
+            link,
             attachment,
             history,
             injected_failures: Arc::default(),
@@ -146,7 +146,7 @@ impl NatsBroker {
     /// The sizes of the broker's bookkeeping (for tests; not a stable API).
     #[doc(hidden)]
     pub fn bookkeeping(&self) -> Bookkeeping {
-        self.relay.bookkeeping()
+        self.link.bookkeeping()
     }
 
     /// Makes the next `count` subscribes fail as the NATS client can (for
@@ -164,7 +164,7 @@ impl Broker for NatsBroker {
                 Subscriptions {
                     client: self.client.clone(),
                     sink,
-                    relay: self.relay.clone(),
+                    link: self.link.clone(),
                     injected_failures: self.injected_failures.clone(),
                 },
                 interest,
@@ -173,10 +173,10 @@ impl Broker for NatsBroker {
     }
 
     fn publish(&self, event: Event) -> BoxFuture<'static, Result<(), subs_core::Error>> {
-        let envelope = self.relay.envelope(&event, self.attachment.origin());
+        let envelope = self.link.envelope(&event, self.attachment.origin());
         let subject = subject_for(&event.topic);
         let client = self.client.clone();
-        let relay = self.relay.clone();
+        let link = self.link.clone();
         Box::pin(async move {
             // While disconnected the client queues publishes in a bounded
             // buffer and, once it is full, `publish` waits for the server:
@@ -184,7 +184,7 @@ impl Broker for NatsBroker {
             // whole outage. Fail fast instead; the envelope's `seq` is spent,
             // so receivers count the event in `missed`.
             if client.connection_state() != async_nats::connection::State::Connected {
-                relay.published(false);
+                link.published(false);
                 return Err(BrokerError::Unreachable { broker: "nats" }.into());
             }
             let result = tokio::time::timeout(
@@ -193,7 +193,7 @@ impl Broker for NatsBroker {
             )
             .await
             .unwrap_or_else(|_| Err(async_nats::PublishErrorKind::Send.into()));
-            relay.published(result.is_ok());
+            link.published(result.is_ok());
             result.map_err(|error| {
                 BrokerError::Publish {
                     broker: "nats",
@@ -209,11 +209,11 @@ impl Broker for NatsBroker {
     }
 
     fn stats(&self) -> BrokerStats {
-        self.relay.stats()
+        self.link.stats()
     }
 
     fn is_connected(&self) -> bool {
-        self.relay.is_connected()
+        self.link.is_connected()
     }
 
     fn name(&self) -> &'static str {
@@ -225,8 +225,8 @@ impl Broker for NatsBroker {
     }
 
     fn subscribed(&self, topic: &str) -> BoxFuture<'static, ()> {
-        let (relay, topic) = (self.relay.clone(), topic.to_owned());
-        Box::pin(async move { relay.wait_active(&topic, SUBSCRIBE_WAIT).await })
+        let (link, topic) = (self.link.clone(), topic.to_owned());
+        Box::pin(async move { link.wait_active(&topic, SUBSCRIBE_WAIT).await })
     }
 }
 
@@ -238,7 +238,7 @@ const SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 struct Subscriptions {
     client: async_nats::Client,
     sink: EventSink,
-    relay: Arc<Relay>,
+    link: Arc<LinkState>,
     injected_failures: Arc<AtomicU32>,
 }
 
@@ -287,7 +287,7 @@ impl Subscriptions {
         // envelope it was still accepting: the topic's sequence numbers go
         // with its subscription.
         let _forget = ForgetOnDrop {
-            relay: self.relay.clone(),
+            link: self.link.clone(),
             topic: topic.clone(),
         };
         let mut backoff = Backoff::new();
@@ -295,30 +295,30 @@ impl Subscriptions {
             let mut subscriber = match self.subscribe(&topic).await {
                 Ok(subscriber) => subscriber,
                 Err(error) => {
-                    self.relay.subscribe_failed();
+                    self.link.subscribe_failed();
                     tracing::warn!(%topic, %error, "NATS subscribe failed; retrying");
                     backoff.wait().await;
                     continue;
                 }
             };
             backoff.reset();
-            self.relay.forget_topic(&topic);
+            self.link.forget_topic(&topic);
             // The server has the subscription once a flush returns: a resume
             // reads the history only then, so every event is either in what
             // it reads or delivered here.
             if let Err(error) = self.client.flush().await {
                 tracing::debug!(%topic, %error, "NATS flush after subscribe failed");
             }
-            self.relay.set_active(&topic, true);
+            self.link.set_active(&topic, true);
             while let Some(message) = subscriber.next().await {
                 let position = position_of(message.headers.as_ref());
-                if let Some(event) = self.relay.accept_at(&message.payload, &origin, position)
+                if let Some(event) = self.link.accept_at(&message.payload, &origin, position)
                     && !deliver(&self.sink, event).await
                 {
                     return;
                 }
             }
-            self.relay.set_active(&topic, false);
+            self.link.set_active(&topic, false);
             tracing::warn!(%topic, "NATS subscription ended; subscribing again");
             backoff.wait().await;
         }
@@ -326,14 +326,14 @@ impl Subscriptions {
 }
 
 struct ForgetOnDrop {
-    relay: Arc<Relay>,
+    link: Arc<LinkState>,
     topic: Arc<str>,
 }
 
 impl Drop for ForgetOnDrop {
     fn drop(&mut self) {
-        self.relay.set_active(&self.topic, false);
-        self.relay.forget_topic(&self.topic);
+        self.link.set_active(&self.topic, false);
+        self.link.forget_topic(&self.topic);
     }
 }
 
@@ -344,7 +344,7 @@ async fn manage_subscriptions(subscriptions: Subscriptions, mut interest: Intere
         return;
     };
     let sink = subscriptions.sink.clone();
-    let relay = subscriptions.relay.clone();
+    let link = subscriptions.link.clone();
     let mut forwarders: HashMap<Arc<str>, JoinHandle<()>> = HashMap::new();
     while let Some(change) = interest.recv().await {
         forwarders.retain(|_, task| !task.is_finished());
@@ -372,7 +372,7 @@ async fn manage_subscriptions(subscriptions: Subscriptions, mut interest: Intere
                 task.abort();
             }
         }
-        relay.set_subscribed(forwarders.len());
+        link.set_subscribed(forwarders.len());
     }
     for task in forwarders.into_values() {
         task.abort();

@@ -41,7 +41,7 @@ use subs_core::{
     StoredReplay,
 };
 
-use super::Relay;
+use super::LinkState;
 use super::nats::{SUBJECT_PREFIX, subject_for};
 
 /// The header that carries the epoch on a stored event; live receivers read
@@ -70,7 +70,7 @@ pub(crate) struct NatsHistory {
     client: async_nats::Client,
     jetstream: jetstream::Context,
     name: String,
-    relay: Arc<Relay>,
+    link: Arc<LinkState>,
     origin: Arc<dyn Fn() -> Arc<str> + Send + Sync>,
     known: Arc<tokio::sync::Mutex<Option<Known>>>,
 }
@@ -130,14 +130,14 @@ impl NatsHistory {
     pub(crate) fn new(
         client: async_nats::Client,
         name: String,
-        relay: Arc<Relay>,
+        link: Arc<LinkState>,
         origin: Arc<dyn Fn() -> Arc<str> + Send + Sync>,
     ) -> Self {
         Self {
             jetstream: jetstream::new(client.clone()),
             client,
             name,
-            relay,
+            link,
             origin,
             known: Arc::default(),
         }
@@ -195,14 +195,14 @@ impl BrokerHistory for NatsHistory {
         event: Event,
         history: History,
     ) -> BoxFuture<'static, Result<Option<Position>, subs_core::Error>> {
-        let envelope: Envelope = self.relay.envelope(&event, (self.origin)());
+        let envelope: Envelope = self.link.envelope(&event, (self.origin)());
         let bytes = Bytes::from(envelope.encode());
         let subject = history_subject(&self.name, &stream);
-        let (jetstream, name, known, relay) = (
+        let (jetstream, name, known, link) = (
             self.jetstream.clone(),
             self.name.clone(),
             self.known.clone(),
-            self.relay.clone(),
+            self.link.clone(),
         );
         // One more than the history: the event a client saw last stays
         // while it has missed no more than `max_events`.
@@ -215,7 +215,7 @@ impl BrokerHistory for NatsHistory {
             // the request times out; fail fast instead, like the live path
             // (nothing was delivered anywhere, so a retry is safe).
             if !connected {
-                relay.published(false);
+                link.published(false);
                 return Err(BrokerError::Unreachable { broker: "nats" }.into());
             }
             let result = async {
@@ -264,7 +264,7 @@ impl BrokerHistory for NatsHistory {
                 Err(history_error("the JetStream history stream keeps disappearing"))
             }
             .await;
-            relay.published(result.is_ok());
+            link.published(result.is_ok());
             result
         })
     }

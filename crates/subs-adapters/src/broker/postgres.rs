@@ -77,6 +77,7 @@ pub enum StartFrom {
 
 /// Configuration of the outbox source.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct OutboxConfig {
     /// A `tokio-postgres` connection string (`host=127.0.0.1 user=postgres dbname=app`).
     pub connection: String,

@@ -413,10 +413,7 @@ mod tests {
             gap(replay_of(head(), &[], &at(9), limits, None)),
             GapReason::Ahead
         );
-        let tight = ReplayLimits {
-            max_events: 2,
-            ..limits
-        };
+        let tight = limits.max_events(2);
         assert_eq!(
             gap(replay_of(head(), &[], &at(2), tight, None)),
             GapReason::OverLimit

@@ -21,7 +21,7 @@ use subs_core::{Broker, BrokerError, BrokerStats, Event, EventSink};
 
 use super::redis_history::RedisHistory;
 use super::{
-    Attachment, Backoff, Bookkeeping, Interest, InterestReceiver, Relay, StartupPolicy, deliver,
+    Backoff, Bookkeeping, EngineLink, Interest, InterestReceiver, LinkState, StartupPolicy, deliver,
 };
 
 /// Channel prefix: keeps subs' channels apart from the application's.
@@ -45,10 +45,10 @@ const PUBLISH_RETRY: std::time::Duration = std::time::Duration::from_millis(250)
 pub struct RedisBroker {
     client: redis::Client,
     publisher: Arc<tokio::sync::Mutex<Option<ConnectionManager>>>,
-    relay: Arc<Relay>,
+    link: Arc<LinkState>,
     /// Set after a failed publish: until then, publishes fail at once.
     retry_at: Arc<parking_lot::Mutex<Option<std::time::Instant>>>,
-    attachment: Arc<Attachment>,
+    attachment: Arc<EngineLink>,
     /// Topics with history are numbered and kept in Redis Streams.
     history: Arc<RedisHistory>,
 }
@@ -56,7 +56,7 @@ pub struct RedisBroker {
 impl std::fmt::Debug for RedisBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBroker")
-            .field("stats", &self.relay.stats())
+            .field("stats", &self.link.stats())
             .finish_non_exhaustive()
     }
 }
@@ -88,9 +88,9 @@ impl RedisBroker {
                 None
             }
         };
-        let relay = Arc::new(Relay::default());
+        let link = Arc::new(LinkState::default());
         let publisher = Arc::new(tokio::sync::Mutex::new(publisher));
-        let attachment = Arc::new(Attachment::new(relay.clone()));
+        let attachment = Arc::new(EngineLink::new(link.clone()));
         let origin = {
             let attachment = attachment.clone();
             Arc::new(move || attachment.origin())
@@ -98,13 +98,13 @@ impl RedisBroker {
         let history = Arc::new(RedisHistory::new(
             client.clone(),
             publisher.clone(),
-            relay.clone(),
+            link.clone(),
             origin,
         ));
         Ok(Arc::new(Self {
             client,
             publisher,
-            relay,
+            link,
             retry_at: Arc::new(parking_lot::Mutex::new(None)),
             attachment,
             history,
@@ -114,7 +114,7 @@ impl RedisBroker {
     /// The sizes of the broker's bookkeeping (for tests; not a stable API).
     #[doc(hidden)]
     pub fn bookkeeping(&self) -> Bookkeeping {
-        self.relay.bookkeeping()
+        self.link.bookkeeping()
     }
 }
 
@@ -124,17 +124,17 @@ impl Broker for RedisBroker {
             tokio::spawn(subscriber(
                 self.client.clone(),
                 sink,
-                self.relay.clone(),
+                self.link.clone(),
                 interest,
             ));
         }
     }
 
     fn publish(&self, event: Event) -> BoxFuture<'static, Result<(), subs_core::Error>> {
-        let envelope = self.relay.envelope(&event, self.attachment.origin());
+        let envelope = self.link.envelope(&event, self.attachment.origin());
         let channel = format!("{CHANNEL_PREFIX}{}", event.topic);
         let bytes = envelope.encode();
-        let relay = self.relay.clone();
+        let link = self.link.clone();
         // The connection manager reconnects by itself; the lock only guards the
         // lazy first connection when Redis was down at start-up.
         let publisher = self.publisher.clone();
@@ -148,7 +148,7 @@ impl Broker for RedisBroker {
                 .lock()
                 .is_some_and(|at| std::time::Instant::now() < at)
             {
-                relay.published(false);
+                link.published(false);
                 return Err(BrokerError::Unreachable { broker: "redis" }.into());
             }
             let connection = {
@@ -162,11 +162,11 @@ impl Broker for RedisBroker {
             };
             let Some(mut connection) = connection else {
                 *retry_at.lock() = Some(std::time::Instant::now() + PUBLISH_RETRY);
-                relay.published(false);
+                link.published(false);
                 return Err(BrokerError::Unreachable { broker: "redis" }.into());
             };
             let result: redis::RedisResult<i64> = connection.publish(channel, bytes).await;
-            relay.published(result.is_ok());
+            link.published(result.is_ok());
             *retry_at.lock() = result
                 .is_err()
                 .then(|| std::time::Instant::now() + PUBLISH_RETRY);
@@ -185,11 +185,11 @@ impl Broker for RedisBroker {
     }
 
     fn stats(&self) -> BrokerStats {
-        self.relay.stats()
+        self.link.stats()
     }
 
     fn is_connected(&self) -> bool {
-        self.relay.is_connected()
+        self.link.is_connected()
     }
 
     fn name(&self) -> &'static str {
@@ -201,8 +201,8 @@ impl Broker for RedisBroker {
     }
 
     fn subscribed(&self, topic: &str) -> BoxFuture<'static, ()> {
-        let (relay, topic) = (self.relay.clone(), topic.to_owned());
-        Box::pin(async move { relay.wait_active(&topic, SUBSCRIBE_WAIT).await })
+        let (link, topic) = (self.link.clone(), topic.to_owned());
+        Box::pin(async move { link.wait_active(&topic, SUBSCRIBE_WAIT).await })
     }
 }
 
@@ -214,7 +214,7 @@ const SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 async fn subscriber(
     client: redis::Client,
     sink: EventSink,
-    relay: Arc<Relay>,
+    link: Arc<LinkState>,
     mut interest: InterestReceiver,
 ) {
     let Some(own_origin) = sink.instance_id() else {
@@ -243,37 +243,37 @@ async fn subscriber(
         let mut healthy = true;
         for topic in sink.interested_topics() {
             if !previous.contains(&topic) {
-                relay.forget_topic(&topic);
+                link.forget_topic(&topic);
             }
             if let Err(error) = control.subscribe(format!("{CHANNEL_PREFIX}{topic}")).await {
-                relay.subscribe_failed();
+                link.subscribe_failed();
                 tracing::warn!(%topic, %error, "Redis subscribe failed; reconnecting");
                 healthy = false;
                 break;
             }
-            relay.set_active(&topic, true);
+            link.set_active(&topic, true);
             subscribed.insert(topic);
         }
-        relay.set_subscribed(subscribed.len());
+        link.set_subscribed(subscribed.len());
         if !healthy {
             backoff.wait().await;
             continue;
         }
         if connected_before {
-            relay.reconnected();
+            link.reconnected();
             tracing::warn!(
                 topics = subscribed.len(),
                 "reconnected to Redis and resubscribed"
             );
         }
         connected_before = true;
-        relay.set_connected(true);
+        link.set_connected(true);
         backoff.reset();
         loop {
             tokio::select! {
                 message = messages.next() => {
                     let Some(message) = message else { break };
-                    if let Some(event) = relay.accept(message.get_payload_bytes(), &own_origin)
+                    if let Some(event) = link.accept(message.get_payload_bytes(), &own_origin)
                         && !deliver(&sink, event).await
                     {
                         return;
@@ -293,7 +293,7 @@ async fn subscriber(
                     };
                     let mut failed = false;
                     for topic in topics {
-                        if sync_topic(&mut control, &mut subscribed, &relay, &sink, topic)
+                        if sync_topic(&mut control, &mut subscribed, &link, &sink, topic)
                             .await
                             .is_err()
                         {
@@ -301,7 +301,7 @@ async fn subscriber(
                             break;
                         }
                     }
-                    relay.set_subscribed(subscribed.len());
+                    link.set_subscribed(subscribed.len());
                     if failed {
                         break;
                     }
@@ -309,8 +309,8 @@ async fn subscriber(
             }
         }
         previous = subscribed;
-        relay.clear_active();
-        relay.set_connected(false);
+        link.clear_active();
+        link.set_connected(false);
         tracing::warn!("Redis pub/sub connection lost; reconnecting");
         backoff.wait().await;
     }
@@ -321,20 +321,20 @@ async fn subscriber(
 async fn sync_topic(
     control: &mut redis::aio::PubSubSink,
     subscribed: &mut std::collections::HashSet<Arc<str>>,
-    relay: &Relay,
+    link: &LinkState,
     sink: &EventSink,
     topic: Arc<str>,
 ) -> redis::RedisResult<()> {
     let wanted = sink.is_interested(&topic);
     let channel = format!("{CHANNEL_PREFIX}{topic}");
     if wanted && !subscribed.contains(&topic) {
-        relay.forget_topic(&topic);
+        link.forget_topic(&topic);
         let result = control.subscribe(channel).await;
         match &result {
-            Ok(()) => relay.set_active(&topic, true),
+            Ok(()) => link.set_active(&topic, true),
             // The reconnection that follows subscribes it again, with backoff.
             Err(error) => {
-                relay.subscribe_failed();
+                link.subscribe_failed();
                 tracing::warn!(%topic, %error, "Redis subscribe failed; reconnecting");
             }
         }
@@ -342,8 +342,8 @@ async fn sync_topic(
         result
     } else if !wanted && subscribed.remove(&topic) {
         // The topic's sequence numbers go with its subscription.
-        relay.forget_topic(&topic);
-        relay.set_active(&topic, false);
+        link.forget_topic(&topic);
+        link.set_active(&topic, false);
         control.unsubscribe(channel).await
     } else {
         Ok(())

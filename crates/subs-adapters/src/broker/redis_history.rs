@@ -27,7 +27,7 @@ use subs_core::{
     StoredReplay,
 };
 
-use super::Relay;
+use super::LinkState;
 use super::redis::CHANNEL_PREFIX;
 
 /// Numbers, stores and publishes one event.
@@ -76,7 +76,7 @@ return {epoch, last, out}
 pub(crate) struct RedisHistory {
     pub(crate) client: redis::Client,
     pub(crate) connection: Arc<tokio::sync::Mutex<Option<ConnectionManager>>>,
-    pub(crate) relay: Arc<Relay>,
+    pub(crate) link: Arc<LinkState>,
     pub(crate) origin: Arc<dyn Fn() -> Arc<str> + Send + Sync>,
     append: redis::Script,
     read: redis::Script,
@@ -86,13 +86,13 @@ impl RedisHistory {
     pub(crate) fn new(
         client: redis::Client,
         connection: Arc<tokio::sync::Mutex<Option<ConnectionManager>>>,
-        relay: Arc<Relay>,
+        link: Arc<LinkState>,
         origin: Arc<dyn Fn() -> Arc<str> + Send + Sync>,
     ) -> Self {
         Self {
             client,
             connection,
-            relay,
+            link,
             origin,
             append: redis::Script::new(APPEND),
             read: redis::Script::new(READ),
@@ -166,13 +166,13 @@ impl BrokerHistory for RedisHistory {
         history: History,
     ) -> BoxFuture<'static, Result<Option<Position>, subs_core::Error>> {
         let topic = event.topic.clone();
-        let envelope: Envelope = self.relay.envelope(&event, (self.origin)());
+        let envelope: Envelope = self.link.envelope(&event, (self.origin)());
         let (head, tail) = envelope.encode_around_position();
-        let (script, client, slot, relay) = (
+        let (script, client, slot, link) = (
             self.append.clone(),
             self.client.clone(),
             self.connection.clone(),
-            self.relay.clone(),
+            self.link.clone(),
         );
         Box::pin(async move {
             let mut invocation = on_stream(&script, &stream);
@@ -184,11 +184,11 @@ impl BrokerHistory for RedisHistory {
                 .arg(tail)
                 .arg(now_ms().to_string());
             let mut connection = connection(&client, &slot).await.inspect_err(|_| {
-                relay.published(false);
+                link.published(false);
             })?;
             let answer: redis::RedisResult<(String, u64)> =
                 invocation.invoke_async(&mut connection).await;
-            relay.published(answer.is_ok());
+            link.published(answer.is_ok());
             let (epoch, offset) = answer.map_err(broker_error)?;
             Ok(Some(Position {
                 epoch: Arc::from(epoch),
@@ -350,10 +350,7 @@ mod tests {
             gap(replay_of(Some("e"), 5, &entries, &at(1), limits, None)),
             GapReason::TooOld
         );
-        let tight = ReplayLimits {
-            max_events: 2,
-            ..limits
-        };
+        let tight = limits.max_events(2);
         assert_eq!(
             gap(replay_of(Some("e"), 5, &[], &at(2), tight, None)),
             GapReason::OverLimit

@@ -1,5 +1,7 @@
-//! What the networked brokers (Redis, NATS) share: sequence numbers and gap
-//! detection, their attachment to the engine, and delivery into it.
+//! What the networked brokers (Redis, NATS) share: [`LinkState`] (sequence
+//! numbers out, gap detection in, the counters), [`EngineLink`] (the sink,
+//! once attached, and the queue of the registry's interest changes), and
+//! delivery into the engine.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use super::Bookkeeping;
 
 /// Most topics whose outgoing sequence numbers are kept. Past it the numbering
 /// of every topic restarts at 1 (receivers take a 1 as a restart, see
-/// [`Relay::accept`]), so a publisher of ever new topics holds bounded memory.
+/// [`LinkState::accept`]), so a publisher of ever new topics holds bounded memory.
 pub(crate) const SENT_TOPICS_MAX: usize = 65_536;
 
 /// Interest changes queued for a broker's task. When the queue is full the
@@ -25,7 +27,7 @@ pub(crate) const INTEREST_QUEUE: usize = 1024;
 /// Sequence numbers out, gap detection in, and the counters: the part every
 /// networked broker shares.
 #[derive(Debug)]
-pub(crate) struct Relay {
+pub(crate) struct LinkState {
     published: AtomicU64,
     received: AtomicU64,
     publish_failures: AtomicU64,
@@ -44,10 +46,10 @@ pub(crate) struct Relay {
     sent_max: usize,
     /// Per topic this instance is subscribed to, per origin: the last
     /// sequence number received. A topic's entry goes when its subscription
-    /// ends ([`Relay::forget_topic`]).
+    /// ends ([`LinkState::forget_topic`]).
     seen: Mutex<HashMap<Arc<str>, LastSeen>>,
     /// Topics whose broker subscription is active now (the broker's task
-    /// keeps it), for [`Relay::wait_active`]: only a broker that keeps a
+    /// keeps it), for [`LinkState::wait_active`]: only a broker that keeps a
     /// shared history (Redis, NATS) needs it.
     #[cfg(any(feature = "redis", feature = "nats"))]
     active: Mutex<std::collections::HashSet<Arc<str>>>,
@@ -58,13 +60,13 @@ pub(crate) struct Relay {
 /// Per origin: the last sequence number received on one topic.
 type LastSeen = HashMap<Arc<str>, u64>;
 
-impl Default for Relay {
+impl Default for LinkState {
     fn default() -> Self {
         Self::with_sent_max(SENT_TOPICS_MAX)
     }
 }
 
-impl Relay {
+impl LinkState {
     pub(crate) fn with_sent_max(sent_max: usize) -> Self {
         Self {
             published: AtomicU64::new(0),
@@ -198,7 +200,7 @@ impl Relay {
         self.accept_at(bytes, own_origin, None)
     }
 
-    /// [`Relay::accept`] for an envelope whose position the broker gave
+    /// [`LinkState::accept`] for an envelope whose position the broker gave
     /// beside it (a JetStream republish carries the offset in a header).
     pub(crate) fn accept_at(
         &self,
@@ -263,10 +265,10 @@ impl Relay {
 /// and the bounded queue on which the registry's interest changes (topic
 /// names) reach the broker's background task.
 #[derive(Debug)]
-pub(crate) struct Attachment {
+pub(crate) struct EngineLink {
     interest: mpsc::Sender<Arc<str>>,
     overflow: Arc<Overflow>,
-    relay: Arc<Relay>,
+    link: Arc<LinkState>,
     pending: Mutex<Option<InterestReceiver>>,
     sink: std::sync::OnceLock<EventSink>,
 }
@@ -314,14 +316,14 @@ impl InterestReceiver {
     }
 }
 
-impl Attachment {
-    pub(crate) fn new(relay: Arc<Relay>) -> Self {
+impl EngineLink {
+    pub(crate) fn new(link: Arc<LinkState>) -> Self {
         let (interest, changes) = mpsc::channel(INTEREST_QUEUE);
         let overflow = Arc::new(Overflow::default());
         Self {
             interest,
             overflow: overflow.clone(),
-            relay,
+            link,
             pending: Mutex::new(Some(InterestReceiver { changes, overflow })),
             sink: std::sync::OnceLock::new(),
         }
@@ -354,7 +356,7 @@ impl Attachment {
                     .resync
                     .store(true, std::sync::atomic::Ordering::Release);
                 self.overflow.wake.notify_one();
-                self.relay.interest_overflows.fetch_add(1, Relaxed);
+                self.link.interest_overflows.fetch_add(1, Relaxed);
             }
         }
     }
@@ -381,58 +383,55 @@ mod tests {
 
     #[test]
     fn sent_sequence_numbers_are_capped_and_restart_at_one() {
-        let relay = Relay::with_sent_max(4);
+        let link = LinkState::with_sent_max(4);
         let origin: Arc<str> = Arc::from("me");
         for round in 1..=3 {
             for topic in ["a", "b", "c", "d"] {
-                let envelope = relay.envelope(&Event::bytes(topic, "{}"), origin.clone());
+                let envelope = link.envelope(&Event::bytes(topic, "{}"), origin.clone());
                 assert_eq!(envelope.seq, round);
             }
         }
         // A fifth topic: every numbering restarts, the map never exceeds the cap.
         assert_eq!(
-            relay.envelope(&Event::bytes("e", "{}"), origin.clone()).seq,
+            link.envelope(&Event::bytes("e", "{}"), origin.clone()).seq,
             1
         );
-        assert_eq!(relay.envelope(&Event::bytes("a", "{}"), origin).seq, 1);
-        assert!(relay.bookkeeping().sequences_sent <= 4);
+        assert_eq!(link.envelope(&Event::bytes("a", "{}"), origin).seq, 1);
+        assert!(link.bookkeeping().sequences_sent <= 4);
     }
 
     #[test]
     fn a_restarted_numbering_is_not_a_gap_and_a_real_gap_still_is() {
-        let relay = Relay::default();
+        let link = LinkState::default();
         for seq in 1..=5 {
             assert!(
-                relay
-                    .accept(&envelope_bytes("t", "other", seq), "me")
+                link.accept(&envelope_bytes("t", "other", seq), "me")
                     .is_some()
             );
         }
         // The publisher restarted at 1 (its map was cleared): no gap.
         for seq in 1..=2 {
             assert!(
-                relay
-                    .accept(&envelope_bytes("t", "other", seq), "me")
+                link.accept(&envelope_bytes("t", "other", seq), "me")
                     .is_some()
             );
         }
-        assert_eq!(relay.stats().missed, 0);
+        assert_eq!(link.stats().missed, 0);
         // 3 and 4 lost: counted.
         assert!(
-            relay
-                .accept(&envelope_bytes("t", "other", 5), "me")
+            link.accept(&envelope_bytes("t", "other", 5), "me")
                 .is_some()
         );
-        assert_eq!(relay.stats().missed, 2);
-        assert_eq!(relay.bookkeeping().sequences_seen, 1);
-        relay.forget_topic("t");
-        assert_eq!(relay.bookkeeping().sequences_seen, 0);
+        assert_eq!(link.stats().missed, 2);
+        assert_eq!(link.bookkeeping().sequences_seen, 1);
+        link.forget_topic("t");
+        assert_eq!(link.bookkeeping().sequences_seen, 0);
     }
 
     #[tokio::test]
     async fn a_full_interest_queue_becomes_one_resync_and_is_counted() {
-        let relay = Arc::new(Relay::default());
-        let attachment = Attachment::new(relay.clone());
+        let link = Arc::new(LinkState::default());
+        let attachment = EngineLink::new(link.clone());
         let mut receiver = attachment
             .pending
             .lock()
@@ -441,7 +440,7 @@ mod tests {
         for n in 0..INTEREST_QUEUE + 5 {
             attachment.interest_changed(&format!("topic-{n}"));
         }
-        assert_eq!(relay.stats().interest_overflows, 5);
+        assert_eq!(link.stats().interest_overflows, 5);
         // The queue holds at most its capacity; the overflow is one resync.
         assert!(matches!(receiver.recv().await, Some(Interest::Resync)));
         for n in 0..INTEREST_QUEUE {
