@@ -13,7 +13,7 @@ use subs_adapters::broker::redis::RedisBroker;
 use subs_adapters::server::{Server, ServerConfig};
 use subs_core::graphql::Schema;
 use subs_core::{Engine, FieldBinding, History};
-use support::{REDIS_URL, SCHEMA, STEP, WsClient, events_query, require_service, unique};
+use support::{REDIS_URL, SCHEMA, WsClient, require_service, unique};
 
 /// An instance whose `events` topic keeps history in Redis, one stream per `key`.
 struct Instance {
@@ -67,21 +67,8 @@ impl Instance {
     /// A client subscribed (id `s`) to `events(key:)`, resuming after
     /// `resume` when given, once the registry has it.
     async fn subscriber(&self, key: &str, resume: Option<Value>) -> WsClient {
-        let before = self.engine.stats().subscriptions;
-        let mut client = WsClient::connect(self.server.local_addr(), json!({})).await;
-        let mut payload = json!({"query": events_query(key)});
-        if let Some(resume) = resume {
-            payload["extensions"] = json!({"subs": {"resume": resume}});
-        }
-        client
-            .send(json!({"type": "subscribe", "id": "s", "payload": payload}))
-            .await;
-        let engine = self.engine.clone();
-        support::eventually(STEP, "the subscription is registered", || {
-            let engine = engine.clone();
-            async move { engine.stats().subscriptions > before }
-        })
-        .await;
+        let client =
+            support::history_subscriber(&self.engine, self.server.local_addr(), key, resume).await;
         // Redis subscribes to a new topic in the background: until then,
         // events published through another instance do not reach this one.
         self.broker.subscribed(&self.topic).await;
@@ -89,28 +76,11 @@ impl Instance {
     }
 }
 
-/// `(n, epoch, offset)` of the next `count` events of a client.
-async fn received(client: &mut WsClient, count: usize) -> Vec<(i64, String, u64)> {
-    let mut out = Vec::new();
-    while out.len() < count {
-        let message = client.next().await.expect("an event in time");
-        assert_eq!(message["type"], "next", "{message}");
-        let payload = &message["payload"];
-        let subs = &payload["extensions"]["subs"];
-        out.push((
-            payload["data"]["events"]["n"].as_i64().expect("n"),
-            subs["epoch"].as_str().unwrap_or_default().to_owned(),
-            subs["offset"].as_u64().unwrap_or(0),
-        ));
-    }
-    out
-}
-
 /// Waits until Redis delivers `instance`'s events back to its subscriber:
 /// the pub/sub subscription of a new topic is set up in the background.
 async fn settle(instance: &Instance, topic: &str, client: &mut WsClient, n: i64) -> (String, u64) {
     instance.publish(topic, "k", n).await;
-    let got = received(client, 1).await;
+    let got = support::positioned(client, 1).await;
     assert_eq!(got[0].0, n);
     (got[0].1.clone(), got[0].2)
 }
@@ -128,8 +98,8 @@ async fn positions_are_shared_and_a_client_resumes_on_another_instance() {
     assert_eq!(first, 1, "a new stream starts at 1");
     b.publish(&topic, "k", 2).await;
     a.publish(&topic, "k", 3).await;
-    let seen_a = received(&mut on_a, 2).await;
-    let seen_b = received(&mut on_b, 3).await;
+    let seen_a = support::positioned(&mut on_a, 2).await;
+    let seen_b = support::positioned(&mut on_b, 3).await;
     assert_eq!(seen_a, vec![(2, epoch.clone(), 2), (3, epoch.clone(), 3)]);
     assert_eq!(
         seen_b,
@@ -151,13 +121,17 @@ async fn positions_are_shared_and_a_client_resumes_on_another_instance() {
     let mut back = b
         .subscriber("k", Some(json!({"epoch": epoch, "offset": 3})))
         .await;
-    let replayed = received(&mut back, 3).await;
+    let replayed = support::positioned(&mut back, 3).await;
     assert_eq!(
         replayed.iter().map(|e| (e.0, e.2)).collect::<Vec<_>>(),
         vec![(4, 4), (5, 5), (6, 6)]
     );
     b.publish(&topic, "k", 7).await;
-    assert_eq!(received(&mut back, 1).await[0].0, 7, "then the live events");
+    assert_eq!(
+        support::positioned(&mut back, 1).await[0].0,
+        7,
+        "then the live events"
+    );
     assert!(
         back.next_within(std::time::Duration::from_millis(200))
             .await
@@ -180,7 +154,7 @@ async fn positions_redis_does_not_hold_are_gaps() {
     for n in 2..=400 {
         a.publish(&topic, "k", n).await;
     }
-    received(&mut client, 399).await;
+    support::positioned(&mut client, 399).await;
     // Kept open, so the subscription count only grows.
     let mut clients = Vec::new();
     for resume in [

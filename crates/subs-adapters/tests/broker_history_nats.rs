@@ -16,7 +16,7 @@ use subs_adapters::broker::nats::NatsBroker;
 use subs_adapters::server::{Server, ServerConfig};
 use subs_core::graphql::Schema;
 use subs_core::{Engine, FieldBinding, History};
-use support::{NATS_URL, SCHEMA, STEP, WsClient, events_query, require_service, unique};
+use support::{NATS_URL, SCHEMA, WsClient, require_service, unique};
 
 /// An instance whose `events` topic keeps history in the JetStream stream
 /// `stream`, one history per `key`.
@@ -71,48 +71,18 @@ impl Instance {
     /// `resume` when given, once the registry has it and the instance
     /// receives the topic's events from NATS.
     async fn subscriber(&self, key: &str, resume: Option<Value>) -> WsClient {
-        let before = self.engine.stats().subscriptions;
-        let mut client = WsClient::connect(self.server.local_addr(), json!({})).await;
-        let mut payload = json!({"query": events_query(key)});
-        if let Some(resume) = resume {
-            payload["extensions"] = json!({"subs": {"resume": resume}});
-        }
-        client
-            .send(json!({"type": "subscribe", "id": "s", "payload": payload}))
-            .await;
-        let engine = self.engine.clone();
-        support::eventually(STEP, "the subscription is registered", || {
-            let engine = engine.clone();
-            async move { engine.stats().subscriptions > before }
-        })
-        .await;
+        let client =
+            support::history_subscriber(&self.engine, self.server.local_addr(), key, resume).await;
         subs_core::Broker::subscribed(&*self.broker, &self.topic).await;
         client
     }
-}
-
-/// `(n, epoch, offset)` of the next `count` events of a client.
-async fn received(client: &mut WsClient, count: usize) -> Vec<(i64, String, u64)> {
-    let mut out = Vec::new();
-    while out.len() < count {
-        let message = client.next().await.expect("an event in time");
-        assert_eq!(message["type"], "next", "{message}");
-        let payload = &message["payload"];
-        let subs = &payload["extensions"]["subs"];
-        out.push((
-            payload["data"]["events"]["n"].as_i64().expect("n"),
-            subs["epoch"].as_str().unwrap_or_default().to_owned(),
-            subs["offset"].as_u64().unwrap_or(0),
-        ));
-    }
-    out
 }
 
 /// Publishes `n` through `instance` and waits until it comes back to
 /// `client` (the subscription of a new topic is set up in the background).
 async fn settle(instance: &Instance, topic: &str, client: &mut WsClient, n: i64) -> (String, u64) {
     instance.publish(topic, "k", n).await;
-    let got = received(client, 1).await;
+    let got = support::positioned(client, 1).await;
     assert_eq!(got[0].0, n);
     (got[0].1.clone(), got[0].2)
 }
@@ -150,8 +120,8 @@ async fn positions_are_shared_and_a_client_resumes_on_another_instance() {
     // not by one.
     a.publish(&topic, "other", 100).await;
     a.publish(&topic, "k", 4).await;
-    let seen_a = received(&mut on_a, 3).await;
-    let seen_b = received(&mut on_b, 4).await;
+    let seen_a = support::positioned(&mut on_a, 3).await;
+    let seen_b = support::positioned(&mut on_b, 4).await;
     assert_eq!(seen_b[0], (1, epoch.clone(), first));
     assert_eq!(
         seen_b[1..],
@@ -173,7 +143,7 @@ async fn positions_are_shared_and_a_client_resumes_on_another_instance() {
     let mut back = b
         .subscriber("k", Some(json!({"epoch": epoch, "offset": last_seen})))
         .await;
-    let replayed = received(&mut back, 5).await;
+    let replayed = support::positioned(&mut back, 5).await;
     assert_eq!(
         replayed.iter().map(|e| e.0).collect::<Vec<_>>(),
         vec![3, 4, 5, 6, 7],
@@ -185,7 +155,11 @@ async fn positions_are_shared_and_a_client_resumes_on_another_instance() {
         "with the positions they had live"
     );
     b.publish(&topic, "k", 8).await;
-    assert_eq!(received(&mut back, 1).await[0].0, 8, "then the live events");
+    assert_eq!(
+        support::positioned(&mut back, 1).await[0].0,
+        8,
+        "then the live events"
+    );
     assert!(
         back.next_within(std::time::Duration::from_millis(200))
             .await
@@ -209,14 +183,14 @@ async fn positions_the_stream_does_not_hold_are_gaps_then_live_events() {
     for n in 2..=6 {
         a.publish(&topic, "k", n).await;
     }
-    let seen = received(&mut client, 5).await;
+    let seen = support::positioned(&mut client, 5).await;
     // Missed 2 (kept with the last one seen), resumable; missed 4: the
     // first was dropped.
     let mut fine = a
         .subscriber("k", Some(json!({"epoch": epoch, "offset": seen[2].2})))
         .await;
     assert_eq!(
-        received(&mut fine, 2)
+        support::positioned(&mut fine, 2)
             .await
             .iter()
             .map(|e| e.0)
@@ -238,7 +212,7 @@ async fn positions_the_stream_does_not_hold_are_gaps_then_live_events() {
     // Live events follow the gap.
     a.publish(&topic, "k", 7).await;
     for late in &mut clients {
-        assert_eq!(received(late, 1).await[0].0, 7);
+        assert_eq!(support::positioned(late, 1).await[0].0, 7);
     }
     a.server.shutdown().await;
     drop_stream(&stream).await;
@@ -254,7 +228,7 @@ async fn concurrent_publishers_on_two_instances_give_one_order_everywhere() {
     let mut on_a = a.subscriber("k", None).await;
     let mut on_b = b.subscriber("k", None).await;
     settle(&a, &topic, &mut on_a, 0).await;
-    received(&mut on_b, 1).await;
+    support::positioned(&mut on_b, 1).await;
     let per_instance = 100;
     let publishers: Vec<_> = [(a.engine.clone(), 1), (b.engine.clone(), 1_000)]
         .into_iter()
@@ -274,8 +248,8 @@ async fn concurrent_publishers_on_two_instances_give_one_order_everywhere() {
         publisher.await.expect("publisher");
     }
     let count = 2 * per_instance as usize;
-    let seen_a = received(&mut on_a, count).await;
-    let seen_b = received(&mut on_b, count).await;
+    let seen_a = support::positioned(&mut on_a, count).await;
+    let seen_b = support::positioned(&mut on_b, count).await;
     assert_eq!(
         seen_a, seen_b,
         "the same events, order and positions on both"
@@ -294,7 +268,7 @@ async fn concurrent_publishers_on_two_instances_give_one_order_everywhere() {
     let start = json!({"epoch": seen_a[0].1, "offset": seen_a[0].2});
     for instance in [&a, &b] {
         let mut back = instance.subscriber("k", Some(start.clone())).await;
-        let replayed = received(&mut back, count - 1).await;
+        let replayed = support::positioned(&mut back, count - 1).await;
         assert_eq!(replayed[..], seen_a[1..]);
     }
     a.server.shutdown().await;
@@ -313,7 +287,7 @@ async fn a_stream_deleted_and_created_again_is_a_new_epoch() {
     // The history is lost: the next publish creates the stream again.
     drop_stream(&stream).await;
     a.publish(&topic, "k", 2).await;
-    let after = received(&mut client, 1).await;
+    let after = support::positioned(&mut client, 1).await;
     assert_eq!(after[0].0, 2);
     assert_ne!(after[0].1, epoch, "a new incarnation, a new epoch");
     let resume = json!({"epoch": epoch, "offset": offset});

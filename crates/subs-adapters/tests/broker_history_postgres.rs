@@ -17,7 +17,7 @@ use subs_adapters::broker::postgres::{
 use subs_adapters::server::{Server, ServerConfig};
 use subs_core::graphql::Schema;
 use subs_core::{Engine, FieldBinding, History, InMemoryBroker};
-use support::{POSTGRES, SCHEMA, STEP, WsClient, events_query, require_service, unique};
+use support::{POSTGRES, SCHEMA, STEP, WsClient, require_service, unique};
 use tokio_postgres::{Client, NoTls};
 
 async fn postgres() -> Client {
@@ -130,45 +130,13 @@ impl Instance {
     }
 
     async fn subscriber(&self, resume: Option<Value>) -> WsClient {
-        let before = self.engine.stats().subscriptions;
-        let mut client = WsClient::connect(self.server.local_addr(), json!({})).await;
-        let mut payload = json!({"query": events_query("k")});
-        if let Some(resume) = resume {
-            payload["extensions"] = json!({"subs": {"resume": resume}});
-        }
-        client
-            .send(json!({"type": "subscribe", "id": "s", "payload": payload}))
-            .await;
-        let engine = self.engine.clone();
-        support::eventually(STEP, "the subscription is registered", || {
-            let engine = engine.clone();
-            async move { engine.stats().subscriptions > before }
-        })
-        .await;
-        client
+        support::history_subscriber(&self.engine, self.server.local_addr(), "k", resume).await
     }
 
     async fn stop(self) {
         self.source.stop().await;
         self.server.shutdown().await;
     }
-}
-
-/// `(n, epoch, offset)` of the next `count` events of a client.
-async fn received(client: &mut WsClient, count: usize) -> Vec<(i64, String, u64)> {
-    let mut out = Vec::new();
-    while out.len() < count {
-        let message = client.next().await.expect("an event in time");
-        assert_eq!(message["type"], "next", "{message}");
-        let payload = &message["payload"];
-        let subs = &payload["extensions"]["subs"];
-        out.push((
-            payload["data"]["events"]["n"].as_i64().expect("n"),
-            subs["epoch"].as_str().unwrap_or_default().to_owned(),
-            subs["offset"].as_u64().unwrap_or(0),
-        ));
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,8 +152,8 @@ async fn outbox_positions_are_shared_and_a_client_resumes_on_another_instance() 
     a.publish(&topic, 3).await;
     b.publish(&topic, 4).await;
     outbox.write(&topic, 5..6).await;
-    let seen_a = received(&mut on_a, 5).await;
-    let seen_b = received(&mut on_b, 5).await;
+    let seen_a = support::positioned(&mut on_a, 5).await;
+    let seen_b = support::positioned(&mut on_b, 5).await;
     assert_eq!(seen_a, seen_b, "every instance sees the same positions");
     assert_eq!(
         seen_a.iter().map(|e| e.2).collect::<Vec<_>>(),
@@ -207,14 +175,18 @@ async fn outbox_positions_are_shared_and_a_client_resumes_on_another_instance() 
     let mut back = b
         .subscriber(Some(json!({"epoch": epoch, "offset": 2})))
         .await;
-    let replayed = received(&mut back, 6).await;
+    let replayed = support::positioned(&mut back, 6).await;
     assert_eq!(
         replayed.iter().map(|e| (e.0, e.2)).collect::<Vec<_>>(),
         vec![(3, 3), (4, 4), (5, 5), (6, 6), (7, 7), (8, 8)],
         "exactly the missed events, in order"
     );
     outbox.write(&topic, 9..10).await;
-    assert_eq!(received(&mut back, 1).await[0].0, 9, "then the live events");
+    assert_eq!(
+        support::positioned(&mut back, 1).await[0].0,
+        9,
+        "then the live events"
+    );
     assert!(
         back.next_within(std::time::Duration::from_millis(200))
             .await
@@ -235,7 +207,7 @@ async fn outbox_positions_the_table_does_not_hold_are_gaps_then_live_events() {
     let a = Instance::start(&outbox, &topic, 100).await;
     let mut client = a.subscriber(None).await;
     outbox.write(&topic, 1..7).await;
-    let seen = received(&mut client, 6).await;
+    let seen = support::positioned(&mut client, 6).await;
     let epoch = seen[0].1.clone();
     // Pruned: rows up to offset 3 are gone.
     outbox
@@ -253,7 +225,7 @@ async fn outbox_positions_the_table_does_not_hold_are_gaps_then_live_events() {
         .subscriber(Some(json!({"epoch": epoch, "offset": 3})))
         .await;
     assert_eq!(
-        received(&mut fine, 3)
+        support::positioned(&mut fine, 3)
             .await
             .iter()
             .map(|e| e.0)
@@ -280,7 +252,7 @@ async fn outbox_positions_the_table_does_not_hold_are_gaps_then_live_events() {
     outbox.write(&topic, 7..8).await;
     for late in &mut clients {
         assert_eq!(
-            received(late, 1).await[0].0,
+            support::positioned(late, 1).await[0].0,
             7,
             "live events follow the gap"
         );
@@ -339,8 +311,8 @@ async fn concurrent_writers_give_the_same_contiguous_offsets_on_every_instance()
     }
     app.await.expect("application writer");
     let count = 3 * per_writer as usize;
-    let seen_a = received(&mut on_a, count).await;
-    let seen_b = received(&mut on_b, count).await;
+    let seen_a = support::positioned(&mut on_a, count).await;
+    let seen_b = support::positioned(&mut on_b, count).await;
     assert_eq!(
         seen_a, seen_b,
         "the same events, order and positions on both"
@@ -366,7 +338,10 @@ async fn concurrent_writers_give_the_same_contiguous_offsets_on_every_instance()
     let start = json!({"epoch": seen_a[0].1, "offset": 1});
     for instance in [&a, &b] {
         let mut back = instance.subscriber(Some(start.clone())).await;
-        assert_eq!(received(&mut back, count - 1).await[..], seen_a[1..]);
+        assert_eq!(
+            support::positioned(&mut back, count - 1).await[..],
+            seen_a[1..]
+        );
     }
     a.stop().await;
     b.stop().await;

@@ -354,6 +354,49 @@ pub fn events_query(key: &str) -> String {
     format!("subscription {{ events(key: \"{key}\") {{ key n text }} }}")
 }
 
+/// A client subscribed (id `s`) to `events(key:)` on the server at `addr`,
+/// resuming after `resume` when given, once `engine` counts the subscription.
+pub async fn history_subscriber(
+    engine: &Engine,
+    addr: SocketAddr,
+    key: &str,
+    resume: Option<Value>,
+) -> WsClient {
+    let before = engine.stats().subscriptions;
+    let mut client = WsClient::connect(addr, json!({})).await;
+    let mut payload = json!({"query": events_query(key)});
+    if let Some(resume) = resume {
+        payload["extensions"] = json!({"subs": {"resume": resume}});
+    }
+    client
+        .send(json!({"type": "subscribe", "id": "s", "payload": payload}))
+        .await;
+    let engine = engine.clone();
+    eventually(STEP, "the subscription is registered", || {
+        let engine = engine.clone();
+        async move { engine.stats().subscriptions > before }
+    })
+    .await;
+    client
+}
+
+/// `(n, epoch, offset)` of the next `count` events of a history subscriber.
+pub async fn positioned(client: &mut WsClient, count: usize) -> Vec<(i64, String, u64)> {
+    let mut out = Vec::new();
+    while out.len() < count {
+        let message = client.next().await.expect("an event in time");
+        assert_eq!(message["type"], "next", "{message}");
+        let payload = &message["payload"];
+        let subs = &payload["extensions"]["subs"];
+        out.push((
+            payload["data"]["events"]["n"].as_i64().expect("n"),
+            subs["epoch"].as_str().unwrap_or_default().to_owned(),
+            subs["offset"].as_u64().unwrap_or(0),
+        ));
+    }
+    out
+}
+
 /// An engine (field `events` on engine topic `topic`, filtered by `key`) with
 /// its WebSocket server, in this process.
 #[derive(Debug)]
