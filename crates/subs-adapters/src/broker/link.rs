@@ -18,6 +18,9 @@ use super::Bookkeeping;
 /// [`LinkState::accept`]), so a publisher of ever new topics holds bounded memory.
 pub(crate) const SENT_TOPICS_MAX: usize = 65_536;
 
+/// How long a resume waits for this instance's subscription to its topic.
+const SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Interest changes queued for a broker's task. When the queue is full the
 /// change is not queued: the task resynchronises with the registry instead
 /// (counted in `BrokerStats::interest_overflows`), which loses nothing since
@@ -103,10 +106,21 @@ impl LinkState {
         }
     }
 
-    /// The broker connection dropped: no subscription is active.
-    #[cfg(any(feature = "redis", feature = "nats"))]
+    /// The broker connection dropped: no subscription is active (Redis;
+    /// the NATS client keeps its subscriptions across a reconnect).
+    #[cfg(feature = "redis")]
     pub(crate) fn clear_active(&self) {
         self.active.lock().clear();
+    }
+
+    /// [`subs_core::Broker::subscribed`] of the networked brokers: resolves
+    /// once `topic`'s subscription is active, or after [`SUBSCRIBE_WAIT`].
+    pub(crate) fn subscribed(
+        self: &Arc<Self>,
+        topic: &str,
+    ) -> futures_util::future::BoxFuture<'static, ()> {
+        let (link, topic) = (self.clone(), topic.to_owned());
+        Box::pin(async move { link.wait_active(&topic, SUBSCRIBE_WAIT).await })
     }
 
     /// Resolves once `topic`'s subscription is active, or after `bound`.
@@ -195,7 +209,9 @@ impl LinkState {
     }
 
     /// Decodes an envelope from the wire: `None` for our own envelopes (the
-    /// engine dispatched them locally already) and for invalid ones.
+    /// engine dispatched them locally already) and for invalid ones. (NATS
+    /// reads positions from headers: [`LinkState::accept_at`].)
+    #[cfg(any(test, feature = "redis"))]
     pub(crate) fn accept(&self, bytes: &[u8], own_origin: &str) -> Option<Event> {
         self.accept_at(bytes, own_origin, None)
     }

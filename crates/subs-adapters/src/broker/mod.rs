@@ -58,6 +58,21 @@ impl Backoff {
     }
 }
 
+/// A fresh epoch for a history the broker keeps: 64 random bits in hex
+/// (only hex digits: Redis' script writes it into JSON as is).
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) fn new_epoch() -> String {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Never expected; the time still tells incarnations apart.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = (nanos as u64).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(any(feature = "redis", feature = "nats"))]
 mod link;
 #[cfg(any(feature = "redis", feature = "nats"))]

@@ -225,13 +225,9 @@ impl Broker for NatsBroker {
     }
 
     fn subscribed(&self, topic: &str) -> BoxFuture<'static, ()> {
-        let (link, topic) = (self.link.clone(), topic.to_owned());
-        Box::pin(async move { link.wait_active(&topic, SUBSCRIBE_WAIT).await })
+        self.link.subscribed(topic)
     }
 }
-
-/// How long a resume waits for this instance's subscription to its topic.
-const SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What every topic's subscription task needs.
 #[derive(Clone)]

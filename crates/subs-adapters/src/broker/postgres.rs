@@ -49,8 +49,9 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
 use super::Backoff;
+use super::new_epoch;
 pub use super::postgres_history::OutboxHistory;
-use super::postgres_history::{history_sql, new_epoch, numbering_sql};
+use super::postgres_history::{history_sql, numbering_sql};
 
 /// A position in the outbox: rows are read in `(txid, id)` order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]

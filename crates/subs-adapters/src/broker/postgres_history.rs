@@ -78,19 +78,6 @@ pub(crate) fn numbering_sql(table: &str, batch: i64, new_epoch: &str) -> String 
     )
 }
 
-/// A fresh epoch: 64 random bits in hex.
-pub(crate) fn new_epoch() -> String {
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        // Never expected; the time still tells incarnations apart.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        bytes = (nanos as u64).to_le_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn history_error(error: impl Into<subs_core::BoxError>) -> subs_core::Error {
     BrokerError::History {
         broker: "postgres",

@@ -201,13 +201,9 @@ impl Broker for RedisBroker {
     }
 
     fn subscribed(&self, topic: &str) -> BoxFuture<'static, ()> {
-        let (link, topic) = (self.link.clone(), topic.to_owned());
-        Box::pin(async move { link.wait_active(&topic, SUBSCRIBE_WAIT).await })
+        self.link.subscribed(topic)
     }
 }
-
-/// How long a resume waits for this instance's subscription to its topic.
-const SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Owns the pub/sub connection: (re)connects with backoff, keeps the channel
 /// set equal to the registry's topics, and forwards envelopes to the engine.

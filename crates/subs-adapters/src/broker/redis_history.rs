@@ -111,20 +111,6 @@ fn on_stream<'a>(script: &'a redis::Script, stream: &str) -> redis::ScriptInvoca
     invocation
 }
 
-/// A fresh epoch: 64 random bits in hex (only hex digits: the script writes
-/// it into JSON as is).
-fn new_epoch() -> String {
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        // Never expected; the time still tells incarnations apart.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        bytes = (nanos as u64).to_le_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn now_ms() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -177,7 +163,7 @@ impl BrokerHistory for RedisHistory {
         Box::pin(async move {
             let mut invocation = on_stream(&script, &stream);
             invocation
-                .arg(new_epoch())
+                .arg(super::new_epoch())
                 .arg(history.max_events())
                 .arg(format!("{CHANNEL_PREFIX}{topic}"))
                 .arg(head)
