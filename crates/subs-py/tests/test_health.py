@@ -13,16 +13,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from subs import Engine
-from support import Client
+from support import Client, eventually
 from test_http import SSE, sse_events
-
-
-async def wait_for(check, what: str) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(500):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never: {what}")
 
 
 async def test_native_drain_sends_clients_elsewhere() -> None:
@@ -40,7 +32,7 @@ async def test_native_drain_sends_clients_elsewhere() -> None:
             query = {"query": "subscription { ticks }"}
             async with client.stream("POST", "/graphql", json=query, headers=SSE) as sse:
                 assert sse.status_code == 200
-                await wait_for(lambda: engine.stats().subscriptions == 2, "two subscribers")
+                await eventually(lambda: engine.stats().subscriptions == 2, "two subscribers")
                 assert not server.draining
                 assert await asyncio.to_thread(server.drain, 10.0)
                 assert server.draining
@@ -74,7 +66,7 @@ async def _uvicorn(app: object) -> "tuple[object, asyncio.Task[None], int]":
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     task = asyncio.ensure_future(server.serve())
-    await wait_for(lambda: server.started, "uvicorn listening")
+    await eventually(lambda: server.started, "uvicorn listening")
     return server, task, port
 
 
@@ -103,7 +95,7 @@ async def test_asgi_drain_sends_clients_elsewhere_under_uvicorn() -> None:
             query = {"query": "subscription { ticks }"}
             async with client.stream("POST", "/graphql", json=query, headers=SSE) as sse:
                 assert sse.status_code == 200
-                await wait_for(lambda: engine.stats().subscriptions == 2, "two subscribers")
+                await eventually(lambda: engine.stats().subscriptions == 2, "two subscribers")
                 assert not engine.draining
                 drained = asyncio.ensure_future(engine.drain(10.0))
                 events = [event async for event in sse_events(sse.aiter_lines())]
