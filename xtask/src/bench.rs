@@ -279,6 +279,17 @@ pub(crate) fn http_scenarios(quick: bool) -> Vec<Scenario> {
 /// event, kept in each topic's ring (issue 16).
 const SUBS_HISTORY: &str = "subs-history";
 
+/// The reconnect storm on each networked broker's shared history: the label
+/// and the bench server's `BROKER` (and, for the outbox, its table).
+const HISTORY_BROKERS: [(&str, &str); 3] = [
+    ("subs-history-redis", "BROKER=redis://127.0.0.1:6379"),
+    ("subs-history-nats", "BROKER=nats://127.0.0.1:4222"),
+    (
+        "subs-history-postgres",
+        "'BROKER=postgres:host=127.0.0.1 user=postgres dbname=test' OUTBOX_TABLE=subs_bench_storm",
+    ),
+];
+
 /// How many events each `ticks` topic keeps in the history runs.
 const HISTORY_EVENTS: u64 = 1000;
 
@@ -300,25 +311,36 @@ pub(crate) fn history_scenarios(quick: bool) -> Vec<Scenario> {
             id: "history_storm_c1000".into(),
             kind: "storm",
             connections: 1000,
-            // The events each client misses while away.
-            events: Events::Only(vec![(SUBS_HISTORY, 100)]),
+            // The events each client misses while away, on every broker.
+            events: Events::Only(
+                std::iter::once(SUBS_HISTORY)
+                    .chain(HISTORY_BROKERS.iter().map(|(label, _)| *label))
+                    .map(|label| (label, 100))
+                    .collect(),
+            ),
             interval_us: 0,
             payload_bytes: None,
         },
     ]
 }
 
-/// subs' bench server without and with history.
+/// subs' bench server without and with history (in memory, and shared
+/// through each networked broker).
 fn history_targets(subs: &Target) -> Vec<Target> {
-    vec![
-        subs.clone(),
-        Target {
-            label: SUBS_HISTORY.to_owned(),
-            // `env`: the load generator runs the command with `exec`.
-            command: format!("env HISTORY={HISTORY_EVENTS} {}", subs.command),
-            transport: "ws",
-        },
-    ]
+    let with_history = |label: &str, broker: &str| Target {
+        label: label.to_owned(),
+        // `env`: the load generator runs the command with `exec`.
+        command: format!("env HISTORY={HISTORY_EVENTS} {broker} {}", subs.command),
+        transport: "ws",
+    };
+    std::iter::once(subs.clone())
+        .chain(std::iter::once(with_history(SUBS_HISTORY, "")))
+        .chain(
+            HISTORY_BROKERS
+                .iter()
+                .map(|(label, broker)| with_history(label, broker)),
+        )
+        .collect()
 }
 
 /// Ratios between two targets beside the `<label>_over_raw` ones:
