@@ -10,8 +10,8 @@ use serde_json::json;
 use subs_adapters::broker::{self, StartupPolicy};
 use subs_core::Broker;
 use support::{
-    BenchServer, Instance, Kind, PrivateServer, STEP, eventually, link, ns, ns_until_quiet,
-    publish, unique,
+    BenchServer, Instance, Kind, MARKER, PrivateServer, STEP, eventually, link, ns,
+    ns_before_marker, publish, unique,
 };
 
 async fn connect(url: &str, startup: StartupPolicy) -> Arc<dyn Broker> {
@@ -92,8 +92,9 @@ async fn kill_and_restart(kind: Kind) {
     for n in 30..50 {
         publish(&a, &topic, "k", n, json!({})).await;
     }
+    publish(&a, &topic, "k", MARKER, json!({})).await;
     assert_eq!(ns(&mut local, 20).await, (30..50).collect::<Vec<_>>());
-    let mut got = ns_until_quiet(&mut remote, Duration::from_secs(2)).await;
+    let mut got = ns_before_marker(&mut remote).await;
     got.dedup();
     assert!(
         got.windows(2).all(|w| w[0] < w[1]),
@@ -180,8 +181,9 @@ async fn down_at_startup_retries(kind: Kind) {
     for n in 1..21 {
         publish(&a, &topic, "k", n, json!({})).await;
     }
+    publish(&a, &topic, "k", MARKER, json!({})).await;
     assert_eq!(ns(&mut local, 20).await, (1..21).collect::<Vec<_>>());
-    let got = ns_until_quiet(&mut remote, Duration::from_secs(1)).await;
+    let got = ns_before_marker(&mut remote).await;
     assert!(
         got.ends_with(&(1..21).collect::<Vec<_>>()),
         "B receives once the broker is up: {got:?}"

@@ -13,7 +13,7 @@ use subs_adapters::broker::redis::{CHANNEL_PREFIX, RedisBroker};
 use subs_adapters::broker::{self, StartupPolicy};
 use subs_core::Broker;
 use support::{
-    Instance, NATS_URL, REDIS_URL, STEP, eventually, link, ns, ns_until_quiet, publish,
+    Instance, MARKER, NATS_URL, REDIS_URL, STEP, eventually, link, ns, ns_before_marker, publish,
     require_service, unique,
 };
 
@@ -54,12 +54,14 @@ async fn tenant_isolation(url: &str) {
     // Untagged and foreign-tenant events reach none of them.
     publish(&a, &topic, "k", 100, json!({})).await;
     publish(&a, &topic, "k", 101, json!({"tenantId": "t3"})).await;
+    for tenant in ["t1", "t2"] {
+        publish(&a, &topic, "k", MARKER, json!({"tenantId": tenant})).await;
+    }
     for (i, (tenant, client)) in clients.iter_mut().enumerate() {
         let want: Vec<i64> = (0..30)
             .filter(|n| (n % 2 == 0) == (*tenant == "t1"))
             .collect();
-        let mut got = ns(client, want.len()).await;
-        got.extend(ns_until_quiet(client, Duration::from_millis(500)).await);
+        let got = ns_before_marker(client).await;
         assert_eq!(
             got,
             want,
@@ -93,10 +95,10 @@ async fn own_events_once(url: &str) {
     for n in 0..100 {
         publish(&a, &topic, "k", n, json!({})).await;
     }
+    publish(&a, &topic, "k", MARKER, json!({})).await;
     let want: Vec<i64> = (0..100).collect();
     for client in [&mut local, &mut remote] {
-        let mut got = ns(client, 100).await;
-        got.extend(ns_until_quiet(client, Duration::from_millis(700)).await);
+        let got = ns_before_marker(client).await;
         assert_eq!(got, want, "each event once, in order");
     }
     assert_eq!(

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use subs_adapters::broker::postgres::{OutboxConfig, OutboxSource, create_table_sql};
 use subs_core::InMemoryBroker;
-use support::{Instance, POSTGRES, STEP, eventually, ns, ns_until_quiet, require_service, unique};
+use support::{
+    Instance, MARKER, POSTGRES, STEP, eventually, ns, ns_before_marker, ns_until_quiet,
+    require_service, unique,
+};
 use tokio_postgres::{Client, NoTls};
 
 async fn postgres() -> Client {
@@ -121,14 +124,14 @@ async fn outbox_rows_committed_with_notify_are_delivered_in_order() {
     // A rolled-back transaction never reaches anyone.
     outbox.write(&topic, 1000..1005, true).await;
     outbox.write(&topic, 10..40, false).await;
-    let mut got = ns(&mut client, 40).await;
-    got.extend(ns_until_quiet(&mut client, Duration::from_millis(500)).await);
+    outbox.write(&topic, MARKER..MARKER + 1, false).await;
+    let got = ns_before_marker(&mut client).await;
     assert_eq!(
         got,
         (0..40).collect::<Vec<_>>(),
         "every committed row once, in order"
     );
-    assert_eq!(source.delivered(), 40);
+    assert_eq!(source.delivered(), 40 + 1, "the rows and the marker");
     assert_eq!(source.reconnects(), 0);
     source.stop().await;
     outbox.drop_table().await;
@@ -167,8 +170,8 @@ async fn outbox_rows_committed_while_the_listener_is_down_arrive_after_reconnect
         outbox.write(&topic, next..next + 5, false).await;
         next += 5;
     }
-    let mut got = ns(&mut client, usize::try_from(next - 10).expect("small")).await;
-    got.extend(ns_until_quiet(&mut client, Duration::from_millis(700)).await);
+    outbox.write(&topic, MARKER..MARKER + 1, false).await;
+    let got = ns_before_marker(&mut client).await;
     assert_eq!(
         got,
         (10..next).collect::<Vec<_>>(),
@@ -179,7 +182,11 @@ async fn outbox_rows_committed_while_the_listener_is_down_arrive_after_reconnect
         "reconnects: {}",
         source.reconnects()
     );
-    assert_eq!(source.delivered(), u64::try_from(next).expect("positive"));
+    assert_eq!(
+        source.delivered(),
+        u64::try_from(next).expect("positive") + 1,
+        "the rows and the marker"
+    );
     source.stop().await;
     outbox.drop_table().await;
 }
@@ -222,14 +229,14 @@ async fn a_row_committed_behind_a_later_one_is_not_skipped() {
         .await
         .expect("NOTIFY");
     early.commit().await.expect("COMMIT");
-    let mut got = ns(&mut client, 2).await;
-    got.extend(ns_until_quiet(&mut client, Duration::from_millis(300)).await);
+    outbox.write(&topic, MARKER..MARKER + 1, false).await;
+    let got = ns_before_marker(&mut client).await;
     assert_eq!(
         got,
         vec![1, 2],
         "both rows, in transaction order, none skipped"
     );
-    assert_eq!(source.delivered(), 3);
+    assert_eq!(source.delivered(), 3 + 1, "the rows and the marker");
     source.stop().await;
     outbox.drop_table().await;
 }
@@ -312,10 +319,17 @@ async fn malformed_outbox_rows_are_counted_and_skipped() {
         .batch_execute(&format!("NOTIFY {table}"))
         .await
         .expect("NOTIFY");
-    let mut got = ns(&mut subscriber, 2).await;
-    got.extend(ns_until_quiet(&mut subscriber, Duration::from_millis(300)).await);
+    client
+        .execute(&insert, &[&Some(&*topic), &Some(good(MARKER))])
+        .await
+        .expect("INSERT");
+    client
+        .batch_execute(&format!("NOTIFY {table}"))
+        .await
+        .expect("NOTIFY");
+    let got = ns_before_marker(&mut subscriber).await;
     assert_eq!(got, vec![1, 2], "both good rows, in order, nothing else");
-    assert_eq!(source.delivered(), 2);
+    assert_eq!(source.delivered(), 2 + 1, "the good rows and the marker");
     assert_eq!(source.malformed_rows(), 3);
     assert_eq!(
         source.reconnects(),

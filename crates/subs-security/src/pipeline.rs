@@ -96,7 +96,7 @@ impl SecurityConfig {
     }
 
     /// Counts one GraphQL over HTTP request from `peer` against
-    /// [`Limits::http_request_rate_per_ip`], or refuses it (HTTP 429). A
+    /// [`Limits::http_request_rate_per_ip`](crate::Limits::http_request_rate_per_ip), or refuses it (HTTP 429). A
     /// request with no known address is not counted.
     pub fn admit_http_request(
         &self,
@@ -250,7 +250,7 @@ impl SecurityConfig {
 
     /// Whether `principal` may receive `event` (`true` without an event filter).
     /// Not counted (hot path): count withheld events with
-    /// [`SecurityStats::record_n`] and [`RejectReason::EventFiltered`].
+    /// [`SecurityStats::record_n`](crate::SecurityStats::record_n) and [`RejectReason::EventFiltered`].
     pub fn allows(&self, principal: &Principal, event: &Value) -> bool {
         self.event_filter
             .as_ref()

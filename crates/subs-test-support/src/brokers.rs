@@ -505,6 +505,27 @@ pub async fn link(from: &Instance, to: &Instance, topic: &str) {
     tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
+/// The `n` of a marker event. A check that nothing more arrives publishes
+/// one after everything it is about, through the same path, and reads up to
+/// it ([`ns_before_marker`]): an extra or late event sent before the marker
+/// arrives before it, so the check cannot pass because delivery was slow.
+pub const MARKER: i64 = -7;
+
+/// The `n`s of the `next` messages a client receives before the first
+/// [`MARKER`] (panics on any other message, or when no marker comes within
+/// [`STEP`] of the last message).
+pub async fn ns_before_marker(client: &mut WsClient) -> Vec<i64> {
+    let mut out = Vec::new();
+    loop {
+        let message = client.next().await.expect("the marker event in time");
+        assert_eq!(message["type"], "next", "{message}");
+        match n_of(&message["payload"]["data"]) {
+            MARKER => return out,
+            n => out.push(n),
+        }
+    }
+}
+
 /// The `n`s of the `next` messages a client receives until `quiet` passes
 /// without one (panics on any other message).
 pub async fn ns_until_quiet(client: &mut WsClient, quiet: Duration) -> Vec<i64> {
