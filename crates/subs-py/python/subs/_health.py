@@ -3,7 +3,9 @@
 broker connected), and the answer to a new client during a drain (see
 `Engine.drain` and docs/operations.md)."""
 
-from typing import TYPE_CHECKING, Any, List, Tuple
+from typing import TYPE_CHECKING, Any, Tuple
+
+from ._probe_http import plain, read_only_method
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -33,20 +35,14 @@ class HealthASGI:
         self.ready_when_broker_down = ready_when_broker_down
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008})
-            return
-        if scope["type"] != "http":
-            return
-        method = scope.get("method", "GET")
-        if method not in ("GET", "HEAD"):
-            await plain(send, 405, b"Method not allowed\n", [(b"allow", b"GET, HEAD")])
+        method = await read_only_method(scope, send)
+        if method is None:
             return
         if str(scope.get("path", "")).endswith("/readyz"):
             status, text = self.readiness()
         else:
             status, text = 200, HEALTHY
-        await plain(send, status, b"" if method == "HEAD" else text.encode(), [])
+        await plain(send, status, text.encode(), [], head=method == "HEAD")
 
     def readiness(self) -> Tuple[int, str]:
         """`(status, body)` of `/readyz`."""
@@ -57,13 +53,6 @@ class HealthASGI:
                 return 503, NOT_STARTED
             native = self.engine._for_request()  # no IO: starts at once
         return native.readiness(self.ready_when_broker_down)
-
-
-async def plain(send: Send, status: int, body: bytes, extra: List[Tuple[bytes, bytes]]) -> None:
-    """A whole plain-text response."""
-    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers + extra})
-    await send({"type": "http.response.body", "body": body})
 
 
 async def refuse_websocket(scope: Scope, send: Send) -> None:

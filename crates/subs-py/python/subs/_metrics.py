@@ -6,6 +6,8 @@ scrape time; `prometheus_client` is optional (only `SubsCollector` needs it)."""
 
 from typing import TYPE_CHECKING, Any, Iterator, List, Tuple
 
+from ._probe_http import read_only_method, whole
+
 if TYPE_CHECKING:
     from ._engine import Engine
 
@@ -34,34 +36,11 @@ class MetricsASGI:
         self.engine = engine
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008})
-            return
-        if scope["type"] != "http":
-            return
-        method = scope.get("method", "GET")
-        if method not in ("GET", "HEAD"):
-            await _plain(send, 405, b"Method not allowed\n", [(b"allow", b"GET, HEAD")])
+        method = await read_only_method(scope, send)
+        if method is None:
             return
         content_type, text = self.engine.start().metrics(OPENMETRICS in _accept(scope))
-        body = text.encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", content_type.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
-
-
-async def _plain(send: Send, status: int, body: bytes, extra: List[Tuple[bytes, bytes]]) -> None:
-    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers + extra})
-    await send({"type": "http.response.body", "body": body})
+        await whole(send, 200, content_type, text.encode(), [], head=method == "HEAD")
 
 
 class SubsCollector:
