@@ -73,6 +73,9 @@ pub(crate) fn new_epoch() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod stored_replay;
+
 #[cfg(any(feature = "redis", feature = "nats"))]
 mod link;
 #[cfg(any(feature = "redis", feature = "nats"))]

@@ -27,12 +27,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use subs_core::{
-    Broker, BrokerError, BrokerHistory, BrokerStats, Event, EventSink, GapReason, History,
-    Position, ReplayLimits, StoredReplay,
+    Broker, BrokerError, BrokerHistory, BrokerStats, Event, EventSink, History, Position,
+    ReplayLimits, StoredReplay,
 };
 use tokio_postgres::NoTls;
 
 use super::postgres::OutboxConfig;
+use super::stored_replay::ReplayRead;
 
 /// The statements that add history to an outbox table made by
 /// [`create_table_sql`](super::postgres::create_table_sql): the offset column,
@@ -255,54 +256,25 @@ fn replay_of(
     limits: ReplayLimits,
     max_age: Option<Duration>,
 ) -> StoredReplay {
-    let Some((epoch, last)) = head.filter(|(epoch, _)| **epoch == *after.epoch) else {
-        return StoredReplay::Gap(GapReason::UnknownEpoch);
+    let (epoch, last) = head.map_or((None, 0), |(epoch, last)| {
+        (Some(epoch), u64::try_from(last).unwrap_or(0))
+    });
+    let mut read = match ReplayRead::start(epoch.as_deref(), last, after, limits, max_age) {
+        Ok(read) => read,
+        Err(answer) => return answer,
     };
-    let last = u64::try_from(last).unwrap_or(0);
-    if after.offset > last {
-        return StoredReplay::Gap(GapReason::Ahead);
-    }
-    let missed = last - after.offset;
-    if missed == 0 {
-        return StoredReplay::Events(Vec::new());
-    }
-    if missed > limits.max_events as u64 {
-        return StoredReplay::Gap(GapReason::OverLimit);
-    }
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    let oldest_allowed = max_age.map(|age| now_ms.saturating_sub(age.as_millis()));
-    let epoch: Arc<str> = Arc::from(epoch);
-    let mut events = Vec::with_capacity(rows.len());
-    let mut bytes = 0usize;
-    let mut expected = after.offset + 1;
     for (offset, payload, at_ms) in rows {
-        // Rows are contiguous: the first must follow the position, or what
-        // came between was pruned.
-        let at = u128::try_from(*at_ms).unwrap_or(0);
-        if u64::try_from(*offset).ok() != Some(expected)
-            || oldest_allowed.is_some_and(|oldest| at < oldest)
-        {
-            return StoredReplay::Gap(GapReason::TooOld);
+        let checked = read
+            .check_next(
+                u64::try_from(*offset).ok(),
+                u128::try_from(*at_ms).unwrap_or(0),
+            )
+            .and_then(|()| read.push(Bytes::from(payload.clone())));
+        if let Err(gap) = checked {
+            return StoredReplay::Gap(gap);
         }
-        bytes += payload.len();
-        if bytes > limits.max_bytes {
-            return StoredReplay::Gap(GapReason::OverLimit);
-        }
-        events.push((
-            Position {
-                epoch: epoch.clone(),
-                offset: expected,
-            },
-            Bytes::from(payload.clone()),
-        ));
-        expected += 1;
     }
-    if expected <= last {
-        return StoredReplay::Gap(GapReason::TooOld);
-    }
-    StoredReplay::Events(events)
+    read.finish()
 }
 
 /// A broker whose topics with history live in the outbox (see
@@ -350,6 +322,7 @@ impl Broker for OutboxHistoryBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use subs_core::GapReason;
 
     fn at(offset: u64) -> Position {
         Position {

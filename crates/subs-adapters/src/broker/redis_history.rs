@@ -29,6 +29,7 @@ use subs_core::{
 
 use super::LinkState;
 use super::redis::CHANNEL_PREFIX;
+use super::stored_replay::{ReplayRead, now_ms};
 
 /// Numbers, stores and publishes one event.
 /// KEYS: stream, counter, epoch. ARGV: epoch if none yet, max length,
@@ -109,12 +110,6 @@ fn on_stream<'a>(script: &'a redis::Script, stream: &str) -> redis::ScriptInvoca
         .key(format!("subs:h:{{{stream}}}:n"))
         .key(format!("subs:h:{{{stream}}}:e"));
     invocation
-}
-
-fn now_ms() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis())
 }
 
 async fn connection(
@@ -227,56 +222,29 @@ fn replay_of(
     limits: ReplayLimits,
     max_age: Option<Duration>,
 ) -> StoredReplay {
-    let Some(epoch) = epoch.filter(|e| **e == *after.epoch) else {
-        return StoredReplay::Gap(GapReason::UnknownEpoch);
+    let mut read = match ReplayRead::start(epoch, last, after, limits, max_age) {
+        Ok(read) => read,
+        Err(answer) => return answer,
     };
-    if after.offset > last {
-        return StoredReplay::Gap(GapReason::Ahead);
-    }
-    let missed = last - after.offset;
-    if missed == 0 {
-        return StoredReplay::Events(Vec::new());
-    }
-    if missed > limits.max_events as u64 {
-        return StoredReplay::Gap(GapReason::OverLimit);
-    }
-    let oldest_allowed = max_age.map(|age| now_ms().saturating_sub(age.as_millis()));
-    let mut events = Vec::with_capacity(entries.len() / 3);
-    let mut bytes = 0usize;
-    let mut expected = after.offset + 1;
     for entry in entries.chunks_exact(3) {
-        let offset: Option<u64> = std::str::from_utf8(&entry[0])
+        let offset = std::str::from_utf8(&entry[0])
             .ok()
             .and_then(|s| s.parse().ok());
-        let at: u128 = std::str::from_utf8(&entry[1])
+        let at_ms = std::str::from_utf8(&entry[1])
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        // Entries are contiguous: the first must follow the position, or
-        // what came between was trimmed.
-        if offset != Some(expected) || oldest_allowed.is_some_and(|oldest| at < oldest) {
-            return StoredReplay::Gap(GapReason::TooOld);
+        if let Err(gap) = read.check_next(offset, at_ms) {
+            return StoredReplay::Gap(gap);
         }
         let Ok(envelope) = Envelope::decode(&entry[2]) else {
             return StoredReplay::Gap(GapReason::Unavailable);
         };
-        bytes += envelope.payload.len();
-        if bytes > limits.max_bytes {
-            return StoredReplay::Gap(GapReason::OverLimit);
+        if let Err(gap) = read.push(Bytes::clone(&envelope.payload)) {
+            return StoredReplay::Gap(gap);
         }
-        events.push((
-            Position {
-                epoch: Arc::from(epoch),
-                offset: expected,
-            },
-            Bytes::clone(&envelope.payload),
-        ));
-        expected += 1;
     }
-    if expected <= last {
-        return StoredReplay::Gap(GapReason::TooOld);
-    }
-    StoredReplay::Events(events)
+    read.finish()
 }
 
 #[cfg(test)]
