@@ -22,6 +22,7 @@
 //! `cargo xtask bench` builds and runs all of them, compares each figure with
 //! `bench/gates.toml` and writes the report.
 
+pub mod cli;
 pub mod cluster;
 pub mod framing;
 pub mod harness;

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use subs_bench::cli;
 use subs_bench::cluster::{self, ClusterOptions};
 
 const USAGE: &str = "usage: subs-cluster --server CMD [options]
@@ -38,20 +39,11 @@ fn main() -> Result<()> {
         server_log: None,
     };
     let mut out = None;
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        if arg == "-h" || arg == "--help" {
-            println!("{USAGE}");
-            return Ok(());
-        }
-        let value = iter
-            .next()
-            .with_context(|| format!("{arg} needs a value\n{USAGE}"))?;
-        let number = || {
-            value
-                .parse::<u64>()
-                .with_context(|| format!("{arg} takes a number, not {value:?}"))
-        };
+    let Some(pairs) = cli::flag_pairs(args, USAGE)? else {
+        return Ok(());
+    };
+    for (arg, value) in &pairs {
+        let number = || cli::number(arg, value);
         match arg.as_str() {
             "--server" => options.server = value.clone(),
             "--instances" => options.instances = usize::try_from(number()?)?,
@@ -69,13 +61,7 @@ fn main() -> Result<()> {
     if options.server.is_empty() {
         bail!("--server is required\n{USAGE}");
     }
-    let report = cluster::run(&options)?;
-    let json = serde_json::to_string_pretty(&report)?;
-    if let Some(path) = out {
-        std::fs::write(&path, &json).with_context(|| format!("cannot write {path}"))?;
-    }
-    println!("{json}");
-    Ok(())
+    cli::print_report(&cluster::run(&options)?, out.as_deref())
 }
 
 fn worker(args: &[String]) -> Result<()> {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use subs_bench::cli;
 use subs_bench::loadgen::{self, Options};
 
 const USAGE: &str = "usage: subs-loadgen (--target CMD | --addr HOST:PORT [--pid PID]) [options]
@@ -29,20 +30,11 @@ const USAGE: &str = "usage: subs-loadgen (--target CMD | --addr HOST:PORT [--pid
 fn main() -> Result<()> {
     let mut options = Options::default();
     let mut out = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        if arg == "-h" || arg == "--help" {
-            println!("{USAGE}");
-            return Ok(());
-        }
-        let value = args
-            .next()
-            .with_context(|| format!("{arg} needs a value\n{USAGE}"))?;
-        let number = || {
-            value
-                .parse::<u64>()
-                .with_context(|| format!("{arg} takes a number, not {value:?}"))
-        };
+    let Some(pairs) = cli::flag_pairs(std::env::args().skip(1), USAGE)? else {
+        return Ok(());
+    };
+    for (arg, value) in &pairs {
+        let number = || cli::number(arg, value);
         match arg.as_str() {
             "--target" => options.target = Some(value.clone()),
             "--addr" => {
@@ -81,11 +73,7 @@ fn main() -> Result<()> {
         }
     }
     let report = loadgen::run(&options)?;
-    let json = serde_json::to_string_pretty(&report)?;
-    if let Some(path) = out {
-        std::fs::write(&path, &json).with_context(|| format!("cannot write {path}"))?;
-    }
-    println!("{json}");
+    cli::print_report(&report, out.as_deref())?;
     eprintln!(
         "{} {} {:?} n={} delivered={}/{} lost={} ooo={} {:.0}/s p50={:.2}ms p99={:.2}ms max={:.2}ms cpu/delivery={:.3}us rss/conn={:.1}KiB",
         report.label,
