@@ -416,11 +416,22 @@ impl Instance {
     /// With `tenants`, the principal's tenant comes from the init payload's
     /// `tenant` and `TenantRule` filters events by `tenantId`.
     pub async fn start_with(topic: &str, broker: Arc<dyn Broker>, tenants: bool) -> Self {
+        let binding = FieldBinding::topic(topic.to_owned()).argument("key", "key");
+        Self::start_bound(binding, broker, tenants).await
+    }
+
+    /// With tenants, and a history of `keep` events per `key` kept by the
+    /// broker (when it keeps one) for resumes.
+    pub async fn start_with_history(topic: &str, broker: Arc<dyn Broker>, keep: usize) -> Self {
+        let binding = FieldBinding::topic(topic.to_owned())
+            .argument("key", "key")
+            .history(subs_core::History::last(keep).per_event_field("key"));
+        Self::start_bound(binding, broker, true).await
+    }
+
+    async fn start_bound(binding: FieldBinding, broker: Arc<dyn Broker>, tenants: bool) -> Self {
         let mut builder = Engine::builder(Schema::parse(SCHEMA).expect("schema"))
-            .bind(
-                "events",
-                FieldBinding::topic(topic.to_owned()).argument("key", "key"),
-            )
+            .bind("events", binding)
             .broker(broker);
         if tenants {
             builder = builder
