@@ -141,6 +141,14 @@ async fn main() -> anyhow::Result<()> {
             async move { http(engine, desk, request).await }
         });
     let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], port)), engine, config).await?;
+    // Listening for SIGTERM and SIGINT before saying READY: a signal that
+    // comes right after must shut down gracefully, not kill the process.
+    let signals = shutdown_signals()?;
+    let shutdown = server.shutdown_token();
+    tokio::spawn(async move {
+        signals.await;
+        shutdown.cancel();
+    });
     let port = server.local_addr().port();
     println!("READY {port}");
     println!("service-desk listening on http://127.0.0.1:{port}");
@@ -154,22 +162,22 @@ async fn main() -> anyhow::Result<()> {
         "  mutate:        curl localhost:{port}/graphql -H 'content-type: application/json' \\\n                   -d '{{\"query\":\"mutation {{ createService(name: \\\"mail\\\") {{ id }} }}\"}}'"
     );
     println!("  stats:         curl localhost:{port}/stats");
-    let shutdown = server.shutdown_token();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        shutdown.cancel();
-    });
     server.wait().await;
     Ok(())
 }
 
-async fn wait_for_signal() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = async { match terminate.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
-    }
+/// Resolves on the first SIGTERM or SIGINT; both are listened for from the
+/// moment this returns.
+fn shutdown_signals() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    })
 }
 
 /// The current time as ISO 8601 in UTC, to the millisecond
