@@ -75,78 +75,89 @@ pub trait Transport: Send {
 /// While a write waits on a peer that does not read, the slow-consumer
 /// policy, shutdown and [`WRITE_STALL_TIMEOUT`] are still served; while a
 /// host hook runs, deliveries, keepalive and timeouts are.
-pub async fn drive<T: Transport>(
+///
+/// A plain function returning the future rather than an `async fn`: an
+/// `async fn` keeps its arguments twice in its state (once as arguments,
+/// once as locals), and the session and transport are most of what an idle
+/// connection holds.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice in its state"
+)]
+pub fn drive<T: Transport>(
     mut session: Session,
     mut transport: T,
     shutdown: CancellationToken,
-) {
-    // Both live across iterations: registering a waiter on the shared token,
-    // or a timer, once per wake-up would cost every delivery a trip through a
-    // lock that every connection shares.
-    let shutdown_signal = shutdown.cancelled();
-    tokio::pin!(shutdown_signal);
-    let mut shutting_down = false;
-    let timer = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(timer);
-    let mut armed: Option<Instant> = None;
-    loop {
-        match write_pending(&mut session, &mut transport, &shutdown).await {
-            // The writer may have slept through a notification: take what
-            // queued meanwhile before waiting again.
-            WriteOutcome::Written => {
-                session.flush_outbound();
-            }
-            WriteOutcome::Nothing => {
-                if let Some(close) = session.poll_close() {
-                    transport.close(close).await;
-                    return;
+) -> impl Future<Output = ()> + Send {
+    async move {
+        // Both live across iterations: registering a waiter on the shared token,
+        // or a timer, once per wake-up would cost every delivery a trip through a
+        // lock that every connection shares.
+        let shutdown_signal = shutdown.cancelled();
+        tokio::pin!(shutdown_signal);
+        let mut shutting_down = false;
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
+        loop {
+            match write_pending(&mut session, &mut transport, &shutdown).await {
+                // The writer may have slept through a notification: take what
+                // queued meanwhile before waiting again.
+                WriteOutcome::Written => {
+                    session.flush_outbound();
                 }
-                let deadline = session.poll_timeout();
-                if deadline != armed {
-                    if let Some(deadline) = deadline {
-                        timer.as_mut().reset(deadline.into());
+                WriteOutcome::Nothing => {
+                    if let Some(close) = session.poll_close() {
+                        transport.close(close).await;
+                        return;
                     }
-                    armed = deadline;
-                }
-                tokio::select! {
-                    biased;
-                    () = &mut shutdown_signal, if !shutting_down && !session.is_closed() => {
-                        shutting_down = true;
-                        session.shutdown();
-                    }
-                    () = session.ready() => {
-                        session.flush_outbound();
-                    }
-                    frame = transport.receive() => match frame {
-                        Inbound::Text(text) => session.handle_text(&text, Instant::now()),
-                        Inbound::Binary(data) => session.handle_binary(&data, Instant::now()),
-                        Inbound::TooBig => session.refuse_oversized_frame(),
-                        Inbound::Operation { id, payload } => {
-                            if let Err(error) = session.handle_request(id, payload, Instant::now()) {
-                                tracing::debug!(connection = session.id(), %error, "operation refused");
-                            }
+                    let deadline = session.poll_timeout();
+                    if deadline != armed {
+                        if let Some(deadline) = deadline {
+                            timer.as_mut().reset(deadline.into());
                         }
-                        Inbound::Cancel(id) => session.handle_cancel(&id, Instant::now()),
-                        Inbound::Closed => break,
-                    },
-                    () = &mut timer, if armed.is_some() => {
-                        armed = None;
-                        session.handle_timeout(Instant::now());
+                        armed = deadline;
+                    }
+                    tokio::select! {
+                        biased;
+                        () = &mut shutdown_signal, if !shutting_down && !session.is_closed() => {
+                            shutting_down = true;
+                            session.shutdown();
+                        }
+                        () = session.ready() => {
+                            session.flush_outbound();
+                        }
+                        frame = transport.receive() => match frame {
+                            Inbound::Text(text) => session.handle_text(&text, Instant::now()),
+                            Inbound::Binary(data) => session.handle_binary(&data, Instant::now()),
+                            Inbound::TooBig => session.refuse_oversized_frame(),
+                            Inbound::Operation { id, payload } => {
+                                if let Err(error) = session.handle_request(id, payload, Instant::now()) {
+                                    tracing::debug!(connection = session.id(), %error, "operation refused");
+                                }
+                            }
+                            Inbound::Cancel(id) => session.handle_cancel(&id, Instant::now()),
+                            Inbound::Closed => break,
+                        },
+                        () = &mut timer, if armed.is_some() => {
+                            armed = None;
+                            session.handle_timeout(Instant::now());
+                        }
                     }
                 }
-            }
-            WriteOutcome::Abandon(why) => {
-                tracing::info!(
-                    connection = session.id(),
-                    why,
-                    "dropping a peer that does not read"
-                );
-                break;
+                WriteOutcome::Abandon(why) => {
+                    tracing::info!(
+                        connection = session.id(),
+                        why,
+                        "dropping a peer that does not read"
+                    );
+                    break;
+                }
             }
         }
+        // The peer is gone: dropping the session removes its registrations.
+        drop(session);
     }
-    // The peer is gone: dropping the session removes its registrations.
-    drop(session);
 }
 
 enum WriteOutcome {

@@ -552,34 +552,40 @@ pub(crate) fn upgrade<B>(
 }
 
 /// Runs one upgraded socket; refuses it with 4406 when no sub-protocol matched.
-pub async fn serve_socket<S>(
+///
+/// Returns the future rather than being an `async fn`, which would keep its
+/// arguments (the socket among them) a second time for the connection's life.
+pub fn serve_socket<S>(
     engine: Engine,
     mut socket: WebSocketStream<S>,
     protocol: Option<Protocol>,
     facts: ConnectionFacts,
     permit: subs_security::ConnectionPermit,
     shutdown: CancellationToken,
-) where
+) -> impl Future<Output = ()> + Send
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
     use futures_util::SinkExt;
+    use futures_util::future::Either;
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::protocol::CloseFrame;
     let Some(protocol) = protocol else {
-        tracing::info!(peer = ?facts.peer, "refused: no acceptable sub-protocol");
-        let frame = CloseFrame {
-            code: messages::SUBPROTOCOL_NOT_ACCEPTABLE_CODE.into(),
-            reason: messages::SUBPROTOCOL_NOT_ACCEPTABLE.into(),
-        };
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(1),
-            socket.send(Message::Close(Some(frame))),
-        )
-        .await;
-        return;
+        return Either::Left(async move {
+            tracing::info!(peer = ?facts.peer, "refused: no acceptable sub-protocol");
+            let frame = CloseFrame {
+                code: messages::SUBPROTOCOL_NOT_ACCEPTABLE_CODE.into(),
+                reason: messages::SUBPROTOCOL_NOT_ACCEPTABLE.into(),
+            };
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                socket.send(Message::Close(Some(frame))),
+            )
+            .await;
+        });
     };
     let session = Session::with_permit(&engine, protocol, facts, permit, Instant::now());
-    drive(session, socket, shutdown).await;
+    Either::Right(drive(session, socket, shutdown))
 }
 
 /// The facts of an upgrade request that the authentication hook may use.

@@ -26,11 +26,16 @@ pub fn websocket_config(max_frame_bytes: usize) -> WebSocketConfig {
 
 /// Runs `session` over a tungstenite WebSocket with the one driver
 /// ([`crate::driver::drive`]).
-pub async fn drive<S>(session: Session, socket: WebSocketStream<S>, shutdown: CancellationToken)
+pub fn drive<S>(
+    session: Session,
+    socket: WebSocketStream<S>,
+    shutdown: CancellationToken,
+) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    crate::driver::drive(session, WebSocket(socket), shutdown).await;
+    // Not an `async fn`: it would keep the session a second time.
+    crate::driver::drive(session, WebSocket(socket), shutdown)
 }
 
 /// A tungstenite WebSocket as the driver's [`Transport`].
