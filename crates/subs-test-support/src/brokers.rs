@@ -499,7 +499,9 @@ pub async fn publish(instance: &Instance, topic: &str, key: &str, n: i64, extra:
 
 /// Publishes probe events (key `probe`, which no test subscribes to) through
 /// `from` until `to`'s broker has received one: `to` is subscribed to the
-/// topic on the broker and the path works. Then lets stragglers land.
+/// topic on the broker and the path works. Then one last probe, a
+/// [`MARKER`], is watched for at `to`: every probe sent before it has landed
+/// when it arrives, so none lands later in the test's counts.
 pub async fn link(from: &Instance, to: &Instance, topic: &str) {
     let before = to.engine.broker_stats().received;
     let deadline = Instant::now() + Duration::from_secs(40);
@@ -513,7 +515,21 @@ pub async fn link(from: &Instance, to: &Instance, topic: &str) {
         publish(from, topic, "probe", -1, json!({})).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The watcher is of its own tenant, which the marker carries: on an
+    // instance with tenant rules it still receives it.
+    let subscriptions = to.engine.stats().subscriptions;
+    let mut watcher = to
+        .subscriber_with("probe", json!({"tenant": "probe"}))
+        .await;
+    publish(from, topic, "probe", MARKER, json!({"tenantId": "probe"})).await;
+    ns_before_marker(&mut watcher).await;
+    watcher.complete("s").await;
+    let engine = to.engine.clone();
+    eventually(STEP, "the probe watcher is gone", || {
+        let engine = engine.clone();
+        async move { engine.stats().subscriptions == subscriptions }
+    })
+    .await;
 }
 
 /// The `n` of a marker event. A check that nothing more arrives publishes
