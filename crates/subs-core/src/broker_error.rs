@@ -15,7 +15,7 @@ pub enum BrokerError {
     /// (at start-up with `StartupPolicy::Fail`, or on a lazy first connection).
     #[error("cannot reach {broker} at {address}: {source}")]
     Connect {
-        /// The broker (`redis`, `nats`, `postgres`).
+        /// The broker, as its users name it (`Redis`, `NATS`, `PostgreSQL`).
         broker: &'static str,
         /// Where it was looked for (the URL, or the database for PostgreSQL,
         /// whose connection string may hold a password).

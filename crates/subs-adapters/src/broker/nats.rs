@@ -115,7 +115,7 @@ impl NatsBroker {
             .connect(url)
             .await
             .map_err(|error| BrokerError::Connect {
-                broker: "nats",
+                broker: "NATS",
                 address: url.to_owned(),
                 source: error.into(),
             })?;
@@ -185,7 +185,7 @@ impl Broker for NatsBroker {
             // so receivers count the event in `missed`.
             if client.connection_state() != async_nats::connection::State::Connected {
                 link.published(false);
-                return Err(BrokerError::Unreachable { broker: "nats" }.into());
+                return Err(BrokerError::Unreachable { broker: "NATS" }.into());
             }
             let result = tokio::time::timeout(
                 PUBLISH_TIMEOUT,
@@ -196,7 +196,7 @@ impl Broker for NatsBroker {
             link.published(result.is_ok());
             result.map_err(|error| {
                 BrokerError::Publish {
-                    broker: "nats",
+                    broker: "NATS",
                     source: error.into(),
                 }
                 .into()
@@ -246,7 +246,7 @@ impl Subscriptions {
         topic: &str,
     ) -> Result<futures_util::stream::BoxStream<'static, async_nats::Message>, BrokerError> {
         let failed = |error: async_nats::SubscribeError| BrokerError::Subscribe {
-            broker: "nats",
+            broker: "NATS",
             source: error.into(),
         };
         let injected = self

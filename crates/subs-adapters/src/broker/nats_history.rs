@@ -77,7 +77,7 @@ pub(crate) struct NatsHistory {
 
 fn history_error(error: impl Into<subs_core::BoxError>) -> subs_core::Error {
     BrokerError::History {
-        broker: "nats",
+        broker: "NATS",
         source: error.into(),
     }
     .into()
@@ -216,7 +216,7 @@ impl BrokerHistory for NatsHistory {
             // (nothing was delivered anywhere, so a retry is safe).
             if !connected {
                 link.published(false);
-                return Err(BrokerError::Unreachable { broker: "nats" }.into());
+                return Err(BrokerError::Unreachable { broker: "NATS" }.into());
             }
             let result = async {
                 let mut state = ensure(&jetstream, &name, &known, per_subject, false).await?;

@@ -159,7 +159,7 @@ impl OutboxSource {
         let (client, connection) = tokio_postgres::connect(&config.connection, NoTls)
             .await
             .map_err(|error| BrokerError::Connect {
-                broker: "postgres",
+                broker: "PostgreSQL",
                 address: database(&config.connection),
                 source: error.into(),
             })?;
@@ -176,7 +176,7 @@ impl OutboxSource {
                     .query_one("SELECT pg_snapshot_xmin(pg_current_snapshot())::text", &[])
                     .await
                     .map_err(|error| BrokerError::Connect {
-                        broker: "postgres",
+                        broker: "PostgreSQL",
                         address: database(&config.connection),
                         source: error.into(),
                     })?;
@@ -261,7 +261,7 @@ async fn listen_once(
     let (client, mut connection) = tokio_postgres::connect(&config.connection, NoTls)
         .await
         .map_err(|error| BrokerError::Connect {
-            broker: "postgres",
+            broker: "PostgreSQL",
             address: database(&config.connection),
             source: error.into(),
         })?;
@@ -288,7 +288,7 @@ async fn listen_once(
         .batch_execute(&format!("LISTEN {}", config.channel))
         .await
         .map_err(|error| BrokerError::Subscribe {
-            broker: "postgres",
+            broker: "PostgreSQL",
             source: error.into(),
         })?;
     // Only transactions older than the snapshot's oldest running one: they
@@ -400,7 +400,7 @@ async fn listen_once(
                 () = stop.cancelled() => return Ok(()),
                 woke = wake.recv() => if woke.is_none() {
                     return Err(BrokerError::Connect {
-                        broker: "postgres",
+                        broker: "PostgreSQL",
                         address: database(&config.connection),
                         source: "the connection closed".into(),
                     });
@@ -484,14 +484,14 @@ pub(crate) fn database(connection: &str) -> String {
 /// A PostgreSQL error, typed (the source logs it and reconnects).
 fn pg(error: tokio_postgres::Error) -> BrokerError {
     BrokerError::History {
-        broker: "postgres",
+        broker: "PostgreSQL",
         source: error.into(),
     }
 }
 
 fn parse_txid(text: &str) -> Result<u64, BrokerError> {
     text.parse().map_err(|error| BrokerError::History {
-        broker: "postgres",
+        broker: "PostgreSQL",
         source: format!("not a transaction id: {text:?} ({error})").into(),
     })
 }

@@ -81,7 +81,7 @@ pub(crate) fn numbering_sql(table: &str, batch: i64, new_epoch: &str) -> String 
 
 fn history_error(error: impl Into<subs_core::BoxError>) -> subs_core::Error {
     BrokerError::History {
-        broker: "postgres",
+        broker: "PostgreSQL",
         source: error.into(),
     }
     .into()
@@ -133,7 +133,7 @@ impl OutboxHistory {
             let (client, connection) = tokio_postgres::connect(&self.config.connection, NoTls)
                 .await
                 .map_err(|error| BrokerError::Connect {
-                    broker: "postgres",
+                    broker: "PostgreSQL",
                     address: super::postgres::database(&self.config.connection),
                     source: error.into(),
                 })?;

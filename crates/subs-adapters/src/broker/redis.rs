@@ -67,7 +67,7 @@ impl RedisBroker {
     /// keeps trying.
     pub async fn connect(url: &str, startup: StartupPolicy) -> Result<Arc<Self>, crate::Error> {
         let client = redis::Client::open(url).map_err(|error| BrokerError::Connect {
-            broker: "redis",
+            broker: "Redis",
             address: url.to_owned(),
             source: error.into(),
         })?;
@@ -77,7 +77,7 @@ impl RedisBroker {
             Ok(connection) => Some(connection),
             Err(error) if startup == StartupPolicy::Fail => {
                 return Err(BrokerError::Connect {
-                    broker: "redis",
+                    broker: "Redis",
                     address: url.to_owned(),
                     source: error.into(),
                 }
@@ -149,7 +149,7 @@ impl Broker for RedisBroker {
                 .is_some_and(|at| std::time::Instant::now() < at)
             {
                 link.published(false);
-                return Err(BrokerError::Unreachable { broker: "redis" }.into());
+                return Err(BrokerError::Unreachable { broker: "Redis" }.into());
             }
             let connection = {
                 let mut guard = publisher.lock().await;
@@ -163,7 +163,7 @@ impl Broker for RedisBroker {
             let Some(mut connection) = connection else {
                 *retry_at.lock() = Some(std::time::Instant::now() + PUBLISH_RETRY);
                 link.published(false);
-                return Err(BrokerError::Unreachable { broker: "redis" }.into());
+                return Err(BrokerError::Unreachable { broker: "Redis" }.into());
             };
             let result: redis::RedisResult<i64> = connection.publish(channel, bytes).await;
             link.published(result.is_ok());
@@ -172,7 +172,7 @@ impl Broker for RedisBroker {
                 .then(|| std::time::Instant::now() + PUBLISH_RETRY);
             result.map(drop).map_err(|error| {
                 BrokerError::Publish {
-                    broker: "redis",
+                    broker: "Redis",
                     source: error.into(),
                 }
                 .into()

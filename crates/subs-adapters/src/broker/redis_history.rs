@@ -123,7 +123,7 @@ async fn connection(
     let connection = ConnectionManager::new(client.clone())
         .await
         .map_err(|error| BrokerError::Connect {
-            broker: "redis",
+            broker: "Redis",
             address: client.get_connection_info().addr().to_string(),
             source: error.into(),
         })?;
@@ -133,7 +133,7 @@ async fn connection(
 
 fn broker_error(error: redis::RedisError) -> subs_core::Error {
     BrokerError::History {
-        broker: "redis",
+        broker: "Redis",
         source: error.into(),
     }
     .into()
