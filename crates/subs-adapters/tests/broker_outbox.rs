@@ -25,21 +25,33 @@ async fn postgres() -> Client {
     client
 }
 
-/// A fresh outbox table (and channel, and application name) for one test.
+/// One outbox test at a time in this file: `StartFrom::Latest` starts from
+/// the oldest transaction running on the server, so another test's long
+/// transaction would let rows from before a source's start through.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A fresh outbox table (and channel, and application name) for one test,
+/// which runs alone in this file while it holds it.
 struct Outbox {
     client: Client,
     table: String,
+    _alone: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl Outbox {
     async fn new() -> Self {
+        let alone = ONE_AT_A_TIME.lock().await;
         let client = postgres().await;
         let table = unique("outbox").replace('-', "_");
         client
             .batch_execute(&create_table_sql(&table))
             .await
             .expect("create the outbox table");
-        Self { client, table }
+        Self {
+            client,
+            table,
+            _alone: alone,
+        }
     }
 
     fn config(&self) -> OutboxConfig {
