@@ -5,7 +5,7 @@
 //! Their figures are `cluster.subs.*` and `loopback.subs.soak.*`; only these
 //! runs check their gates.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
@@ -62,12 +62,22 @@ impl Default for ClusterRun {
     }
 }
 
-fn read_report(path: &Path, status: std::io::Result<std::process::ExitStatus>) -> Result<Value> {
-    let status = status.context("cannot start the run")?;
+/// Runs `command` (a subs-bench binary) with its server log at `server_log`
+/// and its JSON report at `json_path`, and answers that report.
+fn run_for_report(mut command: Command, server_log: PathBuf, json_path: &Path) -> Result<Value> {
+    let _ = std::fs::remove_file(json_path);
+    let status = command
+        .arg("--server-log")
+        .arg(server_log)
+        .arg("--out")
+        .arg(json_path)
+        .stdout(Stdio::null())
+        .status()
+        .context("cannot start the run")?;
     if !status.success() {
         bail!("the run failed with {status}");
     }
-    let text = std::fs::read_to_string(path)?;
+    let text = std::fs::read_to_string(json_path)?;
     Ok(serde_json::from_str(&text)?)
 }
 
@@ -83,21 +93,19 @@ pub(crate) fn run_cluster(
         "== cluster: {} instances, {} connections, broker {}",
         run.instances, run.connections, run.broker
     );
-    let json_path = out_dir.join("cluster.json");
-    let _ = std::fs::remove_file(&json_path);
-    let status = Command::new(cluster_bin)
+    let mut command = Command::new(cluster_bin);
+    command
         .args(["--server", &crate::bench::shell_quote(bench_server)])
         .args(["--instances", &run.instances.to_string()])
         .args(["--workers", &run.workers.to_string()])
         .args(["--connections", &run.connections.to_string()])
-        .args(["--broker", &run.broker])
-        .arg("--server-log")
-        .arg(out_dir.join("logs/cluster"))
-        .arg("--out")
-        .arg(&json_path)
-        .stdout(Stdio::null())
-        .status();
-    match read_report(&json_path, status) {
+        .args(["--broker", &run.broker]);
+    let report = run_for_report(
+        command,
+        out_dir.join("logs/cluster"),
+        &out_dir.join("cluster.json"),
+    );
+    match report {
         Ok(report) => {
             for (key, value) in cluster_figures(&report) {
                 results.figures.insert(format!("cluster.subs.{key}"), value);
@@ -156,22 +164,20 @@ pub(crate) fn run_soak(
     results: &mut Results,
 ) {
     eprintln!("== soak: {connections} connections, {minutes} minutes");
-    let json_path = out_dir.join("loadgen-subs-soak.json");
-    let _ = std::fs::remove_file(&json_path);
-    let status = Command::new(loadgen)
+    let mut command = Command::new(loadgen);
+    command
         .args(["--target", &crate::bench::shell_quote(bench_server)])
         .args(["--label", "subs", "--scenario", "soak"])
         .args(["--connections", &connections.to_string()])
         .args(["--minutes", &minutes.to_string()])
         // One event every 200 ms to every connection.
-        .args(["--interval-us", "200000"])
-        .arg("--server-log")
-        .arg(out_dir.join("logs/subs-soak.log"))
-        .arg("--out")
-        .arg(&json_path)
-        .stdout(Stdio::null())
-        .status();
-    match read_report(&json_path, status) {
+        .args(["--interval-us", "200000"]);
+    let report = run_for_report(
+        command,
+        out_dir.join("logs/subs-soak.log"),
+        &out_dir.join("loadgen-subs-soak.json"),
+    );
+    match report {
         Ok(report) => {
             for (key, value) in crate::bench::loopback_figures(&report) {
                 results

@@ -13,67 +13,14 @@ use subs_adapters::broker::redis::RedisBroker;
 use subs_adapters::server::{Server, ServerConfig};
 use subs_core::graphql::Schema;
 use subs_core::{Engine, FieldBinding, History};
-use support::{REDIS_URL, SCHEMA, WsClient, require_service, unique};
+use support::{HistoryInstance as Instance, REDIS_URL, WsClient, require_service, unique};
 
 /// An instance whose `events` topic keeps history in Redis, one stream per `key`.
-struct Instance {
-    engine: Engine,
-    server: Server,
-    broker: std::sync::Arc<dyn subs_core::Broker>,
-    topic: String,
-}
-
-impl Instance {
-    async fn start(topic: &str, keep: usize) -> Self {
-        let broker = RedisBroker::connect(REDIS_URL, StartupPolicy::Fail)
-            .await
-            .expect("Redis");
-        let broker: std::sync::Arc<dyn subs_core::Broker> = broker;
-        let engine = Engine::builder(Schema::parse(SCHEMA).expect("schema"))
-            .bind(
-                "events",
-                FieldBinding::topic(topic.to_owned())
-                    .argument("key", "key")
-                    .history(History::last(keep).per_event_field("key")),
-            )
-            .broker(broker.clone())
-            .build()
-            .expect("engine");
-        let server = Server::bind(
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            engine.clone(),
-            ServerConfig::default(),
-        )
+async fn redis_instance(topic: &str, keep: usize) -> Instance {
+    let broker = RedisBroker::connect(REDIS_URL, StartupPolicy::Fail)
         .await
-        .expect("bind");
-        Self {
-            engine,
-            server,
-            broker,
-            topic: topic.to_owned(),
-        }
-    }
-
-    async fn publish(&self, topic: &str, key: &str, n: i64) {
-        self.engine
-            .publish(
-                topic,
-                json!({"key": key, "n": n, "text": format!("{key}-{n}")}),
-            )
-            .await
-            .expect("publish through Redis");
-    }
-
-    /// A client subscribed (id `s`) to `events(key:)`, resuming after
-    /// `resume` when given, once the registry has it.
-    async fn subscriber(&self, key: &str, resume: Option<Value>) -> WsClient {
-        let client =
-            support::history_subscriber(&self.engine, self.server.local_addr(), key, resume).await;
-        // Redis subscribes to a new topic in the background: until then,
-        // events published through another instance do not reach this one.
-        self.broker.subscribed(&self.topic).await;
-        client
-    }
+        .expect("Redis");
+    Instance::start(topic, broker, keep).await
 }
 
 /// Waits until Redis delivers `instance`'s events back to its subscriber:
@@ -89,8 +36,8 @@ async fn settle(instance: &Instance, topic: &str, client: &mut WsClient, n: i64)
 async fn positions_are_shared_and_a_client_resumes_on_another_instance() {
     require_service("Redis", 6379).await;
     let topic = unique("history");
-    let a = Instance::start(&topic, 100).await;
-    let b = Instance::start(&topic, 100).await;
+    let a = redis_instance(&topic, 100).await;
+    let b = redis_instance(&topic, 100).await;
     let mut on_a = a.subscriber("k", None).await;
     let mut on_b = b.subscriber("k", None).await;
     // Published through A and through B: one sequence of positions.
@@ -146,7 +93,7 @@ async fn positions_are_shared_and_a_client_resumes_on_another_instance() {
 async fn positions_redis_does_not_hold_are_gaps() {
     require_service("Redis", 6379).await;
     let topic = unique("history-gap");
-    let a = Instance::start(&topic, 2).await;
+    let a = redis_instance(&topic, 2).await;
     let mut client = a.subscriber("k", None).await;
     let (epoch, _) = settle(&a, &topic, &mut client, 1).await;
     // More than the stream keeps (MAXLEN ~ trims in whole nodes: publish

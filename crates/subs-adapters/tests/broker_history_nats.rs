@@ -16,66 +16,15 @@ use subs_adapters::broker::nats::NatsBroker;
 use subs_adapters::server::{Server, ServerConfig};
 use subs_core::graphql::Schema;
 use subs_core::{Engine, FieldBinding, History};
-use support::{NATS_URL, SCHEMA, WsClient, require_service, unique};
+use support::{HistoryInstance as Instance, NATS_URL, WsClient, require_service, unique};
 
 /// An instance whose `events` topic keeps history in the JetStream stream
 /// `stream`, one history per `key`.
-struct Instance {
-    engine: Engine,
-    server: Server,
-    broker: Arc<NatsBroker>,
-    topic: String,
-}
-
-impl Instance {
-    async fn start(stream: &str, topic: &str, keep: usize) -> Self {
-        let broker = NatsBroker::connect_with_history_stream(NATS_URL, StartupPolicy::Fail, stream)
-            .await
-            .expect("NATS");
-        let engine = Engine::builder(Schema::parse(SCHEMA).expect("schema"))
-            .bind(
-                "events",
-                FieldBinding::topic(topic.to_owned())
-                    .argument("key", "key")
-                    .history(History::last(keep).per_event_field("key")),
-            )
-            .broker(broker.clone())
-            .build()
-            .expect("engine");
-        let server = Server::bind(
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            engine.clone(),
-            ServerConfig::default(),
-        )
+async fn nats_instance(stream: &str, topic: &str, keep: usize) -> Instance {
+    let broker = NatsBroker::connect_with_history_stream(NATS_URL, StartupPolicy::Fail, stream)
         .await
-        .expect("bind");
-        Self {
-            engine,
-            server,
-            broker,
-            topic: topic.to_owned(),
-        }
-    }
-
-    async fn publish(&self, topic: &str, key: &str, n: i64) {
-        self.engine
-            .publish(
-                topic,
-                json!({"key": key, "n": n, "text": format!("{key}-{n}")}),
-            )
-            .await
-            .expect("publish through JetStream");
-    }
-
-    /// A client subscribed (id `s`) to `events(key:)`, resuming after
-    /// `resume` when given, once the registry has it and the instance
-    /// receives the topic's events from NATS.
-    async fn subscriber(&self, key: &str, resume: Option<Value>) -> WsClient {
-        let client =
-            support::history_subscriber(&self.engine, self.server.local_addr(), key, resume).await;
-        subs_core::Broker::subscribed(&*self.broker, &self.topic).await;
-        client
-    }
+        .expect("NATS");
+    Instance::start(topic, broker, keep).await
 }
 
 /// Publishes `n` through `instance` and waits until it comes back to
@@ -107,8 +56,8 @@ async fn positions_are_shared_and_a_client_resumes_on_another_instance() {
     require_service("NATS", 4222).await;
     let stream = unique("hist");
     let topic = unique("history");
-    let a = Instance::start(&stream, &topic, 100).await;
-    let b = Instance::start(&stream, &topic, 100).await;
+    let a = nats_instance(&stream, &topic, 100).await;
+    let b = nats_instance(&stream, &topic, 100).await;
     let mut on_a = a.subscriber("k", None).await;
     let mut on_b = b.subscriber("k", None).await;
     // Published through A and through B: one sequence of positions.
@@ -176,7 +125,7 @@ async fn positions_the_stream_does_not_hold_are_gaps_then_live_events() {
     require_service("NATS", 4222).await;
     let stream = unique("hist");
     let topic = unique("history-gap");
-    let a = Instance::start(&stream, &topic, 2).await;
+    let a = nats_instance(&stream, &topic, 2).await;
     let mut client = a.subscriber("k", None).await;
     let (epoch, first) = settle(&a, &topic, &mut client, 1).await;
     // The stream keeps 3 events of `k` (history 2, plus the last seen).
@@ -223,8 +172,8 @@ async fn concurrent_publishers_on_two_instances_give_one_order_everywhere() {
     require_service("NATS", 4222).await;
     let stream = unique("hist");
     let topic = unique("history-race");
-    let a = Instance::start(&stream, &topic, 1000).await;
-    let b = Instance::start(&stream, &topic, 1000).await;
+    let a = nats_instance(&stream, &topic, 1000).await;
+    let b = nats_instance(&stream, &topic, 1000).await;
     let mut on_a = a.subscriber("k", None).await;
     let mut on_b = b.subscriber("k", None).await;
     settle(&a, &topic, &mut on_a, 0).await;
@@ -281,7 +230,7 @@ async fn a_stream_deleted_and_created_again_is_a_new_epoch() {
     require_service("NATS", 4222).await;
     let stream = unique("hist");
     let topic = unique("history-epoch");
-    let a = Instance::start(&stream, &topic, 10).await;
+    let a = nats_instance(&stream, &topic, 10).await;
     let mut client = a.subscriber("k", None).await;
     let (epoch, offset) = settle(&a, &topic, &mut client, 1).await;
     // The history is lost: the next publish creates the stream again.

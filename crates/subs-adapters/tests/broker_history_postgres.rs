@@ -17,18 +17,8 @@ use subs_adapters::broker::postgres::{
 use subs_adapters::server::{Server, ServerConfig};
 use subs_core::graphql::Schema;
 use subs_core::{Engine, FieldBinding, History, InMemoryBroker};
-use support::{POSTGRES, SCHEMA, STEP, WsClient, require_service, unique};
+use support::{POSTGRES, SCHEMA, STEP, WsClient, postgres, require_service, unique};
 use tokio_postgres::{Client, NoTls};
-
-async fn postgres() -> Client {
-    require_service("PostgreSQL", 5432).await;
-    let (client, connection) = tokio::time::timeout(STEP, tokio_postgres::connect(POSTGRES, NoTls))
-        .await
-        .expect("PostgreSQL answers in time")
-        .expect("connect to PostgreSQL (user postgres, database test)");
-    tokio::spawn(connection);
-    client
-}
 
 /// A fresh outbox table with history, for one test.
 struct Outbox {

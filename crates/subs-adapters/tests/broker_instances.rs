@@ -35,7 +35,8 @@ async fn subscriber(server: &BenchServer, topic: &str, warm: &str) -> WsClient {
 /// Waits until each instance's `/stats` shows one connection and two
 /// subscriptions, then until every subscriber has received a warm-up event
 /// from every instance: from then on the broker subscriptions are live.
-async fn warm_up(servers: &[BenchServer], clients: &mut [WsClient], warm: &str) {
+/// Answers how many events each instance was asked to publish.
+async fn warm_up(servers: &[BenchServer], clients: &mut [WsClient], warm: &str) -> u64 {
     for server in servers {
         let deadline = tokio::time::Instant::now() + STEP;
         loop {
@@ -53,6 +54,7 @@ async fn warm_up(servers: &[BenchServer], clients: &mut [WsClient], warm: &str) 
     }
     let mut seen = vec![std::collections::HashSet::new(); clients.len()];
     let deadline = tokio::time::Instant::now() + STEP;
+    let mut rounds = 0;
     while seen.iter().any(|s| s.len() < servers.len()) {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -62,6 +64,7 @@ async fn warm_up(servers: &[BenchServer], clients: &mut [WsClient], warm: &str) 
         for (i, server) in servers.iter().enumerate() {
             server.publish(warm, 1, i + 1).await;
         }
+        rounds += 1;
         for (client, seen) in clients.iter_mut().zip(&mut seen) {
             for message in client.drain(Duration::from_millis(150)).await {
                 assert_eq!(message["id"], "w", "only warm-up events so far: {message}");
@@ -73,27 +76,47 @@ async fn warm_up(servers: &[BenchServer], clients: &mut [WsClient], warm: &str) 
             }
         }
     }
+    rounds
 }
 
-/// Collects `expected` events on subscription `s` (ignoring warm-up
-/// leftovers), then waits a while for extras: answers (publisher, seq) pairs.
-async fn collect(mut client: WsClient, expected: usize) -> Vec<(usize, u64, String)> {
+/// A marker's payload is this long plus its publisher's number; an event's
+/// payload is as long as its publisher's number.
+const MARKER_BYTES: usize = 100;
+
+/// Once every instance has published the `published` events it was asked
+/// for (`eventsPublished` in its `/stats`: `/publish` answers before it
+/// publishes), each publishes one marker on `topic`. Events of one publisher
+/// arrive in order, so a subscriber that has every marker has every event
+/// and every duplicate of one that it will ever get.
+async fn publish_markers(servers: &[BenchServer], topic: &str, published: u64) {
+    for (i, server) in servers.iter().enumerate() {
+        support::eventually(STEP, "the instance published what it was asked", || async {
+            server.stats().await["eventsPublished"].as_u64() >= Some(published)
+        })
+        .await;
+        server.publish(topic, 1, MARKER_BYTES + i + 1).await;
+    }
+}
+
+/// Collects the events of subscription `s` (ignoring warm-up leftovers)
+/// until it has a marker from each of `publishers`: answers the events as
+/// (publisher, seq, topic), markers left out.
+async fn collect(mut client: WsClient, publishers: usize) -> Vec<(usize, u64, String)> {
     let mut out = Vec::new();
+    let mut markers = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while out.len() < expected {
-        let Some(message) = client
-            .next_within(deadline.saturating_duration_since(tokio::time::Instant::now()))
-            .await
-        else {
-            break;
+    while markers < publishers {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some(message) = client.next_within(left).await else {
+            panic!("{markers} of {publishers} markers after {} events", out.len());
         };
         if message["id"] == "s" {
-            out.push(tick(&message));
-        }
-    }
-    for message in client.drain(Duration::from_millis(500)).await {
-        if message["id"] == "s" {
-            out.push(tick(&message));
+            let tick = tick(&message);
+            if tick.0 > MARKER_BYTES {
+                markers += 1;
+            } else {
+                out.push(tick);
+            }
         }
     }
     out
@@ -119,18 +142,18 @@ async fn fan_out(broker: &str, instances: usize) {
     for server in &servers {
         clients.push(subscriber(server, &topic, &warm).await);
     }
-    warm_up(&servers, &mut clients, &warm).await;
+    let warm_ups = warm_up(&servers, &mut clients, &warm).await;
 
     let publishes = servers
         .iter()
         .enumerate()
         .map(|(i, server)| server.publish(&topic, EVENTS_PER_PUBLISHER, i + 1));
     futures_util::future::join_all(publishes).await;
-    let expected = instances * usize::try_from(EVENTS_PER_PUBLISHER).expect("small");
     let collectors: Vec<_> = clients
         .into_iter()
-        .map(|client| tokio::spawn(collect(client, expected)))
+        .map(|client| tokio::spawn(collect(client, instances)))
         .collect();
+    publish_markers(&servers, &topic, warm_ups + EVENTS_PER_PUBLISHER).await;
     for (instance, collector) in collectors.into_iter().enumerate() {
         let received = collector.await.expect("collector");
         let mut per_publisher: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
@@ -186,15 +209,19 @@ async fn filtering(broker: &str) {
         subscriber(&servers[0], &one, &warm).await,
         subscriber(&servers[1], &two, &warm).await,
     ];
-    warm_up(&servers, &mut clients, &warm).await;
+    let warm_ups = warm_up(&servers, &mut clients, &warm).await;
     for topic in [&one, &two] {
         for (i, server) in servers.iter().enumerate() {
             server.publish(topic, 25, i + 1).await;
         }
     }
+    // Markers on both topics after all 100 events: each client has then
+    // had its chance to see an event of the other topic.
+    publish_markers(&servers, &one, warm_ups + 50).await;
+    publish_markers(&servers, &two, warm_ups + 51).await;
     let mut clients = clients.into_iter();
     for (client, topic) in [(clients.next(), &one), (clients.next(), &two)] {
-        let received = collect(client.expect("client"), 50).await;
+        let received = collect(client.expect("client"), 2).await;
         assert_eq!(received.len(), 50, "25 from each publisher, nothing else");
         assert!(
             received.iter().all(|(_, _, t)| t == topic),

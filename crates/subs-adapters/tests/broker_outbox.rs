@@ -10,20 +10,10 @@ use std::time::Duration;
 use subs_adapters::broker::postgres::{OutboxConfig, OutboxSource, create_table_sql};
 use subs_core::InMemoryBroker;
 use support::{
-    Instance, MARKER, POSTGRES, STEP, eventually, ns, ns_before_marker, ns_until_quiet,
+    Instance, MARKER, POSTGRES, STEP, eventually, ns, ns_before_marker, ns_until_quiet, postgres,
     require_service, unique,
 };
 use tokio_postgres::{Client, NoTls};
-
-async fn postgres() -> Client {
-    require_service("PostgreSQL", 5432).await;
-    let (client, connection) = tokio::time::timeout(STEP, tokio_postgres::connect(POSTGRES, NoTls))
-        .await
-        .expect("PostgreSQL answers in time")
-        .expect("connect to PostgreSQL (user postgres, database test)");
-    tokio::spawn(connection);
-    client
-}
 
 /// One outbox test at a time in this file: `StartFrom::Latest` starts from
 /// the oldest transaction running on the server, so another test's long

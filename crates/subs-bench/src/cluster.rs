@@ -348,11 +348,7 @@ async fn coordinate(options: &ClusterOptions) -> Result<ClusterReport> {
         expected,
         rss_before_bytes: rss_before,
         rss_idle_bytes: rss_idle,
-        rss_per_connection_bytes: if connected > 0 {
-            rss_idle.saturating_sub(rss_before) as f64 / connected as f64
-        } else {
-            0.0
-        },
+        rss_per_connection_bytes: sys::rss_per_connection(rss_before, rss_idle, connected),
         server_cpu_ms: cpu_ns as f64 / 1e6,
         ..ClusterReport::default()
     };

@@ -180,7 +180,11 @@ fn sessions_of_one(
 fn drain(sessions: &mut [Session]) -> usize {
     let mut frames = 0;
     for session in sessions {
-        session.flush_outbound();
+        while session.flush_outbound() > 0 {
+            while session.poll_transmit().is_some() {
+                frames += 1;
+            }
+        }
         while session.poll_transmit().is_some() {
             frames += 1;
         }

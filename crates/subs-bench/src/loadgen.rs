@@ -821,11 +821,7 @@ async fn run_async(options: &Options) -> Result<Report> {
         expected,
         rss_before_bytes: rss_before,
         rss_idle_bytes: rss_idle,
-        rss_per_connection_bytes: if connected > 0 {
-            rss_idle.saturating_sub(rss_before) as f64 / connected as f64
-        } else {
-            0.0
-        },
+        rss_per_connection_bytes: sys::rss_per_connection(rss_before, rss_idle, connected),
         cpu_tick_ms: 1000.0 / sys::clock_ticks_per_second() as f64,
         server_stats_after,
         ..Report::default()

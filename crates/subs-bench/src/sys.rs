@@ -55,6 +55,15 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     parse_vm_rss(&status)
 }
 
+/// Resident memory each of `connections` added: from `before` (no client)
+/// to `idle` (all connected and subscribed); 0 when none connected.
+pub fn rss_per_connection(before: u64, idle: u64, connections: usize) -> f64 {
+    if connections == 0 {
+        return 0.0;
+    }
+    idle.saturating_sub(before) as f64 / connections as f64
+}
+
 fn parse_vm_rss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

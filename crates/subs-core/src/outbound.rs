@@ -300,18 +300,24 @@ impl ConnectionShared {
         }
     }
 
-    /// Takes everything queued, leaving the queue empty, so the caller writes
-    /// one batch. Returns whether the queue overflowed under the Close policy.
-    pub(crate) fn drain_into(&self, out: &mut VecDeque<Queued>) -> bool {
+    /// Takes everything queued, leaving the queue empty, and appends it to
+    /// `out` (what the writer has taken and not framed yet). Returns the
+    /// weight taken and whether the queue overflowed under the Close policy.
+    pub(crate) fn drain_into(&self, out: &mut VecDeque<Queued>) -> (u64, bool) {
         let mut queue = self.queue.lock();
-        std::mem::swap(&mut queue.items, out);
-        queue.drained += queue.bytes;
+        if out.is_empty() {
+            std::mem::swap(&mut queue.items, out);
+        } else {
+            out.append(&mut queue.items);
+        }
+        let taken = queue.bytes;
+        queue.drained += taken;
         queue.bytes = 0;
         self.drained_bytes.store(queue.drained, Ordering::Relaxed);
         let overflowed = queue.overflowed;
         drop(queue);
         self.drained.notify_waiters();
-        overflowed
+        (taken, overflowed)
     }
 
     /// Bytes ever taken by the writer (a mark for [`Self::mark_written`]).

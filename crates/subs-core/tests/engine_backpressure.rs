@@ -355,3 +355,73 @@ async fn without_a_grace_the_same_burst_overflows_the_reader() {
     assert!(received < 200, "the burst outran the reader: {received}");
     assert_eq!(reader.expect_close().0, messages::SLOW_CONSUMER_CLOSE_CODE);
 }
+
+/// A 1 KiB event for `serviceUpdated` (its `next` counts about 1.1 KiB).
+fn kib_service(i: usize) -> Value {
+    service("1", &format!("{i}:{}", "x".repeat(1024)))
+}
+
+/// Publishes events `range`; `fast` reads each before the next: once it has
+/// the last, every other subscriber's push of the earlier ones happened.
+async fn publish_kib(engine: &Engine, fast: &mut Client, range: std::ops::Range<usize>) {
+    for i in range {
+        engine
+            .publish("serviceUpdated", kib_service(i))
+            .await
+            .unwrap();
+        assert_eq!(names(&fast.recv_n(1).await).len(), 1, "event {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_is_framed_one_write_at_a_time_and_what_waits_still_counts() {
+    let engine = builder()
+        .config(
+            EngineConfig::default()
+                .outbound_queue_capacity(1_000_000)
+                .outbound_queue_bytes(128 * 1024),
+        )
+        .build()
+        .unwrap();
+    let mut client = subscribed(&engine).await;
+    let mut fast = subscribed(&engine).await;
+    publish_kib(&engine, &mut fast, 0..100).await;
+
+    // The wake-up of the first event, as a driver takes it.
+    tokio::time::timeout(WAIT, client.session.ready())
+        .await
+        .expect("woken for the queued events");
+    // One flush frames one write's worth (32 KiB), not the whole 110 KiB.
+    client.session.flush_outbound();
+    let first = client.ready();
+    assert!(
+        (20..=40).contains(&first.len()),
+        "one write's worth: {}",
+        first.len()
+    );
+    // The rest is there to take at once: the writer does not wait for a
+    // wake-up that only a new event would give.
+    assert!(
+        tokio::time::timeout(Duration::ZERO, client.session.ready())
+            .await
+            .is_ok(),
+        "ready while taken messages wait to be framed"
+    );
+
+    // Written, the first slice no longer counts; the ~77 KiB still waiting
+    // do: 60 more events (66 KiB) go over the 128 KiB limit.
+    publish_kib(&engine, &mut fast, 100..160).await;
+    let rest = client.flush();
+    assert!(client.is_closed(), "the waiting bytes counted");
+    assert_eq!(engine.stats().slow_consumer_closes, 1);
+
+    // Everything queued before the overflow still reached the client, in
+    // order, then the close.
+    let seqs: Vec<usize> = names(&first)
+        .iter()
+        .chain(&names(&rest))
+        .map(|n| n.split(':').next().unwrap().parse().unwrap())
+        .collect();
+    assert!((100..160).contains(&seqs.len()), "{} events", seqs.len());
+    assert_eq!(seqs, (0..seqs.len()).collect::<Vec<_>>());
+}

@@ -6,6 +6,7 @@ streams end, new clients are refused with 503, and `/healthz` and
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
@@ -17,41 +18,55 @@ from support import Client, eventually
 from test_http import SSE, sse_events
 
 
+async def _drain_sends_clients_elsewhere(
+    port: int, engine: Engine, drain: Callable[[], Awaitable[bool]], draining: Callable[[], bool]
+) -> None:
+    """The rolling-deploy drain as a client sees it on the server at `port`:
+    `/healthz` and `/readyz` answer, then `drain()` (which answers whether
+    every client left before its deadline) closes the WebSocket with 1001,
+    ends the SSE stream, refuses new clients with 503 and `Retry-After`, and
+    keeps answering health and metrics."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        assert (await client.get("/healthz")).text == "ok\n"
+        ready = await client.get("/readyz")
+        assert (ready.status_code, ready.text) == (200, "ready\n")
+        ws = await Client.open(f"ws://127.0.0.1:{port}/graphql")
+        await ws.subscribe("1", "subscription { ticks }")
+        query = {"query": "subscription { ticks }"}
+        async with client.stream("POST", "/graphql", json=query, headers=SSE) as sse:
+            assert sse.status_code == 200
+            await eventually(lambda: engine.stats().subscriptions == 2, "two subscribers")
+            assert not draining()
+            drained = asyncio.ensure_future(drain())
+            events = [event async for event in sse_events(sse.aiter_lines())]
+            assert [e["event"] for e in events] == ["complete"]
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:  # the subscription completes, then the close
+                assert (await ws.receive())["type"] == "complete"
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        assert await drained, "every client left before the deadline"
+        assert draining() and engine.stats().connections == 0
+        not_ready = await client.get("/readyz")
+        assert (not_ready.status_code, not_ready.text) == (503, "not ready: draining\n")
+        assert (await client.get("/healthz")).status_code == 200
+        assert "subs_connections" in (await client.get("/metrics")).text
+        refused = await client.post("/graphql", json=query, headers=SSE)
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        with pytest.raises(InvalidStatus) as upgrade:
+            await connect(f"ws://127.0.0.1:{port}/graphql", subprotocols=["graphql-transport-ws"])  # type: ignore[list-item]
+        assert upgrade.value.response.status_code == 503
+        assert upgrade.value.response.headers["retry-after"] == "1"
+        assert engine.stats().connections == 0
+
+
 async def test_native_drain_sends_clients_elsewhere() -> None:
     engine = Engine("type Query { a: Int } type Subscription { ticks: Int }")
     engine.bind("ticks", topic="ticks")
     server = engine.start_server("127.0.0.1", 0)
-    base = f"http://127.0.0.1:{server.port}"
     try:
-        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-            assert (await client.get("/healthz")).status_code == 200
-            ready = await client.get("/readyz")
-            assert (ready.status_code, ready.text) == (200, "ready\n")
-            ws = await Client.open(f"ws://127.0.0.1:{server.port}/graphql")
-            await ws.subscribe("1", "subscription { ticks }")
-            query = {"query": "subscription { ticks }"}
-            async with client.stream("POST", "/graphql", json=query, headers=SSE) as sse:
-                assert sse.status_code == 200
-                await eventually(lambda: engine.stats().subscriptions == 2, "two subscribers")
-                assert not server.draining
-                assert await asyncio.to_thread(server.drain, 10.0)
-                assert server.draining
-                events = [event async for event in sse_events(sse.aiter_lines())]
-                assert [e["event"] for e in events] == ["complete"]
-            with pytest.raises(ConnectionClosed) as closed:
-                while True:  # the subscription completes, then the close
-                    assert (await ws.receive())["type"] == "complete"
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
-            not_ready = await client.get("/readyz")
-            assert (not_ready.status_code, not_ready.text) == (503, "not ready: draining\n")
-            assert (await client.get("/healthz")).status_code == 200
-            assert "subs_connections" in (await client.get("/metrics")).text
-            refused = await client.post("/graphql", json=query, headers=SSE)
-            assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
-            with pytest.raises(InvalidStatus) as upgrade:
-                await connect(f"ws://127.0.0.1:{server.port}/graphql", subprotocols=["graphql-transport-ws"])  # type: ignore[list-item]
-            assert upgrade.value.response.status_code == 503
-            assert engine.stats().connections == 0
+        await _drain_sends_clients_elsewhere(
+            server.port, engine, lambda: asyncio.to_thread(server.drain, 10.0), lambda: server.draining
+        )
     finally:
         assert await asyncio.to_thread(server.shutdown, 5.0)
 
@@ -84,39 +99,8 @@ async def test_asgi_drain_sends_clients_elsewhere_under_uvicorn() -> None:
     engine = Engine("type Query { a: Int } type Subscription { ticks: Int }")
     engine.bind("ticks", topic="ticks")
     server, task, port = await _uvicorn(SubsMiddleware(_not_found, engine=engine, path="/graphql"))
-    base = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-            assert (await client.get("/healthz")).text == "ok\n"
-            ready = await client.get("/readyz")
-            assert (ready.status_code, ready.text) == (200, "ready\n")
-            ws = await Client.open(f"ws://127.0.0.1:{port}/graphql")
-            await ws.subscribe("1", "subscription { ticks }")
-            query = {"query": "subscription { ticks }"}
-            async with client.stream("POST", "/graphql", json=query, headers=SSE) as sse:
-                assert sse.status_code == 200
-                await eventually(lambda: engine.stats().subscriptions == 2, "two subscribers")
-                assert not engine.draining
-                drained = asyncio.ensure_future(engine.drain(10.0))
-                events = [event async for event in sse_events(sse.aiter_lines())]
-                assert [e["event"] for e in events] == ["complete"]
-            with pytest.raises(ConnectionClosed) as closed:
-                while True:  # the subscription completes, then the close
-                    assert (await ws.receive())["type"] == "complete"
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
-            assert await drained, "every client left before the deadline"
-            assert engine.draining and engine.stats().connections == 0
-            not_ready = await client.get("/readyz")
-            assert (not_ready.status_code, not_ready.text) == (503, "not ready: draining\n")
-            assert (await client.get("/healthz")).status_code == 200
-            assert "subs_connections" in (await client.get("/metrics")).text
-            refused = await client.post("/graphql", json=query, headers=SSE)
-            assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
-            with pytest.raises(InvalidStatus) as upgrade:
-                await connect(f"ws://127.0.0.1:{port}/graphql", subprotocols=["graphql-transport-ws"])  # type: ignore[list-item]
-            assert upgrade.value.response.status_code == 503
-            assert upgrade.value.response.headers["retry-after"] == "1"
-            assert engine.stats().connections == 0
+        await _drain_sends_clients_elsewhere(port, engine, lambda: engine.drain(10.0), lambda: engine.draining)
     finally:
         server.should_exit = True  # type: ignore[attr-defined]
         await task

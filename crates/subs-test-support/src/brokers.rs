@@ -255,6 +255,19 @@ impl BenchServer {
     }
 }
 
+/// A client of the local PostgreSQL (`POSTGRES`), its connection driven on
+/// a task of the test's runtime.
+pub async fn postgres() -> tokio_postgres::Client {
+    require_service("PostgreSQL", 5432).await;
+    let connect = tokio_postgres::connect(POSTGRES, tokio_postgres::NoTls);
+    let (client, connection) = tokio::time::timeout(STEP, connect)
+        .await
+        .expect("PostgreSQL answers in time")
+        .expect("connect to PostgreSQL (user postgres, database test)");
+    tokio::spawn(connection);
+    client
+}
+
 // ---------------------------------------------------------------------------
 // WebSocket client (graphql-transport-ws), panicking on failure
 // ---------------------------------------------------------------------------
@@ -475,6 +488,66 @@ impl Instance {
             async move { engine.stats().subscriptions > before }
         })
         .await;
+        client
+    }
+}
+
+/// An instance whose `events` topic keeps a history of `keep` events per
+/// `key` in `broker` (Redis, NATS: a history every instance shares), without
+/// tenants.
+pub struct HistoryInstance {
+    /// The engine.
+    pub engine: Engine,
+    /// Its server on an ephemeral port.
+    pub server: Server,
+    broker: Arc<dyn Broker>,
+    topic: String,
+}
+
+impl std::fmt::Debug for HistoryInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HistoryInstance")
+            .field("addr", &self.server.local_addr())
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HistoryInstance {
+    /// Starts it on `broker`, the field on engine topic `topic`.
+    pub async fn start(topic: &str, broker: Arc<dyn Broker>, keep: usize) -> Self {
+        let binding = FieldBinding::topic(topic.to_owned())
+            .argument("key", "key")
+            .history(subs_core::History::last(keep).per_event_field("key"));
+        let Instance { engine, server } =
+            Instance::start_bound(binding, broker.clone(), false).await;
+        Self {
+            engine,
+            server,
+            broker,
+            topic: topic.to_owned(),
+        }
+    }
+
+    /// Publishes an `events` payload; the broker must take it.
+    pub async fn publish(&self, topic: &str, key: &str, n: i64) {
+        self.engine
+            .publish(
+                topic,
+                json!({"key": key, "n": n, "text": format!("{key}-{n}")}),
+            )
+            .await
+            .expect("publish through the broker");
+    }
+
+    /// A client subscribed (id `s`) to `events(key:)`, resuming after
+    /// `resume` when given, once the registry has it and the instance
+    /// receives the topic's events from the broker (which subscribes to a
+    /// new topic in the background: until then, events published through
+    /// another instance would not reach this one).
+    pub async fn subscriber(&self, key: &str, resume: Option<Value>) -> WsClient {
+        let client = history_subscriber(&self.engine, self.server.local_addr(), key, resume).await;
+        self.broker.subscribed(&self.topic).await;
         client
     }
 }

@@ -82,7 +82,10 @@ pub struct Session {
     /// Client id to key, for the client's `complete`.
     keys: FxHashMap<Arc<str>, u64>,
     next_key: u64,
+    /// Taken from the outbound queue and not framed yet (see
+    /// [`FRAME_BUDGET`]), and their weight.
     drained: VecDeque<Queued>,
+    unframed: u64,
     budget: ConnectionBudget,
     permit: Option<ConnectionPermit>,
     torn_down: bool,
@@ -105,6 +108,14 @@ pub struct Session {
     /// Whether the authenticator accepted the connection.
     accepted: bool,
 }
+
+/// The weight (payload plus envelope, as the outbound byte limit counts it)
+/// one [`Session::flush_outbound`] turns into frames. A writer that takes a
+/// burst frames and writes it in slices of this size: the frames of one
+/// write fit in buffers the writer already holds, instead of a copy of the
+/// whole burst in memory freshly taken from the allocator (and zeroed by the
+/// kernel) for every connection at once.
+const FRAME_BUDGET: u64 = 32 * 1024;
 
 /// Frames a client may send while its authentication runs; one more closes
 /// the connection like a message flood (4429).
@@ -181,6 +192,7 @@ impl Session {
             keys: FxHashMap::default(),
             next_key: 0,
             drained: VecDeque::new(),
+            unframed: 0,
             budget: inner.security.connection_budget(),
             permit,
             torn_down: false,
@@ -320,6 +332,10 @@ impl Session {
     /// applied before this returns). Then call [`Session::flush_outbound`] and
     /// send what [`Session::poll_transmit`] yields.
     pub async fn ready(&mut self) {
+        // Taken but not framed yet: more to send without waiting.
+        if !self.drained.is_empty() {
+            return;
+        }
         if self.hooks.is_empty() {
             self.shared.notified().await;
             return;
@@ -357,11 +373,15 @@ impl Session {
         self.shared.notified().await;
     }
 
-    /// Turns everything the dispatcher queued into frames (one batch); returns
-    /// how many messages were taken.
+    /// Turns what the dispatcher queued into frames, at most
+    /// [`FRAME_BUDGET`] of them per call (one write's worth; the rest waits
+    /// here, still counted against the outbound byte limit, and
+    /// [`Session::ready`] answers at once while any does). Returns how many
+    /// messages it took in hand (framed or skipped): 0 once all is sent.
     pub fn flush_outbound(&mut self) -> usize {
         let mut batch = std::mem::take(&mut self.drained);
-        let overflowed = self.shared.drain_into(&mut batch);
+        let (weight, overflowed) = self.shared.drain_into(&mut batch);
+        self.unframed += weight;
         // Dropped messages were older than anything taken now: the gap comes
         // first.
         for key in self.shared.take_gaps() {
@@ -371,10 +391,17 @@ impl Session {
                 let _ = self.connection.send_next(&active.id, &payload);
             }
         }
-        let taken = batch.len();
         let now = Instant::now();
-        let mut sent = 0;
-        for item in batch.drain(..) {
+        // A connection that overflowed is closed after this: what it was
+        // queued goes out first, as much as the peer will still take.
+        let budget = if overflowed { u64::MAX } else { FRAME_BUDGET };
+        let (mut handled, mut framed, mut sent) = (0, 0, 0);
+        while framed < budget
+            && let Some(item) = batch.pop_front()
+        {
+            handled += 1;
+            let weight = item.weight();
+            self.unframed -= weight;
             match item {
                 Queued::Next(key, payload, position) => {
                     let Some(active) = self.subscriptions.get_mut(&key) else {
@@ -414,12 +441,14 @@ impl Session {
                         .is_ok()
                     {
                         sent += 1;
+                        framed += weight;
                     }
                 }
                 Queued::Complete(key) => {
                     if let Some(id) = self.subscriptions.get(&key).map(|active| active.id.clone()) {
                         self.remove_subscription(&id, "source completed");
                         let _ = self.connection.send_complete(&id);
+                        framed += weight;
                     }
                 }
             }
@@ -440,7 +469,7 @@ impl Session {
             // waiting for the peer to take the frames before the close.
             self.teardown();
         }
-        taken
+        handled
     }
 
     /// Whether the outbound queue overflowed under the Close policy; a
@@ -457,7 +486,8 @@ impl Session {
     pub fn poll_transmit(&mut self) -> Option<String> {
         let frame = self.connection.poll_transmit();
         if frame.is_none() {
-            self.transmitted_mark = self.shared.drained_bytes();
+            // What is taken but not framed is not on its way to the socket.
+            self.transmitted_mark = self.shared.drained_bytes() - self.unframed;
         }
         frame
     }

@@ -160,7 +160,9 @@ impl Client {
 
     /// Flushes what the dispatcher queued now, without waiting.
     pub(crate) fn flush(&mut self) -> Vec<Value> {
-        self.session.flush_outbound();
+        while self.session.flush_outbound() > 0 {
+            self.collect();
+        }
         self.ready()
     }
 
