@@ -5,14 +5,9 @@
 
 use subs_test_support::brokers as support;
 
-use std::net::SocketAddr;
-
-use serde_json::{Value, json};
+use serde_json::json;
 use subs_adapters::broker::StartupPolicy;
 use subs_adapters::broker::redis::RedisBroker;
-use subs_adapters::server::{Server, ServerConfig};
-use subs_core::graphql::Schema;
-use subs_core::{Engine, FieldBinding, History};
 use support::{HistoryInstance as Instance, REDIS_URL, WsClient, require_service, unique};
 
 /// An instance whose `events` topic keeps history in Redis, one stream per `key`.

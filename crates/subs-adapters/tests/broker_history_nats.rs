@@ -7,15 +7,9 @@
 
 use subs_test_support::brokers as support;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
 use serde_json::{Value, json};
 use subs_adapters::broker::StartupPolicy;
 use subs_adapters::broker::nats::NatsBroker;
-use subs_adapters::server::{Server, ServerConfig};
-use subs_core::graphql::Schema;
-use subs_core::{Engine, FieldBinding, History};
 use support::{HistoryInstance as Instance, NATS_URL, WsClient, require_service, unique};
 
 /// An instance whose `events` topic keeps history in the JetStream stream

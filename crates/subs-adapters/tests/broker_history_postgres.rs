@@ -17,8 +17,8 @@ use subs_adapters::broker::postgres::{
 use subs_adapters::server::{Server, ServerConfig};
 use subs_core::graphql::Schema;
 use subs_core::{Engine, FieldBinding, History, InMemoryBroker};
-use support::{POSTGRES, SCHEMA, STEP, WsClient, postgres, require_service, unique};
-use tokio_postgres::{Client, NoTls};
+use support::{POSTGRES, SCHEMA, WsClient, postgres, unique};
+use tokio_postgres::Client;
 
 /// A fresh outbox table with history, for one test.
 struct Outbox {

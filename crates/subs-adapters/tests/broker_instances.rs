@@ -108,7 +108,10 @@ async fn collect(mut client: WsClient, publishers: usize) -> Vec<(usize, u64, St
     while markers < publishers {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let Some(message) = client.next_within(left).await else {
-            panic!("{markers} of {publishers} markers after {} events", out.len());
+            panic!(
+                "{markers} of {publishers} markers after {} events",
+                out.len()
+            );
         };
         if message["id"] == "s" {
             let tick = tick(&message);

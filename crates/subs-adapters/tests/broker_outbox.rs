@@ -11,9 +11,9 @@ use subs_adapters::broker::postgres::{OutboxConfig, OutboxSource, create_table_s
 use subs_core::InMemoryBroker;
 use support::{
     Instance, MARKER, POSTGRES, STEP, eventually, ns, ns_before_marker, ns_until_quiet, postgres,
-    require_service, unique,
+    unique,
 };
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 /// One outbox test at a time in this file: `StartFrom::Latest` starts from
 /// the oldest transaction running on the server, so another test's long
