@@ -1,7 +1,9 @@
 //! The connection state machine.
 
 use std::borrow::Cow;
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashSet;
 use std::time::Instant;
 
 use serde_json::Value;
@@ -60,7 +62,11 @@ pub struct Connection {
     init_deadline: Option<Instant>,
     next_ping: Option<Instant>,
     pong_deadline: Option<Instant>,
-    active: HashSet<String>,
+    /// Ids of the active operations. Looked up for every frame sent, so
+    /// with a fast hash rather than SipHash: a client chooses the ids, but
+    /// the security layer's `max_subscriptions_per_connection` (100 by
+    /// default) bounds how many can collide in one connection.
+    active: FxHashSet<String>,
     events: VecDeque<Event>,
     transmits: VecDeque<String>,
     close: Option<Close>,
@@ -96,7 +102,7 @@ impl Connection {
             init_deadline,
             next_ping: None,
             pong_deadline: None,
-            active: HashSet::new(),
+            active: FxHashSet::default(),
             events,
             transmits: VecDeque::new(),
             close: None,
