@@ -39,12 +39,21 @@ async fn transport_ws_happy_path() -> Result<()> {
 
     client.complete("1").await?;
     wait_stats(server.addr(), 1, 0, Duration::from_secs(5)).await?;
+    // Nothing after complete: a second subscription on the same connection
+    // gets two events; one for "1" would arrive before the second.
+    client
+        .subscribe("2", "subscription { serviceUpdated { id name } }")
+        .await?;
+    wait_stats(server.addr(), 1, 1, Duration::from_secs(5)).await?;
     post(server.addr(), "/services", &json!({ "name": "web" })).await?;
-    assert_eq!(
-        client.recv_within(Duration::from_millis(300)).await?,
-        None,
-        "nothing after complete"
-    );
+    post(server.addr(), "/services", &json!({ "name": "ftp" })).await?;
+    for (id, name) in [("2", "web"), ("3", "ftp")] {
+        assert_eq!(
+            client.recv().await?,
+            json!({ "type": "next", "id": "2", "payload": { "data": { "serviceUpdated": { "id": id, "name": name } } } }),
+            "nothing for the completed subscription"
+        );
+    }
     Ok(())
 }
 
@@ -76,15 +85,29 @@ async fn legacy_graphql_ws_happy_path() -> Result<()> {
 
     client.complete("a").await?; // `stop`
     wait_stats(server.addr(), 1, 0, Duration::from_secs(5)).await?;
+    // The server may confirm the stop with `complete`; no more `data` either
+    // way: a second subscription gets two events, and `data` for "a" would
+    // arrive before the second.
+    client
+        .subscribe("b", "subscription { serviceUpdated { name status } }")
+        .await?;
+    wait_stats(server.addr(), 1, 1, Duration::from_secs(5)).await?;
     post(server.addr(), "/services", &json!({ "name": "web" })).await?;
-    // The server may confirm the stop with `complete`; no more `data` either way.
-    while let Some(message) = client.recv_within(Duration::from_millis(300)).await? {
-        assert_eq!(
-            message,
-            json!({ "type": "complete", "id": "a" }),
-            "nothing but complete after stop"
-        );
+    post(server.addr(), "/services", &json!({ "name": "ftp" })).await?;
+    let data_b = |name: &str| json!({ "type": "data", "id": "b", "payload": { "data": { "serviceUpdated": { "name": name, "status": "OPERATIONAL" } } } });
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let message = client.recv().await?;
+        if got.is_empty() && message == json!({ "type": "complete", "id": "a" }) {
+            continue;
+        }
+        got.push(message);
     }
+    assert_eq!(
+        got,
+        [data_b("web"), data_b("ftp")],
+        "nothing but complete after stop"
+    );
     Ok(())
 }
 
@@ -114,17 +137,25 @@ async fn filtering_by_service_id() -> Result<()> {
     post(addr, "/services/2/status", &json!({ "status": "OUTAGE" })).await?;
     patch(addr, "/services/2", &json!({ "name": "www" })).await?;
     post(addr, "/services/1/status", &json!({ "status": "DEGRADED" })).await?;
+    // Markers, one per service, after everything above: an extra event would
+    // arrive before them.
+    patch(addr, "/services/1", &json!({ "description": "marker" })).await?;
+    patch(addr, "/services/2", &json!({ "description": "marker" })).await?;
 
     let event = |id: &str, name: &str, description: Option<&str>, status: &str| json!({ "serviceUpdated": { "id": id, "name": name, "description": description, "status": status } });
+    let marker_one = event("1", "mail", Some("marker"), "DEGRADED");
+    let marker_two = event("2", "www", Some("marker"), "OUTAGE");
     let expected_one = vec![
         event("1", "mail", None, "OPERATIONAL"),
         event("1", "mail", Some("SMTP"), "OPERATIONAL"),
         event("1", "mail", Some("SMTP"), "DEGRADED"),
+        marker_one.clone(),
     ];
     let expected_two = vec![
         event("2", "web", None, "OPERATIONAL"),
         event("2", "web", None, "OUTAGE"),
         event("2", "www", None, "OUTAGE"),
+        marker_two.clone(),
     ];
     let expected_all = vec![
         expected_one[0].clone(),
@@ -133,6 +164,8 @@ async fn filtering_by_service_id() -> Result<()> {
         expected_two[1].clone(),
         expected_two[2].clone(),
         expected_one[2].clone(),
+        marker_one,
+        marker_two,
     ];
     for (client, expected) in [
         (&mut one, expected_one),
@@ -143,12 +176,8 @@ async fn filtering_by_service_id() -> Result<()> {
         for _ in 0..expected.len() {
             got.push(client.next_data("s").await?);
         }
+        // Up to and with the markers: nothing extra in between.
         assert_eq!(got, expected);
-        assert_eq!(
-            client.recv_within(Duration::from_millis(200)).await?,
-            None,
-            "no extra event"
-        );
     }
     Ok(())
 }

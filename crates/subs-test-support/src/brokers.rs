@@ -410,6 +410,27 @@ pub async fn positioned(client: &mut WsClient, count: usize) -> Vec<(i64, String
     out
 }
 
+/// After a resume: the client's next event is the live one `live`, then the
+/// [`MARKER`] that `publish_marker` publishes once `live` arrived, through
+/// the same path: nothing came twice or late in between.
+pub async fn live_then_marker(
+    client: &mut WsClient,
+    live: i64,
+    publish_marker: impl std::future::Future<Output = ()>,
+) {
+    assert_eq!(
+        positioned(client, 1).await[0].0,
+        live,
+        "then the live events"
+    );
+    publish_marker.await;
+    assert_eq!(
+        positioned(client, 1).await[0].0,
+        MARKER,
+        "nothing twice: the marker comes next"
+    );
+}
+
 /// An engine (field `events` on engine topic `topic`, filtered by `key`) with
 /// its WebSocket server, in this process.
 #[derive(Debug)]
