@@ -4,7 +4,6 @@
 
 use subs_test_support::brokers as support;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use serde_json::json;
 use subs_adapters::broker::nats::NatsBroker;
 use subs_adapters::broker::redis::RedisBroker;
 use subs_adapters::broker::{Bookkeeping, StartupPolicy};
-use subs_adapters::{Server, ServerConfig};
+use subs_adapters::Server;
 use subs_core::graphql::Schema;
 use subs_core::security::{Limits, SecurityConfig};
 use subs_core::{Broker, Engine, FieldBinding};
@@ -48,13 +47,7 @@ impl Churn {
             builder = builder.bind(format!("t{i}"), FieldBinding::topic(topic.clone()));
         }
         let engine = builder.build().expect("engine");
-        let server = Server::bind(
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            engine.clone(),
-            ServerConfig::default(),
-        )
-        .await
-        .expect("bind");
+        let server = subs_test_support::serve::serve(engine.clone(), None).expect("bind");
         Self { engine, server }
     }
 }

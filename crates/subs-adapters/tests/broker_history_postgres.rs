@@ -7,14 +7,13 @@
 
 use subs_test_support::brokers as support;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 use subs_adapters::broker::postgres::{
     OutboxConfig, OutboxHistory, OutboxSource, StartFrom, create_table_sql,
 };
-use subs_adapters::server::{Server, ServerConfig};
+use subs_adapters::server::Server;
 use subs_core::graphql::Schema;
 use subs_core::{Engine, FieldBinding, History, InMemoryBroker};
 use support::{POSTGRES, SCHEMA, WsClient, postgres, unique};
@@ -96,13 +95,7 @@ impl Instance {
         let source = OutboxSource::start(engine.clone(), outbox.config())
             .await
             .expect("the outbox source starts");
-        let server = Server::bind(
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            engine.clone(),
-            ServerConfig::default(),
-        )
-        .await
-        .expect("bind");
+        let server = subs_test_support::serve::serve(engine.clone(), None).expect("bind");
         Self {
             engine,
             server,
