@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use subs_adapters::Server;
 use subs_adapters::broker::nats::NatsBroker;
 use subs_adapters::broker::redis::RedisBroker;
 use subs_adapters::broker::{Bookkeeping, StartupPolicy};
-use subs_adapters::Server;
 use subs_core::graphql::Schema;
 use subs_core::security::{Limits, SecurityConfig};
 use subs_core::{Broker, Engine, FieldBinding};

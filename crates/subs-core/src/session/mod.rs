@@ -373,8 +373,8 @@ impl Session {
         self.shared.notified().await;
     }
 
-    /// Turns what the dispatcher queued into frames, at most
-    /// [`FRAME_BUDGET`] of them per call (one write's worth; the rest waits
+    /// Turns what the dispatcher queued into frames, at most 32 KiB of them
+    /// per call (one write's worth; the rest waits
     /// here, still counted against the outbound byte limit, and
     /// [`Session::ready`] answers at once while any does). Returns how many
     /// messages it took in hand (framed or skipped): 0 once all is sent.
