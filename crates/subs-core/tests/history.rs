@@ -43,6 +43,18 @@ async fn publish(engine: &Engine, range: std::ops::RangeInclusive<u64>) {
     }
 }
 
+/// Publishes `range` and returns once every event of it is in the history:
+/// a witness subscribed before receives each only after the dispatcher has
+/// stored it (`publish` returns when the event is queued for dispatch).
+async fn publish_stored(engine: &Engine, range: std::ops::RangeInclusive<u64>) {
+    let mut witness = Client::new(engine);
+    witness.init().await;
+    subscribe_from(&mut witness, "w", json!({}), None).await;
+    let count = range.clone().count();
+    publish(engine, range).await;
+    assert_eq!(receive(&mut witness, "w", count).await.len(), count);
+}
+
 /// The names and offsets of `n` payloads for `id`.
 async fn receive(client: &mut Client, id: &str, n: usize) -> Vec<(String, u64, String)> {
     let frames = client.recv_n(n).await;
@@ -132,8 +144,8 @@ async fn a_resume_gets_what_was_missed_exactly_once_then_the_live_events() {
     let engine = engine_with_history(100);
     let seen = seen_by_a_first_client(&engine, 1..=3).await;
     let (epoch, last) = (seen[2].2.clone(), seen[2].1);
-    // Missed while away.
-    publish(&engine, 4..=8).await;
+    // Missed while away, and stored before the client comes back.
+    publish_stored(&engine, 4..=8).await;
     let mut again = resuming_client(&engine, json!({}), &epoch, last).await;
     let replayed = receive(&mut again, "s", 5).await;
     assert_eq!(
@@ -150,11 +162,12 @@ async fn a_resume_gets_what_was_missed_exactly_once_then_the_live_events() {
         live.iter().map(|g| g.0.clone()).collect::<Vec<_>>(),
         names(9..=10)
     );
-    assert!(
-        again
-            .recv_for(std::time::Duration::from_millis(50))
-            .await
-            .is_empty()
+    // Nothing twice: the next thing to arrive is the next event.
+    publish(&engine, 11..=11).await;
+    assert_eq!(
+        receive(&mut again, "s", 1).await[0].0,
+        "e11",
+        "the marker comes next"
     );
     assert_eq!(engine.stats().events_replayed, 5);
 }
@@ -261,12 +274,12 @@ async fn replay_applies_the_subscriptions_filters() {
         replayed.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(),
         vec!["mine-2", "mine-3"]
     );
-    assert!(
-        again
-            .recv_for(std::time::Duration::from_millis(50))
-            .await
-            .is_empty()
-    );
+    // Nothing else: the next thing to arrive is the next matching event.
+    engine
+        .publish("serviceUpdated", service("2", "mine-4"))
+        .await
+        .unwrap();
+    assert_eq!(receive(&mut again, "s", 1).await[0].0, "mine-4");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,11 +330,11 @@ async fn replay_honours_the_tenant_rule_of_the_subscriber_now() {
         got.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(),
         vec!["b-1"]
     );
-    assert!(
-        b.recv_for(std::time::Duration::from_millis(50))
-            .await
-            .is_empty()
-    );
+    // Nothing of `a`'s: the next thing to arrive is `b`'s next event.
+    let mut event = service("1", "b-2");
+    event["tenantId"] = json!("b");
+    engine.publish("serviceUpdated", event).await.unwrap();
+    assert_eq!(receive(&mut b, "s", 1).await[0].0, "b-2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
