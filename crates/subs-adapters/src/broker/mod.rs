@@ -11,6 +11,8 @@ use std::time::Duration;
 pub mod nats;
 #[cfg(feature = "nats")]
 mod nats_history;
+#[cfg(feature = "nats")]
+mod nats_order;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "postgres")]

@@ -12,12 +12,15 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
-use subs_core::{Broker, BrokerError, BrokerStats, Event, EventSink};
+use subs_core::{Broker, BrokerError, BrokerStats, Event, EventSink, Position};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::nats_history::{DEFAULT_STREAM, NatsHistory, position_of, republished_subjects};
+use super::nats_order::{Link, Resequencer};
 use super::{
     Backoff, Bookkeeping, EngineLink, Interest, InterestReceiver, LinkState, StartupPolicy, deliver,
 };
@@ -274,6 +277,19 @@ impl Subscriptions {
         Ok(futures_util::stream::select(live, stored).boxed())
     }
 
+    /// Hands received events on to the engine, in the order given; false
+    /// once the engine is gone.
+    async fn forward(&self, events: Vec<(Bytes, Option<Position>)>, origin: &str) -> bool {
+        for (payload, position) in events {
+            if let Some(event) = self.link.accept_at(&payload, origin, position)
+                && !deliver(&self.sink, event).await
+            {
+                return false;
+            }
+        }
+        true
+    }
+
     /// One topic's life on NATS: subscribe (retried with backoff while it
     /// fails), forward its messages in order, and subscribe again if the
     /// subscription ends while local subscribers remain. Aborted when the
@@ -306,13 +322,34 @@ impl Subscriptions {
                 tracing::debug!(%topic, %error, "NATS flush after subscribe failed");
             }
             self.link.set_active(&topic, true);
-            while let Some(message) = subscriber.next().await {
-                let position = position_of(message.headers.as_ref());
-                if let Some(event) = self.link.accept_at(&message.payload, &origin, position)
-                    && !deliver(&self.sink, event).await
-                {
+            // Stored events go on in their stream's order (see `nats_order`).
+            let mut order = Resequencer::default();
+            loop {
+                let deadline = order.deadline();
+                let ready = tokio::select! {
+                    message = subscriber.next() => match message {
+                        Some(message) => {
+                            let position = position_of(message.headers.as_ref());
+                            match Link::of(message.headers.as_ref()).filter(|_| position.is_some()) {
+                                Some(link) => order.accept(link, (message.payload, position), Instant::now()),
+                                None => vec![(message.payload, position)],
+                            }
+                        }
+                        None => break,
+                    },
+                    () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                        order.expire(Instant::now())
+                    }
+                };
+                if !self.forward(ready, &origin).await {
                     return;
                 }
+            }
+            // What still waits for a predecessor goes on before the subscription
+            // is made again.
+            let waiting = order.expire(Instant::now() + super::nats_order::HOLD);
+            if !self.forward(waiting, &origin).await {
+                return;
             }
             self.link.set_active(&topic, false);
             tracing::warn!(%topic, "NATS subscription ended; subscribing again");
