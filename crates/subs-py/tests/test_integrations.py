@@ -32,6 +32,15 @@ async def run(session: Any, id: str, document: str) -> None:
     await session.receive(json.dumps({"id": id, "type": "subscribe", "payload": {"query": document}}))
 
 
+async def http_query(engine: Any, query: str) -> "tuple[int, Any]":
+    """`query` posted to the engine's GraphQL over HTTP at its path."""
+    status, _, body = await engine.http(
+        "POST", "/graphql", [(b"content-type", b"application/json")], json.dumps({"query": query}).encode()
+    )
+    assert isinstance(body, bytes)
+    return status, json.loads(body)
+
+
 async def test_ariadne_schema_resolvers_sources_and_executor() -> None:
     query = QueryType()
     subscription = SubscriptionType()
@@ -64,6 +73,8 @@ async def test_ariadne_schema_resolvers_sources_and_executor() -> None:
     session = await connect(engine)
     await run(session, "q", '{ hello(name: "x") }')
     assert await nexts(session, 1) == [("q", {"data": {"hello": "hello x from ann"}})]
+    # Over HTTP too, on Ariadne's executor.
+    assert await http_query(engine, '{ hello(name: "h") }') == (200, {"data": {"hello": "hello h from ann"}})
     await run(session, "s", 'subscription { itemChanged(itemId: "i1") { id label } }')
     await run(session, "raw", "subscription { raw { id } }")
     await subscribed(engine, 2)
@@ -115,6 +126,8 @@ async def test_strawberry_schema_topics_generators_and_executor() -> None:
     session = await connect(engine)
     await run(session, "q", '{ hello(name: "y") }')
     assert await nexts(session, 1) == [("q", {"data": {"hello": "hello y from bo"}})]
+    # Over HTTP too, on Strawberry's executor.
+    assert await http_query(engine, '{ hello(name: "h") }') == (200, {"data": {"hello": "hello h from bo"}})
     await run(session, "bad", "{ nope }")  # subs validates first: a GraphQL error, the socket stays
     await run(session, "s", 'subscription { itemChanged(itemId: "i1") { id labelText } }')
     await subscribed(engine, 1)
