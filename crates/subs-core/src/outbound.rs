@@ -38,6 +38,9 @@ pub(crate) enum Queued {
     Next(u64, Bytes, Option<Position>),
     /// The server completes the subscription (a finite source ended).
     Complete(u64),
+    /// The subscription lost positioned messages to `DropOldest` right
+    /// before what follows: its client is told there (never a silent gap).
+    Gap(u64),
 }
 
 /// What one queued message counts against the byte limit beyond its payload:
@@ -49,6 +52,8 @@ impl Queued {
     pub(crate) fn weight(&self) -> u64 {
         let payload = match self {
             Queued::Next(_, payload, _) => payload.len(),
+            // Not counted: it never entered the queue's bytes.
+            Queued::Gap(_) => return 0,
             Queued::Complete(_) => 0,
         };
         (payload + ENVELOPE_BYTES) as u64
@@ -301,10 +306,17 @@ impl ConnectionShared {
     }
 
     /// Takes everything queued, leaving the queue empty, and appends it to
-    /// `out` (what the writer has taken and not framed yet). Returns the
-    /// weight taken and whether the queue overflowed under the Close policy.
+    /// `out` (what the writer has taken and not framed yet), after a
+    /// [`Queued::Gap`] for each subscription that lost messages since the
+    /// last call: the dropped ones were newer than what `out` holds and older
+    /// than what is queued. Returns the weight taken and whether the queue
+    /// overflowed under the Close policy.
     pub(crate) fn drain_into(&self, out: &mut VecDeque<Queued>) -> (u64, bool) {
         let mut queue = self.queue.lock();
+        // Under the queue's lock, which drops take too: no drop falls
+        // between the gaps and the queue taken with them.
+        let gaps = std::mem::take(&mut *self.gaps.lock());
+        out.extend(gaps.into_iter().map(Queued::Gap));
         if out.is_empty() {
             std::mem::swap(&mut queue.items, out);
         } else {
@@ -375,11 +387,6 @@ impl ConnectionShared {
                 gaps.push(*key);
             }
         }
-    }
-
-    /// The subscriptions that lost positioned messages since the last call.
-    pub(crate) fn take_gaps(&self) -> smallvec::SmallVec<[u64; 2]> {
-        std::mem::take(&mut *self.gaps.lock())
     }
 
     /// Subscription `key` ended while catching up: its held messages go.

@@ -455,6 +455,68 @@ async fn events_dropped_under_drop_oldest_are_told_as_a_gap() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_is_told_where_the_drop_happened_behind_what_the_writer_still_holds() {
+    let engine = Engine::builder(schema())
+        .bind(
+            "serviceUpdated",
+            FieldBinding::default_topic().history(History::last(1000)),
+        )
+        .config(
+            subs_core::EngineConfig::default()
+                .outbound_queue_bytes(64 * 1024)
+                .slow_consumer_policy(subs_core::SlowConsumerPolicy::DropOldest),
+        )
+        .build()
+        .unwrap();
+    let mut client = Client::new(&engine);
+    client.init().await;
+    subscribe_from(&mut client, "s", json!({}), None).await;
+    let big = |i: u64| service("1", &format!("e{i}:{}", "x".repeat(1024)));
+    let dispatch = |from: u64, to: u64| {
+        let engine = engine.clone();
+        async move {
+            for i in from..=to {
+                engine
+                    .dispatch(subs_core::Event::json("serviceUpdated", big(i)))
+                    .await;
+            }
+        }
+    };
+    // 50 events of 1 KiB: the writer frames 32 KiB of them and holds the rest.
+    dispatch(1, 50).await;
+    client.session.flush_outbound();
+    let first = client.ready();
+    assert!(first.len() < 50, "a slice: {}", first.len());
+    // 50 more while it holds them: the oldest of these drop.
+    dispatch(51, 100).await;
+    let rest = client.flush();
+    let order: Vec<String> = nexts(&first, "s")
+        .iter()
+        .chain(&nexts(&rest, "s"))
+        .map(|p| match p["extensions"]["subs"]["offset"].as_u64() {
+            Some(offset) => offset.to_string(),
+            None => p["errors"][0]["extensions"]["reason"].to_string(),
+        })
+        .collect();
+    let gap = order
+        .iter()
+        .position(|o| o == "\"dropped\"")
+        .expect("a gap is told");
+    // Everything held before the drops comes first, in order, then the gap,
+    // then the newest that survived.
+    let before: Vec<u64> = order[..gap].iter().map(|o| o.parse().unwrap()).collect();
+    let after: Vec<u64> = order[gap + 1..]
+        .iter()
+        .map(|o| o.parse().unwrap())
+        .collect();
+    assert_eq!(before, (1..=50).collect::<Vec<_>>(), "{order:?}");
+    assert!(!after.is_empty() && after.first() > Some(&51), "{order:?}");
+    assert!(after.windows(2).all(|w| w[1] == w[0] + 1), "{order:?}");
+    assert_eq!(*after.last().unwrap(), 100, "the newest is kept");
+    assert_eq!(engine.stats().history_gaps, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_that_ends_while_it_replays_leaves_nothing_behind() {
     use std::sync::atomic::{AtomicBool, Ordering};
     // Once `blocking` is set, the resolver waits for the gate: the replay

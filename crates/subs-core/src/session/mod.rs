@@ -382,15 +382,6 @@ impl Session {
         let mut batch = std::mem::take(&mut self.drained);
         let (weight, overflowed) = self.shared.drain_into(&mut batch);
         self.unframed += weight;
-        // Dropped messages were older than anything taken now: the gap comes
-        // first.
-        for key in self.shared.take_gaps() {
-            if let Some(active) = self.subscriptions.get(&key) {
-                self.engine.inner.stats.history_gap();
-                let payload = crate::history::gap_payload(crate::GapReason::Dropped);
-                let _ = self.connection.send_next(&active.id, &payload);
-            }
-        }
         let now = Instant::now();
         // A connection that overflowed is closed after this: what it was
         // queued goes out first, as much as the peer will still take.
@@ -442,6 +433,13 @@ impl Session {
                     {
                         sent += 1;
                         framed += weight;
+                    }
+                }
+                Queued::Gap(key) => {
+                    if let Some(active) = self.subscriptions.get(&key) {
+                        self.engine.inner.stats.history_gap();
+                        let payload = crate::history::gap_payload(crate::GapReason::Dropped);
+                        let _ = self.connection.send_next(&active.id, &payload);
                     }
                 }
                 Queued::Complete(key) => {
