@@ -418,20 +418,22 @@ async fn streams_of_one_topic_number_and_keep_their_events_apart() {
     assert_gap(&payload);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_dropped_under_drop_oldest_are_told_as_a_gap() {
-    let engine = Engine::builder(schema())
+/// History on `serviceUpdated` (1,000 events) and `config` under the
+/// `DropOldest` policy.
+fn drop_oldest_engine(config: subs_core::EngineConfig) -> Engine {
+    Engine::builder(schema())
         .bind(
             "serviceUpdated",
-            FieldBinding::default_topic().history(History::last(100)),
+            FieldBinding::default_topic().history(History::last(1000)),
         )
-        .config(
-            subs_core::EngineConfig::default()
-                .outbound_queue_capacity(2)
-                .slow_consumer_policy(subs_core::SlowConsumerPolicy::DropOldest),
-        )
+        .config(config.slow_consumer_policy(subs_core::SlowConsumerPolicy::DropOldest))
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_dropped_under_drop_oldest_are_told_as_a_gap() {
+    let engine = drop_oldest_engine(subs_core::EngineConfig::default().outbound_queue_capacity(2));
     let mut client = Client::new(&engine);
     client.init().await;
     subscribe_from(&mut client, "s", json!({}), None).await;
@@ -456,18 +458,8 @@ async fn events_dropped_under_drop_oldest_are_told_as_a_gap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_is_told_where_the_drop_happened_behind_what_the_writer_still_holds() {
-    let engine = Engine::builder(schema())
-        .bind(
-            "serviceUpdated",
-            FieldBinding::default_topic().history(History::last(1000)),
-        )
-        .config(
-            subs_core::EngineConfig::default()
-                .outbound_queue_bytes(64 * 1024)
-                .slow_consumer_policy(subs_core::SlowConsumerPolicy::DropOldest),
-        )
-        .build()
-        .unwrap();
+    let engine =
+        drop_oldest_engine(subs_core::EngineConfig::default().outbound_queue_bytes(64 * 1024));
     let mut client = Client::new(&engine);
     client.init().await;
     subscribe_from(&mut client, "s", json!({}), None).await;
