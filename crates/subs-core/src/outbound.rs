@@ -161,10 +161,11 @@ impl ConnectionShared {
         let Some(held) = stashes.remove(&key) else {
             return;
         };
-        self.catching_up
-            .store(!stashes.is_empty(), Ordering::Relaxed);
-        // Queued under the stashes' lock: a live message racing in waits for
-        // it, so it lands after these, in order.
+        // Queued under the stashes' lock, and only then is the flag cleared:
+        // a live message that still sees the flag waits for the lock, and one
+        // that sees it cleared comes after these, so either lands behind
+        // them, in order. (Cleared first, a live message skipped the lock,
+        // overtook the held ones, and the writer took them for duplicates.)
         for item in held {
             if let (Some(replayed), Queued::Next(_, _, Some(position))) = (replayed, &item)
                 && position.offset <= replayed
@@ -178,6 +179,8 @@ impl ConnectionShared {
                 break;
             }
         }
+        self.catching_up
+            .store(!stashes.is_empty(), Ordering::Release);
     }
 
     /// Queues a replayed message of a subscription that is catching up (it
@@ -205,7 +208,7 @@ impl ConnectionShared {
     }
 
     fn queue(&self, item: Queued, may_wait: bool) -> Result<Push, Queued> {
-        if self.catching_up.load(Ordering::Relaxed)
+        if self.catching_up.load(Ordering::Acquire)
             && let Queued::Next(key, ..) = &item
         {
             let mut stashes = self.stashes.lock();
