@@ -330,7 +330,21 @@ async fn malformed_outbox_rows_are_counted_and_skipped() {
         .await
         .expect("NOTIFY");
     let got = ns_before_marker(&mut subscriber).await;
-    assert_eq!(got, vec![1, 2], "both good rows, in order, nothing else");
+    // What each layer counted, should the order ever be wrong: the source's
+    // reads, the engine's dispatch and queueing, the session's writes.
+    let counts = format!(
+        "source delivered {}, malformed {}, reconnects {}, at {:?}; engine {:?}",
+        source.delivered(),
+        source.malformed_rows(),
+        source.reconnects(),
+        source.position(),
+        instance.engine.stats()
+    );
+    assert_eq!(
+        got,
+        vec![1, 2],
+        "both good rows, in order, nothing else: {counts}"
+    );
     assert_eq!(source.delivered(), 2 + 1, "the good rows and the marker");
     assert_eq!(source.malformed_rows(), 3);
     assert_eq!(

@@ -377,6 +377,13 @@ impl ConnectionShared {
         }
     }
 
+    /// The slots the queue keeps allocated (for tests of what a drained
+    /// connection holds).
+    #[cfg(test)]
+    pub(crate) fn queue_capacity(&self) -> usize {
+        self.queue.lock().items.capacity()
+    }
+
     pub(crate) async fn notified(&self) {
         self.notify.notified().await;
     }

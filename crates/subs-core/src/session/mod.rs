@@ -32,6 +32,8 @@ use crate::replay;
 mod hook_tasks;
 mod operations;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 use hook_tasks::HookTask;
 use stream::run_stream;
@@ -116,6 +118,10 @@ pub struct Session {
 /// whole burst in memory freshly taken from the allocator (and zeroed by the
 /// kernel) for every connection at once.
 const FRAME_BUDGET: u64 = 32 * 1024;
+
+/// The most queue slots a connection keeps between bursts (see
+/// [`Session::flush_outbound`]); a paced stream never needs more.
+const KEPT_QUEUE_CAPACITY: usize = 64;
 
 /// Frames a client may send while its authentication runs; one more closes
 /// the connection like a message flood (4429).
@@ -450,6 +456,13 @@ impl Session {
                     }
                 }
             }
+        }
+        // Kept for the next drain (it is swapped into the queue) only while
+        // small: kept at a burst's size, two of them per connection would
+        // hold every backlog's peak for good, and the next burst to a
+        // thousand connections would take its room fresh from the kernel.
+        if batch.is_empty() && batch.capacity() > KEPT_QUEUE_CAPACITY {
+            batch = VecDeque::new();
         }
         self.drained = batch;
         if sent > 0 {
