@@ -47,14 +47,7 @@ async fn a_frame_at_the_limit_passes_and_one_byte_more_closes_1009_everywhere() 
     let engine = engine();
     assert_eq!(engine.max_frame_bytes(), MAX);
     let server = http_support::serve(engine.clone()).await;
-    let (mut socket, _) = http_support::ws_connect(server.local_addr()).await.unwrap();
-    socket
-        .send(Message::text(r#"{"type":"connection_init"}"#))
-        .await
-        .unwrap();
-    let ack: Value =
-        serde_json::from_str(next_message(&mut socket).await.to_text().unwrap()).unwrap();
-    assert_eq!(ack["type"], "connection_ack");
+    let mut socket = http_support::ws_acknowledged(server.local_addr()).await;
 
     // Exactly the limit: answered.
     socket.send(Message::text(ping_of(MAX))).await.unwrap();

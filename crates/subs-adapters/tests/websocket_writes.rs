@@ -35,14 +35,7 @@ async fn subscribed(
     send_buffer: Option<u32>,
 ) -> (WsClient, subs_adapters::Server) {
     let server = subs_test_support::serve::serve(engine.clone(), send_buffer).unwrap();
-    let (mut socket, _) = http_support::ws_connect(server.local_addr()).await.unwrap();
-    socket
-        .send(Message::text(r#"{"type":"connection_init"}"#))
-        .await
-        .unwrap();
-    let ack: Value =
-        serde_json::from_str(next_message(&mut socket).await.to_text().unwrap()).unwrap();
-    assert_eq!(ack["type"], "connection_ack");
+    let mut socket = http_support::ws_acknowledged(server.local_addr()).await;
     socket
         .send(Message::text(
             json!({"id": "n", "type": "subscribe", "payload": {"query": "subscription { notes }"}})

@@ -171,6 +171,26 @@ pub async fn ws_connect(
     tokio_tungstenite::connect_async(request).await
 }
 
+/// A graphql-transport-ws client on `addr`, acknowledged (`connection_init`
+/// sent, `connection_ack` read).
+pub async fn ws_acknowledged(addr: SocketAddr) -> WsClient {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut socket, _) = ws_connect(addr).await.expect("WebSocket connect");
+    socket
+        .send(Message::text(r#"{"type":"connection_init"}"#))
+        .await
+        .expect("send connection_init");
+    let ack = tokio::time::timeout(GENEROUS, socket.next())
+        .await
+        .expect("the server answers connection_init")
+        .expect("the connection is open")
+        .expect("a frame");
+    let ack: Value = serde_json::from_str(ack.to_text().expect("a text frame")).expect("JSON");
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    socket
+}
+
 /// Subscribes `query` over HTTP with `accept`, checks the stream's status
 /// and `content_type`, and waits until the engine counts `subscriptions`.
 pub async fn subscribed_stream(
