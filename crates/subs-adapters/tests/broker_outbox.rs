@@ -312,16 +312,10 @@ async fn malformed_outbox_rows_are_counted_and_skipped() {
         (Some(&topic), Some(good(2))),
     ];
     for (row_topic, payload) in &rows {
-        let r = client
-            .query_one(&format!("INSERT INTO {table} (topic, payload) VALUES ($1, $2) RETURNING id, txid::text, pg_snapshot_xmin(pg_current_snapshot())::text"), &[row_topic, payload])
+        client
+            .execute(&insert, &[row_topic, payload])
             .await
             .expect("INSERT");
-        eprintln!(
-            "DIAG {table} inserted id={} txid={} xmin={}",
-            r.get::<_, i64>(0),
-            r.get::<_, String>(1),
-            r.get::<_, String>(2)
-        );
     }
     client
         .batch_execute(&format!("NOTIFY {table}"))
@@ -335,22 +329,7 @@ async fn malformed_outbox_rows_are_counted_and_skipped() {
         .batch_execute(&format!("NOTIFY {table}"))
         .await
         .expect("NOTIFY");
-    let mut got = Vec::new();
-    loop {
-        let message = subscriber
-            .next()
-            .await
-            .expect("DIAG the marker event in time");
-        eprintln!("DIAG {table} client got {message}");
-        let n = message["payload"]["data"]["events"]["n"]
-            .as_i64()
-            .expect("n");
-        if n == MARKER {
-            break;
-        }
-        got.push(n);
-    }
-    let _ = ns_before_marker;
+    let got = ns_before_marker(&mut subscriber).await;
     // What each layer counted, should the order ever be wrong: the source's
     // reads, the engine's dispatch and queueing, the session's writes.
     let counts = format!(

@@ -189,7 +189,6 @@ impl OutboxSource {
         };
         drop(client);
         first.abort();
-        eprintln!("DIAG {} start position {:?}", config.table, start);
         let state = Arc::new(SourceState {
             position: parking_lot::Mutex::new(start),
             ..SourceState::default()
@@ -259,11 +258,6 @@ async fn listen_once(
     stop: &CancellationToken,
     backoff: &mut Backoff,
 ) -> Result<(), BrokerError> {
-    eprintln!(
-        "DIAG {} listen_once connecting, position {:?}",
-        config.table,
-        *state.position.lock()
-    );
     let (client, mut connection) = tokio_postgres::connect(&config.connection, NoTls)
         .await
         .map_err(|error| BrokerError::Connect {
@@ -312,7 +306,7 @@ async fn listen_once(
             )
         } else {
             format!(
-                "SELECT txid::text, id::bigint, topic::text, payload::text, pg_snapshot_xmin(pg_current_snapshot())::text, pg_backend_pid() FROM {table} \
+                "SELECT txid::text, id::bigint, topic::text, payload::text FROM {table} \
                  WHERE (txid, id) > ($1::text::xid8, $2::bigint) \
                    AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
                  ORDER BY txid, id LIMIT $3",
@@ -365,25 +359,8 @@ async fn listen_once(
                     backoff.reset();
                 }
                 let count = rows.len();
-                eprintln!(
-                    "DIAG {} t={:?} read from {:?} -> {} rows",
-                    config.table,
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap(),
-                    from,
-                    count
-                );
                 for row in rows {
                     let position = row_position(&row)?;
-                    eprintln!(
-                        "DIAG {}   row {:?} xmin={:?} pid={:?} payload={:?}",
-                        config.table,
-                        position,
-                        row.try_get::<_, String>(4).ok(),
-                        row.try_get::<_, i32>(5).ok(),
-                        row.try_get::<_, Option<String>>(3).ok()
-                    );
                     match row_event(&row, config.history.then_some(engine)) {
                         Ok(event) => {
                             if engine.publish_local(event).await.is_err() {
@@ -411,12 +388,6 @@ async fn listen_once(
                         .query_one(&held_back, &[&txid, &from.id])
                         .await
                         .map_err(pg)?;
-                    eprintln!(
-                        "DIAG {} held_back={} at {:?}",
-                        config.table,
-                        row.get::<_, bool>(0),
-                        from
-                    );
                     break if row.get::<_, bool>(0) {
                         HELD_BACK_RETRY
                     } else {
