@@ -315,21 +315,27 @@ async fn listen_once(
         })
         .await
         .map_err(pg)?;
-    // Committed rows the read above left for later (a transaction older than
-    // theirs is still running): look again soon, a notification may not come.
+    // Committed rows after the position that the read above did not deliver:
+    // held back then (a transaction older than theirs was still running), or
+    // let through since. This query has a snapshot of its own, later than the
+    // read's: asking only for rows still held back (`txid >= xmin`), it missed
+    // the rows of a blocking transaction that ended in between, which neither
+    // query took, and the source slept until its periodic read with no
+    // notification to come. Any such row means: look again soon.
+    // With history, any row with a topic: numbered rows (maybe by another
+    // instance since the read) are read next, the others numbered first.
     let held_back = client
         .prepare(&if config.history {
             format!(
                 "SELECT EXISTS (SELECT 1 FROM {table} \
                  WHERE (txid, id) > ($1::text::xid8, $2::bigint) \
-                   AND topic_offset IS NULL AND topic IS NOT NULL)",
+                   AND topic IS NOT NULL)",
                 table = config.table
             )
         } else {
             format!(
                 "SELECT EXISTS (SELECT 1 FROM {table} \
-                 WHERE (txid, id) > ($1::text::xid8, $2::bigint) \
-                   AND txid >= pg_snapshot_xmin(pg_current_snapshot()))",
+                 WHERE (txid, id) > ($1::text::xid8, $2::bigint))",
                 table = config.table
             )
         })
