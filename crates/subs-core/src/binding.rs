@@ -71,6 +71,18 @@ pub struct ResolveContext {
 pub trait Resolver: Send + Sync + 'static {
     /// Resolves one event for one group.
     fn resolve(&self, context: ResolveContext) -> ResolverFuture;
+
+    /// Whether the engine may call [`Resolver::resolve`] and poll the future
+    /// once on the dispatcher, when the group has nothing pending: a
+    /// resolution ready at once is then delivered without a hop to the
+    /// group's task; one that is not ready goes on in that task. True by
+    /// default, which asks what every async function on tokio must do
+    /// anyway: never block (move blocking work to `spawn_blocking`). A
+    /// resolver whose call may block (on a lock another runtime holds, such
+    /// as Python's) answers false, and always runs in the group's task.
+    fn may_run_on_dispatcher(&self) -> bool {
+        true
+    }
 }
 
 impl<F, Fut> Resolver for F

@@ -10,7 +10,7 @@ use crate::Error;
 use crate::broker::{Event, EventPayload};
 use crate::engine::EngineInner;
 use crate::history::with_position;
-use crate::pipeline::Job;
+use crate::pipeline::{Given, Job};
 use crate::registry::{ContextIdentity, Group, Registration, RegistrationHandle};
 
 impl EngineInner {
@@ -124,21 +124,22 @@ impl EngineInner {
                     let deadline = *deadline.get_or_insert_with(|| {
                         tokio::time::Instant::now() + self.config.deadlines.resolver
                     });
-                    let done = wait.then(|| {
+                    let (done, answer) = if wait {
                         let (done, answer) = tokio::sync::oneshot::channel();
-                        answers.push(answer);
-                        done
-                    });
-                    pipeline.submit(
-                        group,
-                        self,
-                        Job {
-                            event: payload.clone(),
-                            position: position.clone(),
-                            deadline,
-                            done,
-                        },
-                    );
+                        (Some(done), Some(answer))
+                    } else {
+                        (None, None)
+                    };
+                    let job = Job {
+                        event: payload.clone(),
+                        position: position.clone(),
+                        deadline,
+                        done,
+                    };
+                    match pipeline.give(group, self, job).await {
+                        Given::Delivered(count) => delivered += count,
+                        Given::Queued => answers.extend(answer),
+                    }
                 }
             }
         }

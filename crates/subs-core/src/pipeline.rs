@@ -20,11 +20,26 @@
 //! before its turn is answered with the timeout error without calling the
 //! resolver.
 //!
+//! A resolver that answers at once (ready on its first poll, as one that
+//! only reshapes the event is) needs no task: when the group has nothing
+//! pending, the dispatcher calls it, and if it is ready, projects and
+//! delivers on the spot; otherwise the started resolution goes to the task,
+//! first in line. Order holds because the dispatcher does this only while
+//! the group has nothing handed to its task or being delivered
+//! (`Pipeline::unfinished` is zero), and the task counts each event down
+//! only once it is delivered. A resolver that says it must not run on the
+//! dispatcher (`Resolver::may_run_on_dispatcher`, false for Python's) always
+//! goes to the task.
+//!
 //! The task is spawned on the group's first event and aborted when the group
 //! leaves the registry (the group owns it; the task holds only `Weak`s to the
 //! group and the engine), which drops every resolution in flight.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -50,14 +65,35 @@ pub(crate) struct Job {
     pub(crate) done: Option<oneshot::Sender<usize>>,
 }
 
+/// A resolution under way: the resolver's outcome and the time it took.
+type Resolution = Pin<Box<dyn Future<Output = (Outcome, Duration)> + Send>>;
+
+/// What the task receives: an event, and its resolution if the dispatcher
+/// already started it.
+struct Handed {
+    job: Job,
+    started: Option<Resolution>,
+}
+
+/// What became of an event given to a group's pipeline.
+pub(crate) enum Given {
+    /// Resolved and delivered by the dispatcher: this many payloads queued.
+    Delivered(usize),
+    /// In the group's task; the job's `done`, if any, will tell the count.
+    Queued,
+}
+
 /// The lazily started pipeline of a group whose field has a resolver.
 #[derive(Default)]
 pub(crate) struct Pipeline {
     running: OnceLock<Running>,
+    /// Events given to the task and not delivered yet, plus one while the
+    /// dispatcher resolves an event itself (only ever from zero).
+    unfinished: AtomicUsize,
 }
 
 struct Running {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Handed>,
     task: tokio::task::AbortHandle,
 }
 
@@ -69,12 +105,63 @@ impl Drop for Running {
 }
 
 impl Pipeline {
-    /// Hands `job` to the group's task without waiting; the dispatcher calls
-    /// it, so it never blocks.
-    pub(crate) fn submit(&self, group: &Arc<Group>, engine: &EngineInner, job: Job) {
+    /// Gives `job` to the group: resolved and delivered here when the group
+    /// has nothing pending and its resolver is ready at once, else handed to
+    /// the group's task without waiting (the dispatcher never waits for a
+    /// resolver).
+    pub(crate) async fn give(&self, group: &Arc<Group>, engine: &EngineInner, job: Job) -> Given {
+        let Some(resolver) = group.field.resolver.as_ref() else {
+            return Given::Delivered(0);
+        };
+        if !resolver.may_run_on_dispatcher()
+            || self
+                .unfinished
+                .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            self.unfinished.fetch_add(1, Ordering::AcqRel);
+            self.submit(group, engine, Handed { job, started: None });
+            return Given::Queued;
+        }
+        // Counted down when this returns, unless the task takes the event.
+        let claim = Unfinished(&self.unfinished);
+        let context = ResolveContext {
+            topic: group.topic.clone(),
+            event: job.event.clone(),
+            variables: group.variables.clone(),
+            arguments: group.arguments.clone(),
+            principal: group.resolver_principal.clone(),
+            init_payload: group.resolver_init_payload.clone(),
+        };
+        let mut resolution: Resolution = Box::pin(resolve(resolver.clone(), context, job.deadline));
+        // One poll, with no one to wake: a resolution that is not ready goes
+        // to the task, which polls it again with its own waker.
+        let first = resolution
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()));
+        let Poll::Ready((outcome, elapsed)) = first else {
+            std::mem::forget(claim);
+            self.submit(
+                group,
+                engine,
+                Handed {
+                    job,
+                    started: Some(resolution),
+                },
+            );
+            return Given::Queued;
+        };
+        engine.stats.resolver_time(elapsed);
+        let delivered = deliver(group, engine, outcome, job.position.as_ref()).await;
+        drop(claim);
+        Given::Delivered(delivered)
+    }
+
+    /// Hands an event (already counted in `unfinished`) to the group's task.
+    fn submit(&self, group: &Arc<Group>, engine: &EngineInner, handed: Handed) {
         let running = self.running.get_or_init(|| start(group, engine));
-        match running.jobs.try_send(job) {
-            Ok(()) => {}
+        match running.jobs.try_send(handed) {
+            Ok(()) => return,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 engine.stats.resolver_event_dropped();
                 tracing::warn!(
@@ -87,6 +174,17 @@ impl Pipeline {
             // The task ended (the engine is shutting down): nobody to answer.
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
+        self.unfinished.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One event of `Pipeline::unfinished`, counted down when dropped (also
+/// when the dispatcher's future is dropped mid-delivery).
+struct Unfinished<'a>(&'a AtomicUsize);
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -107,7 +205,6 @@ fn start(group: &Arc<Group>, engine: &EngineInner) -> Running {
         context,
         receiver,
         engine.config.resolver_concurrency.max(1),
-        engine.config.deadlines.resolver,
     ));
     tracing::debug!(group = group.id, field = %group.field.name, "resolver pipeline started");
     Running {
@@ -126,9 +223,8 @@ async fn run(
     engine: Weak<EngineInner>,
     resolver: Option<Arc<dyn Resolver>>,
     context: ResolveContext,
-    mut jobs: mpsc::Receiver<Job>,
+    mut jobs: mpsc::Receiver<Handed>,
     in_flight_cap: usize,
-    budget: Duration,
 ) {
     let Some(resolver) = resolver else {
         return;
@@ -139,27 +235,39 @@ async fn run(
             // Answers first: they free a slot and keep memory low.
             biased;
             Some((outcome, done, elapsed, position)) = in_flight.next(), if !in_flight.is_empty() => {
-                if let Some(engine) = engine.upgrade() {
-                    engine.stats.resolver_time(elapsed);
-                }
+                let (Some(group), Some(engine)) = (group.upgrade(), engine.upgrade()) else {
+                    return;
+                };
+                engine.stats.resolver_time(elapsed);
                 // Waits while a member's queue is full (up to the slow-consumer
                 // grace): answers keep their order, and a burst is paced.
-                if !deliver(&group, &engine, outcome, done, position, budget).await {
-                    return;
+                let (position, done): (Option<Position>, Option<oneshot::Sender<usize>>) =
+                    (position, done);
+                let delivered = deliver(&group, &engine, outcome, position.as_ref()).await;
+                if let Some(pipeline) = &group.pipeline {
+                    // Only now: the dispatcher may deliver an event itself
+                    // once every earlier one is out.
+                    pipeline.unfinished.fetch_sub(1, Ordering::AcqRel);
+                }
+                if let Some(done) = done {
+                    let _ = done.send(delivered);
                 }
             }
-            job = jobs.recv(), if in_flight.len() < in_flight_cap => {
-                let Some(job) = job else {
+            handed = jobs.recv(), if in_flight.len() < in_flight_cap => {
+                let Some(Handed { job, started }) = handed else {
                     return;
                 };
-                let context = ResolveContext {
-                    event: job.event,
-                    ..context.clone()
-                };
-                let resolution = resolve(resolver.clone(), context, job.deadline, job.done);
-                let position = job.position;
+                let resolution = started.unwrap_or_else(|| {
+                    let context = ResolveContext {
+                        event: job.event,
+                        ..context.clone()
+                    };
+                    let resolution: Resolution = Box::pin(resolve(resolver.clone(), context, job.deadline));
+                    resolution
+                });
+                let (done, position) = (job.done, job.position);
                 in_flight.push_back(async move {
-                    let (outcome, done, elapsed) = resolution.await;
+                    let (outcome, elapsed) = resolution.await;
                     (outcome, done, elapsed, position)
                 });
             }
@@ -171,11 +279,10 @@ pub(crate) async fn resolve(
     resolver: Arc<dyn Resolver>,
     context: ResolveContext,
     deadline: Instant,
-    done: Option<oneshot::Sender<usize>>,
-) -> (Outcome, Option<oneshot::Sender<usize>>, Duration) {
+) -> (Outcome, Duration) {
     let started = Instant::now();
     if started >= deadline {
-        return (Outcome::TimedOut, done, Duration::ZERO);
+        return (Outcome::TimedOut, Duration::ZERO);
     }
     // The resolver is called inside the guarded future, so a panic in its
     // synchronous part is caught as well as one while it is polled: either is
@@ -187,34 +294,30 @@ pub(crate) async fn resolve(
         Ok(Err(_panic)) => Outcome::Resolved(Err(crate::messages::RESOLVER_PANICKED.into())),
         Err(_elapsed) => Outcome::TimedOut,
     };
-    (outcome, done, started.elapsed())
+    (outcome, started.elapsed())
 }
 
-/// Projects and queues one answer; false when the group or the engine is gone.
+/// Projects and queues one answer; returns how many payloads were queued.
 async fn deliver(
-    group: &Weak<Group>,
-    engine: &Weak<EngineInner>,
+    group: &Group,
+    engine: &EngineInner,
     outcome: Outcome,
-    done: Option<oneshot::Sender<usize>>,
-    position: Option<Position>,
-    budget: Duration,
-) -> bool {
-    let (Some(group), Some(engine)) = (group.upgrade(), engine.upgrade()) else {
-        return false;
-    };
-    let bytes = answer(&group, &engine, outcome, budget);
-    let bytes = match &position {
+    position: Option<&Position>,
+) -> usize {
+    let budget = engine.config.deadlines.resolver;
+    let bytes = answer(group, engine, outcome, budget);
+    let bytes = match position {
         Some(position) => with_position(&bytes, position),
         None => bytes,
     };
-    let grace = engine.config.slow_consumer_grace;
-    let delivered = group
-        .deliver(&bytes, position.as_ref(), &engine.stats, grace)
-        .await;
-    if let Some(done) = done {
-        let _ = done.send(delivered);
-    }
-    true
+    group
+        .deliver(
+            &bytes,
+            position,
+            &engine.stats,
+            engine.config.slow_consumer_grace,
+        )
+        .await
 }
 
 /// The group's payload for one resolution's outcome (counted).

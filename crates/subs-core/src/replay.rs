@@ -144,7 +144,7 @@ async fn replay_one(
         init_payload: group.resolver_init_payload.clone(),
     };
     let deadline = tokio::time::Instant::now() + budget;
-    let (outcome, _, elapsed): (Outcome, _, _) = resolve(resolver, context, deadline, None).await;
+    let (outcome, elapsed): (Outcome, _) = resolve(resolver, context, deadline).await;
     engine.stats.resolver_time(elapsed);
     Some(answer(group, engine, outcome, budget))
 }

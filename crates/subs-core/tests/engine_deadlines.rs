@@ -235,6 +235,80 @@ async fn a_resolver_panicking_at_call_gives_resolver_panicked_and_the_group_goes
     assert_eq!(engine.stats().resolver_errors, 1);
 }
 
+/// A resolver whose call blocks its thread until the gate opens (as taking a
+/// lock another runtime holds does, Python's GIL), so it declares that it
+/// may not run on the dispatcher.
+struct BlocksAtCall {
+    gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl Resolver for BlocksAtCall {
+    fn may_run_on_dispatcher(&self) -> bool {
+        false
+    }
+
+    fn resolve(&self, context: ResolveContext) -> ResolverFuture {
+        let (open, opened) = &*self.gate;
+        let (open, wait) = opened
+            .wait_timeout_while(open.lock().unwrap(), WAIT, |open| !*open)
+            .unwrap();
+        let answer = if *open && !wait.timed_out() {
+            json!({"id": id_of(&context), "title": "after the gate", "serviceId": "1"})
+        } else {
+            json!({"id": id_of(&context), "title": "gate never opened", "serviceId": "1"})
+        };
+        Box::pin(async move { Ok(answer) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolver_that_may_not_run_on_the_dispatcher_never_holds_it_up() {
+    let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    // Both topics on the one dispatcher shard; B's resolver is ready at once,
+    // so the dispatcher resolves B's events itself.
+    let engine = builder()
+        .config(config(Duration::from_secs(30)))
+        .resolver("newServiceRequest", BlocksAtCall { gate: gate.clone() })
+        .resolver("serviceUpdated", |context: ResolveContext| async move {
+            Ok::<_, ResolverError>((*context.event).clone())
+        })
+        .build()
+        .unwrap();
+    let mut a = Client::new(&engine);
+    let mut b = Client::new(&engine);
+    a.init().await;
+    b.init().await;
+    a.subscribe("a", REQUESTS, json!({})).await;
+    b.subscribe("b", SERVICES, json!({})).await;
+
+    engine
+        .publish("newServiceRequest", json!({"id": 1}))
+        .await
+        .unwrap();
+    const B_EVENTS: usize = 20;
+    for i in 0..B_EVENTS {
+        engine
+            .publish("serviceUpdated", service(i.to_string(), &format!("e{i}")))
+            .await
+            .unwrap();
+    }
+    // Called on the dispatcher, A's resolver would block it until the gate
+    // timed out, and B's events would wait behind it.
+    let names: Vec<Value> = nexts(&b.recv_n(B_EVENTS).await, "b")
+        .iter()
+        .map(|p| p["data"]["serviceUpdated"]["name"].clone())
+        .collect();
+    let expected: Vec<Value> = (0..B_EVENTS).map(|i| json!(format!("e{i}"))).collect();
+    assert_eq!(names, expected, "B is served while A's resolver blocks");
+
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    assert_eq!(
+        nexts(&a.recv_n(1).await, "a"),
+        vec![json!({"data": {"newServiceRequest": {"id": "1", "title": "after the gate"}}})]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_a_group_ends_its_pipeline_and_drops_its_resolutions() {
     let live = Live::default();

@@ -392,6 +392,12 @@ fn resolved(
 }
 
 impl subs_core::Resolver for PyResolver {
+    /// Calling it takes the GIL, which Python code may hold for a whole
+    /// switch interval: never on the dispatcher.
+    fn may_run_on_dispatcher(&self) -> bool {
+        false
+    }
+
     fn resolve(&self, context: ResolveContext) -> ResolverFuture {
         let field = self.field.clone();
         let expose = self.expose_errors;
