@@ -208,7 +208,7 @@ async fn write_pending<T: Transport>(
                     Err(WriteFailed) => WriteOutcome::Abandon("write failed"),
                 };
             }
-            () = session.outbound_ready(), if !session.outbound_overflowed() => {
+            () = session.outbound_overflow(), if !session.outbound_overflowed() => {
                 // Leave the batch in the bounded queue (draining it here would
                 // move it somewhere unbounded); only the overflow matters now:
                 // it closes the session and releases its registrations at once,

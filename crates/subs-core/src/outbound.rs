@@ -89,7 +89,14 @@ pub(crate) struct ConnectionShared {
     policy: SlowConsumerPolicy,
     /// `Queue::drained`, readable without the lock.
     drained_bytes: AtomicU64,
+    /// Wakes the writer: once for the first message after it said it waits
+    /// (`writer_waits`), and on overflow.
     notify: Notify,
+    /// The writer found the queue empty and is about to wait: the next push
+    /// wakes it. Written only under the queue's lock, so a push sees it or
+    /// the writer sees the pushed message. When the writer is busy (framing,
+    /// writing) a push costs no wake-up at all.
+    writer_waits: AtomicBool,
     /// Wakes stream sources waiting for room (see `wait_for_room`).
     drained: Notify,
     closed: AtomicBool,
@@ -135,6 +142,7 @@ impl ConnectionShared {
             policy,
             drained_bytes: AtomicU64::new(0),
             notify: Notify::new(),
+            writer_waits: AtomicBool::new(false),
             drained: Notify::new(),
             closed: AtomicBool::new(false),
             catching_up: AtomicBool::new(false),
@@ -247,7 +255,6 @@ impl ConnectionShared {
         if queue.overflowed {
             return Ok(Push::Overflow);
         }
-        let was_empty = queue.items.is_empty();
         let weight = item.weight();
         let mut outcome = Push::Queued;
         // Whichever limit is hit first applies; one message always fits in
@@ -275,10 +282,14 @@ impl ConnectionShared {
         }
         queue.bytes += weight;
         queue.items.push_back(item);
+        // Only a writer that waits needs a wake-up, and only once: it takes
+        // everything that arrives before it runs.
+        let wake = self.writer_waits.load(Ordering::Relaxed);
+        if wake {
+            self.writer_waits.store(false, Ordering::Relaxed);
+        }
         drop(queue);
-        // Only the first message after the writer drained needs a wake-up; the
-        // writer takes everything that arrives before it runs.
-        if was_empty {
+        if wake {
             self.notify.notify_one();
         }
         Ok(outcome)
@@ -384,7 +395,25 @@ impl ConnectionShared {
         self.queue.lock().items.capacity()
     }
 
-    pub(crate) async fn notified(&self) {
+    /// Resolves when something is queued (at once if something is) or the
+    /// queue overflowed: what the writer waits for between batches.
+    pub(crate) async fn queued(&self) {
+        {
+            let queue = self.queue.lock();
+            if !queue.items.is_empty() {
+                return;
+            }
+            self.writer_waits.store(true, Ordering::Relaxed);
+        }
+        // A push between the unlock and the first poll leaves its wake-up
+        // as a permit, which this takes.
+        self.notify.notified().await;
+    }
+
+    /// Resolves on the next overflow (or a wake-up left from an earlier
+    /// wait): what a writer stalled on the socket waits for, since the
+    /// messages queued meanwhile can only wait for it.
+    pub(crate) async fn overflowed(&self) {
         self.notify.notified().await;
     }
 
@@ -416,5 +445,53 @@ impl ConnectionShared {
         queue.bytes = 0;
         drop(queue);
         self.drained.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    fn connection(capacity: usize) -> ConnectionShared {
+        ConnectionShared::new(1, capacity, 1 << 20, SlowConsumerPolicy::Close)
+    }
+
+    #[test]
+    fn a_writer_waiting_on_an_empty_queue_is_woken_by_the_next_push() {
+        let connection = connection(8);
+        let mut waiting = pin!(connection.queued());
+        assert!(
+            waiting.as_mut().now_or_never().is_none(),
+            "nothing queued yet"
+        );
+        assert_eq!(connection.push(Queued::Complete(1)), Push::Queued);
+        assert!(waiting.now_or_never().is_some(), "the push woke the writer");
+        // Something is queued: the next wait ends at once.
+        assert!(connection.queued().now_or_never().is_some());
+    }
+
+    #[test]
+    fn pushes_to_a_writer_that_is_not_waiting_leave_no_wake_up() {
+        let connection = connection(8);
+        for key in 0..3 {
+            assert_eq!(connection.push(Queued::Complete(key)), Push::Queued);
+        }
+        // A wake-up stored by those pushes would end this wait at once.
+        assert!(connection.overflowed().now_or_never().is_none());
+    }
+
+    #[test]
+    fn an_overflow_wakes_a_writer_stalled_on_its_socket() {
+        let connection = connection(1);
+        assert_eq!(connection.push(Queued::Complete(1)), Push::Queued);
+        let mut stalled = pin!(connection.overflowed());
+        assert!(stalled.as_mut().now_or_never().is_none());
+        assert_eq!(connection.push(Queued::Complete(2)), Push::Overflow);
+        assert!(stalled.now_or_never().is_some(), "the overflow woke it");
+        assert!(connection.is_overflowed());
     }
 }

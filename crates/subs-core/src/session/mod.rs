@@ -66,7 +66,7 @@ enum Source {
 /// One client connection bound to the engine.
 ///
 /// Drive it with [`Session::handle_text`], [`Session::handle_binary`] and
-/// [`Session::handle_timeout`]; when [`Session::outbound_ready`] resolves, call
+/// [`Session::handle_timeout`]; when [`Session::ready`] resolves, call
 /// [`Session::flush_outbound`]; after every step, send what
 /// [`Session::poll_transmit`] yields and stop once [`Session::poll_close`]
 /// answers. Dropping a session removes all its registrations.
@@ -343,7 +343,7 @@ impl Session {
             return;
         }
         if self.hooks.is_empty() {
-            self.shared.notified().await;
+            self.shared.queued().await;
             return;
         }
         tokio::select! {
@@ -353,7 +353,7 @@ impl Session {
                     self.apply_hook(outcome, Instant::now());
                 }
             }
-            () = self.shared.notified() => {}
+            () = self.shared.queued() => {}
         }
     }
 
@@ -372,11 +372,13 @@ impl Session {
         self.connection.poll_timeout()
     }
 
-    /// Resolves when the dispatcher has queued something for this
-    /// connection; a transport whose write is stalled waits on this (only the
-    /// overflow matters then), otherwise use [`Session::ready`].
-    pub async fn outbound_ready(&self) {
-        self.shared.notified().await;
+    /// Resolves when the outbound queue overflows under the `Close` policy
+    /// (or, rarely, spuriously: check [`Session::outbound_overflowed`]). A
+    /// transport whose write is stalled waits on this: what is queued
+    /// meanwhile can only wait for the write, but an overflow closes the
+    /// session at once. Otherwise use [`Session::ready`].
+    pub async fn outbound_overflow(&self) {
+        self.shared.overflowed().await;
     }
 
     /// Turns what the dispatcher queued into frames, at most 32 KiB of them
