@@ -10,6 +10,7 @@ use crate::Error;
 use crate::broker::{Event, EventPayload};
 use crate::engine::EngineInner;
 use crate::history::with_position;
+use crate::outbound::Payload;
 use crate::pipeline::{Given, Job};
 use crate::registry::{ContextIdentity, Group, Registration, RegistrationHandle};
 
@@ -113,7 +114,7 @@ impl EngineInner {
                     }
                     delivered += group
                         .deliver(
-                            &bytes,
+                            &Payload::from(&bytes[..]),
                             position.as_ref(),
                             &self.stats,
                             self.config.slow_consumer_grace,

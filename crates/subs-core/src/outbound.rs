@@ -7,7 +7,6 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -28,6 +27,12 @@ pub enum SlowConsumerPolicy {
     DropOldest,
 }
 
+/// A `next` payload as queued: one allocation shared by every subscriber of
+/// a group. Not `bytes::Bytes`: its clone is a call through a table that
+/// returns the handle through memory, and a fan-out clones it once per
+/// subscriber; this one's is an inlined reference count.
+pub(crate) type Payload = std::sync::Arc<[u8]>;
+
 /// One message waiting for a connection's writer.
 #[derive(Debug, Clone)]
 pub(crate) enum Queued {
@@ -35,7 +40,7 @@ pub(crate) enum Queued {
     /// connection); the bytes are shared with every other subscriber of the
     /// same group. A topic with history gives the event's position (the
     /// payload already carries it; SSE also writes it as the event's id).
-    Next(u64, Bytes, Option<Position>),
+    Next(u64, Payload, Option<Position>),
     /// The server completes the subscription (a finite source ended).
     Complete(u64),
     /// The subscription lost positioned messages to `DropOldest` right

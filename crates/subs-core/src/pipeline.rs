@@ -52,6 +52,7 @@ use tokio::time::Instant;
 use crate::binding::{ResolveContext, Resolver, ResolverError};
 use crate::engine::EngineInner;
 use crate::history::{Position, with_position};
+use crate::outbound::Payload;
 use crate::registry::Group;
 
 /// One event for one group.
@@ -312,7 +313,7 @@ async fn deliver(
     };
     group
         .deliver(
-            &bytes,
+            &Payload::from(&bytes[..]),
             position,
             &engine.stats,
             engine.config.slow_consumer_grace,

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use indexmap::IndexMap;
 use parking_lot::Mutex;
 use rustc_hash::{FxBuildHasher, FxHashMap};
@@ -22,7 +21,7 @@ use subs_security::{Principal, ScopeKey};
 use crate::binding::ResolverScope;
 use crate::graphql::{DocumentIdentity, PreparedOperation};
 use crate::history::Position;
-use crate::outbound::{ConnectionShared, Push, Queued};
+use crate::outbound::{ConnectionShared, Payload, Push, Queued};
 use crate::pipeline::Pipeline;
 use crate::stats::Stats;
 
@@ -145,7 +144,7 @@ impl Group {
     /// Without one, the policy applies at once.
     pub(crate) async fn deliver(
         &self,
-        payload: &Bytes,
+        payload: &Payload,
         position: Option<&Position>,
         stats: &Stats,
         grace: Duration,

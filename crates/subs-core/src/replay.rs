@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::StoredReplay;
 use crate::engine::EngineInner;
 use crate::history::{GapReason, Position, Replay, gap_payload, with_position};
-use crate::outbound::{ConnectionShared, Push, Queued};
+use crate::outbound::{ConnectionShared, Payload, Push, Queued};
 use crate::pipeline::{Outcome, answer, resolve};
 use crate::registry::{Group, RegistrationHandle};
 
@@ -96,7 +96,11 @@ pub(crate) async fn run(engine: Weak<EngineInner>, resume: Resume) {
         Replay::Gap(reason) => {
             engine.stats.history_gap();
             tracing::info!(connection = connection.id, key, %topic, reason = reason.as_str(), "resume refused: history gap");
-            connection.push_replayed(Queued::Next(key, gap_payload(reason), None));
+            connection.push_replayed(Queued::Next(
+                key,
+                Payload::from(&gap_payload(reason)[..]),
+                None,
+            ));
             connection.end_catch_up(key, None);
             return;
         }
@@ -107,7 +111,11 @@ pub(crate) async fn run(engine: Weak<EngineInner>, resume: Resume) {
         let Some(bytes) = replay_one(&engine, &group, &payload).await else {
             continue;
         };
-        let item = Queued::Next(key, with_position(&bytes, &position), Some(position));
+        let item = Queued::Next(
+            key,
+            Payload::from(&with_position(&bytes, &position)[..]),
+            Some(position),
+        );
         connection.wait_for_room(item.weight()).await;
         match connection.push_replayed(item) {
             Push::Closed | Push::Overflow => return,
@@ -206,7 +214,7 @@ mod tests {
             if let Some(position) = self.unrouted.pop_front()
                 && self.registered
             {
-                let bytes = bytes::Bytes::from_static(b"{}");
+                let bytes = Payload::from(&b"{}"[..]);
                 self.connection
                     .push(Queued::Next(KEY, bytes, Some(position)));
             }
@@ -241,7 +249,7 @@ mod tests {
             epoch: Arc::from("e"),
             offset,
         };
-        let next = |offset| Queued::Next(KEY, bytes::Bytes::from_static(b"{}"), Some(at(offset)));
+        let next = |offset| Queued::Next(KEY, Payload::from(&b"{}"[..]), Some(at(offset)));
         let connection = ConnectionShared::new(1, 1 << 16, 1 << 30, SlowConsumerPolicy::Close);
         connection.begin_catch_up(KEY);
         // Live while catching up: 40 (also in the history read) and 70.
@@ -335,7 +343,7 @@ mod tests {
                             last_read = position.offset;
                             world.connection.push_replayed(Queued::Next(
                                 KEY,
-                                bytes::Bytes::from_static(b"{}"),
+                                Payload::from(&b"{}"[..]),
                                 Some(position),
                             ));
                         }
@@ -347,7 +355,7 @@ mod tests {
                 last_read = position.offset;
                 world.connection.push_replayed(Queued::Next(
                     KEY,
-                    bytes::Bytes::from_static(b"{}"),
+                    Payload::from(&b"{}"[..]),
                     Some(position),
                 ));
             }
