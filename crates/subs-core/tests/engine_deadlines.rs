@@ -56,20 +56,11 @@ impl Drop for Guard {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resolver_that_never_returns_delays_no_other_topic_and_times_out_in_order() {
-    let deadline = Duration::from_millis(500);
-    // Topic A: odd events never resolve, even ones at once. Topic B: at once.
-    // Both on the one dispatcher shard.
-    let engine = builder()
-        .config(config(deadline))
-        .resolver("newServiceRequest", |context: ResolveContext| async move {
-            let id = id_of(&context);
-            if id % 2 == 1 {
-                std::future::pending::<()>().await;
-            }
-            Ok::<_, ResolverError>(json!({"id": id, "title": "a", "serviceId": "1"}))
-        })
+/// Builds `engine` with `serviceUpdated` bound to a resolver ready at once
+/// (so the dispatcher serves it itself), and subscribes client `a` to
+/// `newServiceRequest` and `b` to `serviceUpdated`.
+async fn topics_a_and_b(engine: subs_core::EngineBuilder) -> (Engine, Client, Client) {
+    let engine = engine
         .resolver("serviceUpdated", |context: ResolveContext| async move {
             Ok::<_, ResolverError>((*context.event).clone())
         })
@@ -81,6 +72,41 @@ async fn a_resolver_that_never_returns_delays_no_other_topic_and_times_out_in_or
     b.init().await;
     a.subscribe("a", REQUESTS, json!({})).await;
     b.subscribe("b", SERVICES, json!({})).await;
+    (engine, a, b)
+}
+
+/// Publishes `count` events on `serviceUpdated`; `b` gets them all, in order.
+async fn b_gets_its_events(engine: &Engine, b: &mut Client, count: usize) {
+    for i in 0..count {
+        engine
+            .publish("serviceUpdated", service(i.to_string(), &format!("e{i}")))
+            .await
+            .unwrap();
+    }
+    let names: Vec<Value> = nexts(&b.recv_n(count).await, "b")
+        .iter()
+        .map(|p| p["data"]["serviceUpdated"]["name"].clone())
+        .collect();
+    let expected: Vec<Value> = (0..count).map(|i| json!(format!("e{i}"))).collect();
+    assert_eq!(names, expected, "B's events all arrive, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolver_that_never_returns_delays_no_other_topic_and_times_out_in_order() {
+    let deadline = Duration::from_millis(500);
+    // Topic A: odd events never resolve, even ones at once. Topic B: at once.
+    // Both on the one dispatcher shard.
+    let engine = builder().config(config(deadline)).resolver(
+        "newServiceRequest",
+        |context: ResolveContext| async move {
+            let id = id_of(&context);
+            if id % 2 == 1 {
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, ResolverError>(json!({"id": id, "title": "a", "serviceId": "1"}))
+        },
+    );
+    let (engine, mut a, mut b) = topics_a_and_b(engine).await;
 
     const B_EVENTS: usize = 50;
     for i in 1..=4 {
@@ -89,19 +115,7 @@ async fn a_resolver_that_never_returns_delays_no_other_topic_and_times_out_in_or
             .await
             .unwrap();
     }
-    for i in 0..B_EVENTS {
-        engine
-            .publish("serviceUpdated", service(i.to_string(), &format!("e{i}")))
-            .await
-            .unwrap();
-    }
-    let frames = b.recv_n(B_EVENTS).await;
-    let names: Vec<Value> = nexts(&frames, "b")
-        .iter()
-        .map(|p| p["data"]["serviceUpdated"]["name"].clone())
-        .collect();
-    let expected: Vec<Value> = (0..B_EVENTS).map(|i| json!(format!("e{i}"))).collect();
-    assert_eq!(names, expected, "B's events all arrive, in order");
+    b_gets_its_events(&engine, &mut b, B_EVENTS).await;
     assert_eq!(
         engine.stats().resolver_timeouts,
         0,
@@ -268,38 +282,16 @@ async fn a_resolver_that_may_not_run_on_the_dispatcher_never_holds_it_up() {
     // so the dispatcher resolves B's events itself.
     let engine = builder()
         .config(config(Duration::from_secs(30)))
-        .resolver("newServiceRequest", BlocksAtCall { gate: gate.clone() })
-        .resolver("serviceUpdated", |context: ResolveContext| async move {
-            Ok::<_, ResolverError>((*context.event).clone())
-        })
-        .build()
-        .unwrap();
-    let mut a = Client::new(&engine);
-    let mut b = Client::new(&engine);
-    a.init().await;
-    b.init().await;
-    a.subscribe("a", REQUESTS, json!({})).await;
-    b.subscribe("b", SERVICES, json!({})).await;
+        .resolver("newServiceRequest", BlocksAtCall { gate: gate.clone() });
+    let (engine, mut a, mut b) = topics_a_and_b(engine).await;
 
     engine
         .publish("newServiceRequest", json!({"id": 1}))
         .await
         .unwrap();
-    const B_EVENTS: usize = 20;
-    for i in 0..B_EVENTS {
-        engine
-            .publish("serviceUpdated", service(i.to_string(), &format!("e{i}")))
-            .await
-            .unwrap();
-    }
     // Called on the dispatcher, A's resolver would block it until the gate
     // timed out, and B's events would wait behind it.
-    let names: Vec<Value> = nexts(&b.recv_n(B_EVENTS).await, "b")
-        .iter()
-        .map(|p| p["data"]["serviceUpdated"]["name"].clone())
-        .collect();
-    let expected: Vec<Value> = (0..B_EVENTS).map(|i| json!(format!("e{i}"))).collect();
-    assert_eq!(names, expected, "B is served while A's resolver blocks");
+    b_gets_its_events(&engine, &mut b, 20).await;
 
     *gate.0.lock().unwrap() = true;
     gate.1.notify_all();
