@@ -114,8 +114,7 @@ impl EngineInner {
                     }
                     delivered += group
                         .deliver(
-                            &Payload::from(&bytes[..]),
-                            position.as_ref(),
+                            &Payload::shared(&bytes, position.clone()),
                             &self.stats,
                             self.config.slow_consumer_grace,
                         )

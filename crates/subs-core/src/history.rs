@@ -413,13 +413,21 @@ impl Delivered {
 
     /// Whether `position` is new to the subscription (and remembers it).
     pub(crate) fn first_time(&mut self, position: &Position) -> bool {
-        if let Some(last) = &self.last
-            && last.epoch == position.epoch
-            && position.offset <= last.offset
-        {
-            return false;
+        match &mut self.last {
+            // The same epoch (almost always the very same allocation, which
+            // spares comparing the text): only the offset moves, so a
+            // delivery touches no reference count shared with the other
+            // subscribers.
+            Some(last)
+                if Arc::ptr_eq(&last.epoch, &position.epoch) || last.epoch == position.epoch =>
+            {
+                if position.offset <= last.offset {
+                    return false;
+                }
+                last.offset = position.offset;
+            }
+            last => *last = Some(position.clone()),
         }
-        self.last = Some(position.clone());
         true
     }
 }
@@ -536,6 +544,28 @@ mod tests {
             gap(rings.read("t", &at(7), few_bytes, now)),
             GapReason::OverLimit
         );
+    }
+
+    #[test]
+    fn a_subscription_writes_each_position_once_whatever_allocation_its_epoch_is_in() {
+        let at = |epoch: &str, offset| Position {
+            epoch: Arc::from(epoch),
+            offset,
+        };
+        let mut delivered = Delivered::after(Some(at("i.1", 5)));
+        // The same epoch, its text in another allocation (a resume parsed
+        // from the client's request): compared by content.
+        assert!(!delivered.first_time(&at("i.1", 5)), "already delivered");
+        assert!(!delivered.first_time(&at("i.1", 3)), "older than the last");
+        assert!(delivered.first_time(&at("i.1", 6)));
+        // The live events of a group share one epoch allocation.
+        let live = at("i.1", 7);
+        assert!(delivered.first_time(&live));
+        assert!(!delivered.first_time(&live.clone()), "the same event twice");
+        // A new epoch (the history restarted) starts over at any offset.
+        assert!(delivered.first_time(&at("i.2", 1)));
+        assert!(!delivered.first_time(&at("i.2", 1)));
+        assert!(delivered.first_time(&at("i.1", 8)), "back to the old epoch");
     }
 
     #[test]

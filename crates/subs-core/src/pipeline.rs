@@ -313,8 +313,7 @@ async fn deliver(
     };
     group
         .deliver(
-            &Payload::from(&bytes[..]),
-            position,
+            &Payload::shared(&bytes, position.cloned()),
             &engine.stats,
             engine.config.slow_consumer_grace,
         )

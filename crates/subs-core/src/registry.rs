@@ -20,7 +20,6 @@ use subs_security::{Principal, ScopeKey};
 
 use crate::binding::ResolverScope;
 use crate::graphql::{DocumentIdentity, PreparedOperation};
-use crate::history::Position;
 use crate::outbound::{ConnectionShared, Payload, Push, Queued};
 use crate::pipeline::Pipeline;
 use crate::stats::Stats;
@@ -144,8 +143,7 @@ impl Group {
     /// Without one, the policy applies at once.
     pub(crate) async fn deliver(
         &self,
-        payload: &Payload,
-        position: Option<&Position>,
+        payload: &Arc<Payload>,
         stats: &Stats,
         grace: Duration,
     ) -> usize {
@@ -154,7 +152,7 @@ impl Group {
         {
             let subscribers = self.subscribers.lock();
             for (&(_, key), connection) in subscribers.iter() {
-                let item = Queued::Next(key, payload.clone(), position.cloned());
+                let item = Queued::Next(key, payload.clone());
                 if grace.is_zero() {
                     delivered += count(connection.push(item), stats);
                     continue;

@@ -98,8 +98,7 @@ pub(crate) async fn run(engine: Weak<EngineInner>, resume: Resume) {
             tracing::info!(connection = connection.id, key, %topic, reason = reason.as_str(), "resume refused: history gap");
             connection.push_replayed(Queued::Next(
                 key,
-                Payload::from(&gap_payload(reason)[..]),
-                None,
+                Payload::shared(&gap_payload(reason), None),
             ));
             connection.end_catch_up(key, None);
             return;
@@ -111,11 +110,8 @@ pub(crate) async fn run(engine: Weak<EngineInner>, resume: Resume) {
         let Some(bytes) = replay_one(&engine, &group, &payload).await else {
             continue;
         };
-        let item = Queued::Next(
-            key,
-            Payload::from(&with_position(&bytes, &position)[..]),
-            Some(position),
-        );
+        let bytes = with_position(&bytes, &position);
+        let item = Queued::Next(key, Payload::shared(&bytes, Some(position)));
         connection.wait_for_room(item.weight()).await;
         match connection.push_replayed(item) {
             Push::Closed | Push::Overflow => return,
@@ -214,9 +210,8 @@ mod tests {
             if let Some(position) = self.unrouted.pop_front()
                 && self.registered
             {
-                let bytes = Payload::from(&b"{}"[..]);
                 self.connection
-                    .push(Queued::Next(KEY, bytes, Some(position)));
+                    .push(Queued::Next(KEY, Payload::shared(b"{}", Some(position))));
             }
         }
 
@@ -226,8 +221,9 @@ mod tests {
             self.connection.drain_into(&mut out);
             out.into_iter()
                 .filter_map(|item| match item {
-                    Queued::Next(_, _, Some(position)) => {
-                        delivered.first_time(&position).then_some(position.offset)
+                    Queued::Next(_, payload) => {
+                        let position = payload.position()?;
+                        delivered.first_time(position).then_some(position.offset)
                     }
                     _ => None,
                 })
@@ -249,7 +245,7 @@ mod tests {
             epoch: Arc::from("e"),
             offset,
         };
-        let next = |offset| Queued::Next(KEY, Payload::from(&b"{}"[..]), Some(at(offset)));
+        let next = |offset| Queued::Next(KEY, Payload::shared(b"{}", Some(at(offset))));
         let connection = ConnectionShared::new(1, 1 << 16, 1 << 30, SlowConsumerPolicy::Close);
         connection.begin_catch_up(KEY);
         // Live while catching up: 40 (also in the history read) and 70.
@@ -266,8 +262,9 @@ mod tests {
         let written: Vec<u64> = out
             .into_iter()
             .filter_map(|item| match item {
-                Queued::Next(_, _, Some(position)) => {
-                    delivered.first_time(&position).then_some(position.offset)
+                Queued::Next(_, payload) => {
+                    let position = payload.position()?;
+                    delivered.first_time(position).then_some(position.offset)
                 }
                 _ => None,
             })
@@ -341,11 +338,7 @@ mod tests {
                         }
                         if let Some(position) = replay.pop_front() {
                             last_read = position.offset;
-                            world.connection.push_replayed(Queued::Next(
-                                KEY,
-                                Payload::from(&b"{}"[..]),
-                                Some(position),
-                            ));
+                            world.connection.push_replayed(Queued::Next(KEY, Payload::shared(b"{}", Some(position))));
                         }
                     }
                 }
@@ -353,11 +346,7 @@ mod tests {
             // The replay queues the rest of what it read, then hands over.
             while let Some(position) = replay.pop_front() {
                 last_read = position.offset;
-                world.connection.push_replayed(Queued::Next(
-                    KEY,
-                    Payload::from(&b"{}"[..]),
-                    Some(position),
-                ));
+                world.connection.push_replayed(Queued::Next(KEY, Payload::shared(b"{}", Some(position))));
             }
             world.connection.end_catch_up(KEY, Some(last_read));
             for _ in 0..after {

@@ -170,7 +170,9 @@ fn sse_event_with_id(
     out.push_str(name);
     out.push_str("\ndata: ");
     out.push_str(head);
-    if body.bytes().any(|b| b == b'\n' || b == b'\r') {
+    // Searched a word at a time: this runs for every subscriber of every
+    // event, and a serialized result never holds a raw line break anyway.
+    if memchr::memchr2(b'\n', b'\r', body.as_bytes()).is_some() {
         let mut lines = body.split(['\n', '\r']).filter(|l| !l.is_empty());
         if let Some(first) = lines.next() {
             out.push_str(first);

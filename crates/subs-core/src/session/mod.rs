@@ -402,11 +402,12 @@ impl Session {
             let weight = item.weight();
             self.unframed -= weight;
             match item {
-                Queued::Next(key, payload, position) => {
+                Queued::Next(key, payload) => {
                     let Some(active) = self.subscriptions.get_mut(&key) else {
                         continue;
                     };
-                    match &position {
+                    let position = payload.position();
+                    match position {
                         Some(position) if !active.delivered.first_time(position) => continue,
                         Some(_) => {}
                         // A gap (the only message without a position on a
@@ -428,7 +429,7 @@ impl Session {
                         continue;
                     }
                     // Over SSE the position is also the event's id.
-                    let event_id = match &position {
+                    let event_id = match position {
                         Some(position) if self.connection.protocol().is_event_stream() => {
                             Some(position.to_string())
                         }
@@ -436,7 +437,7 @@ impl Session {
                     };
                     if self
                         .connection
-                        .send_next_with_event_id(&active.id, &payload, event_id.as_deref())
+                        .send_next_with_event_id(&active.id, payload.bytes(), event_id.as_deref())
                         .is_ok()
                     {
                         sent += 1;

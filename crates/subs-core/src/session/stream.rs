@@ -40,7 +40,7 @@ pub(super) async fn run_stream(
             Ok(value) => operation.project(&variables, Ok(value)),
             Err(error) => operation.project(&variables, Err(&error.message)),
         };
-        let next = Queued::Next(key, crate::outbound::Payload::from(&payload[..]), None);
+        let next = Queued::Next(key, crate::outbound::Payload::shared(&payload, None));
         connection.wait_for_room(next.weight()).await;
         if matches!(
             connection.push(next),
