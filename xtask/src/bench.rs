@@ -37,6 +37,11 @@ pub(crate) struct Scenario {
     pub(crate) interval_us: u64,
     /// Filler characters per event (`None`: the load generator's default, 64).
     pub(crate) payload_bytes: Option<usize>,
+    /// How many times every target runs it, the targets alternating: each
+    /// figure is the median of the rounds (a count of events lost,
+    /// duplicated or out of order, the worst), so a gate on a noisy figure
+    /// reads what the build does, not one run's luck.
+    pub(crate) rounds: usize,
 }
 
 /// The events a scenario publishes, per target.
@@ -76,6 +81,7 @@ fn scenario(
         events: Events::All(events),
         interval_us,
         payload_bytes: None,
+        rounds: 1,
     }
 }
 
@@ -91,6 +97,7 @@ fn stalled_scenarios() -> Vec<Scenario> {
             events: Events::Only(vec![(SUBS, 1000)]),
             interval_us: 0,
             payload_bytes: None,
+            rounds: 1,
         },
         Scenario {
             id: "stalled_reader".into(),
@@ -103,16 +110,26 @@ fn stalled_scenarios() -> Vec<Scenario> {
             // stalled reader alone: the engine's event queue then stays empty.)
             interval_us: 0,
             payload_bytes: Some(8 * 1024),
+            rounds: 1,
         },
     ]
 }
+
+/// The burst at 1,000 connections runs three times per target: its CPU per
+/// delivery, gated against the raw server's, reads 1.15-1.55x in single
+/// runs of one build on these shared machines (1.21x their median), so
+/// one unlucky run would fail a build that meets the bound.
+const BURST_ROUNDS: usize = 3;
 
 /// The loopback scenarios of a run (docs/bench-contract.md, "What is measured"),
 /// for the raw server, subs' Rust bench server and every `--target`.
 pub(crate) fn scenarios(quick: bool) -> Vec<Scenario> {
     if quick {
         vec![
-            scenario("fanout_c1000", "fanout", 1000, 300, 0),
+            Scenario {
+                rounds: BURST_ROUNDS,
+                ..scenario("fanout_c1000", "fanout", 1000, 300, 0)
+            },
             scenario("paced200_c1000", "paced", 1000, 15, 200_000),
             scenario("paced20_c1000", "paced", 1000, 100, 20_000),
             scenario("paced20_c100", "paced", 100, 100, 20_000),
@@ -125,7 +142,10 @@ pub(crate) fn scenarios(quick: bool) -> Vec<Scenario> {
     } else {
         vec![
             scenario("fanout_c100", "fanout", 100, 1000, 0),
-            scenario("fanout_c1000", "fanout", 1000, 1000, 0),
+            Scenario {
+                rounds: BURST_ROUNDS,
+                ..scenario("fanout_c1000", "fanout", 1000, 1000, 0)
+            },
             scenario("fanout_c10000", "fanout", 10_000, 100, 0),
             scenario("paced200_c1000", "paced", 1000, 50, 200_000),
             scenario("paced20_c1000", "paced", 1000, 250, 20_000),
@@ -204,6 +224,7 @@ pub(crate) fn python_scenarios(quick: bool) -> Vec<Scenario> {
             ]),
             interval_us: 0,
             payload_bytes: None,
+            rounds: 1,
         },
         Scenario {
             id: "py_paced200_c1000".into(),
@@ -219,6 +240,7 @@ pub(crate) fn python_scenarios(quick: bool) -> Vec<Scenario> {
             ]),
             interval_us: 200_000,
             payload_bytes: None,
+            rounds: 1,
         },
     ]
 }
@@ -254,6 +276,7 @@ pub(crate) fn http_scenarios(quick: bool) -> Vec<Scenario> {
             events: transports(events),
             interval_us: 0,
             payload_bytes: None,
+            rounds: 1,
         },
         Scenario {
             id: "http_paced200_c1000".into(),
@@ -262,6 +285,7 @@ pub(crate) fn http_scenarios(quick: bool) -> Vec<Scenario> {
             events: transports(paced_events),
             interval_us: 200_000,
             payload_bytes: None,
+            rounds: 1,
         },
         Scenario {
             id: "http_query_c64".into(),
@@ -271,6 +295,7 @@ pub(crate) fn http_scenarios(quick: bool) -> Vec<Scenario> {
             events: Events::Only(vec![(SUBS, requests)]),
             interval_us: 0,
             payload_bytes: None,
+            rounds: 1,
         },
     ]
 }
@@ -306,6 +331,7 @@ pub(crate) fn history_scenarios(quick: bool) -> Vec<Scenario> {
             events: Events::Only(vec![(SUBS, events), (SUBS_HISTORY, events)]),
             interval_us: 0,
             payload_bytes: None,
+            rounds: 1,
         },
         Scenario {
             id: "history_storm_c1000".into(),
@@ -320,6 +346,7 @@ pub(crate) fn history_scenarios(quick: bool) -> Vec<Scenario> {
             ),
             interval_us: 0,
             payload_bytes: None,
+            rounds: 1,
         },
     ]
 }
@@ -840,72 +867,135 @@ fn run_loopback(
     }
     // Scenario by scenario, every target in turn: the two sides of a ratio
     // run minutes apart at most, so background load on a shared machine
-    // falls on both alike.
+    // falls on both alike; a scenario of several rounds alternates them.
     for s in scenarios {
-        for target in targets {
-            let Some(events) = s.events_for(&target.label) else {
-                continue;
-            };
-            eprintln!(
-                "== loopback: {} {} ({} connections, {events} events)",
-                target.label, s.id, s.connections
-            );
-            let json_path = out_dir.join(format!("loadgen-{}-{}.json", target.label, s.id));
-            let _ = std::fs::remove_file(&json_path);
-            let status = Command::new(&bins.loadgen)
-                .args([
-                    "--target",
-                    &target.command,
-                    "--label",
-                    &target.label,
-                    "--scenario",
-                    s.kind,
-                    "--transport",
-                    target.transport,
-                ])
-                .args(["--connections", &s.connections.to_string()])
-                .args([
-                    "--events",
-                    &events.to_string(),
-                    "--interval-us",
-                    &s.interval_us.to_string(),
-                ])
-                .args(
-                    s.payload_bytes
-                        .map(|p| ["--payload-bytes".to_owned(), p.to_string()])
-                        .into_iter()
-                        .flatten(),
-                )
-                .arg("--server-log")
-                .arg(logs.join(format!("{}-{}.log", target.label, s.id)))
-                .arg("--out")
-                .arg(&json_path)
-                .stdout(Stdio::null())
-                .status();
-            let report = status.map_err(anyhow::Error::from).and_then(|status| {
-                if !status.success() {
-                    bail!("subs-loadgen failed with {status}");
-                }
-                let text = std::fs::read_to_string(&json_path)?;
-                Ok(serde_json::from_str::<Value>(&text)?)
-            });
-            match report {
-                Ok(report) => {
-                    for (key, value) in loopback_figures(&report) {
-                        results
-                            .figures
-                            .insert(format!("loopback.{}.{}.{key}", target.label, s.id), value);
+        let mut runs: Vec<Vec<Value>> = vec![Vec::new(); targets.len()];
+        for round in 0..s.rounds.max(1) {
+            for (target, reports) in targets.iter().zip(&mut runs) {
+                let Some(events) = s.events_for(&target.label) else {
+                    continue;
+                };
+                eprintln!(
+                    "== loopback: {} {} ({} connections, {events} events{})",
+                    target.label,
+                    s.id,
+                    s.connections,
+                    if s.rounds > 1 {
+                        format!(", round {} of {}", round + 1, s.rounds)
+                    } else {
+                        String::new()
                     }
-                    results
-                        .loopback
-                        .insert((target.label.clone(), s.id.clone()), report);
+                );
+                // The first round's files keep the names of a single run.
+                let name = match round {
+                    0 => format!("{}-{}", target.label, s.id),
+                    _ => format!("{}-{}-round{}", target.label, s.id, round + 1),
+                };
+                match run_loadgen(bins, target, s, events, &logs, out_dir, &name) {
+                    Ok(report) => reports.push(report),
+                    Err(error) => results
+                        .errors
+                        .push(format!("loopback {} {}: {error:#}", target.label, s.id)),
                 }
-                Err(error) => results
-                    .errors
-                    .push(format!("loopback {} {}: {error:#}", target.label, s.id)),
             }
         }
+        for (target, reports) in targets.iter().zip(runs) {
+            let Some(report) = median_round(reports) else {
+                continue;
+            };
+            for (key, value) in loopback_figures(&report) {
+                results
+                    .figures
+                    .insert(format!("loopback.{}.{}.{key}", target.label, s.id), value);
+            }
+            results
+                .loopback
+                .insert((target.label.clone(), s.id.clone()), report);
+        }
     }
+}
+
+/// One run of the load generator: its JSON report.
+fn run_loadgen(
+    bins: &Bins,
+    target: &Target,
+    s: &Scenario,
+    events: u64,
+    logs: &Path,
+    out_dir: &Path,
+    name: &str,
+) -> Result<Value> {
+    let json_path = out_dir.join(format!("loadgen-{name}.json"));
+    let _ = std::fs::remove_file(&json_path);
+    let status = Command::new(&bins.loadgen)
+        .args([
+            "--target",
+            &target.command,
+            "--label",
+            &target.label,
+            "--scenario",
+            s.kind,
+            "--transport",
+            target.transport,
+        ])
+        .args(["--connections", &s.connections.to_string()])
+        .args([
+            "--events",
+            &events.to_string(),
+            "--interval-us",
+            &s.interval_us.to_string(),
+        ])
+        .args(
+            s.payload_bytes
+                .map(|p| ["--payload-bytes".to_owned(), p.to_string()])
+                .into_iter()
+                .flatten(),
+        )
+        .arg("--server-log")
+        .arg(logs.join(format!("{name}.log")))
+        .arg("--out")
+        .arg(&json_path)
+        .stdout(Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("subs-loadgen failed with {status}");
+    }
+    let text = std::fs::read_to_string(&json_path)?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// The counts a round must not hide: the worst round's stands.
+const WORST_OF_ROUNDS: [&str; 4] = ["lost", "duplicates", "out_of_order", "connect_errors"];
+
+/// The report of the round with the median server CPU per delivery (the
+/// figure the noisy gates read; its latencies and rates come with it), with
+/// the worst of every round's [`WORST_OF_ROUNDS`] and every round's CPU
+/// figure under `rounds_cpu_per_delivery_us`. `None` without a round.
+fn median_round(mut reports: Vec<Value>) -> Option<Value> {
+    if reports.len() < 2 {
+        return reports.pop();
+    }
+    let cpu = |report: &Value| report["server_cpu_per_delivery_us"].as_f64().unwrap_or(0.0);
+    let worst: Vec<(&str, f64)> = WORST_OF_ROUNDS
+        .iter()
+        .map(|key| {
+            let max = reports
+                .iter()
+                .filter_map(|r| r[*key].as_f64())
+                .fold(0.0, f64::max);
+            (*key, max)
+        })
+        .collect();
+    let every: Vec<f64> = reports.iter().map(cpu).collect();
+    reports.sort_by(|a, b| cpu(a).total_cmp(&cpu(b)));
+    let mut report = reports.swap_remove(reports.len() / 2);
+    for (key, max) in worst {
+        if report.get(key).is_some() {
+            report[key] = max.into();
+        }
+    }
+    report["rounds_cpu_per_delivery_us"] = every.into();
+    Some(report)
 }
 
 /// The figures of one load generator report, in the units the gates use.
@@ -1153,6 +1243,43 @@ mod tests {
                 .iter()
                 .all(|(k, _)| *k != "lost")
         );
+    }
+
+    #[test]
+    fn rounds_keep_the_median_cpu_round_and_the_worst_losses() {
+        let round = |cpu: f64, lost: u64, p99: u64| {
+            serde_json::json!({"server_cpu_per_delivery_us": cpu, "lost": lost, "duplicates": 0,
+                   "out_of_order": 0, "connect_errors": 0, "latency": {"p99_us": p99}})
+        };
+        let report = median_round(vec![
+            round(0.30, 0, 1_000),
+            round(0.20, 0, 3_000),
+            round(0.10, 2, 2_000),
+        ])
+        .expect("three rounds");
+        assert_eq!(report["server_cpu_per_delivery_us"], 0.20);
+        // The median round's own latency, not a mix of rounds.
+        assert_eq!(report["latency"]["p99_us"], 3_000);
+        // A loss in any round is a loss.
+        assert_eq!(report["lost"], 2.0);
+        assert_eq!(
+            report["rounds_cpu_per_delivery_us"],
+            serde_json::json!([0.30, 0.20, 0.10])
+        );
+        // One round is its own report; none is none.
+        assert_eq!(median_round(vec![round(0.4, 1, 5)]), Some(round(0.4, 1, 5)));
+        assert_eq!(median_round(Vec::new()), None);
+    }
+
+    #[test]
+    fn the_burst_is_measured_in_rounds() {
+        for quick in [false, true] {
+            let burst = scenarios(quick)
+                .into_iter()
+                .find(|s| s.id == "fanout_c1000")
+                .expect("the burst scenario");
+            assert_eq!(burst.rounds, BURST_ROUNDS);
+        }
     }
 
     #[test]
