@@ -70,8 +70,8 @@ pub trait Transport: Send {
 }
 
 /// Runs `session` over `transport` until either side closes or `shutdown`
-/// fires (then every subscription is completed and the connection closed
-/// with 1001). Writes are coalesced: everything ready is sent as one batch.
+/// fires (then, after the write under way, every subscription is completed
+/// and the connection closed with 1001; what is still queued is not sent). Writes are coalesced: everything ready is sent as one batch.
 /// While a write waits on a peer that does not read, the slow-consumer
 /// policy, shutdown and [`WRITE_STALL_TIMEOUT`] are still served; while a
 /// host hook runs, deliveries, keepalive and timeouts are.
@@ -100,6 +100,15 @@ pub fn drive<T: Transport>(
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
         loop {
+            // The token's state is one atomic load; its future is polled only
+            // when nothing else is ready (last in the `select!` below), since
+            // polling a waiter takes the token's lock, which every connection
+            // shares: not once per delivery. This check keeps a connection
+            // the dispatcher keeps busy from never seeing the shutdown.
+            if !shutting_down && !session.is_closed() && shutdown.is_cancelled() {
+                shutting_down = true;
+                session.shutdown();
+            }
             match write_pending(&mut session, &mut transport, &shutdown).await {
                 // The writer may have slept through a notification: take what
                 // queued meanwhile before waiting again.
@@ -120,10 +129,6 @@ pub fn drive<T: Transport>(
                     }
                     tokio::select! {
                         biased;
-                        () = &mut shutdown_signal, if !shutting_down && !session.is_closed() => {
-                            shutting_down = true;
-                            session.shutdown();
-                        }
                         () = session.ready() => {
                             session.flush_outbound();
                         }
@@ -142,6 +147,10 @@ pub fn drive<T: Transport>(
                         () = &mut timer, if armed.is_some() => {
                             armed = None;
                             session.handle_timeout(Instant::now());
+                        }
+                        () = &mut shutdown_signal, if !shutting_down && !session.is_closed() => {
+                            shutting_down = true;
+                            session.shutdown();
                         }
                     }
                 }
