@@ -100,11 +100,11 @@ pub fn drive<T: Transport>(
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
         loop {
-            // The token's state is one atomic load; its future is polled only
-            // when nothing else is ready (last in the `select!` below), since
-            // polling a waiter takes the token's lock, which every connection
-            // shares: not once per delivery. This check keeps a connection
-            // the dispatcher keeps busy from never seeing the shutdown.
+            // Read at every turn, since the token's waiter is polled only
+            // when nothing else is ready (last in the `select!` below: a
+            // delivery's wake-up polls no waiter): a connection with a
+            // backlog, or one the dispatcher keeps busy, sees the shutdown
+            // after the write under way.
             if !shutting_down && !session.is_closed() && shutdown.is_cancelled() {
                 shutting_down = true;
                 session.shutdown();
