@@ -71,7 +71,8 @@ pub trait Transport: Send {
 
 /// Runs `session` over `transport` until either side closes or `shutdown`
 /// fires (then, after the write under way, every subscription is completed
-/// and the connection closed with 1001; what is still queued is not sent). Writes are coalesced: everything ready is sent as one batch.
+/// and the connection closed with 1001; what is still queued is not sent).
+/// Writes are coalesced: everything ready is sent as one batch.
 /// While a write waits on a peer that does not read, the slow-consumer
 /// policy, shutdown and [`WRITE_STALL_TIMEOUT`] are still served; while a
 /// host hook runs, deliveries, keepalive and timeouts are.
